@@ -1,0 +1,109 @@
+"""The ``fda`` command line: options -> stage configs, FdaError -> exit codes, logging set up once.
+
+Stage modules are imported inside each command so that ``fda --help`` stays fast.
+"""
+
+import logging
+from typing import Any, Callable, Optional
+
+import click
+
+from fda import __version__
+from fda.config import PreprocessConfig, field_default
+from fda.errors import FdaError
+from fda.logs import setup_logging
+
+
+class FdaClickError(click.ClickException):
+    """A library error shown as ``Error: <message>`` with the error's own exit code."""
+
+    def __init__(self, error: FdaError) -> None:
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
+
+
+def run_stage(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call a library entry point, turning :class:`FdaError` into a one-line Click error."""
+    try:
+        return fn(*args, **kwargs)
+    except FdaError as err:
+        raise FdaClickError(err) from None
+
+
+def build_config(cls: type, **kwargs: Any) -> Any:
+    """Build a stage config from Click's keyword arguments (names match the fields 1:1)."""
+    return run_stage(cls, **kwargs)
+
+
+def _default(cls: type, name: str) -> Any:
+    return field_default(cls, name)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, "--version", prog_name="fda")
+@click.option("-v", "--verbose", count=True, help="More log output (-v: debug).")
+@click.option("--log-file", type=click.Path(dir_okay=False), default=None, help="Also write the full log here.")
+def cli(verbose: int, log_file: Optional[str]) -> None:
+    """FDA-CLIP: frame-difference alpha masks for Alpha-CLIP text-video retrieval."""
+    setup_logging(logging.DEBUG if verbose else logging.INFO, log_file)
+
+
+P = PreprocessConfig
+
+
+@cli.command()
+@click.argument("dataset_root", type=click.Path(file_okay=False))
+@click.option("--out", default=_default(P, "out"), show_default=True, help="Folder for shards and manifest.")
+@click.option("--layout", type=click.Choice(["msrvtt", "msvd", "folder"]), default=None,
+              help="Dataset layout (default: detected).")
+@click.option("--msrvtt-train", type=click.Choice(["9k", "7k"]), default=_default(P, "msrvtt_train"),
+              show_default=True, help="MSR-VTT training list.")
+@click.option("--captions", default=None, help="Captions file (CSV or JSONL) for a folder of videos.")
+@click.option("--split", default=None, help="Comma list of splits to write (default: all).")
+@click.option("--frames-train", type=int, default=_default(P, "frames_train"), show_default=True,
+              help="Frames sampled per training clip.")
+@click.option("--frames-test", type=int, default=_default(P, "frames_test"), show_default=True,
+              help="Frames sampled per val/test clip.")
+@click.option("--size", type=int, default=_default(P, "size"), show_default=True,
+              help="Short-side resize then center crop, in pixels.")
+@click.option("--tau", type=float, default=_default(P, "tau"), show_default=True,
+              help="Frame-difference threshold in grey levels.")
+@click.option("--kernel", type=int, default=_default(P, "kernel"), show_default=True,
+              help="Morphology kernel (closing then opening); 0 disables.")
+@click.option("--min-area", type=int, default=_default(P, "min_area"), show_default=True,
+              help="Drop moving regions smaller than this many pixels.")
+@click.option("--empty-mask", type=click.Choice(["full", "zero"]), default=_default(P, "empty_mask"),
+              show_default=True, help="Mask for a frame with no motion left.")
+@click.option("--diff-mode", type=click.Choice(["adjacent", "sampled"]), default=_default(P, "diff_mode"),
+              show_default=True, help="Difference with the adjacent decoded frame or the adjacent sampled one.")
+@click.option("--jpeg-quality", type=int, default=_default(P, "jpeg_quality"), show_default=True,
+              help="JPEG quality of stored frames.")
+@click.option("--samples-per-shard", type=int, default=_default(P, "samples_per_shard"), show_default=True,
+              help="Videos per tar shard.")
+@click.option("--decoder", type=click.Choice(["opencv", "ffmpeg"]), default=_default(P, "decoder"),
+              show_default=True, help="In-process FFmpeg via OpenCV, or the ffmpeg binary via ffmpeg-python.")
+@click.option("--workers", type=int, default=_default(P, "workers"), show_default=True,
+              help="Worker processes (0: all cores).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default=_default(P, "engine"), show_default=True,
+              help="Run shard tasks in a local process pool or on Ray.")
+@click.option("--ray-address", default=None, help="Ray cluster address (with --engine ray; default: local Ray).")
+@click.option("--max-failure-rate", type=float, default=_default(P, "max_failure_rate"), show_default=True,
+              help="Exit non-zero when more videos than this fraction fail.")
+@click.option("--limit", type=int, default=None, help="Take only the first N videos of each split.")
+@click.option("--overwrite", is_flag=True, default=False, help="Delete earlier output in --out and start over.")
+def preprocess(**kwargs: Any) -> None:
+    """Decode videos once into WebDataset shards of frames plus frame-difference alpha masks."""
+    from fda.pipeline.preprocess import run_preprocess
+
+    cfg = build_config(PreprocessConfig, **kwargs)
+    result = run_stage(run_preprocess, cfg)
+    click.echo(result.summary())
+
+
+def main() -> None:
+    """Console entry point."""
+    cli(prog_name="fda")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Stage configurations: frozen dataclasses, validated once, mapped 1:1 onto CLI options.
+
+Field ``frames_train`` is the option ``--frames-train``; the CLI reads each option's default from the field, so
+the two can never disagree (``tests/test_cli.py`` compares the name sets). Validation raises
+:class:`fda.errors.ConfigError` with a one-line message naming the option, the value and the fix.
+"""
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from fda.errors import ConfigError
+
+LAYOUTS = ("msrvtt", "msvd", "folder")
+SPLITS = ("train", "val", "test")
+DECODERS = ("opencv", "ffmpeg")
+ENGINES = ("local", "ray")
+EMPTY_MASKS = ("full", "zero")
+DIFF_MODES = ("adjacent", "sampled")
+MAX_FRAMES = 99  # member names carry two digits: f00 ... f98
+
+
+def flag(name: str) -> str:
+    """The CLI option for a config field: ``frames_train`` -> ``--frames-train``."""
+    return "--" + name.replace("_", "-")
+
+
+def _require(ok: bool, field: str, value: Any, need: str) -> None:
+    if not ok:
+        raise ConfigError(f"{flag(field)} must be {need}, got {value!r}")
+
+
+def _choice(field: str, value: Any, choices: Sequence[str]) -> None:
+    _require(value in choices, field, value, "one of " + ", ".join(choices))
+
+
+def field_default(cls: type, name: str) -> Any:
+    """The default value of a dataclass field (for Click's ``default=``)."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                return f.default_factory()  # type: ignore[misc]
+            raise KeyError(f"{cls.__name__}.{name} has no default")
+    raise KeyError(f"{cls.__name__} has no field {name}")
+
+
+def parse_splits(value: Optional[str]) -> Optional[Tuple[str, ...]]:
+    """Turn ``"train,test"`` into ``("train", "test")``; ``None`` or ``"all"`` means every split."""
+    if value is None or value.strip() in ("", "all"):
+        return None
+    parts = tuple(dict.fromkeys(p.strip() for p in value.split(",") if p.strip()))
+    for part in parts:
+        if part not in SPLITS:
+            raise ConfigError(f"--split must be a comma list of {', '.join(SPLITS)}, got {value!r}")
+    return parts
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Everything ``fda preprocess`` needs; the fields that shape the data are recorded in every shard set."""
+
+    dataset_root: str
+    out: str = "shards"
+    layout: Optional[str] = None
+    msrvtt_train: str = "9k"
+    captions: Optional[str] = None
+    split: Optional[str] = None
+    frames_train: int = 6
+    frames_test: int = 12
+    size: int = 224
+    tau: float = 25.0
+    kernel: int = 3
+    min_area: int = 16
+    empty_mask: str = "full"
+    diff_mode: str = "adjacent"
+    jpeg_quality: int = 90
+    samples_per_shard: int = 200
+    decoder: str = "opencv"
+    workers: int = 0
+    engine: str = "local"
+    ray_address: Optional[str] = None
+    max_failure_rate: float = 0.01
+    limit: Optional[int] = None
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.layout is not None:
+            _choice("layout", self.layout, LAYOUTS)
+        _choice("msrvtt_train", self.msrvtt_train, ("9k", "7k"))
+        parse_splits(self.split)
+        for name in ("frames_train", "frames_test"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and 1 <= value <= MAX_FRAMES, name, value, f"an integer in 1..{MAX_FRAMES}")
+        _require(isinstance(self.size, int) and 16 <= self.size <= 4096, "size", self.size, "an integer in 16..4096")
+        _require(0 <= self.tau <= 255, "tau", self.tau, "in 0..255 (grey levels)")
+        _require(isinstance(self.kernel, int) and self.kernel >= 0 and (self.kernel == 0 or self.kernel % 2 == 1),
+                 "kernel", self.kernel, "0 (no morphology) or an odd integer >= 1")
+        _require(isinstance(self.min_area, int) and self.min_area >= 0, "min_area", self.min_area, ">= 0 pixels")
+        _choice("empty_mask", self.empty_mask, EMPTY_MASKS)
+        _choice("diff_mode", self.diff_mode, DIFF_MODES)
+        _require(1 <= self.jpeg_quality <= 100, "jpeg_quality", self.jpeg_quality, "in 1..100")
+        _require(self.samples_per_shard >= 1, "samples_per_shard", self.samples_per_shard, ">= 1")
+        _choice("decoder", self.decoder, DECODERS)
+        _require(self.workers >= 0, "workers", self.workers, ">= 0 (0: all cores)")
+        _choice("engine", self.engine, ENGINES)
+        _require(0.0 <= self.max_failure_rate <= 1.0, "max_failure_rate", self.max_failure_rate, "in 0..1")
+        _require(self.limit is None or self.limit >= 1, "limit", self.limit, ">= 1")
+        if self.ray_address is not None and self.engine != "ray":
+            raise ConfigError(f"--ray-address needs --engine ray, got --engine {self.engine}")
+
+    @property
+    def splits(self) -> Optional[Tuple[str, ...]]:
+        """Selected splits, or ``None`` for every split the dataset has."""
+        return parse_splits(self.split)
+
+    @property
+    def num_workers(self) -> int:
+        """Worker processes: ``workers`` or, when 0, every core."""
+        return self.workers or (os.cpu_count() or 1)
+
+    def frames_for(self, split: str) -> int:
+        """Frames sampled per clip of ``split``: the training count for train, the test count otherwise."""
+        return self.frames_train if split == "train" else self.frames_test
+
+    def data_fields(self) -> Dict[str, Any]:
+        """The fields that decide the bytes of the shards; a rerun must match them to resume."""
+        keep = ("layout", "msrvtt_train", "captions", "split", "frames_train", "frames_test", "size", "tau",
+                "kernel", "min_area", "empty_mask", "diff_mode", "jpeg_quality", "samples_per_shard", "limit")
+        return {k: getattr(self, k) for k in keep}

@@ -1,0 +1,1 @@
+"""Offline preprocessing: decode videos, sample frames, compute frame-difference masks, write shards."""

@@ -1,0 +1,1 @@
+"""The shard format (schema, writer, reader): a versioned contract between the stages."""

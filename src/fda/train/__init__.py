@@ -1,0 +1,1 @@
+"""Training loop, loss, optimiser and schedule."""

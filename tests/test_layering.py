@@ -1,0 +1,57 @@
+"""Import directions stay as STYLE.md draws them (an ast scan of src/fda)."""
+
+import ast
+import pathlib
+
+import pytest
+
+SRC = pathlib.Path(__file__).resolve().parents[1] / "src" / "fda"
+
+
+def _imports(path: pathlib.Path):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+            for alias in node.names:
+                yield f"{node.module}.{alias.name}"
+
+
+def _modules(package: str):
+    root = SRC / package if (SRC / package).is_dir() else None
+    if root is None:
+        return [SRC / f"{package}.py"] if (SRC / f"{package}.py").exists() else []
+    return sorted(root.rglob("*.py"))
+
+
+FORBIDDEN = [
+    # (package, forbidden import prefixes)
+    ("pipeline", ("fda.model", "fda.train", "fda.eval", "fda.cli", "torch", "open_clip")),
+    ("model", ("fda.shards", "fda.pipeline", "fda.train", "fda.eval", "fda.cli")),
+    ("train", ("fda.eval", "fda.cli")),
+    ("eval", ("fda.train", "fda.cli")),
+    ("shards", ("fda.model", "fda.train", "fda.eval", "fda.pipeline", "fda.cli", "torch", "open_clip")),
+    ("config", ("fda.shards", "fda.model", "fda.train", "fda.eval", "fda.pipeline", "fda.cli")),
+    ("errors", ("fda.",)),
+    ("logs", ("fda.",)),
+]
+
+
+@pytest.mark.parametrize("package,forbidden", FORBIDDEN, ids=[p for p, _ in FORBIDDEN])
+def test_forbidden_imports(package, forbidden):
+    bad = []
+    for path in _modules(package):
+        for name in _imports(path):
+            if any(name == f.rstrip(".") or name.startswith(f if f.endswith(".") else f + ".") or name == f
+                   for f in forbidden):
+                bad.append(f"{path.relative_to(SRC)} imports {name}")
+    assert not bad, "\n".join(bad)
+
+
+def test_nothing_imports_cli():
+    bad = [str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
+           if p.name not in ("cli.py", "__main__.py") and any(n.startswith("fda.cli") for n in _imports(p))]
+    assert not bad, bad
