@@ -1,0 +1,89 @@
+"""Writing shards: deterministic tar files that appear under their final name only when complete.
+
+Members are written with a fixed integer mtime and owner, so the same samples always give the same bytes (a resumed
+run equals an uninterrupted one byte for byte) and no PAX header is added per member.
+"""
+
+import io
+import json
+import os
+import tarfile
+from typing import Any, Dict, List, Sequence
+
+from fda.errors import InputError
+from fda.shards.schema import CAPTIONS, KEY_RE, META, SCHEMA_VERSION, frame_member, mask_member
+
+PARTIAL = ".partial"
+
+
+def sample_members(key: str, meta: Dict[str, Any], captions: Sequence[str], frames_jpeg: Sequence[bytes],
+                   masks_png: Sequence[bytes]) -> List[tuple]:
+    """The ``(member name, bytes)`` pairs of one sample, in a fixed order.
+
+    Args:
+        key: the sample key (``^[A-Za-z0-9_-]+$``).
+        meta: the sample's meta dict; ``schema_version`` is set here.
+        captions: every caption of the video.
+        frames_jpeg: encoded frames, one per sampled index.
+        masks_png: encoded masks, aligned with ``frames_jpeg``.
+    """
+    if not KEY_RE.match(key):
+        raise InputError(f"sample key {key!r} is not webdataset-safe; use fda.shards.schema.sample_key")
+    if len(frames_jpeg) != len(masks_png):
+        raise ValueError(f"{len(frames_jpeg)} frames but {len(masks_png)} masks for {key}")
+    meta = {"schema_version": SCHEMA_VERSION, **meta}
+    members = [(f"{key}.{META}", json.dumps(meta, ensure_ascii=False).encode("utf-8")),
+               (f"{key}.{CAPTIONS}", json.dumps(list(captions), ensure_ascii=False).encode("utf-8"))]
+    members += [(f"{key}.{frame_member(i)}", data) for i, data in enumerate(frames_jpeg)]
+    members += [(f"{key}.{mask_member(i)}", data) for i, data in enumerate(masks_png)]
+    return members
+
+
+class ShardWriter:
+    """Write one tar shard to ``<path>.partial`` and rename it to ``path`` on :meth:`commit`.
+
+    Use as a context manager: leaving the block without ``commit()`` (an exception, a kill) leaves no file under the
+    final name; the ``.partial`` file is removed on an exception and ignored by readers otherwise.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.partial = path + PARTIAL
+        self.count = 0
+        self._file = open(self.partial, "wb")
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT)
+
+    def write(self, members: Sequence[tuple]) -> None:
+        """Append one sample given as ``(member name, bytes)`` pairs (see :func:`sample_members`)."""
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = 0
+            info.mode = 0o444
+            info.uname = info.gname = "fda"
+            self._tar.addfile(info, io.BytesIO(data))
+        self.count += 1
+
+    def commit(self) -> None:
+        """Finish the tar, flush it to disk and move it to its final name."""
+        self._tar.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self.partial, self.path)
+
+    def abort(self) -> None:
+        """Drop the partial file."""
+        if not self._file.closed:
+            self._file.close()
+        if os.path.exists(self.partial):
+            os.remove(self.partial)
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif not self._file.closed:
+            self.commit()
