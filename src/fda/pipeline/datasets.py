@@ -1,0 +1,568 @@
+"""Dataset layouts: which videos belong to which split, with which captions, and where their files are.
+
+Three layouts are understood (DATASETS.md §1-3 has the official formats):
+
+- ``msrvtt``: ``MSRVTT_data.json`` (CLIP4Clip ``sentences`` schema or COCO-style ``annotations``; the
+  Frozen-in-Time name ``MSR_VTT.json`` is accepted too), ``MSRVTT_train.9k.csv`` / ``MSRVTT_train.7k.csv``
+  (header ``video_id``) and ``MSRVTT_JSFUSION_test.csv`` (``key,vid_key,video_id,sentence``, the 1k-A test set).
+  Train captions are every sentence of the video in the json; test captions are the csv sentences, in row order.
+  There is no val split (the 9k and 7k lists already hold the official validation videos).
+- ``msvd``: ``raw-captions.pkl`` (video id -> list of token lists, joined with spaces) and
+  ``train_list.txt`` / ``val_list.txt`` / ``test_list.txt`` (one id per line).
+- ``folder``: your own videos plus a captions file, ``captions.csv`` (header ``video,caption[,split]``) or
+  ``captions.jsonl`` (keys ``video``, ``caption``, optional ``split``) at the root, or any file given by
+  ``captions=``. Several rows per video give several captions; a video whose rows name no split goes to ``test``.
+
+Annotation files are looked for at the root, then one folder down (``msrvtt_data/MSRVTT_data.json``). Videos are
+found anywhere under the root by file stem, whatever the subfolder; when several files share a stem, ``.mp4`` wins,
+then ``.webm``, then the rest alphabetically.
+
+Videos without a file (``path`` None) and videos without captions are returned as items, so the caller can record
+them as failures with a reason. Anything wrong with the annotation files themselves raises
+:class:`fda.errors.InputError`; a bad argument raises :class:`fda.errors.ConfigError`.
+"""
+
+import csv
+import io
+import json
+import logging
+import os
+import pickle
+import unicodedata
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from fda.errors import ConfigError, InputError
+
+logger = logging.getLogger(__name__)
+
+LAYOUTS = ("msrvtt", "msvd", "folder")
+SPLITS = ("train", "val", "test")
+# Preference order when several files share a stem: mp4, webm, then the rest alphabetically.
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".3gp", ".avi", ".flv", ".m4v", ".mkv", ".mov", ".mpeg", ".mpg", ".ogv",
+                    ".ts", ".wmv")  # matched case-insensitively
+FOLDER_DEFAULT_SPLIT = "test"
+
+MSRVTT_JSON_NAMES = ("MSRVTT_data.json", "MSR_VTT.json")
+MSRVTT_TRAIN_CSV = {"9k": "MSRVTT_train.9k.csv", "7k": "MSRVTT_train.7k.csv"}
+MSRVTT_TEST_CSV = "MSRVTT_JSFUSION_test.csv"
+MSVD_CAPTIONS = "raw-captions.pkl"
+MSVD_LISTS = {"train": "train_list.txt", "val": "val_list.txt", "test": "test_list.txt"}
+FOLDER_CAPTIONS = ("captions.csv", "captions.jsonl")
+
+# Official split sizes (DATASETS.md); a different count is logged, not an error (subsets are legitimate).
+OFFICIAL_COUNTS = {
+    ("msrvtt", "train", "9k"): 9000,
+    ("msrvtt", "train", "7k"): 7010,
+    ("msrvtt", "test", ""): 1000,
+    ("msvd", "train", ""): 1200,
+    ("msvd", "val", ""): 100,
+    ("msvd", "test", ""): 670,
+}
+
+
+@dataclass(frozen=True)
+class VideoItem:
+    """One video of one split.
+
+    Attributes:
+        video_id: the name the dataset gives the video (``video0``, ``-4wsuPCjDBc_5_15``, a file stem).
+        split: ``train``, ``val`` or ``test``.
+        path: absolute path of the video file; ``None`` when no file was found.
+        captions: every caption, in the dataset's order; empty when the dataset gives none.
+        source: the file's path relative to the dataset root (``/`` separators), or the expected name when the
+            file is missing; meant for records and error messages.
+    """
+
+    video_id: str
+    split: str
+    path: Optional[str]
+    captions: Tuple[str, ...]
+    source: str
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A loaded dataset.
+
+    Attributes:
+        layout: ``msrvtt``, ``msvd`` or ``folder``.
+        root: absolute dataset root.
+        items: per split (in ``train``, ``val``, ``test`` order), the videos in the split file's order
+            (MSR-VTT test: the JSFUSION csv row order).
+    """
+
+    layout: str
+    root: str
+    items: Dict[str, List[VideoItem]]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Finding files
+
+
+def _nfc(text: str) -> str:
+    # macOS file systems hand back NFD names; annotation files are usually NFC.
+    return unicodedata.normalize("NFC", text)
+
+
+def _subdirs(root: str) -> List[str]:
+    try:
+        with os.scandir(root) as entries:
+            return sorted(e.path for e in entries if e.is_dir() and not e.name.startswith("."))
+    except OSError:
+        return []
+
+
+def _find_annotation(root: str, name: str) -> Optional[str]:
+    """``root/name`` or, failing that, ``root/<sub>/name`` (first subfolder in sorted order)."""
+    direct = os.path.join(root, name)
+    if os.path.isfile(direct):
+        return direct
+    found = [os.path.join(sub, name) for sub in _subdirs(root) if os.path.isfile(os.path.join(sub, name))]
+    if len(found) > 1:
+        logger.warning("%s found in %d folders under %s; using %s", name, len(found), root, found[0])
+    return found[0] if found else None
+
+
+def _preference(rel: str) -> Tuple[int, str, int, str]:
+    """Sort key among files sharing a stem: mp4, webm, other extensions alphabetically; then shallowest path."""
+    ext = os.path.splitext(rel)[1].lower()
+    rank = VIDEO_EXTENSIONS.index(ext) if ext in VIDEO_EXTENSIONS[:2] else len(VIDEO_EXTENSIONS)
+    return rank, ext, rel.count("/"), rel
+
+
+class _VideoIndex:
+    """Every video file under a root, by stem (one walk of the tree)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self._by_stem: Dict[str, List[str]] = {}
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in filenames:
+                stem, ext = os.path.splitext(name)
+                if ext.lower() in VIDEO_EXTENSIONS and not name.startswith("."):
+                    rel = os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
+                    self._by_stem.setdefault(_nfc(stem), []).append(rel)
+        logger.debug("found %d video stems under %s", len(self._by_stem), root)
+
+    def __len__(self) -> int:
+        return len(self._by_stem)
+
+    def lookup(self, stem: str, subdir: Optional[str] = None) -> Optional[str]:
+        """Relative path of the preferred file named ``stem`` (optionally only inside ``subdir``), or None."""
+        candidates = self._by_stem.get(_nfc(stem), [])
+        if subdir is not None:
+            candidates = [c for c in candidates if os.path.dirname(c) == subdir]
+        if not candidates:
+            return None
+        best = min(candidates, key=_preference)
+        if len(candidates) > 1:
+            logger.debug("video %r has %d files; using %s", stem, len(candidates), best)
+        return best
+
+    def item(self, video_id: str, split: str, captions: Sequence[str], expected: str) -> VideoItem:
+        rel = self.lookup(video_id)
+        path = os.path.join(self.root, *rel.split("/")) if rel is not None else None
+        return VideoItem(video_id, split, path, tuple(captions), rel if rel is not None else expected)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reading annotation files
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, "r", encoding="utf-8-sig", newline="") as fh:
+            return fh.read()
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}): re-save it as UTF-8") \
+            from None
+    except OSError as err:
+        raise InputError(f"cannot read {path}: {err.strerror or err}") from None
+
+
+def _read_csv(path: str, required: Sequence[str]) -> List[Tuple[int, Dict[str, str]]]:
+    """Rows of a headed CSV as ``(line number, row)``; raises InputError when a required column is missing."""
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    try:
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise InputError(f"{path}: header must have columns {','.join(required)}, got "
+                             f"{','.join(header) or 'an empty file'}: fix the header line")
+        reader.fieldnames = header
+        rows = []
+        for row in reader:
+            if all(not (v or "").strip() for k, v in row.items() if k is not None):
+                continue  # blank line
+            rows.append((reader.line_num, {k: (v or "").strip() for k, v in row.items() if k is not None}))
+        return rows
+    except csv.Error as err:
+        raise InputError(f"{path}: malformed CSV near line {reader.line_num}: {err}") from None
+
+
+def _read_list(path: str) -> List[str]:
+    ids = [line.strip() for line in _read_text(path).splitlines()]
+    return _dedupe([i for i in ids if i], path)
+
+
+def _dedupe(ids: Iterable[str], path: str) -> List[str]:
+    seen: Dict[str, None] = {}
+    dupes = 0
+    for vid in ids:
+        if vid in seen:
+            dupes += 1
+        else:
+            seen[vid] = None
+    if dupes:
+        logger.warning("%s lists %d video ids more than once; keeping the first of each", path, dupes)
+    return list(seen)
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Unpickles plain containers only: a caption file has no business running code."""
+
+    _ALLOWED = {("builtins", "dict"), ("builtins", "list"), ("builtins", "str"), ("builtins", "tuple"),
+                ("collections", "OrderedDict")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _need(path: Optional[str], name: str, root: str, what: str) -> str:
+    if path is None:
+        raise InputError(f"{name} not found in {root} or one folder down: add it ({what}) or choose other splits "
+                         f"with --split")
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Layout detection
+
+
+def _markers(root: str) -> Dict[str, List[str]]:
+    found: Dict[str, List[str]] = {}
+    msrvtt = [n for n in (*MSRVTT_JSON_NAMES, *MSRVTT_TRAIN_CSV.values(), MSRVTT_TEST_CSV)
+              if _find_annotation(root, n)]
+    if msrvtt:
+        found["msrvtt"] = msrvtt
+    lists = [n for n in MSVD_LISTS.values() if _find_annotation(root, n)]
+    if _find_annotation(root, MSVD_CAPTIONS):
+        found["msvd"] = [MSVD_CAPTIONS, *lists]
+    elif {"train_list.txt", "test_list.txt"} <= set(lists):
+        found["msvd"] = lists
+    folder = [n for n in FOLDER_CAPTIONS if os.path.isfile(os.path.join(root, n))]
+    if folder:
+        found["folder"] = folder
+    return found
+
+
+def detect_layout(root: str) -> str:
+    """The layout of a dataset root, from the annotation files it holds.
+
+    Args:
+        root: dataset root folder.
+
+    Returns:
+        ``msrvtt``, ``msvd`` or ``folder``.
+
+    Raises:
+        InputError: ``root`` is not a folder, or holds no known annotation file.
+        ConfigError: the files of more than one layout are present (pass ``--layout``).
+    """
+    if not os.path.isdir(root):
+        raise InputError(f"dataset root {root!r} is not a folder: check the path")
+    found = _markers(root)
+    if len(found) == 1:
+        layout = next(iter(found))
+        logger.debug("detected layout %s in %s from %s", layout, root, ", ".join(found[layout]))
+        return layout
+    if not found:
+        raise InputError(f"cannot tell the layout of {root}: found none of MSRVTT_data.json/MSRVTT_*.csv (msrvtt), "
+                         f"{MSVD_CAPTIONS} (msvd), captions.csv/captions.jsonl (folder) at the root or one folder "
+                         f"down: add them, or pass --layout and --captions")
+    names = "; ".join(f"{k}: {', '.join(v)}" for k, v in found.items())
+    raise ConfigError(f"{root} holds the files of several layouts ({names}): pass --layout "
+                      f"{'|'.join(found)}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def _check_splits(splits: Optional[Sequence[str]], available: Sequence[str], layout: str) -> List[str]:
+    if splits is None:
+        return list(available)
+    if isinstance(splits, str):
+        splits = [s for s in splits.split(",") if s.strip()]
+    wanted = []
+    for split in splits:
+        split = split.strip()
+        if split not in SPLITS:
+            raise ConfigError(f"--split must be a comma list of {', '.join(SPLITS)}, got {split!r}")
+        if split not in available:
+            raise ConfigError(f"the {layout} dataset has no {split!r} split (it has {', '.join(available) or 'none'}):"
+                              f" pass --split {','.join(available)}")
+        if split not in wanted:
+            wanted.append(split)
+    return [s for s in SPLITS if s in wanted]
+
+
+def load_dataset(root: str, layout: Optional[str] = None, *, msrvtt_train: str = "9k",
+                 captions: Optional[str] = None, splits: Optional[Sequence[str]] = None) -> Dataset:
+    """Read a dataset's split lists and captions and locate its video files.
+
+    Args:
+        root: dataset root folder.
+        layout: ``msrvtt``, ``msvd`` or ``folder``; detected when ``None`` (``folder`` when ``captions`` is given).
+        msrvtt_train: MSR-VTT training list, ``9k`` or ``7k``.
+        captions: captions file of a ``folder`` dataset (CSV or JSONL); a relative path is tried against the
+            current directory, then ``root``. Default: ``captions.csv`` or ``captions.jsonl`` at the root.
+        splits: splits to load (default: every split the dataset has); only their files are read.
+
+    Returns:
+        The dataset; items with no video file have ``path`` None, items with no caption have empty ``captions``.
+
+    Raises:
+        ConfigError: unknown layout or split, a split the dataset lacks, ``captions`` with a non-folder layout.
+        InputError: the root or an annotation file is missing, unreadable or malformed.
+    """
+    if layout is None and captions is not None:
+        layout = "folder"
+    if layout is not None and layout not in LAYOUTS:
+        raise ConfigError(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if msrvtt_train not in MSRVTT_TRAIN_CSV:
+        raise ConfigError(f"--msrvtt-train must be one of 9k, 7k, got {msrvtt_train!r}")
+    if captions is not None and layout != "folder":
+        raise ConfigError(f"--captions applies to --layout folder only, got --layout {layout}: drop --captions")
+    if not os.path.isdir(root):
+        raise InputError(f"dataset root {root!r} is not a folder: check the path")
+    root = os.path.abspath(root)
+    if layout is None:
+        layout = detect_layout(root)
+    if layout == "msrvtt":
+        items = _load_msrvtt(root, msrvtt_train, splits)
+    elif layout == "msvd":
+        items = _load_msvd(root, splits)
+    else:
+        items = _load_folder(root, captions, splits)
+    for split, lst in items.items():
+        missing = sum(1 for it in lst if it.path is None)
+        uncaptioned = sum(1 for it in lst if not it.captions)
+        logger.info("%s %s: %d videos (%d without a file, %d without captions)", layout, split, len(lst), missing,
+                    uncaptioned)
+        official = OFFICIAL_COUNTS.get((layout, split, msrvtt_train if (layout, split) == ("msrvtt", "train") else ""))
+        if official is not None and len(lst) != official:
+            logger.info("%s %s has %d videos; the official split has %d", layout, split, len(lst), official)
+    return Dataset(layout=layout, root=root, items=items)
+
+
+def _load_msrvtt(root: str, which: str, splits: Optional[Sequence[str]]) -> Dict[str, List[VideoItem]]:
+    wanted = _check_splits(splits, ("train", "test"), "msrvtt")
+    index = _VideoIndex(root)
+    items: Dict[str, List[VideoItem]] = {}
+    if "train" in wanted:
+        name = MSRVTT_TRAIN_CSV[which]
+        csv_path = _need(_find_annotation(root, name), name, root, "a video_id column")
+        ids = _dedupe((row["video_id"] for _, row in _read_csv(csv_path, ("video_id",)) if row["video_id"]),
+                      csv_path)
+        json_path = None
+        for json_name in MSRVTT_JSON_NAMES:
+            json_path = _find_annotation(root, json_name)
+            if json_path:
+                break
+        json_path = _need(json_path, MSRVTT_JSON_NAMES[0], root, "the train captions")
+        sentences = _msrvtt_sentences(json_path)
+        items["train"] = [index.item(v, "train", sentences.get(v, ()), f"{v}.mp4") for v in ids]
+    if "test" in wanted:
+        csv_path = _need(_find_annotation(root, MSRVTT_TEST_CSV), MSRVTT_TEST_CSV, root,
+                         "columns key,vid_key,video_id,sentence")
+        order: Dict[str, List[str]] = {}
+        for line, row in _read_csv(csv_path, ("video_id", "sentence")):
+            vid = row["video_id"]
+            if not vid:
+                raise InputError(f"{csv_path} line {line}: empty video_id: fix or delete the row")
+            if vid in order:
+                logger.warning("%s line %d: %s appears again; its sentence becomes an extra caption (the 1k-A "
+                               "protocol has one row per video)", csv_path, line, vid)
+            order.setdefault(vid, [])
+            if row["sentence"]:
+                order[vid].append(row["sentence"])
+        items["test"] = [index.item(v, "test", caps, f"{v}.mp4") for v, caps in order.items()]
+    return items
+
+
+def _msrvtt_sentences(path: str) -> Dict[str, List[str]]:
+    """video_id -> captions in file order, from either MSR-VTT json schema."""
+    try:
+        data = json.loads(_read_text(path))
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path} is not valid JSON (line {err.lineno}: {err.msg}): re-download or fix it") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object with 'sentences' or 'annotations', got "
+                         f"{type(data).__name__}")
+    if "sentences" in data:
+        entries, vid_key, key = data["sentences"], "video_id", "sentences"
+    elif "annotations" in data:
+        entries, vid_key, key = data["annotations"], "image_id", "annotations"
+    else:
+        raise InputError(f"{path}: found neither 'sentences' (CLIP4Clip) nor 'annotations' (COCO-style) at the top "
+                         f"level (keys: {', '.join(sorted(map(str, data)))[:120]}): use an MSR-VTT annotation file")
+    if not isinstance(entries, list):
+        raise InputError(f"{path}: '{key}' must be a list, got {type(entries).__name__}")
+    out: Dict[str, List[str]] = {}
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or vid_key not in entry or "caption" not in entry:
+            raise InputError(f"{path}: {key}[{i}] must be an object with '{vid_key}' and 'caption', got "
+                             f"{str(entry)[:80]}")
+        caption = entry["caption"]
+        if not isinstance(caption, str):
+            raise InputError(f"{path}: {key}[{i}].caption must be a string, got {type(caption).__name__}")
+        caption = caption.strip()
+        if caption:
+            out.setdefault(str(entry[vid_key]), []).append(caption)
+    return out
+
+
+def _load_msvd(root: str, splits: Optional[Sequence[str]]) -> Dict[str, List[VideoItem]]:
+    wanted = _check_splits(splits, tuple(MSVD_LISTS), "msvd")
+    pkl = _need(_find_annotation(root, MSVD_CAPTIONS), MSVD_CAPTIONS, root, "video id -> token lists")
+    captions = _msvd_captions(pkl)
+    index = _VideoIndex(root)
+    items: Dict[str, List[VideoItem]] = {}
+    for split in wanted:
+        name = MSVD_LISTS[split]
+        ids = _read_list(_need(_find_annotation(root, name), name, root, "one video id per line"))
+        items[split] = [index.item(v, split, captions.get(v, ()), f"{v}.avi") for v in ids]
+    return items
+
+
+def _msvd_captions(path: str) -> Dict[str, List[str]]:
+    """video id -> captions, each token list joined with single spaces."""
+    try:
+        with open(path, "rb") as fh:
+            data = _SafeUnpickler(fh).load()
+    except OSError as err:
+        raise InputError(f"cannot read {path}: {err.strerror or err}") from None
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise InputError(f"{path} is not a readable caption pickle ({type(err).__name__}: {err}): use CLIP4Clip's "
+                         f"raw-captions.pkl") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a dict of video id -> token lists, got {type(data).__name__}")
+    out: Dict[str, List[str]] = {}
+    for vid, caps in data.items():
+        if not isinstance(caps, (list, tuple)):
+            raise InputError(f"{path}: captions of {vid!r} must be a list of token lists, got {type(caps).__name__}")
+        texts = []
+        for cap in caps:
+            if isinstance(cap, str):
+                text = cap
+            elif isinstance(cap, (list, tuple)) and all(isinstance(t, str) for t in cap):
+                text = " ".join(cap)
+            else:
+                raise InputError(f"{path}: a caption of {vid!r} is neither a token list nor a string: "
+                                 f"{str(cap)[:80]}")
+            text = " ".join(text.split())
+            if text:
+                texts.append(text)
+        out[str(vid)] = texts
+    return out
+
+
+def _find_captions_file(root: str, captions: Optional[str]) -> str:
+    if captions is None:
+        for name in FOLDER_CAPTIONS:
+            path = os.path.join(root, name)
+            if os.path.isfile(path):
+                return path
+        raise InputError(f"no captions.csv or captions.jsonl in {root}: write one (columns video,caption[,split]) "
+                         f"or pass --captions FILE")
+    for path in (captions, os.path.join(root, captions)):
+        if os.path.isfile(path):
+            return os.path.abspath(path)
+    raise InputError(f"captions file {captions!r} not found (tried it as given and inside {root}): fix --captions")
+
+
+def _folder_rows(path: str) -> List[Tuple[int, str, Optional[str], Optional[str]]]:
+    """``(line, video, caption or None, split or None)`` per row of a captions CSV or JSONL file."""
+    ext = os.path.splitext(path)[1].lower()
+    rows: List[Tuple[int, str, Optional[str], Optional[str]]] = []
+    if ext == ".csv":
+        for line, row in _read_csv(path, ("video", "caption")):
+            rows.append((line, row["video"], row["caption"] or None, row.get("split") or None))
+    elif ext in (".jsonl", ".ndjson"):
+        for line, text in enumerate(_read_text(path).splitlines(), start=1):
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise InputError(f"{path} line {line}: not valid JSON ({err.msg}): one object per line") from None
+            if not isinstance(obj, dict) or not isinstance(obj.get("video"), str):
+                raise InputError(f"{path} line {line}: need an object with a string 'video' key, got {text[:80]}")
+            caption, split = obj.get("caption"), obj.get("split")
+            caps = caption if isinstance(caption, list) else [caption]
+            for cap in caps:
+                if cap is not None and not isinstance(cap, str):
+                    raise InputError(f"{path} line {line}: 'caption' must be a string or a list of strings")
+                rows.append((line, obj["video"].strip(), (cap or "").strip() or None,
+                             split.strip() if isinstance(split, str) and split.strip() else None))
+    else:
+        raise ConfigError(f"--captions must be a .csv or .jsonl file, got {path}")
+    return rows
+
+
+def _folder_video_id(value: str) -> str:
+    """The ``video`` value with separators normalised and a known video extension removed."""
+    value = value.replace("\\", "/")
+    while value.startswith("./"):
+        value = value[2:]
+    stem, ext = os.path.splitext(value)
+    return stem if ext.lower() in VIDEO_EXTENSIONS else value
+
+
+def _load_folder(root: str, captions: Optional[str], splits: Optional[Sequence[str]]) -> Dict[str, List[VideoItem]]:
+    path = _find_captions_file(root, captions)
+    by_video: Dict[str, Dict[str, Any]] = {}
+    for line, video, caption, split in _folder_rows(path):
+        if not video:
+            raise InputError(f"{path} line {line}: empty 'video': name a file or stem relative to {root}")
+        if split is not None and split not in SPLITS:
+            raise InputError(f"{path} line {line}: split must be one of {', '.join(SPLITS)} or empty, got {split!r}")
+        vid = _folder_video_id(video)
+        entry = by_video.setdefault(vid, {"value": video, "captions": [], "split": None, "line": line})
+        if split is not None:
+            if entry["split"] not in (None, split):
+                raise InputError(f"{path} line {line}: {vid!r} is in split {split!r} here but {entry['split']!r} "
+                                 f"earlier: a video belongs to one split")
+            entry["split"] = split
+        if caption is not None:
+            entry["captions"].append(caption)
+    if not by_video:
+        raise InputError(f"{path} has no rows: add lines of video,caption[,split]")
+    available = [s for s in SPLITS if any((e["split"] or FOLDER_DEFAULT_SPLIT) == s for e in by_video.values())]
+    wanted = _check_splits(splits, available, "folder")
+    index = _VideoIndex(root)
+    items: Dict[str, List[VideoItem]] = {s: [] for s in wanted}
+    for vid, entry in by_video.items():
+        split = entry["split"] or FOLDER_DEFAULT_SPLIT
+        if split not in items:
+            continue
+        rel = _folder_locate(root, index, entry["value"], vid)
+        file_path = os.path.join(root, *rel.split("/")) if rel is not None else None
+        items[split].append(VideoItem(vid, split, file_path, tuple(entry["captions"]),
+                                      rel if rel is not None else entry["value"]))
+    return items
+
+
+def _folder_locate(root: str, index: _VideoIndex, value: str, vid: str) -> Optional[str]:
+    """Relative path of the file a captions row names: the exact file, else by stem (in its subfolder if given)."""
+    exact = os.path.join(root, value.replace("\\", "/"))
+    if os.path.isfile(exact):
+        return os.path.relpath(exact, root).replace(os.sep, "/")
+    subdir, stem = os.path.dirname(vid), os.path.basename(vid)
+    return index.lookup(stem, subdir if subdir else None)

@@ -1,0 +1,296 @@
+"""Dataset layouts read from files written here in the exact official formats (DATASETS.md §1-2)."""
+
+import json
+import os
+import pickle
+
+import pytest
+
+from fda.errors import ConfigError, InputError
+from fda.pipeline.datasets import Dataset, VideoItem, detect_layout, load_dataset
+
+
+def _touch(path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x00")  # the loader only locates files; it never opens them
+
+
+def _write(path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8", newline="")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# MSR-VTT
+
+
+TRAIN = ["video0", "video1", "video2", "video3"]
+TEST = ["video9770", "video7020", "video8001"]  # deliberately not sorted: csv row order must survive
+
+
+def _msrvtt(root, *, schema: str = "sentences", subdir: str = "", missing=(), extra_json=None):
+    ann = root / subdir if subdir else root
+    vids = TRAIN + TEST
+    sentences = []
+    for sen_id in range(3):
+        for v in vids:
+            if v == "video3":
+                continue  # a train video the json has no caption for
+            sentences.append({"caption": f"{v} caption {sen_id}", "video_id": v, "sen_id": sen_id})
+    if schema == "sentences":
+        data = {"info": {"contributor": "x"},
+                "videos": [{"category": 9, "url": "https://www.youtube.com/watch?v=9lZi22qLlEo", "video_id": v,
+                            "start time": 1.0, "end time": 2.0, "split": "train", "id": i} for i, v in enumerate(vids)],
+                "sentences": sentences}
+    else:
+        data = {"annotations": [{"image_id": s["video_id"], "caption": s["caption"]} for s in sentences],
+                "images": [{"id": v} for v in vids]}
+    if extra_json is not None:
+        data = extra_json
+    _write(ann / "MSRVTT_data.json", json.dumps(data))
+    _write(ann / "MSRVTT_train.9k.csv", "video_id\n" + "".join(f"{v}\n" for v in TRAIN))
+    _write(ann / "MSRVTT_train.7k.csv", "video_id\n" + "".join(f"{v}\n" for v in TRAIN[:2]))
+    rows = "".join(f"ret{i},msr{v[5:]},{v},\"a sentence, with a comma, for {v}\"\n" for i, v in enumerate(TEST))
+    _write(ann / "MSRVTT_JSFUSION_test.csv", "key,vid_key,video_id,sentence\n" + rows)
+    for v in vids:
+        if v not in missing:
+            _touch(root / "videos" / "all" / f"{v}.mp4")
+
+
+@pytest.mark.parametrize("schema", ["sentences", "annotations"])
+def test_msrvtt_both_json_schemas(tmp_path, schema):
+    _msrvtt(tmp_path, schema=schema, missing=("video2",))
+    assert detect_layout(str(tmp_path)) == "msrvtt"
+    ds = load_dataset(str(tmp_path))
+    assert isinstance(ds, Dataset) and ds.layout == "msrvtt" and ds.root == str(tmp_path)
+    assert list(ds.items) == ["train", "test"]
+    train = ds.items["train"]
+    assert [it.video_id for it in train] == TRAIN
+    assert train[0] == VideoItem("video0", "train", str(tmp_path / "videos" / "all" / "video0.mp4"),
+                                 ("video0 caption 0", "video0 caption 1", "video0 caption 2"), "videos/all/video0.mp4")
+    assert train[2].path is None and train[2].source == "video2.mp4" and train[2].captions  # missing file
+    assert train[3].captions == () and train[3].path is not None  # no caption in the json
+    test = ds.items["test"]
+    assert [it.video_id for it in test] == TEST
+    assert [it.captions for it in test] == [(f"a sentence, with a comma, for {v}",) for v in TEST]
+    assert all(it.split == "test" and os.path.isfile(it.path) for it in test)
+
+
+def test_msrvtt_7k_and_subfolder(tmp_path):
+    _msrvtt(tmp_path, subdir="msrvtt_data")
+    assert detect_layout(str(tmp_path)) == "msrvtt"
+    ds = load_dataset(str(tmp_path), "msrvtt", msrvtt_train="7k", splits=["train"])
+    assert list(ds.items) == ["train"]
+    assert [it.video_id for it in ds.items["train"]] == TRAIN[:2]
+    assert [it.video_id for it in load_dataset(str(tmp_path)).items["train"]] == TRAIN
+
+
+def test_msrvtt_test_only_needs_no_json(tmp_path):
+    _msrvtt(tmp_path)
+    os.remove(tmp_path / "MSRVTT_data.json")
+    ds = load_dataset(str(tmp_path), splits=("test",))
+    assert [it.video_id for it in ds.items["test"]] == TEST
+    with pytest.raises(InputError, match="MSRVTT_data.json not found"):
+        load_dataset(str(tmp_path), splits=("train",))
+
+
+def test_msrvtt_bad_files(tmp_path):
+    _msrvtt(tmp_path, extra_json={"info": {}, "videos": []})
+    with pytest.raises(InputError, match="neither 'sentences'.*nor 'annotations'"):
+        load_dataset(str(tmp_path))
+    _write(tmp_path / "MSRVTT_data.json", "{not json")
+    with pytest.raises(InputError, match="not valid JSON"):
+        load_dataset(str(tmp_path))
+    _msrvtt(tmp_path)
+    _write(tmp_path / "MSRVTT_JSFUSION_test.csv", "key,vid,sentence\nret0,msr1,hi\n")
+    with pytest.raises(InputError, match="MSRVTT_JSFUSION_test.csv: header must have columns video_id,sentence"):
+        load_dataset(str(tmp_path))
+    os.remove(tmp_path / "MSRVTT_JSFUSION_test.csv")
+    with pytest.raises(InputError, match="MSRVTT_JSFUSION_test.csv not found.*--split") as err:
+        load_dataset(str(tmp_path))
+    assert "\n" not in str(err.value)
+
+
+def test_msrvtt_has_no_val(tmp_path):
+    _msrvtt(tmp_path)
+    with pytest.raises(ConfigError, match="no 'val' split.*train, test"):
+        load_dataset(str(tmp_path), splits=["val"])
+    with pytest.raises(ConfigError, match="--split must be"):
+        load_dataset(str(tmp_path), splits=["dev"])
+
+
+def test_video_extension_preference(tmp_path):
+    _msrvtt(tmp_path)
+    _touch(tmp_path / "webm" / "video9770.webm")       # mp4 in videos/all wins over webm
+    _touch(tmp_path / "a" / "video0.avi")
+    _touch(tmp_path / "b" / "video0.WEBM")             # webm beats avi, extension case does not matter
+    os.remove(tmp_path / "videos" / "all" / "video0.mp4")
+    _touch(tmp_path / "x" / "video1.mkv")
+    _touch(tmp_path / "y" / "video1.avi")               # avi < mkv alphabetically
+    os.remove(tmp_path / "videos" / "all" / "video1.mp4")
+    _touch(tmp_path / "videos" / "all" / "video2.txt")  # not a video
+    os.remove(tmp_path / "videos" / "all" / "video2.mp4")
+    ds = load_dataset(str(tmp_path))
+    src = {it.video_id: it.source for items in ds.items.values() for it in items}
+    assert src["video9770"] == "videos/all/video9770.mp4"
+    assert src["video0"] == "b/video0.WEBM"
+    assert src["video1"] == "y/video1.avi"
+    assert src["video2"] == "video2.mp4"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# MSVD
+
+
+def _msvd(root, *, captions=None):
+    caps = captions if captions is not None else {
+        "-4wsuPCjDBc_5_15": [["a", "squirrel", "is", "eating", "a", "peanut", "in", "it", "s", "shell"],
+                             ["a", "squirrel", "eats"]],
+        "bQJQGoJF7_k_162_169": [["a", "man", "cooks"]],
+        "zzz_1_2": [["someone", "plays"]],
+        "val_0_1": [["a", "cat"]],
+    }
+    (root / "msvd_data").mkdir(parents=True, exist_ok=True)
+    with open(root / "msvd_data" / "raw-captions.pkl", "wb") as fh:
+        pickle.dump(caps, fh)
+    _write(root / "msvd_data" / "train_list.txt", "zzz_1_2\n-4wsuPCjDBc_5_15\n")
+    _write(root / "msvd_data" / "val_list.txt", "val_0_1\n")
+    _write(root / "msvd_data" / "test_list.txt", "bQJQGoJF7_k_162_169\nno_caption_3_4\n\n")
+    for v in ("-4wsuPCjDBc_5_15", "bQJQGoJF7_k_162_169", "val_0_1", "no_caption_3_4"):
+        _touch(root / "YouTubeClips" / f"{v}.avi")
+
+
+def test_msvd(tmp_path):
+    _msvd(tmp_path)
+    assert detect_layout(str(tmp_path)) == "msvd"
+    ds = load_dataset(str(tmp_path))
+    assert ds.layout == "msvd" and list(ds.items) == ["train", "val", "test"]
+    train = ds.items["train"]
+    assert [it.video_id for it in train] == ["zzz_1_2", "-4wsuPCjDBc_5_15"]
+    assert train[0].path is None and train[0].source == "zzz_1_2.avi" and train[0].captions == ("someone plays",)
+    assert train[1].captions == ("a squirrel is eating a peanut in it s shell", "a squirrel eats")
+    assert train[1].source == "YouTubeClips/-4wsuPCjDBc_5_15.avi"
+    test = ds.items["test"]
+    assert [it.video_id for it in test] == ["bQJQGoJF7_k_162_169", "no_caption_3_4"]
+    assert test[1].captions == () and test[1].path is not None
+    assert list(load_dataset(str(tmp_path), "msvd", splits=["test", "val"]).items) == ["val", "test"]
+
+
+def test_msvd_refuses_code_in_pickle(tmp_path):
+    _msvd(tmp_path)
+    with open(tmp_path / "msvd_data" / "raw-captions.pkl", "wb") as fh:
+        pickle.dump({"a": [os.path.join]}, fh)  # a global reference: must not be resolved
+    with pytest.raises(InputError, match="raw-captions.pkl is not a readable caption pickle"):
+        load_dataset(str(tmp_path))
+    _msvd(tmp_path, captions={"a": [[1, 2]]})
+    with pytest.raises(InputError, match="neither a token list nor a string"):
+        load_dataset(str(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Folder of own videos
+
+
+ODD = ["-starts-with-dash", "my clip ü", "plain"]
+
+
+def _folder_videos(root):
+    _touch(root / "-starts-with-dash.mp4")
+    _touch(root / "sub dir" / "my clip ü.webm")
+    _touch(root / "deep" / "er" / "plain.mov")
+
+
+def test_folder_csv(tmp_path):
+    _folder_videos(tmp_path)
+    _write(tmp_path / "captions.csv",
+           "video,caption,split\n"
+           "-starts-with-dash.mp4,a dog runs,train\n"
+           "my clip ü,\"a cat, sleeping\",\n"
+           "-starts-with-dash.mp4,a dog is running,\n"
+           "plain.mov,,val\n"
+           "absent.mp4,nothing here,\n")
+    assert detect_layout(str(tmp_path)) == "folder"
+    ds = load_dataset(str(tmp_path))
+    assert ds.layout == "folder" and list(ds.items) == ["train", "val", "test"]
+    (dog,) = ds.items["train"]
+    assert dog.video_id == "-starts-with-dash" and dog.captions == ("a dog runs", "a dog is running")
+    assert dog.path == str(tmp_path / "-starts-with-dash.mp4") and dog.source == "-starts-with-dash.mp4"
+    (plain,) = ds.items["val"]
+    assert plain.captions == () and plain.source == "deep/er/plain.mov"
+    cat, absent = ds.items["test"]  # rows without split go to test
+    assert cat.video_id == "my clip ü" and cat.source == "sub dir/my clip ü.webm"
+    assert cat.captions == ("a cat, sleeping",)
+    assert absent.path is None and absent.source == "absent.mp4" and absent.captions == ("nothing here",)
+
+
+def test_folder_jsonl_and_explicit_captions(tmp_path):
+    _folder_videos(tmp_path)
+    lines = [{"video": "my clip ü.webm", "caption": "first"},
+             {"video": "plain", "caption": ["a", "b"], "split": "train"},
+             {"video": "my clip ü", "caption": "second"}, {"video": "sub dir/my clip ü.webm", "caption": "third"}]
+    _write(tmp_path / "meta" / "caps.jsonl", "\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n\n")
+    ds = load_dataset(str(tmp_path), captions=str(tmp_path / "meta" / "caps.jsonl"))
+    assert ds.layout == "folder"
+    assert [(it.video_id, it.captions) for it in ds.items["train"]] == [("plain", ("a", "b"))]
+    test = ds.items["test"]
+    assert [(it.video_id, it.captions) for it in test] == [("my clip ü", ("first", "second")),
+                                                           ("sub dir/my clip ü", ("third",))]
+    assert test[0].path == test[1].path == str(tmp_path / "sub dir" / "my clip ü.webm")
+    # relative to the root works too, and split filtering
+    ds = load_dataset(str(tmp_path), "folder", captions="meta/caps.jsonl", splits=["train"])
+    assert list(ds.items) == ["train"]
+    with pytest.raises(ConfigError, match="no 'val' split.*train, test"):
+        load_dataset(str(tmp_path), "folder", captions="meta/caps.jsonl", splits=["val"])
+
+
+def test_folder_errors(tmp_path):
+    _folder_videos(tmp_path)
+    with pytest.raises(InputError, match="cannot tell the layout.*--layout"):
+        detect_layout(str(tmp_path))
+    with pytest.raises(InputError, match="no captions.csv or captions.jsonl"):
+        load_dataset(str(tmp_path), "folder")
+    with pytest.raises(InputError, match="not found"):
+        load_dataset(str(tmp_path), captions="nope.csv")
+    _write(tmp_path / "captions.csv", "file,text\na,b\n")
+    with pytest.raises(InputError, match="header must have columns video,caption"):
+        load_dataset(str(tmp_path))
+    _write(tmp_path / "captions.csv", "video,caption,split\na,b,training\n")
+    with pytest.raises(InputError, match="line 2: split must be one of train, val, test"):
+        load_dataset(str(tmp_path))
+    _write(tmp_path / "captions.csv", "video,caption,split\na,b,train\na,c,test\n")
+    with pytest.raises(InputError, match="a video belongs to one split"):
+        load_dataset(str(tmp_path))
+    _write(tmp_path / "captions.jsonl", '{"video": "a", "caption": "x"}\n{oops\n')
+    with pytest.raises(InputError, match="captions.jsonl line 2: not valid JSON"):
+        load_dataset(str(tmp_path), captions="captions.jsonl")
+    _write(tmp_path / "c.txt", "x")
+    with pytest.raises(ConfigError, match="--captions must be a .csv or .jsonl"):
+        load_dataset(str(tmp_path), captions="c.txt")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Arguments and detection
+
+
+def test_bad_arguments_and_roots(tmp_path):
+    _msrvtt(tmp_path)
+    with pytest.raises(ConfigError, match="--layout must be one of msrvtt, msvd, folder, got 'kinetics'"):
+        load_dataset(str(tmp_path), "kinetics")
+    with pytest.raises(ConfigError, match="--msrvtt-train must be one of 9k, 7k"):
+        load_dataset(str(tmp_path), msrvtt_train="10k")
+    with pytest.raises(ConfigError, match="--captions applies to --layout folder only"):
+        load_dataset(str(tmp_path), "msrvtt", captions="captions.csv")
+    with pytest.raises(InputError, match="is not a folder"):
+        load_dataset(str(tmp_path / "nope"))
+    with pytest.raises(InputError, match="is not a folder"):
+        detect_layout(str(tmp_path / "nope"))
+    _write(tmp_path / "captions.csv", "video,caption\nvideo0,x\n")
+    with pytest.raises(ConfigError, match="several layouts.*--layout") as err:
+        detect_layout(str(tmp_path))
+    assert "\n" not in str(err.value)
+    assert load_dataset(str(tmp_path), "msrvtt").layout == "msrvtt"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError) as err:
+        load_dataset(str(empty))
+    assert "\n" not in str(err.value) and "--layout" in str(err.value) and "MSRVTT_data.json" in str(err.value)
