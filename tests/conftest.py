@@ -27,3 +27,26 @@ def tiny_video(tmp_path_factory, ffmpeg_exe) -> str:
 def test_device() -> str:
     """Device for tests that can use one: FDA_TEST_DEVICE, CPU by default."""
     return os.environ.get("FDA_TEST_DEVICE", "cpu")
+
+
+def encode_video(ffmpeg: str, path: str, frames, fps: float = 10, codec: str = "libx264", extra=(),
+                 vf: str = "") -> str:
+    """Encode uint8 [N, H, W, 3] RGB frames into ``path`` with the ffmpeg binary (rawvideo on stdin)."""
+    n, h, w, _ = frames.shape
+    cmd = [ffmpeg, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
+           "-r", str(fps), "-i", "pipe:0"]
+    if vf:
+        cmd += ["-vf", vf]
+    cmd += ["-c:v", codec, *extra, path]
+    if codec in ("libx264", "mpeg4"):
+        cmd[-1:-1] = ["-pix_fmt", "yuv420p"]
+    subprocess.run(cmd, input=frames.tobytes(), check=True)
+    return path
+
+
+def index_frames(n: int, h: int = 48, w: int = 64):
+    """Frames whose grey level tells their index (frame i is filled with 8 * i + 4): decoded order is checkable."""
+    import numpy as np
+
+    values = (np.arange(n) * 8 + 4).astype(np.uint8)
+    return np.broadcast_to(values[:, None, None, None], (n, h, w, 3)).copy()

@@ -94,7 +94,8 @@ class VideoInfo:
 
 
 def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
+    # PyAV errors carry FFmpeg's own message in ``strerror``; their str() adds an errno and the path.
+    text = " ".join(str(getattr(err, "strerror", None) or err).split())
     return text[:300] or type(err).__name__
 
 
@@ -184,7 +185,7 @@ def _decode_ffmpeg(path: str, needed: Iterable[int], size: int, width: int, heig
     import ffmpeg
 
     wanted = sorted(set(needed))
-    expr = "+".join(f"eq(n\\,{i})" for i in wanted)
+    expr = "+".join(f"eq(n,{i})" for i in wanted)  # ffmpeg-python escapes the commas
     stream = ffmpeg.input(os.path.abspath(path)).video.filter("select", expr)
     cmd = (stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
            .global_args("-hide_banner", "-nostdin", "-loglevel", "error", "-threads", "1")

@@ -1,0 +1,441 @@
+"""``fda preprocess``: videos -> uniformly sampled frames + frame-difference masks -> WebDataset shards.
+
+Work is cut into shard tasks (one split, up to ``samples_per_shard`` videos, in the dataset's order). A task decodes its
+videos one by one, writes ``<split>-NNNNNN.tar.partial``, renames it into place and then records the task's
+per-video status in ``<split>-NNNNNN.stats.json``; a shard with stats is finished and never rewritten. Rerunning
+after any interruption does only the tasks without stats and, since shards are byte-deterministic, ends with
+exactly the files an uninterrupted run gives. Tasks run in a local process pool or on Ray.
+"""
+
+import dataclasses
+import glob
+import logging
+import os
+import queue
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from fda import __version__
+from fda.config import PreprocessConfig, flag
+from fda.errors import ConfigError, InputError
+from fda.pipeline.datasets import Dataset, VideoItem, load_dataset
+from fda.pipeline.masks import clip_masks
+from fda.pipeline.sampling import needed_frames, partner_indices, sample_frame_indices
+from fda.pipeline.video import (VideoError, check_decoder, count_decoded_frames, decode_frames, find_ffmpeg,
+                                ffmpeg_version, probe)
+from fda.shards.schema import (CONFIG, MANIFEST, SCHEMA_VERSION, read_json, sample_key, shard_name, stats_name,
+                               write_json_atomic)
+from fda.shards.writer import PARTIAL, ShardWriter, sample_members
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One unit of work: the videos of one shard."""
+
+    split: str
+    index: int
+    items: Tuple[VideoItem, ...]
+
+    @property
+    def name(self) -> str:
+        return shard_name(self.split, self.index)
+
+
+@dataclass
+class PreprocessResult:
+    """What a run produced (also written to ``manifest.json``)."""
+
+    out: str
+    manifest: Dict[str, Any]
+    seconds: float
+    processed_now: int = 0
+    failures_now: int = 0
+    reused_shards: int = 0
+
+    def summary(self) -> str:
+        """One line for the terminal."""
+        splits = self.manifest["splits"]
+        parts = ", ".join(f"{s['videos']} {name}" for name, s in splits.items())
+        shards = sum(len(s["shards"]) for s in splits.values())
+        failed = len(self.manifest["failures"])
+        rate = f", {self.processed_now / self.seconds:.1f} videos/s" if self.processed_now and self.seconds else ""
+        reused = f", {self.reused_shards} shards already done" if self.reused_shards else ""
+        return (f"wrote {parts} videos in {shards} shards to {self.out} ({failed} failed, "
+                f"listed in {os.path.join(self.out, MANIFEST)}){reused}{rate}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One video
+
+
+def _mask_params(cfg: PreprocessConfig) -> Dict[str, Any]:
+    return {"tau": cfg.tau, "kernel": cfg.kernel, "min_area": cfg.min_area, "empty_mask": cfg.empty_mask,
+            "diff_mode": cfg.diff_mode, "rule": "gray |frame - partner| > tau; close then open (square kernel); "
+                                               "drop 8-connected components < min_area"}
+
+
+def _encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise VideoError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def _encode_mask(mask: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", mask * np.uint8(255), [cv2.IMWRITE_PNG_BILEVEL, 1])
+    if not ok:
+        raise VideoError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig):
+    info = probe(path)
+    total = info.num_packets
+    for _ in range(2):
+        indices = sample_frame_indices(total, count)
+        if total < 2:
+            raise VideoError("only 1 frame: a frame-difference mask needs at least 2")
+        partners = partner_indices(indices, total, cfg.diff_mode)
+        frames, decoded = decode_frames(path, needed_frames(indices, partners), cfg.size, cfg.decoder, info)
+        missing = any(int(i) not in frames for i in np.concatenate([indices, partners]))
+        if decoded is None and missing:
+            decoded = count_decoded_frames(path)
+        if not missing and (decoded is None or decoded == total):
+            return info, total, indices, partners, frames
+        if not decoded:
+            raise VideoError("no frame could be decoded")
+        log.debug("%s: %d packets but %d decoded frames; resampling", path, total, decoded)
+        total = decoded
+    raise VideoError(f"frame count unstable ({info.num_packets} packets, {total} decoded)")
+
+
+def process_video(item: VideoItem, cfg: PreprocessConfig) -> Tuple[Optional[List[tuple]], Dict[str, Any]]:
+    """Decode, sample, mask and encode one video.
+
+    Returns:
+        ``(members, record)``: the sample's tar members (``None`` on failure) and its status record
+        ``{video_id, key, source, status, error}``. Never raises for a bad video.
+    """
+    key = sample_key(item.video_id)
+    record: Dict[str, Any] = {"video_id": item.video_id, "key": key, "source": item.source, "status": "ok",
+                              "error": None}
+    try:
+        if item.path is None:
+            raise VideoError("listed video not found under the dataset root")
+        if not item.captions:
+            raise VideoError("no caption")
+        count = cfg.frames_for(item.split)
+        info, total, indices, partners, decoded = _sample_and_decode(item.path, count, cfg)
+        frames = np.stack([decoded[int(i)] for i in indices])
+        other = np.stack([decoded[int(i)] for i in partners])
+        masks, fell_back = clip_masks(frames, other, tau=cfg.tau, kernel=cfg.kernel, min_area=cfg.min_area,
+                                      empty_mask=cfg.empty_mask)
+        meta = {"video_id": item.video_id, "key": key, "split": item.split, "source": item.source,
+                "num_frames": int(total), "indices": indices.tolist(), "partners": partners.tolist(),
+                "fps": round(info.fps, 6), "duration": round(info.duration, 6), "width": info.width,
+                "height": info.height, "codec": info.codec, "size": cfg.size, "decoder": cfg.decoder,
+                "num_captions": len(item.captions),
+                "mask": {**_mask_params(cfg), "fallback": fell_back.tolist(),
+                         "coverage": [round(float(m.mean()), 6) for m in masks]}}
+        members = sample_members(key, meta, item.captions, [_encode_jpeg(f, cfg.jpeg_quality) for f in frames],
+                                 [_encode_mask(m) for m in masks])
+        return members, record
+    except VideoError as err:
+        record.update(status="failed", error=str(err))
+        return None, record
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One shard task (runs in a worker process or a Ray task)
+
+_progress: Optional[Any] = None
+
+
+def _init_worker(progress_queue: Optional[Any]) -> None:
+    global _progress  # noqa: PLW0603 - per-process handle to the parent's progress queue
+    _progress = progress_queue
+    cv2.setNumThreads(1)
+
+
+def run_shard_task(task: ShardTask, cfg: PreprocessConfig, out: str) -> Dict[str, Any]:
+    """Write one shard and its stats file; returns the stats.
+
+    The tar goes to its final name only when complete; the stats file is written after the tar, so "stats exists"
+    means "shard finished".
+    """
+    tar_path = os.path.join(out, task.name)
+    stats_path = os.path.join(out, stats_name(task.split, task.index))
+    records: List[Dict[str, Any]] = []
+    samples = captions = 0
+    writer = ShardWriter(tar_path)
+    with writer:
+        for item in task.items:
+            members, record = process_video(item, cfg)
+            if members is not None:
+                writer.write(members)
+                samples += 1
+                captions += len(item.captions)
+            records.append(record)
+            if _progress is not None:
+                _progress.put(record["status"] == "ok")
+        if samples == 0:
+            writer.abort()
+        else:
+            writer.commit()
+    stats = {"schema_version": SCHEMA_VERSION, "split": task.split, "index": task.index,
+             "name": task.name if samples else None, "samples": samples, "captions": captions, "videos": records}
+    write_json_atomic(stats_path, stats)
+    return stats
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The run
+
+
+def _plan(dataset: Dataset, cfg: PreprocessConfig) -> Tuple[List[ShardTask], Dict[str, int]]:
+    tasks: List[ShardTask] = []
+    listed: Dict[str, int] = {}
+    for split, items in dataset.items.items():
+        if cfg.limit is not None:
+            items = items[:cfg.limit]
+        listed[split] = len(items)
+        for start in range(0, len(items), cfg.samples_per_shard):
+            chunk = tuple(items[start:start + cfg.samples_per_shard])
+            tasks.append(ShardTask(split, start // cfg.samples_per_shard, chunk))
+    return tasks, listed
+
+
+def _owned_files(out: str) -> List[str]:
+    pats = ["*-[0-9][0-9][0-9][0-9][0-9][0-9].tar", "*-[0-9][0-9][0-9][0-9][0-9][0-9].stats.json",
+            "*" + PARTIAL, "*.json.tmp*", MANIFEST, CONFIG]
+    return sorted({p for pat in pats for p in glob.glob(os.path.join(glob.escape(out), pat))})
+
+
+def _prepare_out(cfg: PreprocessConfig, dataset: Dataset) -> None:
+    os.makedirs(cfg.out, exist_ok=True)
+    if cfg.overwrite:
+        for path in _owned_files(cfg.out):
+            os.remove(path)
+    config_path = os.path.join(cfg.out, CONFIG)
+    wanted = {"schema_version": SCHEMA_VERSION, "data": {**cfg.data_fields(), "layout": dataset.layout}}
+    if os.path.isfile(config_path):
+        old = read_json(config_path)
+        if old.get("schema_version") != SCHEMA_VERSION:
+            raise ConfigError(f"{cfg.out} holds shards of schema version {old.get('schema_version')}; this fda writes "
+                              f"{SCHEMA_VERSION}: pass --overwrite to start over or choose another --out")
+        for name, value in wanted["data"].items():
+            if old["data"].get(name) != value:
+                raise ConfigError(f"{cfg.out} holds shards made with {flag(name)} {old['data'].get(name)!r}, this run "
+                                  f"asks {value!r}: pass --overwrite to start over or choose another --out")
+    elif any(os.path.basename(p) != CONFIG for p in _owned_files(cfg.out)):
+        raise ConfigError(f"{cfg.out} holds shard files but no {CONFIG}: pass --overwrite to start over "
+                          "or choose another --out")
+    else:
+        write_json_atomic(config_path, wanted)
+
+
+def _finished_stats(task: ShardTask, out: str) -> Optional[Dict[str, Any]]:
+    """Stats of a task finished by an earlier run, or ``None``; cleans up what an interrupted task left."""
+    stats_path = os.path.join(out, stats_name(task.split, task.index))
+    if os.path.isfile(stats_path):
+        stats = read_json(stats_path)
+        if stats.get("samples", 0) == 0 or os.path.isfile(os.path.join(out, task.name)):
+            return stats
+        log.warning("%s: stats exist but the shard is missing; writing it again", task.name)
+        os.remove(stats_path)
+    for leftover in glob.glob(os.path.join(glob.escape(out), glob.escape(task.name)) + PARTIAL + "*"):
+        os.remove(leftover)
+    tar_path = os.path.join(out, task.name)
+    if os.path.isfile(tar_path):  # killed between the tar's rename and the stats write: same bytes will follow
+        os.remove(tar_path)
+    return None
+
+
+def _run_local(todo: Sequence[ShardTask], cfg: PreprocessConfig, bar: tqdm) -> List[Dict[str, Any]]:
+    workers = min(cfg.num_workers, len(todo))
+    results: List[Dict[str, Any]] = []
+    if workers <= 1:
+        _init_worker(None)
+        for task in todo:
+            stats = run_shard_task(task, cfg, cfg.out)
+            _advance(bar, [v["status"] == "ok" for v in stats["videos"]])
+            results.append(stats)
+        return results
+    import multiprocessing as mp
+
+    progress = mp.get_context().Queue()
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(progress,)) as pool:
+        pending = {pool.submit(run_shard_task, task, cfg, cfg.out) for task in todo}
+        while pending:
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            _drain(progress, bar)
+            for fut in done:
+                results.append(fut.result())
+        _drain(progress, bar)
+    return results
+
+
+def _run_ray(todo: Sequence[ShardTask], cfg: PreprocessConfig, bar: tqdm) -> List[Dict[str, Any]]:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--engine ray needs Ray: pip install 'fda[ray]' (or pip install ray)") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=cfg.ray_address, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False, num_cpus=None if cfg.ray_address else cfg.num_workers)
+    try:
+        remote = ray.remote(num_cpus=1)(_ray_task)
+        refs = [remote.remote(task, cfg, os.path.abspath(cfg.out)) for task in todo]
+        results = []
+        while refs:
+            done, refs = ray.wait(refs, num_returns=1)
+            stats = ray.get(done[0])
+            _advance(bar, [v["status"] == "ok" for v in stats["videos"]])
+            results.append(stats)
+        return results
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _ray_task(task: ShardTask, cfg: PreprocessConfig, out: str) -> Dict[str, Any]:
+    _init_worker(None)
+    return run_shard_task(task, cfg, out)
+
+
+def _advance(bar: tqdm, oks: Sequence[bool]) -> None:
+    bar.failures += sum(1 for ok in oks if not ok)
+    bar.set_postfix(failed=bar.failures, refresh=False)
+    bar.update(len(oks))
+
+
+def _drain(progress: Any, bar: tqdm) -> None:
+    oks = []
+    while True:
+        try:
+            oks.append(progress.get_nowait())
+        except queue.Empty:
+            break
+    if oks:
+        _advance(bar, oks)
+
+
+def _ffmpeg_record(cfg: PreprocessConfig, decoder_version: str) -> Dict[str, Any]:
+    try:
+        binary: Optional[str] = ffmpeg_version(find_ffmpeg())
+    except Exception:  # noqa: BLE001 - the binary is optional for the opencv decoder
+        binary = None
+    info = [line.strip() for line in cv2.getBuildInformation().splitlines()
+            if line.strip().startswith(("FFMPEG:", "avcodec:", "avformat:"))]
+    return {"decoder": cfg.decoder, "decoder_version": decoder_version, "binary": binary, "opencv_build": info}
+
+
+def build_manifest(cfg: PreprocessConfig, dataset: Dataset, listed: Dict[str, int], all_stats: List[Dict[str, Any]],
+                   ffmpeg: Dict[str, Any], extra_failures: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Assemble ``manifest.json`` from every shard's stats."""
+    splits: Dict[str, Any] = {}
+    failures = list(extra_failures)
+    for split in dataset.items:
+        stats = sorted((s for s in all_stats if s["split"] == split), key=lambda s: s["index"])
+        shards = [{"name": s["name"], "samples": s["samples"], "captions": s["captions"]} for s in stats if s["name"]]
+        for s in stats:
+            failures += [{"split": split, **{k: v[k] for k in ("video_id", "source", "error")}}
+                         for v in s["videos"] if v["status"] != "ok"]
+        splits[split] = {"frames": cfg.frames_for(split), "size": cfg.size, "listed": listed.get(split, 0),
+                         "videos": sum(s["samples"] for s in stats), "captions": sum(s["captions"] for s in stats),
+                         "failed": sum(1 for f in failures if f["split"] == split), "shards": shards}
+    return {"schema_version": SCHEMA_VERSION, "fda_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "dataset_root": os.path.abspath(cfg.dataset_root), "layout": dataset.layout,
+            "config": dataclasses.asdict(cfg), "mask": _mask_params(cfg), "ffmpeg": ffmpeg,
+            "splits": splits, "failures": failures}
+
+
+def _duplicates(dataset: Dataset) -> Tuple[Dataset, List[Dict[str, Any]]]:
+    """Drop repeated video ids within a split (one sample per video), recording them as failures."""
+    items: Dict[str, List[VideoItem]] = {}
+    dropped: List[Dict[str, Any]] = []
+    for split, split_items in dataset.items.items():
+        seen: set = set()
+        keys: Dict[str, str] = {}
+        kept = []
+        for item in split_items:
+            key = sample_key(item.video_id)
+            if item.video_id in seen or keys.get(key, item.video_id) != item.video_id:
+                dropped.append({"split": split, "video_id": item.video_id, "source": item.source,
+                                "error": "listed more than once in the split (kept the first)"})
+                continue
+            seen.add(item.video_id)
+            keys[key] = item.video_id
+            kept.append(item)
+        items[split] = kept
+    return dataclasses.replace(dataset, items=items), dropped
+
+
+def run_preprocess(cfg: PreprocessConfig) -> PreprocessResult:
+    """Run ``fda preprocess``: plan shard tasks, do the missing ones, write the manifest.
+
+    Raises:
+        ConfigError: bad options, or ``out`` holds shards made with another configuration.
+        InputError: no dataset found, nothing succeeded, or more failures than ``max_failure_rate``.
+        EnvError: the decoder cannot run here.
+    """
+    start = time.perf_counter()
+    if not os.path.isdir(cfg.dataset_root):
+        raise InputError(f"dataset root {cfg.dataset_root!r} is not a folder: pass the folder that holds the videos "
+                         "and annotations")
+    decoder_version = check_decoder(cfg.decoder)
+    dataset = load_dataset(cfg.dataset_root, cfg.layout, msrvtt_train=cfg.msrvtt_train, captions=cfg.captions,
+                           splits=cfg.splits)
+    dataset, dup_failures = _duplicates(dataset)
+    tasks, listed = _plan(dataset, cfg)
+    total = sum(listed.values()) + len(dup_failures)
+    if total == 0:
+        raise InputError(f"no videos listed in {cfg.dataset_root} for splits {', '.join(dataset.items) or 'none'}")
+    _prepare_out(cfg, dataset)
+    done: List[Dict[str, Any]] = []
+    todo: List[ShardTask] = []
+    for task in tasks:
+        stats = _finished_stats(task, cfg.out)
+        (done if stats is not None else todo).append(stats if stats is not None else task)
+    log.info("%s layout: %s videos; %d shard tasks, %d already done", dataset.layout,
+             ", ".join(f"{n} {s}" for s, n in listed.items()), len(tasks), len(done))
+    bar = tqdm(total=sum(len(t.items) for t in todo), unit="video", disable=None, file=sys.stderr,
+               desc="preprocess", dynamic_ncols=True)
+    bar.failures = 0
+    with logging_redirect_tqdm(), bar:
+        new = _run_ray(todo, cfg, bar) if cfg.engine == "ray" and todo else _run_local(todo, cfg, bar)
+    manifest = build_manifest(cfg, dataset, listed, done + new, _ffmpeg_record(cfg, decoder_version), dup_failures)
+    write_json_atomic(os.path.join(cfg.out, MANIFEST), manifest)
+    result = PreprocessResult(cfg.out, manifest, time.perf_counter() - start,
+                              processed_now=sum(len(s["videos"]) for s in new),
+                              failures_now=sum(1 for s in new for v in s["videos"] if v["status"] != "ok"),
+                              reused_shards=len(done))
+    ok = sum(s["videos"] for s in manifest["splits"].values())
+    failed = len(manifest["failures"])
+    for failure in manifest["failures"][:20]:
+        log.warning("skipped %s (%s): %s", failure["video_id"], failure["split"], failure["error"])
+    if failed > 20:
+        log.warning("... and %d more failures, all listed in %s", failed - 20, os.path.join(cfg.out, MANIFEST))
+    if ok == 0:
+        first = manifest["failures"][0]
+        raise InputError(f"no video could be preprocessed ({failed} failed; first: {first['video_id']}: "
+                         f"{first['error']}); every failure is listed in {os.path.join(cfg.out, MANIFEST)}")
+    if failed / (ok + failed) > cfg.max_failure_rate:
+        raise InputError(f"{failed} of {ok + failed} videos failed ({100 * failed / (ok + failed):.1f}% > "
+                         f"--max-failure-rate {cfg.max_failure_rate}); shards were written for the rest, failures "
+                         f"are listed in {os.path.join(cfg.out, MANIFEST)}")
+    return result
+
