@@ -95,7 +95,8 @@ class PreprocessConfig:
             value = getattr(self, name)
             _require(isinstance(value, int) and 1 <= value <= MAX_FRAMES, name, value, f"an integer in 1..{MAX_FRAMES}")
         _require(isinstance(self.size, int) and 16 <= self.size <= 4096, "size", self.size, "an integer in 16..4096")
-        _require(0 <= self.tau <= 255, "tau", self.tau, "in 0..255 (grey levels)")
+        _require(isinstance(self.tau, (int, float)) and 0 <= self.tau <= 255, "tau", self.tau, "in 0..255 (grey levels)")
+        object.__setattr__(self, "tau", float(self.tau))
         _require(isinstance(self.kernel, int) and self.kernel >= 0 and (self.kernel == 0 or self.kernel % 2 == 1),
                  "kernel", self.kernel, "0 (no morphology) or an odd integer >= 1")
         _require(isinstance(self.min_area, int) and self.min_area >= 0, "min_area", self.min_area, ">= 0 pixels")
@@ -130,3 +131,77 @@ class PreprocessConfig:
         keep = ("layout", "msrvtt_train", "captions", "split", "frames_train", "frames_test", "size", "tau",
                 "kernel", "min_area", "empty_mask", "diff_mode", "jpeg_quality", "samples_per_shard", "limit")
         return {k: getattr(self, k) for k in keep}
+
+
+CAPTION_MODES = ("all", "random")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+AUGMENTS = ("none", "crop-flip")
+VAL_SPLITS = ("auto", "val", "test", "none")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``fda train`` needs (paper defaults: CLIP4Clip meanP recipe, Alpha-CLIP's alpha-conv lr).
+
+    ``batch_size`` is per process and per micro-step; a step sees ``batch_size x accum_steps`` pairs per process.
+    The length is ``max_steps`` when given, else ``epochs`` x the steps of one epoch (from the manifest's counts).
+    """
+
+    shards_dir: str
+    out: Optional[str] = None
+    split: str = "train"
+    val_split: str = "auto"
+    model: str = "ViT-B-32"
+    pretrained: Optional[str] = "openai"
+    alpha_checkpoint: Optional[str] = None
+    no_alpha: bool = False
+    captions: str = "all"
+    batch_size: int = 128
+    accum_steps: int = 1
+    workers: int = 4
+    shuffle_buffer: int = 500
+    epochs: int = 5
+    max_steps: Optional[int] = None
+    lr: float = 1e-6
+    alpha_lr: float = 1e-4
+    weight_decay: float = 0.2
+    warmup_steps: Optional[int] = None
+    grad_clip: float = 1.0
+    label_smoothing: float = 0.0
+    freeze_text: bool = False
+    augment: str = "none"
+    precision: str = "auto"
+    grad_checkpointing: bool = False
+    device: str = "auto"
+    seed: int = 0
+    save_every: int = 1000
+    keep_last: int = 3
+    log_every: int = 10
+    val_every: int = 0
+    tensorboard: bool = True
+    resume: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _choice("split", self.split, SPLITS)
+        _choice("val_split", self.val_split, VAL_SPLITS)
+        _choice("captions", self.captions, CAPTION_MODES)
+        _choice("augment", self.augment, AUGMENTS)
+        _choice("precision", self.precision, PRECISIONS)
+        _require(isinstance(self.device, str) and self.device.split(":")[0] in DEVICES, "device", self.device,
+                 "auto, cpu, cuda, cuda:N or mps")
+        for name in ("batch_size", "accum_steps", "epochs", "log_every", "keep_last", "save_every"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value >= 1, name, value, "an integer >= 1")
+        _require(isinstance(self.workers, int) and self.workers >= 0, "workers", self.workers,
+                 ">= 0 (0: load in the main process)")
+        _require(self.shuffle_buffer >= 1, "shuffle_buffer", self.shuffle_buffer, ">= 1 video (1: no shuffle)")
+        _require(self.max_steps is None or self.max_steps >= 1, "max_steps", self.max_steps, ">= 1")
+        _require(self.warmup_steps is None or self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, ">= 0")
+        for name in ("lr", "alpha_lr", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            _require(value >= 0 and value == value and value != float("inf"), name, value, "a finite number >= 0")
+        _require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", self.label_smoothing, "in [0, 1)")
+        _require(self.val_every >= 0, "val_every", self.val_every, ">= 0 (0: at each epoch end)")
+        if self.no_alpha and self.alpha_checkpoint:
+            raise ConfigError("--alpha-checkpoint has no use with --no-alpha: drop one of them")

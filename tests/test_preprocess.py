@@ -1,0 +1,327 @@
+"""``fda preprocess`` end to end on clips made by ffmpeg at test time."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import encode_video
+from fda.cli import cli
+from fda.config import PreprocessConfig
+from fda.errors import ConfigError, InputError
+from fda.pipeline.preprocess import run_preprocess
+from fda.shards.reader import decode_sample
+
+SIZE = 64
+
+
+def moving_square_frames(n=12, size=SIZE, step=4, side=12, seed=0):
+    """A white square moving ``step`` px right per frame over a static, blocky textured background."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 160, (size // 8, size // 8, 3), dtype=np.uint8)
+    bg = np.kron(blocks, np.ones((8, 8, 1), np.uint8))
+    frames = np.repeat(bg[None], n, axis=0)
+    for i in range(n):
+        x = 4 + step * i
+        frames[i, 26:26 + side, x:x + side] = 255
+    return frames
+
+
+def static_frames(n=12, size=SIZE, seed=1):
+    return moving_square_frames(n, size, step=0, seed=seed)
+
+
+def write_msrvtt(root, videos, train, test, captions=None):
+    """An MSR-VTT layout in the official formats: ``videos`` maps id -> frames array (None: no file)."""
+    os.makedirs(os.path.join(root, "videos", "all"), exist_ok=True)
+    ids = list(dict.fromkeys(list(train) + list(test)))
+    captions = captions or {}
+    sentences = [{"caption": c, "video_id": v, "sen_id": j}
+                 for v in ids for j, c in enumerate(captions.get(v, [f"clip {v} caption {k}" for k in range(2)]))]
+    with open(os.path.join(root, "MSRVTT_data.json"), "w") as f:
+        json.dump({"info": {}, "videos": [{"video_id": v, "split": "train", "id": i} for i, v in enumerate(ids)],
+                   "sentences": sentences}, f)
+    with open(os.path.join(root, "MSRVTT_train.9k.csv"), "w") as f:
+        f.write("video_id\n" + "".join(f"{v}\n" for v in train))
+    with open(os.path.join(root, "MSRVTT_JSFUSION_test.csv"), "w") as f:
+        f.write("key,vid_key,video_id,sentence\n")
+        f.write("".join(f"ret{i},msr{i},{v},a sentence about {v}\n" for i, v in enumerate(test)))
+    return root
+
+
+@pytest.fixture(scope="module")
+def motion_root(tmp_path_factory, ffmpeg_exe):
+    root = str(tmp_path_factory.mktemp("msrvtt"))
+    write_msrvtt(root, None, train=["video0", "video1", "video2", "video3"], test=["video4", "video5"])
+    for i in range(6):
+        frames = moving_square_frames(seed=i) if i % 2 == 0 else static_frames(seed=i)
+        encode_video(ffmpeg_exe, os.path.join(root, "videos", "all", f"video{i}.mp4"), frames,
+                     extra=("-crf", "8"))
+    return root
+
+
+def _samples(shards_dir, split):
+    import webdataset as wds
+
+    urls = sorted(glob.glob(os.path.join(shards_dir, f"{split}-*.tar")))
+    return [decode_sample(s) for s in wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples())]
+
+
+def _cfg(root, out, **kw):
+    base = dict(dataset_root=root, out=str(out), size=SIZE, workers=1, min_area=4)
+    base.update(kw)
+    return PreprocessConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def motion_shards(motion_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards")
+    run_preprocess(_cfg(motion_root, out, samples_per_shard=2))
+    return str(out)
+
+
+def test_moving_square_mask_covers_its_path_not_the_background(motion_shards):
+    sample = next(s for s in _samples(motion_shards, "train") if s["meta"]["video_id"] == "video0")
+    meta = sample["meta"]
+    assert meta["indices"] == [1, 3, 5, 7, 9, 11] and meta["partners"] == [2, 4, 6, 8, 10, 10]
+    for t, (i, j) in enumerate(zip(meta["indices"], meta["partners"])):
+        mask = sample["masks"][t] > 0
+        path = np.zeros((SIZE, SIZE), bool)
+        for k in (i, j):
+            path[26:38, 4 + 4 * k:16 + 4 * k] = True
+        changed = path.copy()
+        lo, hi = sorted((i, j))
+        changed[26:38, 4 + 4 * hi:16 + 4 * lo] = False  # overlap stays white in both frames
+        near = np.zeros_like(path)
+        near[24:40, max(0, 2 + 4 * lo):min(SIZE, 18 + 4 * hi)] = True
+        assert mask[changed].mean() > 0.9, f"frame {t}: square's path not covered"
+        assert not mask[~near].any(), f"frame {t}: background marked as moving"
+        assert not meta["mask"]["fallback"][t]
+        # stored masks are binary and aligned with the frames
+        assert set(np.unique(sample["masks"][t])) <= {0, 255}
+        assert sample["frames"][t].shape[:2] == mask.shape
+
+
+def test_static_clip_gets_the_full_mask(motion_shards):
+    sample = next(s for s in _samples(motion_shards, "train") if s["meta"]["video_id"] == "video1")
+    assert (sample["masks"] == 255).all()
+    assert all(sample["meta"]["mask"]["fallback"])
+
+
+def test_empty_mask_zero_keeps_static_clips_empty(motion_root, tmp_path):
+    run_preprocess(_cfg(motion_root, tmp_path, split="train", empty_mask="zero", limit=2))
+    sample = next(s for s in _samples(str(tmp_path), "train") if s["meta"]["video_id"] == "video1")
+    assert (sample["masks"] == 0).all() and not any(sample["meta"]["mask"]["fallback"])
+
+
+def test_test_split_has_twelve_frames_and_manifest_counts(motion_shards):
+    samples = _samples(motion_shards, "test")
+    assert [s["meta"]["video_id"] for s in samples] == ["video4", "video5"]
+    assert all(s["frames"].shape == (12, SIZE, SIZE, 3) for s in samples)
+    assert samples[0]["captions"] == ["a sentence about video4"]
+    manifest = json.load(open(os.path.join(motion_shards, "manifest.json")))
+    assert manifest["splits"]["train"]["videos"] == 4 and manifest["splits"]["train"]["captions"] == 8
+    assert [s["name"] for s in manifest["splits"]["train"]["shards"]] == ["train-000000.tar", "train-000001.tar"]
+    assert manifest["splits"]["test"]["frames"] == 12 and manifest["failures"] == []
+    assert manifest["mask"]["tau"] == 25.0 and manifest["ffmpeg"]["decoder"] == "opencv"
+
+
+def test_stock_webdataset_reads_every_member(motion_shards):
+    import webdataset as wds
+
+    url = os.path.join(motion_shards, "train-000000.tar")
+    samples = list(wds.WebDataset(url, shardshuffle=False).decode("rgb"))
+    assert len(samples) == 2
+    s = samples[0]
+    assert s["__key__"] == "video0"
+    members = {k for k in s if not k.startswith("__")}
+    assert members == {"json", "captions.json"} | {f"f{i:02d}.jpg" for i in range(6)} | {f"m{i:02d}.png" for i in
+                                                                                         range(6)}
+    assert s["f00.jpg"].shape == (SIZE, SIZE, 3) and s["m05.png"].shape[:2] == (SIZE, SIZE)
+    meta = s["json"]
+    for k in ("video_id", "source", "indices", "fps", "duration", "mask", "schema_version"):
+        assert k in meta
+    assert meta["mask"]["kernel"] == 3 and meta["mask"]["diff_mode"] == "adjacent"
+    assert s["captions.json"] == ["clip video0 caption 0", "clip video0 caption 1"]
+
+
+def test_raising_tau_never_adds_mask_pixels_end_to_end(motion_root, tmp_path):
+    prev = None
+    for tau in (0, 25, 100):
+        out = tmp_path / f"tau{tau}"
+        run_preprocess(_cfg(motion_root, out, split="train", tau=tau, empty_mask="zero", limit=1))
+        masks = _samples(str(out), "train")[0]["masks"] > 0
+        if prev is not None:
+            assert not (masks & ~prev).any()
+        prev = masks
+
+
+def test_ffmpeg_decoder_gives_the_same_samples(motion_root, tmp_path):
+    a, b = tmp_path / "cv", tmp_path / "ff"
+    run_preprocess(_cfg(motion_root, a, split="test"))
+    run_preprocess(_cfg(motion_root, b, split="test", decoder="ffmpeg"))
+    sa, sb = _samples(str(a), "test"), _samples(str(b), "test")
+    for x, y in zip(sa, sb):
+        assert x["meta"]["indices"] == y["meta"]["indices"]
+        assert np.abs(x["frames"].astype(int) - y["frames"].astype(int)).mean() < 3
+        assert (x["masks"] != y["masks"]).mean() < 0.01
+
+
+# ---------------------------------------------------------------- resume and safety
+
+def _tree(out):
+    return {os.path.basename(p): open(p, "rb").read() for p in sorted(glob.glob(os.path.join(out, "*.tar")))}
+
+
+def test_rerun_reuses_finished_shards_and_refuses_other_config(motion_root, tmp_path):
+    run_preprocess(_cfg(motion_root, tmp_path, samples_per_shard=1))
+    before = {p: os.stat(p).st_mtime_ns for p in glob.glob(str(tmp_path / "*.tar"))}
+    result = run_preprocess(_cfg(motion_root, tmp_path, samples_per_shard=1))
+    assert result.reused_shards == 6 and result.processed_now == 0
+    assert {p: os.stat(p).st_mtime_ns for p in glob.glob(str(tmp_path / "*.tar"))} == before
+    with pytest.raises(ConfigError, match=r"--tau 25.0, this run asks 30.0: pass --overwrite"):
+        run_preprocess(_cfg(motion_root, tmp_path, samples_per_shard=1, tau=30))
+    run_preprocess(_cfg(motion_root, tmp_path, samples_per_shard=1, tau=30, overwrite=True))
+    assert json.load(open(tmp_path / "manifest.json"))["config"]["tau"] == 30
+
+
+def test_interrupted_leftovers_are_redone_exactly(motion_root, tmp_path):
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    run_preprocess(_cfg(motion_root, ref, samples_per_shard=1))
+    run_preprocess(_cfg(motion_root, out, samples_per_shard=1))
+    # Simulate kills at different moments: a half-written partial, a tar renamed but no stats yet.
+    os.remove(out / "train-000001.stats.json")
+    os.remove(out / "train-000002.stats.json")
+    os.remove(out / "train-000002.tar")
+    (out / "train-000002.tar.partial").write_bytes(b"half a tar")
+    os.remove(out / "manifest.json")
+    result = run_preprocess(_cfg(motion_root, out, samples_per_shard=1))
+    assert result.processed_now == 2
+    assert _tree(str(out)) == _tree(str(ref))
+    assert not glob.glob(str(out / "*.partial"))
+
+
+def test_kill_9_then_resume_equals_uninterrupted(motion_root, tmp_path):
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    run_preprocess(_cfg(motion_root, ref, samples_per_shard=1))
+    cmd = [sys.executable, "-m", "fda", "preprocess", motion_root, "--out", str(out), "--size", str(SIZE),
+           "--workers", "1", "--min-area", "4", "--samples-per-shard", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and not glob.glob(str(out / "*.stats.json")) and proc.poll() is None:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = len(glob.glob(str(out / "*.stats.json")))
+    assert finished < 6, "the run finished before it could be killed"
+    for tar in glob.glob(str(out / "*.tar")):  # nothing half-written under a final name
+        assert tar.endswith(".tar") and os.path.getsize(tar) % 512 == 0
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert _tree(str(out)) == _tree(str(ref))
+
+
+# ---------------------------------------------------------------- bad input
+
+@pytest.fixture(scope="module")
+def zoo_root(tmp_path_factory, ffmpeg_exe):
+    """A folder layout holding one of every kind of bad input, plus good videos with awkward names."""
+    root = tmp_path_factory.mktemp("zoo")
+    good = moving_square_frames(n=10)
+    names = {"-leading dash": "-leading dash.mp4", "spaced name": "spaced name.mp4", "ünïcödé": "ünïcödé.mp4"}
+    for stem, fname in names.items():
+        encode_video(ffmpeg_exe, str(root / fname), good)
+    encode_video(ffmpeg_exe, str(root / "fine.mp4"), good)
+    encode_video(ffmpeg_exe, str(root / "single.mp4"), good[:1])
+    (root / "zero.mp4").write_bytes(b"")
+    (root / "text.mp4").write_text("this is not a video\n" * 50)
+    full = encode_video(ffmpeg_exe, str(root / "whole.mp4"), moving_square_frames(n=40))
+    data = open(full, "rb").read()
+    (root / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    os.remove(full)
+    subprocess.run([ffmpeg_exe, "-y", "-loglevel", "error", "-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac",
+                    str(root / "audio.mp4")], check=True)
+    rows = ["video,caption,split"]
+    for stem in ["-leading dash", "spaced name", "ünïcödé", "single", "zero", "text", "truncated", "audio",
+                 "missing"]:
+        rows.append(f"{stem}.mp4,a caption for {stem},train")
+    (root / "captions.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return str(root)
+
+
+def test_bad_input_zoo_is_recorded_and_the_run_goes_on(zoo_root, tmp_path):
+    cfg = _cfg(zoo_root, tmp_path, max_failure_rate=1.0)
+    result = run_preprocess(cfg)
+    manifest = result.manifest
+    failures = {f["video_id"]: f["error"] for f in manifest["failures"]}
+    assert set(failures) == {"single", "zero", "text", "truncated", "audio", "missing"}
+    assert "at least 2" in failures["single"] and "empty" in failures["zero"]
+    assert "no video stream" in failures["audio"] and "not found" in failures["missing"]
+    assert all("\n" not in e and e for e in failures.values())
+    ok = {s["meta"]["video_id"] for s in _samples(str(tmp_path), "train")}
+    assert ok == {"-leading dash", "spaced name", "ünïcödé"}
+    keys = [s["key"] for s in _samples(str(tmp_path), "train")]
+    assert all("." not in k and " " not in k for k in keys)
+    # "fine.mp4" has no caption row, so it is not listed; captionless listed videos are tested in the layouts.
+
+
+def test_failure_rate_and_nothing_ok_exit_codes(zoo_root, tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(cli, ["preprocess", zoo_root, "--out", str(tmp_path / "a"), "--workers", "1",
+                              "--size", "32"])
+    assert res.exit_code == 3
+    assert "6 of 9 videos failed" in res.stderr and "--max-failure-rate" in res.stderr
+    assert os.path.isfile(tmp_path / "a" / "manifest.json")  # the good ones are kept
+    res = runner.invoke(cli, ["preprocess", zoo_root, "--out", str(tmp_path / "b"), "--workers", "1",
+                              "--split", "train", "--limit", "1", "--size", "32"])
+    assert res.exit_code == 0, res.stderr
+
+
+def test_nothing_succeeded_is_an_input_error(tmp_path):
+    (tmp_path / "x.mp4").write_bytes(b"")
+    (tmp_path / "captions.csv").write_text("video,caption\nx.mp4,a caption\n")
+    with pytest.raises(InputError, match="no video could be preprocessed"):
+        run_preprocess(_cfg(str(tmp_path), tmp_path / "out"))
+
+
+@pytest.mark.parametrize("args,code,text", [
+    (["--tau", "-1"], 2, "--tau must be in 0..255"),
+    (["--kernel", "4"], 2, "--kernel must be 0 (no morphology) or an odd integer"),
+    (["--frames-train", "0"], 2, "--frames-train must be an integer in 1..99"),
+    (["--split", "train,bogus"], 2, "--split must be a comma list"),
+    (["--layout", "youtube"], 2, "Invalid value for '--layout'"),
+    (["--ray-address", "auto"], 2, "--ray-address needs --engine ray"),
+])
+def test_bad_options_are_one_line_errors(motion_root, tmp_path, args, code, text):
+    res = CliRunner().invoke(cli, ["preprocess", motion_root, "--out", str(tmp_path), *args])
+    assert res.exit_code == code
+    assert text in res.stderr and "Traceback" not in res.stderr
+    assert len([ln for ln in res.stderr.splitlines() if ln.startswith("Error")]) == 1
+
+
+def test_missing_root_and_missing_ffmpeg(tmp_path, motion_root, monkeypatch):
+    res = CliRunner().invoke(cli, ["preprocess", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
+    assert res.exit_code in (2, 3) and "Traceback" not in res.stderr
+    monkeypatch.setenv("FDA_FFMPEG", str(tmp_path / "no-ffmpeg"))
+    res = CliRunner().invoke(cli, ["preprocess", motion_root, "--out", str(tmp_path / "o"), "--decoder", "ffmpeg"])
+    assert res.exit_code == 4 and "FDA_FFMPEG" in res.stderr
+
+
+def test_two_workers_give_the_same_shards(motion_root, tmp_path):
+    run_preprocess(_cfg(motion_root, tmp_path / "one", samples_per_shard=1))
+    run_preprocess(_cfg(motion_root, tmp_path / "two", samples_per_shard=1, workers=2))
+    assert _tree(str(tmp_path / "one")) == _tree(str(tmp_path / "two"))
+
+
+def test_ray_engine_on_a_local_instance(motion_root, tmp_path):
+    pytest.importorskip("ray")
+    run_preprocess(_cfg(motion_root, tmp_path / "local", samples_per_shard=2))
+    run_preprocess(_cfg(motion_root, tmp_path / "ray", samples_per_shard=2, engine="ray", workers=2))
+    assert _tree(str(tmp_path / "ray")) == _tree(str(tmp_path / "local"))
