@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional
 import click
 
 from fda import __version__
-from fda.config import PreprocessConfig, field_default
+from fda.config import GenerateConfig, PreprocessConfig, field_default
 from fda.errors import FdaError
 from fda.logs import setup_logging
 
@@ -98,6 +98,29 @@ def preprocess(**kwargs: Any) -> None:
     cfg = build_config(PreprocessConfig, **kwargs)
     result = run_stage(run_preprocess, cfg)
     click.echo(result.summary())
+
+
+G = GenerateConfig
+
+
+@cli.command()
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--kind", type=click.Choice(["demo", "motion", "static"]), default=_default(G, "kind"),
+              show_default=True, help="demo: captions tell colour+shape+motion apart; motion: the captioned object "
+              "moves among static distractors; static: control, it stays still while a distractor moves.")
+@click.option("--train", type=int, default=_default(G, "train"), show_default=True, help="Training videos.")
+@click.option("--test", type=int, default=_default(G, "test"), show_default=True, help="Test videos (1k-A style).")
+@click.option("--seed", type=int, default=_default(G, "seed"), show_default=True, help="Data-set seed.")
+@click.option("--size", default=_default(G, "size"), show_default=True, help="Frame size WIDTHxHEIGHT (even).")
+@click.option("--fps", type=int, default=_default(G, "fps"), show_default=True, help="Frame rate.")
+@click.option("--seconds", type=float, default=_default(G, "seconds"), show_default=True, help="Clip length.")
+def generate(**kwargs: Any) -> None:
+    """Write a synthetic MSR-VTT-layout data set of encoded videos with known content and captions."""
+    from fda.pipeline.synthetic import run_generate, summarize
+
+    cfg = build_config(GenerateConfig, **kwargs)
+    result = run_stage(run_generate, cfg)
+    click.echo(summarize(result))
 
 
 def main() -> None:

@@ -133,6 +133,51 @@ class PreprocessConfig:
         return {k: getattr(self, k) for k in keep}
 
 
+GENERATE_KINDS = ("demo", "motion", "static")
+
+
+def parse_size(value: str) -> Tuple[int, int]:
+    """Turn ``"160x120"`` into ``(160, 120)``: even sides of at least 16 px (yuv420p), at most 4096."""
+    parts = str(value).lower().split("x")
+    if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
+        w, h = (int(p) for p in parts)
+        if 16 <= w <= 4096 and 16 <= h <= 4096 and w % 2 == 0 and h % 2 == 0:
+            return w, h
+    raise ConfigError(f"--size must be WIDTHxHEIGHT with even sides in 16..4096 (e.g. 160x120), got {value!r}")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """``fda generate``: a synthetic data set in the MSR-VTT layout (``demo``, ``motion`` or its ``static`` control)."""
+
+    out_dir: str
+    kind: str = "demo"
+    train: int = 24
+    test: int = 12
+    seed: int = 0
+    size: str = "160x120"
+    fps: int = 10
+    seconds: float = 3.0
+
+    def __post_init__(self) -> None:
+        _choice("kind", self.kind, GENERATE_KINDS)
+        for name in ("train", "test"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and 1 <= value <= 100_000, name, value, "an integer in 1..100000")
+        _require(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        parse_size(self.size)
+        _require(isinstance(self.fps, int) and 1 <= self.fps <= 120, "fps", self.fps, "an integer in 1..120")
+        _require(isinstance(self.seconds, (int, float)) and 0 < self.seconds <= 600, "seconds", self.seconds,
+                 "in (0, 600]")
+        _require(round(self.fps * self.seconds) >= 2, "seconds", self.seconds,
+                 f"long enough for 2 frames at --fps {self.fps}")
+
+    @property
+    def dimensions(self) -> Tuple[int, int]:
+        """``(width, height)`` in pixels."""
+        return parse_size(self.size)
+
+
 CAPTION_MODES = ("all", "random")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")

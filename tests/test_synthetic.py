@@ -1,0 +1,194 @@
+"""Synthetic videos: real encodes with known content, loadable as MSR-VTT, objects where the captions say."""
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from fda.cli import cli
+from fda.config import GenerateConfig
+from fda.errors import ConfigError, InputError
+from fda.pipeline.datasets import load_dataset
+from fda.pipeline.synthetic import (COLOURS, META_FILE, ClipSpec, ObjectSpec, captions_for, make_motion_benchmark,
+                                    make_msrvtt_demo, render_clip, render_frames)
+
+TINY = dict(size=(64, 48), fps=8, seconds=1)  # 8 frames of 64x48: a few kB, tens of ms per video
+
+
+def _decode(path):
+    """All frames, uint8 [T, H, W, 3] RGB."""
+    cap = cv2.VideoCapture(path)
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    cap.release()
+    return np.stack(frames)
+
+
+def _centroid(frame, colour):
+    """(x, y) centroid of the pixels close to ``colour``; None when there are too few."""
+    dist = np.abs(frame.astype(np.int32) - np.array(COLOURS[colour])).sum(axis=-1)
+    ys, xs = np.nonzero(dist < 90)
+    return None if len(xs) < 10 else np.array([xs.mean(), ys.mean()])
+
+
+def test_render_clip_frames_and_determinism(tmp_path):
+    spec = ClipSpec("red", "square", "right")
+    a, b, c = (str(tmp_path / n) for n in ("a.mp4", "b.mp4", "c.mp4"))
+    assert render_clip(a, spec, seed=3, **TINY) == 8
+    render_clip(b, spec, seed=3, **TINY)
+    render_clip(c, spec, seed=4, **TINY)
+    assert open(a, "rb").read() == open(b, "rb").read()
+    assert open(a, "rb").read() != open(c, "rb").read()
+    frames = _decode(a)
+    assert frames.shape == (8, 48, 64, 3)
+    assert not [n for n in os.listdir(tmp_path) if "part" in n]  # no temporary left behind
+
+
+@pytest.mark.parametrize("motion,axis,sign", [("right", 0, 1), ("left", 0, -1), ("up", 1, -1), ("down", 1, 1)])
+def test_moving_object_moves(tmp_path, motion, axis, sign):
+    path = str(tmp_path / f"{motion}.mp4")
+    render_clip(path, ClipSpec("blue", "circle", motion), seed=1, **TINY)
+    frames = _decode(path)
+    first, last = _centroid(frames[0], "blue"), _centroid(frames[-1], "blue")
+    shift = last - first
+    assert sign * shift[axis] > 15  # 60 % of the free span: about 30 px horizontally, 22 px vertically
+    assert abs(shift[1 - axis]) < 2
+
+
+def test_static_scene_is_static(tmp_path):
+    spec = ClipSpec("yellow", "triangle", "static")
+    frames = list(render_frames(spec, size=(64, 48), frames=5, seed=2))
+    assert all(np.array_equal(frames[0], f) for f in frames[1:])  # bit-identical before encoding
+    path = str(tmp_path / "s.mp4")
+    render_clip(path, spec, seed=2, **TINY)
+    decoded = _decode(path).astype(np.int32)
+    assert np.abs(decoded[0] - decoded[-1]).mean() < 1.0  # only codec noise left
+    assert np.linalg.norm(_centroid(decoded[0], "yellow") - _centroid(decoded[-1], "yellow")) < 1
+
+
+@pytest.mark.parametrize("ext", [".webm", ".avi"])
+def test_other_containers(tmp_path, ext):
+    path = str(tmp_path / f"x{ext}")
+    assert render_clip(path, ClipSpec("green", "square", "down"), **TINY) == 8
+    assert len(_decode(path)) == 8
+
+
+def test_bad_specs(tmp_path):
+    with pytest.raises(ConfigError, match="colour must be one of"):
+        ClipSpec("pink", "square")
+    with pytest.raises(ConfigError, match="motion must be one of"):
+        ObjectSpec("red", "square", "sideways")
+    with pytest.raises(ConfigError, match="shares the captioned object's colour"):
+        ClipSpec("red", "square", "left", (ObjectSpec("red", "circle"),))
+    with pytest.raises(ConfigError, match="--size must be even"):
+        render_clip(str(tmp_path / "x.mp4"), ClipSpec("red", "square"), size=(63, 48))
+    with pytest.raises(ConfigError, match="cannot encode"):
+        render_clip(str(tmp_path / "x.gif"), ClipSpec("red", "square"))
+
+
+def test_captions_name_the_object():
+    rng = np.random.default_rng(0)
+    caps = captions_for(ClipSpec("red", "square", "right"), rng, 4)
+    assert caps[0] == "a red square moves to the right" and len(set(caps)) == 4
+    assert all(c.startswith(("a red ", "the red ")) for c in caps)
+    assert all("right" in c for c in caps)
+    still = captions_for(ClipSpec("blue", "circle"), rng, 3)
+    assert still[0] == "a blue circle stays still"
+
+
+def test_msrvtt_demo(tmp_path):
+    root = str(tmp_path / "demo")
+    summary = make_msrvtt_demo(root, n_train=5, n_test=4, captions_per_video=3, **TINY)
+    assert summary["videos"] == 9 and summary["frames_per_video"] == 8 and summary["captions"] == 27
+    for name in ("MSRVTT_data.json", "MSRVTT_train.9k.csv", "MSRVTT_train.7k.csv", "MSRVTT_JSFUSION_test.csv"):
+        assert os.path.isfile(os.path.join(root, name))
+    ds = load_dataset(root)
+    assert ds.layout == "msrvtt"
+    assert [it.video_id for it in ds.items["train"]] == [f"video{i}" for i in range(5)]
+    assert [it.video_id for it in ds.items["test"]] == [f"video{i}" for i in range(5, 9)]
+    assert all(it.path and it.source == f"videos/all/{it.video_id}.mp4" for v in ds.items.values() for it in v)
+    assert all(len(it.captions) == 3 for it in ds.items["train"])
+    assert all(len(it.captions) == 1 for it in ds.items["test"])
+    seven = load_dataset(root, msrvtt_train="7k").items["train"]
+    assert 1 <= len(seven) < 5 and [it.video_id for it in seven] == [f"video{i}" for i in range(len(seven))]
+    with open(os.path.join(root, "MSRVTT_JSFUSION_test.csv"), encoding="utf-8") as fh:
+        lines = fh.read().splitlines()
+    assert lines[0] == "key,vid_key,video_id,sentence" and lines[1].startswith("ret0,msr5,video5,")
+    meta = json.load(open(os.path.join(root, META_FILE), encoding="utf-8"))
+    test_specs = [tuple(c["captioned"].values()) for c in meta["clips"] if c["split"] == "test"]
+    assert len(set(test_specs)) == len(test_specs)  # captions tell every test video apart
+    for clip, item in zip(meta["clips"][5:], ds.items["test"]):
+        colour = clip["captioned"]["colour"]
+        assert colour in item.captions[0]
+    # deterministic, and a second run into the same folder is allowed (it replaces the set)
+    again = make_msrvtt_demo(root, n_train=5, n_test=4, captions_per_video=3, **TINY)
+    assert again == summary
+    assert json.load(open(os.path.join(root, META_FILE), encoding="utf-8")) == meta
+
+
+def _moves(frames, colour):
+    return float(np.linalg.norm(_centroid(frames[-1], colour) - _centroid(frames[0], colour)))
+
+
+@pytest.mark.parametrize("moving", [True, False])
+def test_motion_benchmark(tmp_path, moving):
+    root = str(tmp_path / ("motion" if moving else "static"))
+    make_motion_benchmark(root, n_train=2, n_test=2, seed=5, moving=moving, captions_per_video=2, **TINY)
+    ds = load_dataset(root)
+    meta = json.load(open(os.path.join(root, META_FILE), encoding="utf-8"))
+    items = ds.items["train"] + ds.items["test"]
+    assert [it.video_id for it in items] == [c["video_id"] for c in meta["clips"]]
+    for clip, item in zip(meta["clips"], items):
+        target = clip["captioned"]
+        frames = _decode(item.path)
+        others = [o for o in clip["objects"] if not o["captioned"]]
+        assert all(o["colour"] != target["colour"] for o in others)
+        for cap in item.captions:
+            assert target["colour"] in cap  # the caption names the captioned object
+        if moving:
+            assert target["motion"] != "static" and _moves(frames, target["colour"]) > 15
+            assert all(_moves(frames, o["colour"]) < 1.5 for o in others)
+        else:
+            assert target["motion"] == "static" and _moves(frames, target["colour"]) < 1.5
+            assert max(_moves(frames, o["colour"]) for o in others) > 15
+    # twins: the same three objects, roles swapped
+    for a, b in ((0, 1), (2, 3)):
+        objs = [{(o["colour"], o["shape"]) for o in meta["clips"][i]["objects"]} for i in (a, b)]
+        assert objs[0] == objs[1]
+        assert meta["clips"][a]["captioned"]["colour"] != meta["clips"][b]["captioned"]["colour"]
+
+
+def test_refuses_foreign_folder(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(InputError, match="not empty"):
+        make_msrvtt_demo(str(tmp_path), n_train=1, n_test=1, **TINY)
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+def test_generate_config():
+    assert GenerateConfig("x").dimensions == (160, 120)
+    for kwargs, match in (({"kind": "moving"}, "--kind must be one of demo, motion, static"),
+                          ({"size": "160"}, "--size must be WIDTHxHEIGHT"), ({"size": "161x120"}, "--size"),
+                          ({"train": 0}, "--train must be"), ({"fps": 0}, "--fps must be"),
+                          ({"seconds": 0.1}, "--seconds must be long enough"), ({"seed": -1}, "--seed")):
+        with pytest.raises(ConfigError, match=match):
+            GenerateConfig("x", **kwargs)
+
+
+def test_cli_generate(tmp_path):
+    out = str(tmp_path / "set")
+    res = CliRunner().invoke(cli, ["generate", out, "--kind", "static", "--train", "2", "--test", "1",
+                                   "--size", "64x48", "--fps", "4", "--seconds", "1"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip().startswith("wrote 3 static videos (2 train, 1 test, 4 frames at 64x48")
+    assert len(res.stdout.strip().splitlines()) == 1
+    assert load_dataset(out).layout == "msrvtt"
+    res = CliRunner().invoke(cli, ["generate", out, "--size", "64x47"])
+    assert res.exit_code == 2 and "Error: --size must be" in res.stderr
