@@ -353,11 +353,10 @@ def load_dataset(root: str, layout: Optional[str] = None, *, msrvtt_train: str =
     for split, lst in items.items():
         missing = sum(1 for it in lst if it.path is None)
         uncaptioned = sum(1 for it in lst if not it.captions)
-        logger.info("%s %s: %d videos (%d without a file, %d without captions)", layout, split, len(lst), missing,
-                    uncaptioned)
         official = OFFICIAL_COUNTS.get((layout, split, msrvtt_train if (layout, split) == ("msrvtt", "train") else ""))
-        if official is not None and len(lst) != official:
-            logger.info("%s %s has %d videos; the official split has %d", layout, split, len(lst), official)
+        note = f" (the official split has {official})" if official is not None and len(lst) != official else ""
+        logger.info("%s %s: %d videos%s, %d without a file, %d without captions", layout, split, len(lst), note,
+                    missing, uncaptioned)
     return Dataset(layout=layout, root=root, items=items)
 
 
