@@ -3,6 +3,7 @@
 import json
 import os
 import pickle
+import unicodedata
 
 import pytest
 
@@ -227,15 +228,20 @@ def test_folder_jsonl_and_explicit_captions(tmp_path):
     _folder_videos(tmp_path)
     lines = [{"video": "my clip ü.webm", "caption": "first"},
              {"video": "plain", "caption": ["a", "b"], "split": "train"},
-             {"video": "my clip ü", "caption": "second"}, {"video": "sub dir/my clip ü.webm", "caption": "third"}]
+             {"video": "my clip ü", "caption": "second"}, {"video": "sub dir/my clip ü.webm", "caption": "third"},
+             {"video": "deep/er/plain", "caption": "by stem inside a subfolder"},
+             {"video": "caf\u00e9", "caption": "NFC name, NFD file"}]
+    _touch(tmp_path / unicodedata.normalize("NFD", "caf\u00e9.mp4"))
     _write(tmp_path / "meta" / "caps.jsonl", "\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n\n")
     ds = load_dataset(str(tmp_path), captions=str(tmp_path / "meta" / "caps.jsonl"))
     assert ds.layout == "folder"
     assert [(it.video_id, it.captions) for it in ds.items["train"]] == [("plain", ("a", "b"))]
     test = ds.items["test"]
-    assert [(it.video_id, it.captions) for it in test] == [("my clip ü", ("first", "second")),
-                                                           ("sub dir/my clip ü", ("third",))]
+    assert [(it.video_id, it.captions) for it in test][:2] == [("my clip ü", ("first", "second")),
+                                                               ("sub dir/my clip ü", ("third",))]
     assert test[0].path == test[1].path == str(tmp_path / "sub dir" / "my clip ü.webm")
+    assert test[2].video_id == "deep/er/plain" and test[2].source == "deep/er/plain.mov"
+    assert test[3].path is not None and os.path.isfile(test[3].path)
     # relative to the root works too, and split filtering
     ds = load_dataset(str(tmp_path), "folder", captions="meta/caps.jsonl", splits=["train"])
     assert list(ds.items) == ["train"]
