@@ -28,7 +28,9 @@ def remove_small_components(mask: np.ndarray, min_area: int) -> np.ndarray:
     """Drop 8-connected components of a {0, 1} uint8 mask with fewer than ``min_area`` pixels."""
     if min_area <= 1 or not mask.any():
         return mask
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S)
+    # 16-bit labels suffice when pixels / 4 < 65535 (distinct 8-connected components are 2 px apart) and are faster.
+    ltype = cv2.CV_16U if mask.size < 4 * 65535 else cv2.CV_32S
+    count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(mask, 8, ltype, cv2.CCL_SPAGHETTI)
     keep = stats[:, cv2.CC_STAT_AREA] >= min_area
     keep[0] = False  # label 0 is the background
     return keep[labels].astype(np.uint8)
