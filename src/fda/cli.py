@@ -123,6 +123,111 @@ def generate(**kwargs: Any) -> None:
     click.echo(summarize(result))
 
 
+# --- fda eval, embed, search (issue 5) ---------------------------------------------------------------------------
+from fda.config import EmbedConfig, EvalConfig, SearchConfig  # noqa: E402
+
+E = EvalConfig
+_SPLIT_CHOICE = click.Choice(["train", "val", "test"])
+
+
+@cli.command("eval")
+@click.option("--split", type=_SPLIT_CHOICE, default=_default(E, "split"), show_default=True,
+              help="Split to evaluate.")
+@click.option("--shards", default=_default(E, "shards"), show_default=True, help="Shard set folder.")
+@click.option("--run", default=None, help="Run folder: evaluate its best checkpoint (default: newest run).")
+@click.option("--checkpoint", default=None, help="An fda checkpoint file.")
+@click.option("--model", default=None, help="Evaluate an untrained model (zero-shot), e.g. ViT-B-32 or fda-tiny.")
+@click.option("--pretrained", default=None, help="Its weights: an open_clip tag (openai) or a file.")
+@click.option("--alpha-checkpoint", default=None, help="Official Alpha-CLIP vision weights over --pretrained.")
+@click.option("--runs-dir", default=_default(E, "runs_dir"), show_default=True, help="Where runs are looked for.")
+@click.option("--frames", type=int, default=_default(E, "frames"), show_default=True,
+              help="Frames per clip the shards must hold.")
+@click.option("--batch-size", type=int, default=_default(E, "batch_size"), show_default=True,
+              help="Clips per forward pass.")
+@click.option("--text-batch-size", type=int, default=_default(E, "text_batch_size"), show_default=True,
+              help="Captions per forward pass.")
+@click.option("--workers", type=int, default=_default(E, "workers"), show_default=True,
+              help="Image decoding threads.")
+@click.option("--device", default=_default(E, "device"), show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--dsl", is_flag=True, default=_default(E, "dsl"),
+              help="Add dual-softmax (DSL) numbers in separate columns.")
+@click.option("--baseline", is_flag=True, default=_default(E, "baseline"),
+              help="Also evaluate without the alpha channel (plain CLIP meanP), side by side.")
+@click.option("--out", default=None, help="Report folder (default: the run folder).")
+@click.option("--cache/--no-cache", default=_default(E, "cache"), show_default=True,
+              help="Reuse features cached for the same model and shards.")
+@click.option("--seed", type=int, default=_default(E, "seed"), show_default=True,
+              help="Initialisation seed of a model without weights.")
+def eval_command(**kwargs: Any) -> None:
+    """Text-video retrieval metrics (R@1/5/10, MdR, MnR both ways) exactly as the field reports them."""
+    from fda.eval.retrieval import run_eval
+
+    cfg = build_config(EvalConfig, **kwargs)
+    result = run_stage(run_eval, cfg)
+    click.echo(result.table())
+    click.echo(f"\nreport: {result.report_path}")
+
+
+M = EmbedConfig
+
+
+@cli.command()
+@click.option("--out", required=True, help="Folder for the embeddings (EMB_DIR).")
+@click.option("--shards", default=_default(M, "shards"), show_default=True, help="Shard set folder.")
+@click.option("--split", default=None, help="Comma list of splits (default: all).")
+@click.option("--run", default=None, help="Run folder: use its best checkpoint.")
+@click.option("--checkpoint", default=None, help="An fda checkpoint file.")
+@click.option("--model", default=None, help="An untrained model name (ViT-B-32, fda-tiny, ...).")
+@click.option("--pretrained", default=None, help="Its weights: an open_clip tag (openai) or a file.")
+@click.option("--alpha-checkpoint", default=None, help="Official Alpha-CLIP vision weights over --pretrained.")
+@click.option("--runs-dir", default=_default(M, "runs_dir"), show_default=True, help="Where runs are looked for.")
+@click.option("--batch-size", type=int, default=_default(M, "batch_size"), show_default=True,
+              help="Clips per forward pass.")
+@click.option("--text-batch-size", type=int, default=_default(M, "text_batch_size"), show_default=True,
+              help="Captions per forward pass.")
+@click.option("--chunk-size", type=int, default=_default(M, "chunk_size"), show_default=True,
+              help="Rows per .npy file.")
+@click.option("--captions/--no-captions", default=_default(M, "captions"), show_default=True,
+              help="Also embed the captions.")
+@click.option("--index", type=click.Choice(["none", "hnsw"]), default=_default(M, "index"), show_default=True,
+              help="Also build a faiss HNSW index of the videos (optional extra fda[faiss]; for > 1M videos).")
+@click.option("--workers", type=int, default=_default(M, "workers"), show_default=True,
+              help="Image decoding threads.")
+@click.option("--device", default=_default(M, "device"), show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--seed", type=int, default=_default(M, "seed"), show_default=True,
+              help="Initialisation seed of a model without weights.")
+@click.option("--overwrite", is_flag=True, default=False, help="Replace earlier embeddings in --out.")
+def embed(**kwargs: Any) -> None:
+    """Write video and caption embeddings (float16 .npy chunks + ids as JSON) for fda search."""
+    from fda.eval.embeddings import run_embed
+
+    cfg = build_config(EmbedConfig, **kwargs)
+    result = run_stage(run_embed, cfg)
+    click.echo(result.summary())
+
+
+Q = SearchConfig
+
+
+@cli.command()
+@click.argument("emb_dir", type=click.Path(file_okay=False))
+@click.argument("query", required=False)
+@click.option("--video", default=None, help="Search with this video's embedding instead of a text query.")
+@click.option("-k", "k", type=int, default=_default(Q, "k"), show_default=True, help="Results to show.")
+@click.option("--target", type=click.Choice(["videos", "captions"]), default=_default(Q, "target"),
+              show_default=True, help="What to search.")
+@click.option("--exact", is_flag=True, default=False, help="Flat exact search even when a faiss index exists.")
+@click.option("--device", default=_default(Q, "device"), show_default=True, help="Where the text encoder runs.")
+def search(**kwargs: Any) -> None:
+    """Top matches for a text QUERY (or --video ID) in embeddings written by fda embed."""
+    from fda.eval.embeddings import run_search
+
+    cfg = build_config(SearchConfig, **kwargs)
+    hits = run_stage(run_search, cfg)
+    for rank, hit in enumerate(hits, 1):
+        click.echo(f"{rank:>3}  {hit.score:+.4f}  {hit.id}" + (f"  {hit.text}" if hit.text else ""))
+
+
 def main() -> None:
     """Console entry point."""
     cli(prog_name="fda")

@@ -250,3 +250,115 @@ class TrainConfig:
         _require(self.val_every >= 0, "val_every", self.val_every, ">= 0 (0: at each epoch end)")
         if self.no_alpha and self.alpha_checkpoint:
             raise ConfigError("--alpha-checkpoint has no use with --no-alpha: drop one of them")
+
+
+SEARCH_TARGETS = ("videos", "captions")
+INDEX_KINDS = ("none", "hnsw")
+
+
+def _model_source_checks(cfg: Any) -> None:
+    """One model source: a run/checkpoint, or a model that was never trained (``--model``/``--pretrained``)."""
+    trained = bool(getattr(cfg, "run", None) or cfg.checkpoint)
+    if trained and (cfg.model or cfg.pretrained):
+        raise ConfigError("--model/--pretrained evaluate an untrained model; --run/--checkpoint a trained one: "
+                          "pass only one kind")
+    if cfg.alpha_checkpoint and not (cfg.model or cfg.pretrained):
+        raise ConfigError("--alpha-checkpoint goes with --model/--pretrained (a checkpoint records its own weights)")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """``fda eval``: retrieval metrics of a trained run, a checkpoint, or a never-trained model on one split."""
+
+    split: str = "test"
+    shards: str = "shards"
+    run: Optional[str] = None
+    checkpoint: Optional[str] = None
+    model: Optional[str] = None
+    pretrained: Optional[str] = None
+    alpha_checkpoint: Optional[str] = None
+    runs_dir: str = "runs"
+    frames: Optional[int] = 12
+    batch_size: int = 32
+    text_batch_size: int = 256
+    workers: int = 2
+    device: str = "auto"
+    dsl: bool = False
+    baseline: bool = False
+    out: Optional[str] = None
+    cache: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _choice("split", self.split, SPLITS)
+        _model_source_checks(self)
+        _require(self.frames is None or (isinstance(self.frames, int) and 1 <= self.frames <= MAX_FRAMES), "frames",
+                 self.frames, f"an integer in 1..{MAX_FRAMES}")
+        for name in ("batch_size", "text_batch_size"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value >= 1, name, value, "an integer >= 1")
+        _require(isinstance(self.workers, int) and self.workers >= 0, "workers", self.workers,
+                 ">= 0 decoding threads (0: decode in the main thread)")
+        _require(isinstance(self.device, str) and self.device.split(":")[0] in ("auto", "cpu", "cuda", "mps"),
+                 "device", self.device, "auto, cpu, cuda, cuda:N or mps")
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """``fda embed``: video and caption embeddings of a shard set, written in chunks for ``fda search``."""
+
+    out: str
+    shards: str = "shards"
+    split: Optional[str] = None
+    run: Optional[str] = None
+    checkpoint: Optional[str] = None
+    model: Optional[str] = None
+    pretrained: Optional[str] = None
+    alpha_checkpoint: Optional[str] = None
+    runs_dir: str = "runs"
+    batch_size: int = 32
+    text_batch_size: int = 256
+    chunk_size: int = 65536
+    captions: bool = True
+    index: str = "none"
+    workers: int = 2
+    device: str = "auto"
+    seed: int = 0
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        parse_splits(self.split)
+        _model_source_checks(self)
+        for name in ("batch_size", "text_batch_size", "chunk_size"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value >= 1, name, value, "an integer >= 1")
+        _choice("index", self.index, INDEX_KINDS)
+        _require(isinstance(self.workers, int) and self.workers >= 0, "workers", self.workers, ">= 0")
+        _require(isinstance(self.device, str) and self.device.split(":")[0] in ("auto", "cpu", "cuda", "mps"),
+                 "device", self.device, "auto, cpu, cuda, cuda:N or mps")
+
+    @property
+    def splits(self) -> Optional[Tuple[str, ...]]:
+        """Selected splits, or ``None`` for every split of the shard set."""
+        return parse_splits(self.split)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """``fda search``: nearest videos (or captions) to a text query or to a video, from ``fda embed`` output."""
+
+    emb_dir: str
+    query: Optional[str] = None
+    video: Optional[str] = None
+    k: int = 10
+    target: str = "videos"
+    exact: bool = False
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if (self.query is None) == (self.video is None):
+            raise ConfigError("give a text QUERY or --video ID (exactly one)")
+        _require(isinstance(self.k, int) and self.k >= 1, "k", self.k, "an integer >= 1")
+        _choice("target", self.target, SEARCH_TARGETS)
+        _require(isinstance(self.device, str) and self.device.split(":")[0] in ("auto", "cpu", "cuda", "mps"),
+                 "device", self.device, "auto, cpu, cuda, cuda:N or mps")
