@@ -19,6 +19,14 @@ def _image(data: bytes, mode: str) -> np.ndarray:
         return np.asarray(img.convert(mode))
 
 
+def _mask(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as img:
+        arr = np.asarray(img if img.mode in ("1", "L") else img.convert("L"))
+    if arr.dtype == np.bool_:  # mode "1" arrives as bool (whose bytes may be 0/255: convert, never view)
+        return arr.astype(np.uint8) * np.uint8(255)
+    return arr
+
+
 def decode_sample(sample: Dict[str, Any]) -> Dict[str, Any]:
     """Decode one raw webdataset sample (member suffix -> bytes) into arrays.
 
@@ -44,7 +52,7 @@ def decode_sample(sample: Dict[str, Any]) -> Dict[str, Any]:
     num = len(meta["indices"])
     try:
         frames = np.stack([_image(sample[frame_member(i)], "RGB") for i in range(num)])
-        masks = np.stack([_image(sample[mask_member(i)], "L") for i in range(num)])
+        masks = np.stack([_mask(sample[mask_member(i)]) for i in range(num)])
     except KeyError as err:
         raise InputError(f"sample {key} misses member {err.args[0]}") from None
     return {"key": key, "meta": meta, "captions": captions, "frames": frames, "masks": masks}
