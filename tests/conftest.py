@@ -50,3 +50,17 @@ def index_frames(n: int, h: int = 48, w: int = 64):
 
     values = (np.arange(n) * 8 + 4).astype(np.uint8)
     return np.broadcast_to(values[:, None, None, None], (n, h, w, 3)).copy()
+
+
+@pytest.fixture(scope="session")
+def eval_shards(tmp_path_factory) -> str:
+    """A tiny synthetic MSR-VTT shard set: test = 6 videos x 1 caption (4 frames), train = 3 videos x 5 captions."""
+    from fda.config import PreprocessConfig
+    from fda.pipeline.preprocess import run_preprocess
+    from fda.pipeline.synthetic import make_msrvtt_demo
+
+    root = tmp_path_factory.mktemp("eval_data")
+    make_msrvtt_demo(str(root / "data"), n_train=3, n_test=6, size=(64, 48), seconds=1)
+    out = str(root / "shards")
+    run_preprocess(PreprocessConfig(str(root / "data"), out=out, size=32, frames_train=2, frames_test=4, workers=1))
+    return out

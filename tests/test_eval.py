@@ -1,0 +1,145 @@
+"""fda eval end to end on generated shards with the tiny model: counts, protocols, report, cache, errors."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from fda.cli import cli
+from fda.eval.metrics import METRIC_KEYS, retrieval_metrics
+from fda.eval.retrieval import encode_split, evaluate_split, open_split, validate
+
+BASE = ["--model", "fda-tiny", "--frames", "4", "--workers", "0", "--device", "cpu"]
+
+
+def run(args):
+    result = CliRunner().invoke(cli, args)
+    return result
+
+
+@pytest.fixture(scope="module")
+def alpha_checkpoint(tmp_path_factory) -> str:
+    """An fda-tiny checkpoint whose alpha conv is not zero (so the alpha channel changes the features)."""
+    from fda.model import build_model, get_model_config, save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model(get_model_config("fda-tiny"))
+    with torch.no_grad():
+        model.clip.visual.conv1_alpha.weight.normal_(0, 0.5)
+    path = str(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+    save_checkpoint(path, model, step=7)
+    return path
+
+
+def test_eval_square_split_report_table_and_cache(eval_shards, tmp_path):
+    out = str(tmp_path / "out")
+    first = run(["eval", "--shards", eval_shards, "--out", out, *BASE])
+    assert first.exit_code == 0, first.output + first.stderr
+    report = json.load(open(os.path.join(out, "eval_test.json")))
+    assert report["counts"] == {"videos": 6, "captions": 6}  # every test sample counted
+    assert report["protocol"]["name"] == "square"
+    assert report["split"] == "test" and report["fda_version"]
+    assert len(report["shards"]["manifest_sha256"]) == 64
+    assert report["options"]["frames"] == 4 and report["features_cached"] is False
+    for d in ("t2v", "v2t"):
+        assert set(report["metrics"]["model"][d]) == set(METRIC_KEYS)
+    assert "Text-to-video" in first.output and "Video-to-text" in first.output and "DSL" not in first.output
+
+    second = run(["eval", "--shards", eval_shards, "--out", out, "--dsl", *BASE])
+    assert second.exit_code == 0, second.stderr
+    again = json.load(open(os.path.join(out, "eval_test.json")))
+    assert again["features_cached"] is True
+    assert again["metrics"]["model"]["t2v"] == report["metrics"]["model"]["t2v"]  # DSL never changes plain numbers
+    assert again["metrics"]["model"]["v2t"] == report["metrics"]["model"]["v2t"]
+    assert set(again["metrics"]["model"]["dsl"]) == {"t2v", "v2t"}
+    assert "DSL R@1" in second.output and "transductive" in second.output
+
+
+def test_eval_multi_caption_split(eval_shards, tmp_path):
+    result = run(["eval", "--shards", eval_shards, "--split", "train", "--frames", "2", "--model", "fda-tiny",
+                  "--workers", "2", "--out", str(tmp_path), "--no-cache"])
+    assert result.exit_code == 0, result.stderr
+    report = json.load(open(tmp_path / "eval_train.json"))
+    assert report["counts"] == {"videos": 3, "captions": 15}
+    assert report["protocol"]["name"] == "multi"
+    assert not os.path.exists(tmp_path / "features")
+
+
+def test_baseline_side_by_side(eval_shards, alpha_checkpoint, tmp_path):
+    result = run(["eval", "--shards", eval_shards, "--checkpoint", alpha_checkpoint, "--frames", "4", "--baseline",
+                  "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.stderr
+    report = json.load(open(tmp_path / "eval_test.json"))
+    m = report["metrics"]
+    assert report["model"]["use_alpha"] is True and report["model"]["step"] == 7
+    for d in ("t2v", "v2t"):
+        for k in METRIC_KEYS:
+            assert m["difference"][d][k] == pytest.approx(m["model"][d][k] - m["baseline"][d][k])
+    assert "baseline (CLIP meanP)" in result.output and "difference" in result.output
+    cache = [f for f in os.listdir(tmp_path / "features")]
+    with np.load(tmp_path / "features" / cache[0]) as z:
+        assert not np.allclose(z["video_1"], z["video_0"])  # the alpha channel changed the features
+
+
+def test_evaluate_split_library_api_matches_metrics(eval_shards, alpha_checkpoint):
+    from fda.model.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(alpha_checkpoint)
+    model.train()
+    result = evaluate_split(model, eval_shards, "test", batch_size=4)
+    assert model.training  # mode restored for the trainer
+    features = encode_split(model.eval(), open_split(eval_shards, "test", 4), batch_size=5)
+    scale = float(model.logit_scale.detach().exp())
+    expected = retrieval_metrics(features.text @ features.video[True].T * np.float32(scale))
+    assert result["model"]["t2v"] == expected["t2v"] and result["model"]["v2t"] == expected["v2t"]
+    flat = validate(model, eval_shards, "test", "cpu")
+    assert flat["eval/t2v_R@1"] == expected["t2v"]["R@1"] and "eval/v2t_MnR" in flat
+
+
+def test_newest_run_best_checkpoint(eval_shards, alpha_checkpoint, tmp_path):
+    run_dir = tmp_path / "runs" / "2026-run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    shutil.copy(alpha_checkpoint, run_dir / "checkpoints" / "best.pt")
+    result = run(["eval", "--shards", eval_shards, "--runs-dir", str(tmp_path / "runs"), "--frames", "4"])
+    assert result.exit_code == 0, result.stderr
+    report = json.load(open(run_dir / "eval_test.json"))
+    assert report["model"]["checkpoint"].endswith("best.pt")
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["--split", "val", *BASE], 3, "no 'val' split"),
+    (["--model", "fda-tiny", "--frames", "12"], 3, "hold 4 frames"),
+    (["--model", "fda-tiny", "--checkpoint", "x.pt"], 2, "only one kind"),
+    (["--frames", "4", "--checkpoint", "missing.pt"], 3, "not found"),
+])
+def test_bad_input_one_line_errors(eval_shards, tmp_path, args, code, message):
+    result = run(["eval", "--shards", eval_shards, "--out", str(tmp_path), *args])
+    assert result.exit_code == code, result.output + result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_not_a_checkpoint_is_an_input_error(eval_shards, tmp_path):
+    bogus = tmp_path / "bogus.pt"
+    torch.save({"hello": torch.zeros(2)}, bogus)
+    result = run(["eval", "--shards", eval_shards, "--checkpoint", str(bogus), "--frames", "4"])
+    assert result.exit_code == 3, result.stderr
+
+
+def test_no_runs_is_an_input_error(eval_shards, tmp_path):
+    result = run(["eval", "--shards", eval_shards, "--runs-dir", str(tmp_path / "none"), "--frames", "4"])
+    assert result.exit_code == 3 and "no runs folder" in result.stderr
+
+
+def test_corrupt_shard_is_named(eval_shards, tmp_path):
+    shards = tmp_path / "shards"
+    shutil.copytree(eval_shards, shards)
+    tar = shards / "test-000000.tar"
+    data = tar.read_bytes()
+    tar.write_bytes(data[:len(data) // 2] + b"\x07" * 5000)  # cut in the middle of the samples
+    result = run(["eval", "--shards", str(shards), "--out", str(tmp_path / "o"), *BASE])
+    assert result.exit_code == 3, result.output + result.stderr
+    assert "test-000000.tar" in result.stderr
