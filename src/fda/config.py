@@ -362,3 +362,36 @@ class SearchConfig:
         _choice("target", self.target, SEARCH_TARGETS)
         _require(isinstance(self.device, str) and self.device.split(":")[0] in ("auto", "cpu", "cuda", "mps"),
                  "device", self.device, "auto, cpu, cuda, cuda:N or mps")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """``fda demo``: generate -> preprocess -> train -> eval on a built-in synthetic set (tiny model by default)."""
+
+    out: str = "demo"
+    kind: str = "demo"
+    train_videos: int = 48
+    test_videos: int = 16
+    size: int = 64
+    model: str = "fda-tiny"
+    pretrained: Optional[str] = None
+    steps: int = 150
+    batch_size: int = 16
+    lr: float = 1e-3
+    alpha_lr: float = 1e-3
+    workers: int = 0
+    device: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _choice("kind", self.kind, ("demo", "motion", "static"))
+        for name in ("train_videos", "test_videos", "steps", "batch_size"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value >= 2, name, value, "an integer >= 2")
+        _require(self.batch_size <= self.train_videos, "batch_size", self.batch_size,
+                 f"<= --train-videos ({self.train_videos}): a batch never holds a video twice")
+        _require(isinstance(self.size, int) and 16 <= self.size <= 1024, "size", self.size, "an integer in 16..1024")
+        for name in ("lr", "alpha_lr"):
+            value = getattr(self, name)
+            _require(0 < value < 1, name, value, "in (0, 1)")
+        _require(self.workers >= 0, "workers", self.workers, ">= 0")
