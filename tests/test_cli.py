@@ -1,0 +1,65 @@
+"""The CLI surface: every command's options map 1:1 onto its config dataclass; version, help, exit codes."""
+
+import dataclasses
+import subprocess
+import sys
+
+import click
+import pytest
+from click.testing import CliRunner
+
+import fda.config as config
+from fda import __version__
+from fda.cli import cli
+
+
+def _config_class(command: str):
+    name = "".join(part.capitalize() for part in command.split("-")) + "Config"
+    return getattr(config, name, None)
+
+
+@pytest.mark.parametrize("command", sorted(cli.commands))
+def test_options_match_config_fields(command):
+    cls = _config_class(command)
+    assert cls is not None, f"fda {command} has no {command.title().replace('-', '')}Config in fda.config"
+    params = {p.name for p in cli.commands[command].params if p.name != "help"}
+    fields = {f.name for f in dataclasses.fields(cls)}
+    assert params == fields, f"options only: {params - fields}; fields only: {fields - params}"
+
+
+@pytest.mark.parametrize("command", sorted(cli.commands))
+def test_option_defaults_come_from_the_fields(command):
+    cls = _config_class(command)
+    defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    for param in cli.commands[command].params:
+        if isinstance(param, click.Argument):
+            continue
+        if param.name in defaults and not getattr(param, "multiple", False) and param.default is not None:
+            assert param.default == defaults[param.name], f"--{param.name}: {param.default} != {defaults[param.name]}"
+
+
+def test_version_and_help_are_fast_and_light():
+    res = CliRunner().invoke(cli, ["--version"])
+    assert res.exit_code == 0 and __version__ in res.output
+    # `fda --help` must not import torch, open_clip, webdataset or cv2.
+    code = ("import sys; from fda.cli import cli; "
+            "heavy = [m for m in ('torch', 'open_clip', 'webdataset', 'cv2') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_unknown_option_is_a_usage_error():
+    res = CliRunner().invoke(cli, ["preprocess", "x", "--no-such-option"])
+    assert res.exit_code == 2 and "No such option" in res.stderr
+
+
+def test_python_dash_m_fda_works():
+    out = subprocess.run([sys.executable, "-m", "fda", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and __version__ in out.stdout
+
+
+def test_log_file_receives_debug_lines(tmp_path):
+    log = tmp_path / "fda.log"
+    res = CliRunner().invoke(cli, ["--log-file", str(log), "preprocess", str(tmp_path / "missing")])
+    assert res.exit_code == 3
+    assert log.exists()
