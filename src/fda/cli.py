@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional
 import click
 
 from fda import __version__
-from fda.config import GenerateConfig, PreprocessConfig, field_default
+from fda.config import GenerateConfig, PreprocessConfig, TrainConfig, field_default
 from fda.errors import FdaError
 from fda.logs import setup_logging
 
@@ -121,6 +121,91 @@ def generate(**kwargs: Any) -> None:
     cfg = build_config(GenerateConfig, **kwargs)
     result = run_stage(run_generate, cfg)
     click.echo(summarize(result))
+
+
+# --- fda train (issue 4) -----------------------------------------------------------------------------------------
+
+def _train_validator() -> Optional[Callable[..., Any]]:
+    """``fda.eval``'s validation as the trainer's callback, or None (logged) when fda.eval does not offer it."""
+    try:
+        from fda.eval.retrieval import evaluate_split, flat_metrics
+    except ImportError as err:
+        logging.getLogger("fda.cli").info("periodic validation off: fda.eval has no evaluate_split (%s)", err)
+        return None
+
+    def validate(model: Any, shards_dir: str, split: str, device: Any) -> Any:
+        return flat_metrics(evaluate_split(model, shards_dir, split, device=device))
+
+    return validate
+
+
+T = TrainConfig
+
+
+@cli.command()
+@click.argument("shards_dir", type=click.Path(file_okay=False))
+@click.option("--out", default=None, help="Run folder (default: a new folder under ./runs/); rerunning into one "
+              "that has checkpoints resumes it.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default=_default(T, "split"),
+              show_default=True, help="Split to train on.")
+@click.option("--val-split", type=click.Choice(["auto", "val", "test", "none"]), default=_default(T, "val_split"),
+              show_default=True, help="Split for periodic validation (auto: val, else test, else none).")
+@click.option("--model", default=_default(T, "model"), show_default=True,
+              help="Architecture: ViT-B-32, ViT-B-16, ViT-L-14, fda-tiny, or a config .json.")
+@click.option("--pretrained", default=_default(T, "pretrained"), show_default=True,
+              help="CLIP weights: an open_clip tag (downloaded), a local FILE, or 'none' for random init.")
+@click.option("--alpha-checkpoint", default=None, help="Alpha-CLIP release checkpoint of the vision tower.")
+@click.option("--no-alpha", is_flag=True, default=False, help="Train the plain CLIP meanP baseline (no alpha path).")
+@click.option("--captions", type=click.Choice(["all", "random"]), default=_default(T, "captions"),
+              show_default=True, help="all: every (video, caption) pair per epoch; random: one caption per visit.")
+@click.option("--batch-size", type=int, default=_default(T, "batch_size"), show_default=True,
+              help="Pairs per process per micro-step.")
+@click.option("--accum-steps", type=int, default=_default(T, "accum_steps"), show_default=True,
+              help="Micro-steps per optimiser step (gradient accumulation).")
+@click.option("--workers", type=int, default=_default(T, "workers"), show_default=True,
+              help="DataLoader worker processes per process (0: load in the main process).")
+@click.option("--shuffle-buffer", type=int, default=_default(T, "shuffle_buffer"), show_default=True,
+              help="Videos in each stream's shuffle buffer.")
+@click.option("--epochs", type=int, default=_default(T, "epochs"), show_default=True,
+              help="Run length in epochs (from the manifest's counts).")
+@click.option("--max-steps", type=int, default=None, help="Run length in optimiser steps (overrides --epochs).")
+@click.option("--lr", type=float, default=_default(T, "lr"), show_default=True, help="Learning rate of CLIP weights.")
+@click.option("--alpha-lr", type=float, default=_default(T, "alpha_lr"), show_default=True,
+              help="Learning rate of the alpha conv.")
+@click.option("--weight-decay", type=float, default=_default(T, "weight_decay"), show_default=True,
+              help="AdamW weight decay (not on gains, biases, embeddings, logit scale).")
+@click.option("--warmup-steps", type=int, default=None, help="Linear warmup steps (default: 10%% of the run).")
+@click.option("--grad-clip", type=float, default=_default(T, "grad_clip"), show_default=True,
+              help="Clip the gradient norm to this (0: off).")
+@click.option("--label-smoothing", type=float, default=_default(T, "label_smoothing"), show_default=True,
+              help="Label smoothing of the contrastive loss (Alpha-CLIP used 0.1).")
+@click.option("--freeze-text", is_flag=True, default=False, help="Keep the text tower fixed.")
+@click.option("--augment", type=click.Choice(["none", "crop-flip"]), default=_default(T, "augment"),
+              show_default=True, help="crop-flip: one random resized crop + flip per clip, frames and masks alike.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=_default(T, "precision"),
+              show_default=True, help="auto: bf16 autocast on CUDA, fp32 elsewhere.")
+@click.option("--grad-checkpointing", is_flag=True, default=False, help="Recompute activations to save memory.")
+@click.option("--device", default=_default(T, "device"), show_default=True,
+              help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
+@click.option("--seed", type=int, default=_default(T, "seed"), show_default=True, help="Seed of data order and draws.")
+@click.option("--save-every", type=int, default=_default(T, "save_every"), show_default=True,
+              help="Checkpoint every N steps (and at the end).")
+@click.option("--keep-last", type=int, default=_default(T, "keep_last"), show_default=True,
+              help="Step checkpoints to keep (best.pt is kept apart).")
+@click.option("--log-every", type=int, default=_default(T, "log_every"), show_default=True,
+              help="Console line every N steps (metrics.jsonl gets every step).")
+@click.option("--val-every", type=int, default=_default(T, "val_every"), show_default=True,
+              help="Validate every N steps (0: at each epoch end).")
+@click.option("--tensorboard/--no-tensorboard", default=_default(T, "tensorboard"), show_default=True,
+              help="Write TensorBoard events to RUN_DIR/tb.")
+@click.option("--resume", default=None, help="Checkpoint file or run folder to resume (default: --out's own).")
+def train(**kwargs: Any) -> None:
+    """Train Alpha-CLIP on shards (one process, or many under torchrun -m fda train)."""
+    from fda.train.run import run_train
+
+    cfg = build_config(TrainConfig, **kwargs)
+    result = run_stage(run_train, cfg, _train_validator() if cfg.val_split != "none" else None)
+    click.echo(result.summary())
 
 
 # --- fda eval, embed, search (issue 5) ---------------------------------------------------------------------------

@@ -1,0 +1,419 @@
+"""fda train: loader pipeline, loss, schedule, the loop, resume, DDP, bad input (tiny model, 32 px shards, CPU)."""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fda.config import TrainConfig
+from fda.errors import ConfigError, InputError
+from fda.shards import loader as L
+from fda.shards.schema import MANIFEST, shard_name, write_json_atomic
+from fda.shards.writer import ShardWriter, sample_members
+
+COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30),
+          "white": (240, 240, 240), "purple": (150, 40, 200), "cyan": (30, 210, 210), "orange": (240, 140, 20)}
+PLACES = ("left", "right", "middle")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Synthetic shards in the manifest format of fda preprocess.
+
+def _jpeg(frame: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _png1(mask: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(mask > 0).convert("1").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _clip(index: int, frames: int, size: int):
+    """A learnable clip: a coloured square in one of three places, moving down; captions name colour and place."""
+    names = list(COLORS)
+    color = names[index % len(names)]
+    place = PLACES[(index // len(names)) % len(PLACES)]
+    rng = np.random.default_rng(index)
+    x0 = {"left": 0, "middle": size // 3, "right": 2 * size // 3}[place]
+    side = size // 3
+    video = np.empty((frames, size, size, 3), np.uint8)
+    masks = np.zeros((frames, size, size), np.uint8)
+    for t in range(frames):
+        img = rng.integers(0, 40, (size, size, 3), dtype=np.uint8)
+        y0 = (t * 3) % (size - side)
+        img[y0:y0 + side, x0:x0 + side] = COLORS[color]
+        masks[t, y0:y0 + side, x0:x0 + side] = 255
+        video[t] = img
+    captions = [f"a {color} square on the {place}", f"{color} block moving at the {place}",
+                f"the {place} shows something {color}"]
+    return video, masks, captions
+
+
+def make_shards(root: str, *, videos: int = 24, per_shard: int = 8, frames: int = 4, size: int = 32,
+                splits=("train",), captions: Optional[int] = None, start: int = 0) -> str:
+    """Write a shard set with a manifest.json like fda preprocess's; returns the folder."""
+    os.makedirs(root, exist_ok=True)
+    manifest: Dict = {"schema_version": 1, "fda_version": "test",
+                      "config": {"frames_train": frames, "frames_test": frames, "size": size, "tau": 25.0,
+                                 "kernel": 3, "min_area": 16, "empty_mask": "full", "diff_mode": "adjacent"},
+                      "splits": {}, "failures": []}
+    for split in splits:
+        shards: List[Dict] = []
+        for s in range(0, videos, per_shard):
+            name = shard_name(split, s // per_shard)
+            n_caps = 0
+            with ShardWriter(os.path.join(root, name)) as writer:
+                for i in range(s, min(videos, s + per_shard)):
+                    video, masks, caps = _clip(start + i, frames, size)
+                    caps = caps[:captions] if captions else caps
+                    meta = {"video_id": f"video{start + i}", "split": split, "indices": list(range(frames))}
+                    writer.write(sample_members(f"video{start + i}", meta, caps, [_jpeg(f) for f in video],
+                                                [_png1(m) for m in masks]))
+                    n_caps += len(caps)
+            shards.append({"name": name, "samples": min(videos, s + per_shard) - s, "captions": n_caps})
+        manifest["splits"][split] = {"frames": frames, "size": size, "videos": videos,
+                                     "captions": sum(x["captions"] for x in shards), "shards": shards}
+    write_json_atomic(os.path.join(root, MANIFEST), manifest)
+    return root
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> str:
+    """24 videos x 3 captions in 3 train shards of 8, 4 frames of 32 px."""
+    return make_shards(str(tmp_path_factory.mktemp("shards")))
+
+
+def _take(pipeline, n: int) -> List[Dict]:
+    it = iter(pipeline)
+    return [next(it) for _ in range(n)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loader
+
+def test_load_split_errors(tmp_path, shards):
+    with pytest.raises(InputError, match="does not exist"):
+        L.load_split(str(tmp_path / "nope"), "train")
+    with pytest.raises(InputError, match="no manifest.json"):
+        L.load_split(str(tmp_path), "train")
+    with pytest.raises(InputError, match="no 'val' split"):
+        L.load_split(shards, "val")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    write_json_atomic(str(empty / MANIFEST), {"splits": {"train": {"shards": [{"name": "x.tar", "samples": 0}]}}})
+    with pytest.raises(InputError, match="no samples"):
+        L.load_split(str(empty), "train")
+
+
+def test_plan_covers_every_shard_once_and_balances():
+    infos = [L.ShardInfo(f"s{i}.tar", 10, 10 * (1 + i % 3)) for i in range(7)]
+    plan = L.plan_slots(infos, 3, seed=1, epoch=0)
+    urls = sorted(u for slot in plan for u, _, _ in slot)
+    assert urls == sorted(s.url for s in infos)
+    assert L.plan_slots(infos, 3, seed=1, epoch=1) != plan  # a new deal per epoch
+    # fewer shards than slots: slots share a shard, each reading every k-th sample
+    plan = L.plan_slots(infos[:2], 5, seed=0, epoch=0)
+    assert all(len(slot) == 1 for slot in plan)
+    for url in ("s0.tar", "s1.tar"):
+        js = sorted(j for slot in plan for u, k, j in slot if u == url)
+        ks = {k for slot in plan for u, k, j in slot if u == url}
+        assert ks == {len(js)} and js == list(range(len(js)))
+
+
+def test_worker_skip_partitions_the_skipped_batches():
+    for workers in (1, 2, 3):
+        for skip in range(8):
+            assert sum(L.worker_skip(w, workers, skip) for w in range(workers)) == skip
+            # batch i came from logical worker i % workers; after the skip physical 0 plays logical skip % workers
+            assert L.logical_worker(0, workers, skip) == skip % workers
+
+
+def test_pipeline_batches_all_pairs_without_repeats(shards):
+    info = L.load_split(shards, "train")
+    assert (info.videos, info.captions, info.frames, info.size) == (24, 72, 4, 32)
+    pipe = L.build_train_pipeline(info, batch_size=8, seed=3, shuffle_buffer=6)
+    batches = _take(pipe, L.batches_per_epoch(info, "all", 8, 1))
+    assert len(batches) == 9
+    pairs = []
+    for b in batches:
+        assert b["frames"].shape == (8, 4, 32, 32, 3) and b["frames"].dtype == np.uint8
+        assert b["masks"].shape == (8, 4, 32, 32) and set(np.unique(b["masks"])) <= {0, 255}
+        assert len(set(b["keys"])) == 8, "a video repeated inside a batch"
+        pairs += list(zip(b["keys"], b["captions"]))
+    assert len(set(pairs)) >= 64  # every pair once, up to the held-back tail
+    # same seed, same stream; another seed, another order
+    again = _take(L.build_train_pipeline(info, batch_size=8, seed=3, shuffle_buffer=6), 3)
+    assert [b["keys"] for b in again] == [b["keys"] for b in batches[:3]]
+    other = _take(L.build_train_pipeline(info, batch_size=8, seed=4, shuffle_buffer=6), 3)
+    assert [b["keys"] for b in other] != [b["keys"] for b in batches[:3]]
+
+
+def test_random_captions_one_pair_per_video_visit(shards):
+    info = L.load_split(shards, "train")
+    assert L.batches_per_epoch(info, "random", 8, 1) == 3
+    batches = _take(L.build_train_pipeline(info, batch_size=8, captions="random", seed=0), 3)
+    keys = [k for b in batches for k in b["keys"]]
+    assert sorted(keys) == sorted(f"video{i}" for i in range(24))
+
+
+def test_skip_resumes_the_stream_exactly(shards):
+    info = L.load_split(shards, "train")
+    full = _take(L.build_train_pipeline(info, batch_size=4, seed=5, epoch=1), 7)
+    rest = _take(L.build_train_pipeline(info, batch_size=4, seed=5, epoch=1, skip=3), 4)
+    assert [b["keys"] for b in rest] == [b["keys"] for b in full[3:]]
+    assert all(np.array_equal(a["frames"], b["frames"]) for a, b in zip(rest, full[3:]))
+
+
+def test_skip_with_dataloader_workers(shards):
+    from torch.utils.data import DataLoader
+
+    info = L.load_split(shards, "train")
+
+    def keys(skip, n):
+        pipe = L.build_train_pipeline(info, batch_size=4, seed=2, workers=2, skip=skip)
+        it = iter(DataLoader(pipe, batch_size=None, num_workers=2))
+        out = [next(it)["keys"] for _ in range(n)]
+        del it
+        return out
+
+    full = keys(0, 6)
+    assert keys(3, 3) == full[3:]
+
+
+def test_batch_larger_than_a_stream_is_refused(shards):
+    info = L.load_split(shards, "train")
+    with pytest.raises(ConfigError, match="--batch-size 20"):
+        L.build_train_pipeline(info, batch_size=20, workers=2)
+
+
+def test_corrupt_shard_is_skipped_with_a_warning(tmp_path, caplog):
+    root = make_shards(str(tmp_path / "s"), videos=24, per_shard=8)
+    bad = os.path.join(root, shard_name("train", 1))
+    with open(bad, "r+b") as f:  # truncate in the middle of the second sample, then garble a header
+        data = f.read()
+        f.seek(0)
+        f.truncate(len(data) // 3)
+        f.seek(len(data) // 4)
+        f.write(b"\x00garbage" * 64)
+    info = L.load_split(root, "train")
+    with caplog.at_level("WARNING", logger="fda.shards.loader"):
+        batches = _take(L.build_train_pipeline(info, batch_size=8, seed=0, shuffle_buffer=4), 4)
+    assert all(len(b["keys"]) == 8 for b in batches)
+    assert any("train-000001.tar" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loss, schedule, config
+
+def test_contrastive_loss_and_scale_cap():
+    from fda.train.loss import MAX_LOG_SCALE, clamp_logit_scale_, contrastive_loss
+
+    x = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
+    aligned, _ = contrastive_loss(x, x, torch.tensor(50.0))
+    shuffled, logits = contrastive_loss(x, x.roll(1, 0), torch.tensor(50.0))
+    assert aligned < 0.5 < shuffled and logits.shape == (6, 6)
+    capped, _ = contrastive_loss(x, x.roll(1, 0), torch.tensor(1e4))
+    assert torch.isclose(capped, contrastive_loss(x, x.roll(1, 0), torch.tensor(100.0))[0])
+    p = torch.nn.Parameter(torch.tensor(9.0))
+    clamp_logit_scale_(p)
+    assert float(p.detach()) == pytest.approx(MAX_LOG_SCALE)
+
+
+def test_schedule_and_param_groups():
+    from fda.model import build_model, get_model_config
+    from fda.train.optim import build_optimizer, freeze_text_tower, lr_factor
+
+    assert lr_factor(0, 4, 20) == 0.25 and lr_factor(3, 4, 20) == 1.0
+    assert lr_factor(4, 4, 20) == 1.0 and lr_factor(19, 4, 20) < 0.01 and lr_factor(30, 4, 20) == 0.0
+    model = build_model(get_model_config("fda-tiny"))
+    opt = build_optimizer(model, lr=1e-6, alpha_lr=1e-4, weight_decay=0.2)
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert groups["alpha"]["lr"] == 1e-4 and groups["alpha"]["params"] == model.alpha_parameters()
+    assert groups["no_decay"]["weight_decay"] == 0.0 and groups["decay"]["lr"] == 1e-6
+    n_all = sum(len(g["params"]) for g in opt.param_groups)
+    freeze_text_tower(model)
+    assert sum(len(g["params"]) for g in build_optimizer(model, lr=1, alpha_lr=1, weight_decay=0).param_groups) < n_all
+    assert model.logit_scale.requires_grad and model.clip.token_embedding.weight.requires_grad is False
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"batch_size": 0}, "--batch-size must be an integer >= 1, got 0"),
+    ({"captions": "some"}, "--captions must be one of all, random"),
+    ({"lr": -1.0}, "--lr must be a finite number >= 0"),
+    ({"no_alpha": True, "alpha_checkpoint": "a.pt"}, "--alpha-checkpoint has no use with --no-alpha"),
+])
+def test_train_config_errors_are_one_line(kwargs, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
+        TrainConfig("shards", **kwargs)
+    assert "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training runs (tiny model, CPU)
+
+def _cfg(shards: str, out: str, **kw) -> TrainConfig:
+    base = dict(model="fda-tiny", batch_size=8, workers=0, lr=3e-4, alpha_lr=3e-4, weight_decay=0.0,
+                warmup_steps=2, max_steps=4, save_every=2, log_every=100, val_split="none", tensorboard=False)
+    return TrainConfig(shards, out=out, **{**base, **kw})
+
+
+def _metrics(run_dir: str) -> List[Dict]:
+    with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _losses(run_dir: str) -> List[float]:
+    return [m["train/loss"] for m in _metrics(run_dir) if "train/loss" in m]
+
+
+def _train_recall(checkpoint: str, shards: str) -> float:
+    """t2v R@1 (percent) over the training videos, first caption each, with a saved model."""
+    from fda.model import get_tokenizer, load_checkpoint
+    from fda.model.transforms import shard_batch_to_inputs
+
+    model, _ = load_checkpoint(checkpoint)
+    info = L.load_split(shards, "train")
+    batch = _take(L.build_train_pipeline(info, batch_size=info.videos, captions="random", seed=0), 1)[0]
+    images, alphas = shard_batch_to_inputs(batch["frames"], batch["masks"], model.image_size)
+    with torch.no_grad():
+        video = model.encode_video(images, alphas)
+        text = torch.nn.functional.normalize(model.encode_text(get_tokenizer(model.context_length)(
+            batch["captions"])), dim=-1)
+    hits = (text @ video.t()).argmax(1) == torch.arange(len(batch["captions"]))
+    return 100.0 * float(hits.float().mean())
+
+
+def test_loss_falls_and_train_recall_beats_chance(shards, tmp_path):
+    from fda.train.run import run_train
+
+    result = run_train(_cfg(shards, str(tmp_path / "run"), max_steps=60, save_every=60, lr=1e-3, alpha_lr=1e-3,
+                            tensorboard=True))
+    losses = _losses(result.run_dir)
+    assert len(losses) == 60 and result.steps == 60
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 1.0, losses
+    recall = _train_recall(result.checkpoint, shards)
+    assert recall >= 3 * 100 / 24, recall  # chance is 1 in 24 (measured: 16.7 with seed 0)
+    m = _metrics(result.run_dir)[-1]
+    assert {"train/lr", "train/alpha_lr", "train/logit_scale", "train/samples_per_s", "train/data_wait"} <= set(m)
+    assert os.listdir(os.path.join(result.run_dir, "tb"))
+    saved = torch.load(result.checkpoint, weights_only=True)
+    assert saved["step"] == 60 and saved["train_cfg"]["model"] == "fda-tiny" and saved["fda_version"]
+    assert saved["data"]["epoch"] == 60 // saved["data"]["steps_per_epoch"]
+
+
+def test_no_alpha_differs_only_in_the_alpha_path(shards, tmp_path):
+    from fda.train.run import run_train
+
+    alpha = run_train(_cfg(shards, str(tmp_path / "a"), max_steps=3, save_every=3))
+    plain = run_train(_cfg(shards, str(tmp_path / "p"), max_steps=3, save_every=3, no_alpha=True))
+    la, lp = _losses(alpha.run_dir), _losses(plain.run_dir)
+    assert la[0] == lp[0]  # zero-init alpha conv: the same model, the same batch, the same loss
+    a = torch.load(alpha.checkpoint, weights_only=True)
+    p = torch.load(plain.checkpoint, weights_only=True)
+    key = "visual.conv1_alpha.weight"
+    assert p["use_alpha"] is False and a["use_alpha"] is True
+    assert torch.count_nonzero(p["state_dict"][key]) == 0 and torch.count_nonzero(a["state_dict"][key]) > 0
+    assert len(a["optimizer"]["param_groups"]) == len(p["optimizer"]["param_groups"]) + 1
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(shards, tmp_path, monkeypatch):
+    from fda.train import loop
+    from fda.train.run import list_checkpoints, run_train
+
+    real = loop.contrastive_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss, logits = real(*args, **kwargs)
+        return (loss * float("nan") if calls["n"] == 5 else loss), logits
+
+    monkeypatch.setattr(loop, "contrastive_loss", poisoned)
+    out = str(tmp_path / "run")
+    with pytest.raises(loop.NonFiniteLossError, match=r"loss is nan at step 5.*step-0000004\.pt") as err:
+        run_train(_cfg(shards, out, max_steps=8, save_every=2))
+    assert err.value.exit_code == 3 and "\n" not in str(err.value)
+    assert [s for s, _ in list_checkpoints(out)] == [2, 4]
+    assert torch.load(list_checkpoints(out)[-1][1], weights_only=True)["step"] == 4
+
+
+def test_shards_the_model_cannot_take_are_refused(tmp_path):
+    from fda.train.run import run_train
+
+    small = make_shards(str(tmp_path / "small"), videos=8, per_shard=8, size=16)
+    with pytest.raises(InputError, match="16 px but fda-tiny takes 32 px.*--size 32"):
+        run_train(_cfg(small, str(tmp_path / "run")))
+
+
+def test_cli_bad_input_exit_codes(tmp_path, shards):
+    from click.testing import CliRunner
+
+    from fda.cli import cli
+
+    runner = CliRunner()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = runner.invoke(cli, ["train", str(empty), "--model", "fda-tiny"])
+    assert res.exit_code == 3 and res.stderr.count("\n") == 1 and "no manifest.json" in res.stderr
+    res = runner.invoke(cli, ["train", shards, "--model", "fda-tiny", "--split", "val"])
+    assert res.exit_code == 3 and "no 'val' split" in res.stderr
+    res = runner.invoke(cli, ["train", shards, "--model", "fda-tiny", "--batch-size", "0"])
+    assert res.exit_code == 2 and "--batch-size must be" in res.stderr
+
+
+def _train_cmd(shards: str, out: str, *extra: str) -> List[str]:
+    return [sys.executable, "-m", "fda", "train", shards, "--out", out, "--model", "fda-tiny", "--batch-size", "4",
+            "--lr", "3e-4", "--alpha-lr", "3e-4", "--warmup-steps", "2", "--val-split", "none", "--no-tensorboard",
+            "--seed", "7", *extra]
+
+
+def test_kill9_and_resume_equals_uninterrupted(shards, tmp_path):
+    args = ("--max-steps", "30", "--save-every", "4", "--workers", "2")
+    ref = str(tmp_path / "ref")
+    subprocess.run(_train_cmd(shards, ref, *args), check=True, env=ENV, capture_output=True, timeout=300)
+    run = str(tmp_path / "run")
+    proc = subprocess.Popen(_train_cmd(shards, run, *args), env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    metrics = os.path.join(run, "metrics.jsonl")
+    while time.time() < deadline and proc.poll() is None:  # kill a few steps past the second checkpoint
+        if os.path.exists(metrics) and sum(1 for _ in open(metrics)) >= 10:
+            break
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(_losses(run))
+    assert proc.returncode == -signal.SIGKILL and 10 <= done < 30, done
+    subprocess.run(_train_cmd(shards, run, *args), check=True, env=ENV, capture_output=True, timeout=300)
+    assert _losses(run) == _losses(ref)
+    assert [m["step"] for m in _metrics(run)] == list(range(1, 31))
+
+
+def test_two_process_gloo_run_with_unequal_shards_finishes(shards, tmp_path):
+    # 3 shards over 2 ranks: rank 0 reads 2, rank 1 reads 1; 9 batches of 4 per rank per epoch, 12 steps cross
+    # the epoch end where unequal streams hang a naive webdataset DDP run
+    out = str(tmp_path / "ddp")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           *_train_cmd(shards, out, "--max-steps", "12", "--save-every", "6", "--device", "cpu",
+                              "--workers", "1")[1:]]
+    res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    with open(os.path.join(out, "train_config.json"), encoding="utf-8") as f:
+        resolved = json.load(f)
+    assert resolved["world_size"] == 2 and resolved["steps_per_epoch"] == 9
+    assert len(_losses(out)) == 12
+    saved = torch.load(os.path.join(out, "checkpoints", "step-0000012.pt"), weights_only=True)
+    assert saved["data"]["world_size"] == 2
