@@ -4,7 +4,8 @@ Generates MSR-VTT-like clips with ffmpeg (320x240, 8-20 s; H.264 mp4, a variable
 H.264 AVI and an xvid AVI), then measures, each as the median of ``--repeats`` runs:
 
 - floor: in-process decode of every frame of each clip (OpenCV ``grab()``, one thread), no conversion;
-- stage: the whole fda stage per clip (exact count, decode, 12 frames + partners, masks, JPEG/PNG encode, tar);
+- stage: the whole fda stage per clip (exact count, decode, 12 frames + partners, masks, JPEG/PNG encode, tar),
+  with the default in-process decoder and with ``--decoder ffmpeg`` (the binary through ffmpeg-python);
 - clip4clip: CLIP4Clip's ``rawvideo_util`` path: a ``CAP_PROP_POS_FRAMES`` seek to each second, read, RGB, resize
   to 224, then 12 frames picked by ``linspace`` (no masks at all);
 - the stage's throughput with 1 and 2 worker processes (``run_preprocess``).
@@ -122,6 +123,7 @@ def main() -> None:
     root = os.path.join(work, "msrvtt")
     ids = make_clips(root, args.clips)
     cfg = PreprocessConfig(dataset_root=root, out=os.path.join(work, "shards"), workers=1)
+    cfg_ff = PreprocessConfig(dataset_root=root, out=os.path.join(work, "shards"), workers=1, decoder="ffmpeg")
     rows = []
     for vid, path in ids:
         item = VideoItem(vid, "test", path, ("clip",), os.path.basename(path))
@@ -129,16 +131,19 @@ def main() -> None:
         t_floor = timed(floor, path, repeats=args.repeats)
         t_stage = timed(stage, item, cfg, work, repeats=args.repeats)
         t_c4c = timed(clip4clip, path, repeats=args.repeats)
-        rows.append((vid, os.path.basename(path), n, t_floor, t_stage, t_c4c))
+        t_ff = timed(stage, item, cfg_ff, work, repeats=args.repeats)
+        rows.append((vid, os.path.basename(path), n, t_floor, t_stage, t_c4c, t_ff))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"OpenCV {cv2.__version__}; {args.clips} clips, median of {args.repeats}\n")
-    print("| clip | frames | floor ms | fda stage ms | stage / floor | CLIP4Clip-style ms | CLIP4Clip / stage |")
-    print("|---|---|---|---|---|---|---|")
-    for vid, name, n, a, b, c in rows:
-        print(f"| {name} | {n} | {a * 1e3:.1f} | {b * 1e3:.1f} | {b / a:.2f} | {c * 1e3:.1f} | {c / b:.2f} |")
-    tf, ts, tc = (sum(r[i] for r in rows) for i in (3, 4, 5))
+    print("| clip | frames | floor ms | fda stage ms | stage / floor | CLIP4Clip-style ms | CLIP4Clip / stage "
+          "| stage --decoder ffmpeg ms | ffmpeg / floor |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for vid, name, n, a, b, c, d in rows:
+        print(f"| {name} | {n} | {a * 1e3:.1f} | {b * 1e3:.1f} | {b / a:.2f} | {c * 1e3:.1f} | {c / b:.2f} "
+              f"| {d * 1e3:.1f} | {d / a:.2f} |")
+    tf, ts, tc, td = (sum(r[i] for r in rows) for i in (3, 4, 5, 6))
     print(f"| **all** | {sum(r[2] for r in rows)} | {tf * 1e3:.0f} | {ts * 1e3:.0f} | **{ts / tf:.2f}** | "
-          f"{tc * 1e3:.0f} | **{tc / ts:.2f}** |\n")
+          f"{tc * 1e3:.0f} | **{tc / ts:.2f}** | {td * 1e3:.0f} | **{td / tf:.2f}** |\n")
     rates = {}
     for workers in (1, 2):
         runs = []
