@@ -417,3 +417,44 @@ def test_two_process_gloo_run_with_unequal_shards_finishes(shards, tmp_path):
     assert len(_losses(out)) == 12
     saved = torch.load(os.path.join(out, "checkpoints", "step-0000012.pt"), weights_only=True)
     assert saved["data"]["world_size"] == 2
+
+
+def test_cli_end_to_end_on_preprocessed_shards_with_validation(eval_shards, tmp_path):
+    """fda generate + fda preprocess shards (conftest), then fda train with fda.eval validating every 3 steps."""
+    from click.testing import CliRunner
+
+    from fda.cli import cli
+
+    out = str(tmp_path / "run")
+    res = CliRunner().invoke(cli, ["train", eval_shards, "--out", out, "--model", "fda-tiny", "--batch-size", "3",
+                                   "--max-steps", "6", "--workers", "0", "--val-every", "3", "--save-every", "3",
+                                   "--lr", "1e-3", "--no-tensorboard"])
+    assert res.exit_code == 0, res.output + res.stderr
+    assert "trained 6 steps" in res.stdout
+    evals = [m for m in _metrics(out) if "eval/t2v_R@1" in m]
+    assert [m["step"] for m in evals] == [3, 6]
+    best = torch.load(os.path.join(out, "checkpoints", "best.pt"), weights_only=True)
+    assert best["val_metrics"]["eval/t2v_R@1"] == max(m["eval/t2v_R@1"] for m in evals)
+    with open(os.path.join(out, "train_config.json"), encoding="utf-8") as f:
+        assert json.load(f)["val_split"] == "test"
+
+
+def test_random_captions_accumulation_and_joint_augmentation_run(shards, tmp_path):
+    from fda.train.run import run_train
+
+    result = run_train(_cfg(shards, str(tmp_path / "run"), captions="random", accum_steps=2, augment="crop-flip",
+                            max_steps=2, batch_size=4))
+    assert result.steps == 2 and len(_losses(result.run_dir)) == 2
+    saved = torch.load(result.checkpoint, weights_only=True)
+    assert saved["data"]["steps_per_epoch"] == 24 // (4 * 2)
+
+
+def test_resume_refuses_a_changed_data_order(shards, tmp_path):
+    from fda.train.run import run_train
+
+    out = str(tmp_path / "run")
+    run_train(_cfg(shards, out, max_steps=2))
+    with pytest.raises(ConfigError, match="--seed is 1 but the run being resumed used 0"):
+        run_train(_cfg(shards, out, max_steps=4, seed=1))
+    assert run_train(_cfg(shards, out, max_steps=4)).steps == 4  # same options: continues
+    assert [m["step"] for m in _metrics(out)] == [1, 2, 3, 4]
