@@ -313,6 +313,147 @@ def search(**kwargs: Any) -> None:
         click.echo(f"{rank:>3}  {hit.score:+.4f}  {hit.id}" + (f"  {hit.text}" if hit.text else ""))
 
 
+# --- issue 6: fda visualize, masks-stats, sweep, ablate ---------------------------------------------------------
+from fda.config import AblateConfig, MasksStatsConfig, SweepConfig, VisualizeConfig  # noqa: E402
+
+V = VisualizeConfig
+
+
+@cli.command()
+@click.argument("shards_dir", type=click.Path(file_okay=False))
+@click.option("--out", default=_default(V, "out"), show_default=True, help="Folder for the sheets and index.html.")
+@click.option("--split", type=_SPLIT_CHOICE, default=_default(V, "split"), show_default=True, help="Split to draw.")
+@click.option("-n", "n", type=int, default=_default(V, "n"), show_default=True, help="Videos to draw (the first N).")
+@click.option("--video", multiple=True, help="Draw this video id (or sample key) instead; repeat for more.")
+@click.option("--tile", type=int, default=_default(V, "tile"), show_default=True, help="Side of each picture, px.")
+@click.option("--animation", type=click.Choice(["gif", "mp4", "none"]), default=_default(V, "animation"),
+              show_default=True, help="Also write the sequence as a GIF (Pillow) or an MP4 (ffmpeg).")
+@click.option("--fps", type=float, default=_default(V, "fps"), show_default=True, help="Frame rate of the animation.")
+def visualize(**kwargs: Any) -> None:
+    """Frames with their masks overlaid: a PNG sheet and an animation per video, and an index.html linking them."""
+    from fda.viz import run_visualize
+
+    cfg = build_config(VisualizeConfig, **kwargs)
+    result = run_stage(run_visualize, cfg)
+    click.echo(result.summary())
+
+
+S = MasksStatsConfig
+
+
+@cli.command("masks-stats")
+@click.argument("shards_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--out", default=_default(S, "out"), show_default=True, help="Histogram PNG (numbers go beside it "
+              "as .json).")
+@click.option("--split", default=None, help="Comma list of splits (default: all).")
+@click.option("--bins", type=int, default=_default(S, "bins"), show_default=True, help="Histogram bins.")
+def masks_stats(**kwargs: Any) -> None:
+    """Mask coverage and full-mask fallback share per split, per shard set (tau), from the sample metas."""
+    from fda.viz import run_masks_stats
+
+    cfg = build_config(MasksStatsConfig, **kwargs)
+    result = run_stage(run_masks_stats, cfg)
+    click.echo(result.table())
+    click.echo(f"\nhistogram: {result.figure}\nnumbers: {result.json_path}")
+
+
+def _budget_options(cls: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The training-budget options shared by ``fda sweep`` and ``fda ablate`` (defaults from ``cls``)."""
+    options = [
+        click.option("--model", default=_default(cls, "model"), show_default=True,
+                     help="Architecture (fda-tiny for a small CPU run)."),
+        click.option("--pretrained", default=_default(cls, "pretrained"), show_default=True,
+                     help="CLIP weights: an open_clip tag, a file, or 'none' for random init."),
+        click.option("--steps", type=int, default=None, help="Training steps per run (default: --epochs)."),
+        click.option("--epochs", type=int, default=_default(cls, "epochs"), show_default=True,
+                     help="Run length in epochs when --steps is not given."),
+        click.option("--batch-size", type=int, default=_default(cls, "batch_size"), show_default=True,
+                     help="Training batch size."),
+        click.option("--lr", type=float, default=_default(cls, "lr"), show_default=True, help="Learning rate."),
+        click.option("--alpha-lr", type=float, default=_default(cls, "alpha_lr"), show_default=True,
+                     help="Learning rate of the alpha conv."),
+        click.option("--weight-decay", type=float, default=_default(cls, "weight_decay"), show_default=True,
+                     help="AdamW weight decay."),
+        click.option("--seeds", default=_default(cls, "seeds"), show_default=True,
+                     help="Comma list of training seeds; each arm is trained once per seed (mean±std)."),
+        click.option("--train-workers", type=int, default=_default(cls, "train_workers"), show_default=True,
+                     help="DataLoader workers while training."),
+        click.option("--eval-batch-size", type=int, default=_default(cls, "eval_batch_size"), show_default=True,
+                     help="Clips per forward pass in eval."),
+        click.option("--device", default=_default(cls, "device"), show_default=True,
+                     help="auto, cpu, cuda, cuda:N or mps."),
+    ]
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return wrap
+
+
+W = SweepConfig
+
+
+@cli.command()
+@click.argument("dataset_root", type=click.Path(file_okay=False))
+@click.option("--tau", default=_default(W, "tau"), show_default=True, help="Comma list of thresholds (grey levels).")
+@click.option("--out", default=_default(W, "out"), show_default=True, help="Folder for shards, runs, table, figure.")
+@click.option("--layout", type=click.Choice(["msrvtt", "msvd", "folder"]), default=None,
+              help="Dataset layout (default: detected).")
+@click.option("--split", default=None, help="Comma list of splits to preprocess (default: all).")
+@click.option("--size", type=int, default=_default(W, "size"), show_default=True, help="Frame size in the shards.")
+@click.option("--frames-train", type=int, default=_default(W, "frames_train"), show_default=True,
+              help="Frames per training clip.")
+@click.option("--frames-test", type=int, default=_default(W, "frames_test"), show_default=True,
+              help="Frames per test clip.")
+@click.option("--kernel", type=int, default=_default(W, "kernel"), show_default=True, help="Mask morphology kernel.")
+@click.option("--min-area", type=int, default=_default(W, "min_area"), show_default=True,
+              help="Smallest moving region kept, px.")
+@click.option("--empty-mask", type=click.Choice(["full", "zero"]), default=_default(W, "empty_mask"),
+              show_default=True, help="Mask of a motionless frame.")
+@click.option("--diff-mode", type=click.Choice(["adjacent", "sampled"]), default=_default(W, "diff_mode"),
+              show_default=True, help="Difference with the adjacent decoded frame or the adjacent sampled one.")
+@click.option("--decoder", type=click.Choice(["opencv", "ffmpeg"]), default=_default(W, "decoder"),
+              show_default=True, help="Video decoder.")
+@click.option("--workers", type=int, default=_default(W, "workers"), show_default=True,
+              help="Preprocess worker processes (0: all cores).")
+@click.option("--limit", type=int, default=None, help="Take only the first N videos of each split.")
+@_budget_options(W)
+@click.option("--baseline/--no-baseline", default=_default(W, "baseline"), show_default=True,
+              help="Also train the no-mask baseline (--no-alpha) with the same budget.")
+@click.option("--overwrite", is_flag=True, default=False, help="Rewrite the shard sets in --out.")
+def sweep(**kwargs: Any) -> None:
+    """R@1 against tau: shard sets per tau from one decode, same training budget each, eval, table and figure."""
+    from fda.experiments import run_sweep
+
+    cfg = build_config(SweepConfig, **kwargs)
+    result = run_stage(run_sweep, cfg)
+    click.echo(result.table())
+    click.echo(f"\ntable: {result.csv_path}\nfigure: {result.figure}")
+
+
+A = AblateConfig
+
+
+@cli.command()
+@click.argument("shards_dir", type=click.Path(file_okay=False))
+@click.option("--out", default=_default(A, "out"), show_default=True, help="Folder for runs, table, figure.")
+@click.option("--split", type=_SPLIT_CHOICE, default=_default(A, "split"), show_default=True,
+              help="Training split.")
+@click.option("--eval-split", type=_SPLIT_CHOICE, default=_default(A, "eval_split"), show_default=True,
+              help="Split both arms are evaluated on.")
+@_budget_options(A)
+def ablate(**kwargs: Any) -> None:
+    """Masks vs no masks: the same budget with Alpha-CLIP and with --no-alpha, evaluated on the same split."""
+    from fda.experiments import run_ablate
+
+    cfg = build_config(AblateConfig, **kwargs)
+    result = run_stage(run_ablate, cfg)
+    click.echo(result.table())
+    click.echo(f"\ntable: {result.csv_path}\nfigure: {result.figure}")
+
+
 def main() -> None:
     """Console entry point."""
     cli(prog_name="fda")

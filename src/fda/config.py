@@ -382,6 +382,7 @@ class DemoConfig:
     workers: int = 0
     device: str = "auto"
     seed: int = 0
+    visualize: int = 8
 
     def __post_init__(self) -> None:
         _choice("kind", self.kind, ("demo", "motion", "static"))
@@ -395,3 +396,184 @@ class DemoConfig:
             value = getattr(self, name)
             _require(0 < value < 1, name, value, "in (0, 1)")
         _require(self.workers >= 0, "workers", self.workers, ">= 0")
+        _require(isinstance(self.visualize, int) and self.visualize >= 0, "visualize", self.visualize,
+                 ">= 0 test videos to draw (0: no pictures)")
+
+
+# --- issue 6: visualize, masks-stats, sweep, ablate ---------------------------------------------------------------
+ANIMATIONS = ("gif", "mp4", "none")
+
+
+def parse_floats(value: str, option: str) -> Tuple[float, ...]:
+    """Turn ``"0,12.5,25"`` into ``(0.0, 12.5, 25.0)`` (order kept, repeats dropped)."""
+    try:
+        parts = tuple(dict.fromkeys(float(p) for p in str(value).split(",") if p.strip()))
+    except ValueError:
+        parts = ()
+    if not parts:
+        raise ConfigError(f"{option} must be a comma list of numbers (e.g. 0,12.5,25), got {value!r}")
+    return parts
+
+
+def parse_seeds(value: str) -> Tuple[int, ...]:
+    """Turn ``"0,1,2"`` into ``(0, 1, 2)``: integers >= 0, repeats dropped."""
+    parts = [p.strip() for p in str(value).split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise ConfigError(f"--seeds must be a comma list of integers >= 0 (e.g. 0,1,2), got {value!r}")
+    return tuple(dict.fromkeys(int(p) for p in parts))
+
+
+@dataclass(frozen=True)
+class VisualizeConfig:
+    """``fda visualize``: per video a PNG sheet of frames with the mask overlaid, an animation, an index.html."""
+
+    shards_dir: str
+    out: str = "viz"
+    split: str = "test"
+    n: int = 16
+    video: Tuple[str, ...] = ()
+    tile: int = 128
+    animation: str = "gif"
+    fps: float = 3.0
+
+    def __post_init__(self) -> None:
+        _choice("split", self.split, SPLITS)
+        _require(isinstance(self.n, int) and self.n >= 1, "n", self.n, "an integer >= 1 (videos to draw)")
+        object.__setattr__(self, "video", tuple(self.video or ()))
+        _require(isinstance(self.tile, int) and 16 <= self.tile <= 1024, "tile", self.tile, "an integer in 16..1024")
+        _choice("animation", self.animation, ANIMATIONS)
+        _require(isinstance(self.fps, (int, float)) and 0 < self.fps <= 60, "fps", self.fps, "in (0, 60]")
+
+
+@dataclass(frozen=True)
+class MasksStatsConfig:
+    """``fda masks-stats``: mask coverage and full-mask fallback share per split (and per tau) of shard sets."""
+
+    shards_dirs: Tuple[str, ...]
+    out: str = "mask_stats.png"
+    split: Optional[str] = None
+    bins: int = 20
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shards_dirs", tuple(self.shards_dirs or ()))
+        if not self.shards_dirs:
+            raise ConfigError("give at least one SHARDS_DIR (a folder written by fda preprocess)")
+        parse_splits(self.split)
+        _require(str(self.out).lower().endswith(".png"), "out", self.out, "a .png file name")
+        _require(isinstance(self.bins, int) and 2 <= self.bins <= 200, "bins", self.bins, "an integer in 2..200")
+
+    @property
+    def splits(self) -> Optional[Tuple[str, ...]]:
+        """Selected splits, or ``None`` for every split."""
+        return parse_splits(self.split)
+
+
+def _budget_checks(cfg: Any) -> None:
+    """Shared checks of the training budget of ``fda sweep`` and ``fda ablate``."""
+    parse_seeds(cfg.seeds)
+    _require(cfg.steps is None or (isinstance(cfg.steps, int) and cfg.steps >= 1), "steps", cfg.steps,
+             "an integer >= 1 (or leave it out to train --epochs)")
+    for name in ("epochs", "batch_size", "eval_batch_size"):
+        value = getattr(cfg, name)
+        _require(isinstance(value, int) and value >= 1, name, value, "an integer >= 1")
+    for name in ("lr", "alpha_lr", "weight_decay"):
+        value = getattr(cfg, name)
+        _require(value >= 0 and value == value and value != float("inf"), name, value, "a finite number >= 0")
+    _require(isinstance(cfg.train_workers, int) and cfg.train_workers >= 0, "train_workers", cfg.train_workers,
+             ">= 0 (0: load in the main process)")
+    _require(isinstance(cfg.device, str) and cfg.device.split(":")[0] in DEVICES, "device", cfg.device,
+             "auto, cpu, cuda, cuda:N or mps")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """``fda sweep``: preprocess once per tau (one decode), train each with the same budget and seeds, evaluate.
+
+    The no-mask baseline (``--no-alpha``, same budget) is trained once: the frames are the same for every tau.
+    """
+
+    dataset_root: str
+    tau: str = "0,12.5,25,50,100"
+    out: str = "sweep"
+    layout: Optional[str] = None
+    split: Optional[str] = None
+    size: int = 224
+    frames_train: int = 6
+    frames_test: int = 12
+    kernel: int = 3
+    min_area: int = 16
+    empty_mask: str = "full"
+    diff_mode: str = "adjacent"
+    decoder: str = "opencv"
+    workers: int = 0
+    limit: Optional[int] = None
+    model: str = "ViT-B-32"
+    pretrained: Optional[str] = "openai"
+    steps: Optional[int] = None
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 1e-6
+    alpha_lr: float = 1e-4
+    weight_decay: float = 0.2
+    seeds: str = "0"
+    baseline: bool = True
+    train_workers: int = 4
+    eval_batch_size: int = 32
+    device: str = "auto"
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        for tau in self.taus:
+            _require(0 <= tau <= 255, "tau", self.tau, "a comma list of thresholds in 0..255 (grey levels)")
+        self.preprocess_config(self.taus[0], self.out)  # the preprocess options, checked by their own rules
+        _budget_checks(self)
+
+    @property
+    def taus(self) -> Tuple[float, ...]:
+        """The thresholds, in the order given."""
+        return parse_floats(self.tau, "--tau")
+
+    @property
+    def seed_list(self) -> Tuple[int, ...]:
+        """Training seeds."""
+        return parse_seeds(self.seeds)
+
+    def preprocess_config(self, tau: float, out: str) -> PreprocessConfig:
+        """The :class:`PreprocessConfig` of one tau's shard set."""
+        return PreprocessConfig(dataset_root=self.dataset_root, out=out, layout=self.layout, split=self.split,
+                                frames_train=self.frames_train, frames_test=self.frames_test, size=self.size,
+                                tau=tau, kernel=self.kernel, min_area=self.min_area, empty_mask=self.empty_mask,
+                                diff_mode=self.diff_mode, decoder=self.decoder, workers=self.workers,
+                                limit=self.limit, overwrite=self.overwrite)
+
+
+@dataclass(frozen=True)
+class AblateConfig:
+    """``fda ablate``: the same budget with masks and without (``--no-alpha``), evaluated on the same split."""
+
+    shards_dir: str
+    out: str = "ablate"
+    split: str = "train"
+    eval_split: str = "test"
+    model: str = "ViT-B-32"
+    pretrained: Optional[str] = "openai"
+    steps: Optional[int] = None
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 1e-6
+    alpha_lr: float = 1e-4
+    weight_decay: float = 0.2
+    seeds: str = "0"
+    train_workers: int = 4
+    eval_batch_size: int = 32
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _choice("split", self.split, SPLITS)
+        _choice("eval_split", self.eval_split, SPLITS)
+        _budget_checks(self)
+
+    @property
+    def seed_list(self) -> Tuple[int, ...]:
+        """Training seeds."""
+        return parse_seeds(self.seeds)

@@ -1,0 +1,277 @@
+"""Testing the method: ``fda sweep`` (R@1 against the mask threshold tau) and ``fda ablate`` (masks vs no masks).
+
+Both run the same library calls as their stage commands: shard sets from :mod:`fda.pipeline.sweep` (one decode per
+video for every tau), :func:`fda.train.run.run_train` with one budget and seed list for every arm, and
+:func:`fda.eval.retrieval.run_eval` on one split. The no-mask arm is ``TrainConfig(no_alpha=True)``: plain CLIP
+meanP trained with the same budget on the same frames (frames do not depend on tau, so a sweep trains it once).
+
+Outputs per experiment folder: ``<name>.json`` (every run and the per-arm mean/std over seeds), ``<name>.csv``
+(one row per arm), ``<name>.png`` (the figure), and the shard sets and runs they came from. Rerunning resumes: shard
+sets and finished runs are reused. Only ``fda.cli`` imports this module (it joins train and eval, which must not
+import each other).
+"""
+
+import csv
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from fda.config import AblateConfig, EvalConfig, SweepConfig, TrainConfig
+from fda.shards.schema import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+KEYS = ("R@1", "R@5", "R@10", "MdR", "MnR")
+DIRS = ("t2v", "v2t")
+COLUMNS = [f"{d}_{k}" for d in DIRS for k in KEYS]
+
+
+def _tag(tau: float) -> str:
+    return f"tau_{tau:g}".replace(".", "p")
+
+
+def train_and_eval(shards_dir: str, run_dir: str, cfg: Any, *, seed: int, no_alpha: bool, split: str,
+                   eval_split: str) -> Dict[str, Any]:
+    """Train one arm with ``cfg``'s budget and evaluate it on ``eval_split``.
+
+    Args:
+        shards_dir: the shard set.
+        run_dir: the run folder (a finished run there is reused: the trainer resumes at its last step).
+        cfg: a :class:`SweepConfig` or :class:`AblateConfig` (the budget fields).
+        seed: training seed.
+        no_alpha: train the plain CLIP meanP baseline instead of Alpha-CLIP.
+        split: training split.
+        eval_split: evaluation split.
+
+    Returns:
+        ``{"run_dir", "seed", "no_alpha", "report", "t2v_R@1", ..., "v2t_MnR"}``.
+    """
+    from fda.eval.retrieval import run_eval
+    from fda.train.run import run_train
+
+    steps = cfg.steps
+    train_cfg = TrainConfig(shards_dir=shards_dir, out=run_dir, split=split, val_split="none", model=cfg.model,
+                            pretrained=cfg.pretrained, no_alpha=no_alpha, batch_size=cfg.batch_size,
+                            workers=cfg.train_workers, epochs=cfg.epochs, max_steps=steps, lr=cfg.lr,
+                            alpha_lr=cfg.alpha_lr, weight_decay=cfg.weight_decay, seed=seed,
+                            save_every=steps or 1000, keep_last=1, log_every=max(1, (steps or 100) // 5),
+                            tensorboard=False, device=cfg.device)
+    trained = run_train(train_cfg)
+    ev = run_eval(EvalConfig(split=eval_split, shards=shards_dir, run=trained.run_dir, frames=None,
+                             batch_size=cfg.eval_batch_size, workers=0, device=cfg.device, cache=False,
+                             out=trained.run_dir, seed=seed))
+    metrics = ev.report["metrics"]["model"]
+    row: Dict[str, Any] = {"run_dir": trained.run_dir, "seed": seed, "no_alpha": no_alpha, "steps": trained.steps,
+                           "report": ev.report_path}
+    row.update({f"{d}_{k}": float(metrics[d][k]) for d in DIRS for k in KEYS})
+    log.info("%s: t2v R@1 %.2f, v2t R@1 %.2f", run_dir, row["t2v_R@1"], row["v2t_R@1"])
+    return row
+
+
+def summarize_runs(runs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Mean and (population) std over seeds of every metric column, plus the seed count."""
+    out: Dict[str, Any] = {"seeds": len(runs)}
+    for col in COLUMNS:
+        values = np.asarray([r[col] for r in runs], np.float64)
+        out[col] = float(values.mean())
+        out[col + "_std"] = float(values.std())
+    return out
+
+
+def _write_csv(path: str, rows: Sequence[Dict[str, Any]], first: Sequence[str]) -> None:
+    cols = list(first) + ["seeds"] + [c for col in COLUMNS for c in (col, col + "_std")]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def _fmt(row: Dict[str, Any], col: str) -> str:
+    std = row.get(col + "_std", 0.0)
+    return f"{row[col]:6.2f}" + (f"±{std:<5.2f}" if row.get("seeds", 1) > 1 else "")
+
+
+def render_rows(rows: Sequence[Dict[str, Any]], label: str) -> str:
+    """A plain-text table: one line per arm, R@1/R@5/R@10/MdR both ways (mean±std over seeds when several)."""
+    cols = [f"{d}_{k}" for d in DIRS for k in ("R@1", "R@5", "R@10", "MdR")]
+    width = 14 if any(r.get("seeds", 1) > 1 for r in rows) else 9
+    lines = [f"{'':<24}" + "".join(f"{c:>{width}}" for c in cols)]
+    for row in rows:
+        lines.append(f"{row[label]:<24}" + "".join(f"{_fmt(row, c):>{width}}" for c in cols))
+    return "\n".join(lines)
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# fda sweep
+
+
+@dataclass
+class SweepResult:
+    """Rows per tau (plus the no-mask baseline) and where the table and figure went."""
+
+    out: str
+    rows: List[Dict[str, Any]] = field(default_factory=list)
+    baseline: Optional[Dict[str, Any]] = None
+    json_path: str = ""
+    csv_path: str = ""
+    figure: str = ""
+
+    def table(self) -> str:
+        """The printed table."""
+        rows = self.rows + ([self.baseline] if self.baseline else [])
+        text = render_rows(rows, "arm")
+        return text + "\n" + "\n".join(f"{r['arm']:<24}test masks: coverage {r['coverage_mean']:.3f}, full-mask "
+                                       f"fallback {100 * r['fallback_share']:.1f}%" for r in self.rows)
+
+
+def plot_sweep(rows: Sequence[Dict[str, Any]], baseline: Optional[Dict[str, Any]], path: str) -> None:
+    """R@1 against tau, both directions (error bars: std over seeds), the no-mask baseline as horizontal lines."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    taus = [r["tau"] for r in rows]
+    for d, colour, name in (("t2v", "tab:blue", "text-to-video"), ("v2t", "tab:orange", "video-to-text")):
+        ax.errorbar(taus, [r[f"{d}_R@1"] for r in rows], yerr=[r[f"{d}_R@1_std"] for r in rows], marker="o",
+                    color=colour, capsize=3, label=f"{name} R@1 (masks)")
+        if baseline:
+            ax.axhline(baseline[f"{d}_R@1"], color=colour, linestyle="--", linewidth=1.2,
+                       label=f"{name} R@1, no mask (--no-alpha)")
+    ax.set_xlabel("tau (grey levels)")
+    ax.set_ylabel("R@1 (%)")
+    ax.set_xticks(taus)
+    ax.set_xticklabels([f"{t:g}" for t in taus])
+    ax.set_title(f"tau sensitivity ({rows[0]['seeds']} seed(s) per point)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_sweep(cfg: SweepConfig) -> SweepResult:
+    """Run ``fda sweep``: shard sets per tau (one decode), training per tau and seed, eval on test, table, figure.
+
+    Raises:
+        ConfigError, InputError, EnvError: from the stages (preprocess, train, eval), one line each.
+    """
+    from fda.pipeline.sweep import preprocess_taus
+    from fda.viz import mask_stats
+
+    os.makedirs(cfg.out, exist_ok=True)
+    pre_cfgs = [cfg.preprocess_config(tau, os.path.join(cfg.out, "shards", _tag(tau))) for tau in cfg.taus]
+    shards = preprocess_taus(pre_cfgs)
+    log.info("sweep shard sets: %s", ", ".join(shards.outs))
+    result = SweepResult(cfg.out)
+    runs: List[Dict[str, Any]] = []
+    for tau, shards_dir in zip(cfg.taus, shards.outs):
+        arm = [train_and_eval(shards_dir, os.path.join(cfg.out, "runs", f"{_tag(tau)}-seed{seed}"), cfg, seed=seed,
+                              no_alpha=False, split="train", eval_split="test") for seed in cfg.seed_list]
+        runs += [{**r, "tau": tau} for r in arm]
+        stats = mask_stats(shards_dir, "test").as_dict()
+        result.rows.append({"arm": f"tau {tau:g}", "tau": tau, "shards": shards_dir,
+                            "coverage_mean": stats["coverage_mean"], "fallback_share": stats["fallback_share"],
+                            **summarize_runs(arm)})
+    if cfg.baseline:
+        arm = [train_and_eval(shards.outs[0], os.path.join(cfg.out, "runs", f"no-alpha-seed{seed}"), cfg, seed=seed,
+                              no_alpha=True, split="train", eval_split="test") for seed in cfg.seed_list]
+        runs += [{**r, "tau": None} for r in arm]
+        result.baseline = {"arm": "no mask (--no-alpha)", "tau": None, **summarize_runs(arm)}
+    result.json_path = os.path.join(cfg.out, "sweep.json")
+    result.csv_path = os.path.join(cfg.out, "sweep.csv")
+    result.figure = os.path.join(cfg.out, "sweep.png")
+    write_json_atomic(result.json_path, {"config": dataclasses.asdict(cfg), "rows": result.rows,
+                                         "baseline": result.baseline, "runs": runs})
+    _write_csv(result.csv_path, result.rows + ([result.baseline] if result.baseline else []),
+               ["arm", "tau", "coverage_mean", "fallback_share"])
+    plot_sweep(result.rows, result.baseline, result.figure)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# fda ablate
+
+
+@dataclass
+class AblateResult:
+    """The two arms (masks, no masks) and where the table and figure went."""
+
+    out: str
+    rows: List[Dict[str, Any]] = field(default_factory=list)
+    mask_stats: Optional[Dict[str, Any]] = None
+    json_path: str = ""
+    csv_path: str = ""
+    figure: str = ""
+
+    def table(self) -> str:
+        """The printed table, with the difference row and the eval split's mask numbers."""
+        masked, plain = self.rows
+        diff = {"arm": "difference", "seeds": masked["seeds"],
+                **{c: masked[c] - plain[c] for c in COLUMNS}}
+        text = render_rows([*self.rows, diff], "arm")
+        if self.mask_stats:
+            text += (f"\n{self.mask_stats['split']} masks: coverage {self.mask_stats['coverage_mean']:.3f}, "
+                     f"full-mask fallback {100 * self.mask_stats['fallback_share']:.1f}% of frames")
+        return text
+
+
+def plot_ablation(rows: Sequence[Dict[str, Any]], path: str, title: str) -> None:
+    """Grouped bars: R@1/R@5/R@10 both ways, masks vs no masks, std over seeds as error bars."""
+    plt = _pyplot()
+    cols = [f"{d}_{k}" for d in DIRS for k in ("R@1", "R@5", "R@10")]
+    x = np.arange(len(cols))
+    width = 0.38
+    fig, ax = plt.subplots(figsize=(7.2, 4.0))
+    for i, (row, colour) in enumerate(zip(rows, ("tab:red", "tab:gray"))):
+        ax.bar(x + (i - 0.5) * width, [row[c] for c in cols], width, yerr=[row[c + "_std"] for c in cols],
+               color=colour, capsize=3, label=row["arm"])
+    ax.set_xticks(x)
+    ax.set_xticklabels([c.replace("_", " ") for c in cols])
+    ax.set_ylabel("recall (%)")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_ablate(cfg: AblateConfig) -> AblateResult:
+    """Run ``fda ablate``: train with masks and without (same budget, seeds, shards), evaluate both on one split.
+
+    Raises:
+        ConfigError, InputError, EnvError: from train and eval, one line each.
+    """
+    from fda.viz import mask_stats
+
+    os.makedirs(cfg.out, exist_ok=True)
+    result = AblateResult(cfg.out)
+    runs: List[Dict[str, Any]] = []
+    for no_alpha, name, label in ((False, "alpha", "masks (Alpha-CLIP)"), (True, "no-alpha", "no mask (--no-alpha)")):
+        arm = [train_and_eval(cfg.shards_dir, os.path.join(cfg.out, "runs", f"{name}-seed{seed}"), cfg, seed=seed,
+                              no_alpha=no_alpha, split=cfg.split, eval_split=cfg.eval_split)
+               for seed in cfg.seed_list]
+        runs += arm
+        result.rows.append({"arm": label, "no_alpha": no_alpha, **summarize_runs(arm)})
+    result.mask_stats = mask_stats(cfg.shards_dir, cfg.eval_split).as_dict()
+    result.json_path = os.path.join(cfg.out, "ablate.json")
+    result.csv_path = os.path.join(cfg.out, "ablate.csv")
+    result.figure = os.path.join(cfg.out, "ablate.png")
+    write_json_atomic(result.json_path, {"config": dataclasses.asdict(cfg), "rows": result.rows,
+                                         "mask_stats": result.mask_stats, "runs": runs})
+    _write_csv(result.csv_path, result.rows, ["arm", "no_alpha"])
+    plot_ablation(result.rows, result.figure,
+                  f"{os.path.basename(os.path.normpath(cfg.shards_dir))}: masks vs none ({len(cfg.seed_list)} seed(s))")
+    return result
