@@ -37,6 +37,8 @@ FORBIDDEN = [
     ("config", ("fda.shards", "fda.model", "fda.train", "fda.eval", "fda.pipeline", "fda.cli")),
     ("errors", ("fda.",)),
     ("logs", ("fda.",)),
+    ("viz", ("fda.model", "fda.train", "fda.eval", "fda.experiments", "fda.cli", "torch", "open_clip")),
+    ("experiments", ("fda.cli",)),
 ]
 
 
@@ -54,4 +56,11 @@ def test_forbidden_imports(package, forbidden):
 def test_nothing_imports_cli():
     bad = [str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
            if p.name not in ("cli.py", "__main__.py") and any(n.startswith("fda.cli") for n in _imports(p))]
+    assert not bad, bad
+
+
+def test_only_cli_imports_experiments():
+    """fda.experiments joins train and eval; like fda.demo, only the CLI may import it."""
+    bad = [str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
+           if p.name not in ("cli.py", "experiments.py") and any(n.startswith("fda.experiments") for n in _imports(p))]
     assert not bad, bad

@@ -1,0 +1,100 @@
+"""fda sweep and fda ablate (and the demo's visualize step) on generated data with the tiny model and a few steps."""
+
+import csv
+import filecmp
+import json
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from fda.cli import cli
+from fda.config import AblateConfig, PreprocessConfig, SweepConfig
+from fda.errors import ConfigError
+
+TINY_BUDGET = ["--model", "fda-tiny", "--pretrained", "none", "--steps", "2", "--batch-size", "2", "--lr", "1e-3",
+               "--alpha-lr", "1e-3", "--train-workers", "0", "--device", "cpu", "--eval-batch-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> str:
+    from fda.pipeline.synthetic import make_motion_benchmark
+
+    root = str(tmp_path_factory.mktemp("exp_data") / "data")
+    make_motion_benchmark(root, n_train=4, n_test=4, size=(64, 48), fps=10, seconds=1, captions_per_video=2)
+    return root
+
+
+def test_sweep_shards_equal_preprocess_byte_for_byte(data, tmp_path):
+    from fda.pipeline.preprocess import run_preprocess
+    from fda.pipeline.sweep import preprocess_taus
+
+    common = dict(size=32, frames_train=2, frames_test=4, workers=1, samples_per_shard=3)
+    cfgs = [PreprocessConfig(data, out=str(tmp_path / f"t{t:g}"), tau=t, **common) for t in (0.0, 12.5)]
+    preprocess_taus(cfgs)
+    ref = str(tmp_path / "ref")
+    run_preprocess(PreprocessConfig(data, out=ref, tau=12.5, **common))
+    names = sorted(n for n in os.listdir(ref) if n.endswith(".tar") or n == "config.json")
+    assert len(names) >= 3
+    for name in names:
+        assert filecmp.cmp(os.path.join(ref, name), str(tmp_path / "t12.5" / name), shallow=False), name
+    manifest = json.load(open(tmp_path / "t0" / "manifest.json"))
+    assert manifest["mask"]["tau"] == 0.0 and manifest["splits"]["test"]["videos"] == 4
+    again = preprocess_taus(cfgs)  # resumes: nothing redone
+    assert all(r.processed_now == 0 for r in again.results)
+    with pytest.raises(ConfigError, match="only --tau and --out"):
+        preprocess_taus([cfgs[0], PreprocessConfig(data, out=str(tmp_path / "x"), tau=5, size=48)])
+
+
+def test_cli_sweep_two_taus(data, tmp_path):
+    out = tmp_path / "sweep"
+    res = CliRunner().invoke(cli, ["sweep", data, "--tau", "0,25", "--out", str(out), "--size", "32",
+                                   "--frames-train", "2", "--frames-test", "4", "--workers", "1", *TINY_BUDGET])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(open(out / "sweep.csv")))
+    assert [r["arm"] for r in rows] == ["tau 0", "tau 25", "no mask (--no-alpha)"]
+    report = json.load(open(out / "sweep.json"))
+    assert [r["tau"] for r in report["rows"]] == [0.0, 25.0] and len(report["runs"]) == 3
+    for r in report["rows"] + [report["baseline"]]:
+        assert 0 <= r["t2v_R@1"] <= 100 and 0 <= r["v2t_R@1"] <= 100
+    png = np.asarray(Image.open(out / "sweep.png"))
+    assert png.shape[:2] == (420, 640) and png.std() > 5
+    assert "tau 25" in res.output and "sweep.png" in res.output
+
+
+def test_cli_ablate_has_both_arms(data, tmp_path):
+    from fda.pipeline.preprocess import run_preprocess
+
+    shards = str(tmp_path / "shards")
+    run_preprocess(PreprocessConfig(data, out=shards, size=32, frames_train=2, frames_test=4, workers=1))
+    out = tmp_path / "ablate"
+    res = CliRunner().invoke(cli, ["ablate", shards, "--out", str(out), *TINY_BUDGET])
+    assert res.exit_code == 0, res.output
+    report = json.load(open(out / "ablate.json"))
+    assert [r["no_alpha"] for r in report["rows"]] == [False, True]
+    assert [r["no_alpha"] for r in report["runs"]] == [False, True]
+    assert len(list(csv.DictReader(open(out / "ablate.csv")))) == 2
+    png = np.asarray(Image.open(out / "ablate.png"))
+    assert png.shape[:2] == (400, 720) and png.std() > 5
+    assert "difference" in res.output and "no mask" in res.output
+
+
+def test_budget_config_errors():
+    with pytest.raises(ConfigError, match="--tau"):
+        SweepConfig("x", tau="a,b")
+    with pytest.raises(ConfigError, match="--seeds"):
+        AblateConfig("x", seeds="0,-1")
+    with pytest.raises(ConfigError, match="--steps"):
+        AblateConfig("x", steps=0)
+
+
+def test_cli_demo_ends_with_pictures(tmp_path):
+    out = tmp_path / "demo"
+    res = CliRunner().invoke(cli, ["demo", "--out", str(out), "--train-videos", "4", "--test-videos", "4", "--size",
+                                   "32", "--steps", "2", "--batch-size", "2", "--workers", "0", "--device", "cpu",
+                                   "--visualize", "2"])
+    assert res.exit_code == 0, res.output
+    assert "R@1" in res.output and "visualize" in res.output and "index.html" in res.output
+    assert len(list((out / "viz").glob("*.thumb.png"))) == 2
