@@ -22,6 +22,7 @@ class DemoResult:
     out: str
     lines: List[str] = field(default_factory=list)
     report: Optional[Dict[str, Any]] = None
+    viz_index: Optional[str] = None
 
 
 def run_demo(cfg: DemoConfig, validate: Optional[Any] = None) -> DemoResult:
@@ -56,4 +57,11 @@ def run_demo(cfg: DemoConfig, validate: Optional[Any] = None) -> DemoResult:
     result.report = ev.report
     result.lines.append(f"4/4 eval (report: {ev.report_path}):")
     result.lines.append(ev.table())
+    if cfg.visualize:  # issue 6: the masks the model saw, as pictures
+        from fda.config import VisualizeConfig
+        from fda.viz import run_visualize
+
+        viz = run_visualize(VisualizeConfig(shards, out=os.path.join(cfg.out, "viz"), split="test", n=cfg.visualize))
+        result.viz_index = viz.index
+        result.lines.append(f"then visualize: {viz.summary()}")
     return result
