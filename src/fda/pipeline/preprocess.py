@@ -120,13 +120,15 @@ def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig):
     raise VideoError(f"frame count unstable ({info.num_packets} packets, {total} decoded)")
 
 
-def process_video(item: VideoItem, cfg: PreprocessConfig) -> Tuple[Optional[List[tuple]], Dict[str, Any]]:
-    """Decode, sample, mask and encode one video.
+def process_video_multi(item: VideoItem, cfgs: Sequence[PreprocessConfig]
+                        ) -> Tuple[List[Optional[List[tuple]]], Dict[str, Any]]:
+    """Decode, sample and encode one video once, then mask it once per config (configs differ only in tau).
 
     Returns:
-        ``(members, record)``: the sample's tar members (``None`` on failure) and its status record
-        ``{video_id, key, source, status, error}``. Never raises for a bad video.
+        ``(members per config, record)``: each config's tar members (all ``None`` on failure) and the video's status
+        record ``{video_id, key, source, status, error}``. Never raises for a bad video.
     """
+    cfg0 = cfgs[0]
     key = sample_key(item.video_id)
     record: Dict[str, Any] = {"video_id": item.video_id, "key": key, "source": item.source, "status": "ok",
                               "error": None}
@@ -135,25 +137,32 @@ def process_video(item: VideoItem, cfg: PreprocessConfig) -> Tuple[Optional[List
             raise VideoError("listed video not found under the dataset root")
         if not item.captions:
             raise VideoError("no caption")
-        count = cfg.frames_for(item.split)
-        info, total, indices, partners, decoded = _sample_and_decode(item.path, count, cfg)
-        frames = np.stack([decoded[int(i)] for i in indices])
-        other = np.stack([decoded[int(i)] for i in partners])
-        masks, fell_back = clip_masks(frames, other, tau=cfg.tau, kernel=cfg.kernel, min_area=cfg.min_area,
-                                      empty_mask=cfg.empty_mask)
-        meta = {"video_id": item.video_id, "key": key, "split": item.split, "source": item.source,
+        info, total, indices, partners, decoded = _sample_and_decode(item.path, cfg0.frames_for(item.split), cfg0)
+        frames = np.stack([decoded[int(i)] for i in indices])  # [T, H, W, 3] RGB
+        other = np.stack([decoded[int(i)] for i in partners])  # [T, H, W, 3] the frames they are differenced with
+        jpegs = [_encode_jpeg(f, cfg0.jpeg_quality) for f in frames]  # the same bytes for every config
+        base = {"video_id": item.video_id, "key": key, "split": item.split, "source": item.source,
                 "num_frames": int(total), "indices": indices.tolist(), "partners": partners.tolist(),
                 "fps": round(info.fps, 6), "duration": round(info.duration, 6), "width": info.width,
-                "height": info.height, "codec": info.codec, "size": cfg.size, "decoder": cfg.decoder,
-                "num_captions": len(item.captions),
-                "mask": {**_mask_params(cfg), "fallback": fell_back.tolist(),
-                         "coverage": [round(float(m.mean()), 6) for m in masks]}}
-        members = sample_members(key, meta, item.captions, [_encode_jpeg(f, cfg.jpeg_quality) for f in frames],
-                                 [_encode_mask(m) for m in masks])
-        return members, record
+                "height": info.height, "codec": info.codec, "size": cfg0.size, "decoder": cfg0.decoder,
+                "num_captions": len(item.captions)}
+        out: List[Optional[List[tuple]]] = []
+        for cfg in cfgs:
+            masks, fell_back = clip_masks(frames, other, tau=cfg.tau, kernel=cfg.kernel, min_area=cfg.min_area,
+                                          empty_mask=cfg.empty_mask)
+            meta = {**base, "mask": {**_mask_params(cfg), "fallback": fell_back.tolist(),
+                                     "coverage": [round(float(m.mean()), 6) for m in masks]}}
+            out.append(sample_members(key, meta, item.captions, jpegs, [_encode_mask(m) for m in masks]))
+        return out, record
     except VideoError as err:
         record.update(status="failed", error=str(err))
-        return None, record
+        return [None] * len(cfgs), record
+
+
+def process_video(item: VideoItem, cfg: PreprocessConfig) -> Tuple[Optional[List[tuple]], Dict[str, Any]]:
+    """:func:`process_video_multi` for one config: ``(members or None, record)``."""
+    members, record = process_video_multi(item, [cfg])
+    return members[0], record
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -168,35 +177,42 @@ def _init_worker(progress_queue: Optional[Any]) -> None:
     cv2.setNumThreads(1)
 
 
-def run_shard_task(task: ShardTask, cfg: PreprocessConfig, out: str) -> Dict[str, Any]:
-    """Write one shard and its stats file; returns the stats.
+def run_shard_task(task: ShardTask, cfgs: Sequence[PreprocessConfig]) -> List[Dict[str, Any]]:
+    """Write one shard and its stats file into each config's ``out``; returns the stats per config.
 
-    The tar goes to its final name only when complete; the stats file is written after the tar, so "stats exists"
+    A tar goes to its final name only when complete; the stats file is written after the tar, so "stats exists"
     means "shard finished".
     """
-    tar_path = os.path.join(out, task.name)
-    stats_path = os.path.join(out, stats_name(task.split, task.index))
+    writers = [ShardWriter(os.path.join(cfg.out, task.name)) for cfg in cfgs]
     records: List[Dict[str, Any]] = []
     samples = captions = 0
-    writer = ShardWriter(tar_path)
-    with writer:
+    try:
         for item in task.items:
-            members, record = process_video(item, cfg)
-            if members is not None:
-                writer.write(members)
+            members, record = process_video_multi(item, cfgs)
+            if record["status"] == "ok":
+                for writer, m in zip(writers, members):
+                    writer.write(m)
                 samples += 1
                 captions += len(item.captions)
             records.append(record)
             if _progress is not None:
                 _progress.put(record["status"] == "ok")
-        if samples == 0:
+    except BaseException:
+        for writer in writers:
             writer.abort()
-        else:
+        raise
+    out = []
+    for writer, cfg in zip(writers, cfgs):
+        if samples:
             writer.commit()
-    stats = {"schema_version": SCHEMA_VERSION, "split": task.split, "index": task.index,
-             "name": task.name if samples else None, "samples": samples, "captions": captions, "videos": records}
-    write_json_atomic(stats_path, stats)
-    return stats
+        else:
+            writer.abort()
+        stats = {"schema_version": SCHEMA_VERSION, "split": task.split, "index": task.index,
+                 "name": task.name if samples else None, "samples": samples, "captions": captions,
+                 "videos": [dict(r) for r in records]}
+        write_json_atomic(os.path.join(cfg.out, stats_name(task.split, task.index)), stats)
+        out.append(stats)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -262,21 +278,21 @@ def _finished_stats(task: ShardTask, out: str) -> Optional[Dict[str, Any]]:
     return None
 
 
-def _run_local(todo: Sequence[ShardTask], cfg: PreprocessConfig, bar: tqdm) -> List[Dict[str, Any]]:
-    workers = min(cfg.num_workers, len(todo))
-    results: List[Dict[str, Any]] = []
+def _run_local(todo: Sequence[ShardTask], cfgs: Sequence[PreprocessConfig], bar: tqdm) -> List[List[Dict[str, Any]]]:
+    workers = min(cfgs[0].num_workers, len(todo))
+    results: List[List[Dict[str, Any]]] = []
     if workers <= 1:
         _init_worker(None)
         for task in todo:
-            stats = run_shard_task(task, cfg, cfg.out)
-            _advance(bar, [v["status"] == "ok" for v in stats["videos"]])
+            stats = run_shard_task(task, cfgs)
+            _advance(bar, [v["status"] == "ok" for v in stats[0]["videos"]])
             results.append(stats)
         return results
     import multiprocessing as mp
 
     progress = mp.get_context().Queue()
     with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(progress,)) as pool:
-        pending = {pool.submit(run_shard_task, task, cfg, cfg.out) for task in todo}
+        pending = {pool.submit(run_shard_task, task, cfgs) for task in todo}
         while pending:
             done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             _drain(progress, bar)
@@ -286,7 +302,8 @@ def _run_local(todo: Sequence[ShardTask], cfg: PreprocessConfig, bar: tqdm) -> L
     return results
 
 
-def _run_ray(todo: Sequence[ShardTask], cfg: PreprocessConfig, bar: tqdm) -> List[Dict[str, Any]]:
+def _run_ray(todo: Sequence[ShardTask], cfgs: Sequence[PreprocessConfig], bar: tqdm) -> List[List[Dict[str, Any]]]:
+    cfg = cfgs[0]
     try:
         import ray
     except ImportError:
@@ -297,12 +314,12 @@ def _run_ray(todo: Sequence[ShardTask], cfg: PreprocessConfig, bar: tqdm) -> Lis
                  configure_logging=False, num_cpus=None if cfg.ray_address else cfg.num_workers)
     try:
         remote = ray.remote(num_cpus=1)(_ray_task)
-        refs = [remote.remote(task, cfg, os.path.abspath(cfg.out)) for task in todo]
+        refs = [remote.remote(task, cfgs) for task in todo]
         results = []
         while refs:
             done, refs = ray.wait(refs, num_returns=1)
             stats = ray.get(done[0])
-            _advance(bar, [v["status"] == "ok" for v in stats["videos"]])
+            _advance(bar, [v["status"] == "ok" for v in stats[0]["videos"]])
             results.append(stats)
         return results
     finally:
@@ -310,9 +327,9 @@ def _run_ray(todo: Sequence[ShardTask], cfg: PreprocessConfig, bar: tqdm) -> Lis
             ray.shutdown()
 
 
-def _ray_task(task: ShardTask, cfg: PreprocessConfig, out: str) -> Dict[str, Any]:
+def _ray_task(task: ShardTask, cfgs: Sequence[PreprocessConfig]) -> List[Dict[str, Any]]:
     _init_worker(None)
-    return run_shard_task(task, cfg, out)
+    return run_shard_task(task, cfgs)
 
 
 def _advance(bar: tqdm, oks: Sequence[bool]) -> None:
@@ -384,6 +401,20 @@ def _duplicates(dataset: Dataset) -> Tuple[Dataset, List[Dict[str, Any]]]:
     return dataclasses.replace(dataset, items=items), dropped
 
 
+def _check_same_data(cfgs: Sequence[PreprocessConfig]) -> None:
+    """Configs sharing one decode may differ only in ``tau`` and ``out`` (and each needs its own ``out``)."""
+    first = {k: v for k, v in dataclasses.asdict(cfgs[0]).items() if k not in ("tau", "out")}
+    for cfg in cfgs[1:]:
+        other = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("tau", "out")}
+        if other != first:
+            diff = sorted(k for k in first if first[k] != other[k])
+            raise ConfigError(f"a tau sweep shares one decode, so only --tau and --out may differ; also differs: "
+                              f"{', '.join(diff)}")
+    outs = [os.path.abspath(c.out) for c in cfgs]
+    if len(set(outs)) != len(outs):
+        raise ConfigError("every tau needs its own --out folder")
+
+
 def run_preprocess(cfg: PreprocessConfig) -> PreprocessResult:
     """Run ``fda preprocess``: plan shard tasks, do the missing ones, write the manifest.
 
@@ -392,7 +423,25 @@ def run_preprocess(cfg: PreprocessConfig) -> PreprocessResult:
         InputError: no dataset found, nothing succeeded, or more failures than ``max_failure_rate``.
         EnvError: the decoder cannot run here.
     """
+    return run_preprocess_multi([cfg])[0]
+
+
+def run_preprocess_multi(cfgs: Sequence[PreprocessConfig]) -> List[PreprocessResult]:
+    """Write one shard set per config, decoding every video once (the configs differ only in ``tau`` and ``out``).
+
+    Each shard set is exactly what :func:`run_preprocess` writes for its config alone (the same tars byte for byte),
+    and resumes the same way: a shard task is redone only where some config lacks its stats. This is what a tau
+    sweep uses: only the mask step runs once per tau.
+
+    Raises:
+        ConfigError, InputError, EnvError: as :func:`run_preprocess`.
+    """
     start = time.perf_counter()
+    if not cfgs:
+        raise ConfigError("--tau needs at least one value")
+    _check_same_data(cfgs)
+    cfgs = [dataclasses.replace(c, out=os.path.abspath(c.out)) for c in cfgs]  # workers may run elsewhere (Ray)
+    cfg = cfgs[0]
     if not os.path.isdir(cfg.dataset_root):
         raise InputError(f"dataset root {cfg.dataset_root!r} is not a folder: pass the folder that holds the videos "
                          "and annotations")
@@ -401,41 +450,50 @@ def run_preprocess(cfg: PreprocessConfig) -> PreprocessResult:
                            splits=cfg.splits)
     dataset, dup_failures = _duplicates(dataset)
     tasks, listed = _plan(dataset, cfg)
-    total = sum(listed.values()) + len(dup_failures)
-    if total == 0:
+    if sum(listed.values()) + len(dup_failures) == 0:
         raise InputError(f"no videos listed in {cfg.dataset_root} for splits {', '.join(dataset.items) or 'none'}")
-    _prepare_out(cfg, dataset)
-    done: List[Dict[str, Any]] = []
+    for c in cfgs:
+        _prepare_out(c, dataset)
+    done: List[List[Dict[str, Any]]] = []
     todo: List[ShardTask] = []
     for task in tasks:
-        stats = _finished_stats(task, cfg.out)
-        (done if stats is not None else todo).append(stats if stats is not None else task)
-    log.info("%s layout: %s videos; %d shard tasks, %d already done", dataset.layout,
-             ", ".join(f"{n} {s}" for s, n in listed.items()), len(tasks), len(done))
+        stats = [_finished_stats(task, c.out) for c in cfgs]
+        if all(s is not None for s in stats):
+            done.append(stats)  # type: ignore[arg-type]
+        else:
+            todo.append(task)
+    log.info("%s layout: %s videos; %d shard tasks, %d already done%s", dataset.layout,
+             ", ".join(f"{n} {s}" for s, n in listed.items()), len(tasks), len(done),
+             f"; taus {', '.join(f'{c.tau:g}' for c in cfgs)} from one decode" if len(cfgs) > 1 else "")
     bar = tqdm(total=sum(len(t.items) for t in todo), unit="video", disable=None, file=sys.stderr,
                desc="preprocess", dynamic_ncols=True)
     bar.failures = 0
     with logging_redirect_tqdm(), bar:
-        new = _run_ray(todo, cfg, bar) if cfg.engine == "ray" and todo else _run_local(todo, cfg, bar)
-    manifest = build_manifest(cfg, dataset, listed, done + new, _ffmpeg_record(cfg, decoder_version), dup_failures)
-    write_json_atomic(os.path.join(cfg.out, MANIFEST), manifest)
-    result = PreprocessResult(cfg.out, manifest, time.perf_counter() - start,
-                              processed_now=sum(len(s["videos"]) for s in new),
-                              failures_now=sum(1 for s in new for v in s["videos"] if v["status"] != "ok"),
-                              reused_shards=len(done))
+        new = _run_ray(todo, cfgs, bar) if cfg.engine == "ray" and todo else _run_local(todo, cfgs, bar)
+    ffmpeg = _ffmpeg_record(cfg, decoder_version)
+    results = []
+    for c, one in enumerate(cfgs):
+        manifest = build_manifest(one, dataset, listed, [s[c] for s in done + new], ffmpeg, dup_failures)
+        write_json_atomic(os.path.join(one.out, MANIFEST), manifest)
+        results.append(PreprocessResult(one.out, manifest, time.perf_counter() - start,
+                                        processed_now=sum(len(s[c]["videos"]) for s in new),
+                                        failures_now=sum(1 for s in new for v in s[c]["videos"]
+                                                         if v["status"] != "ok"),
+                                        reused_shards=len(done)))
+    manifest = results[0].manifest
+    where = os.path.join(cfg.out, MANIFEST)
     ok = sum(s["videos"] for s in manifest["splits"].values())
     failed = len(manifest["failures"])
     for failure in manifest["failures"][:20]:
         log.warning("skipped %s (%s): %s", failure["video_id"], failure["split"], failure["error"])
     if failed > 20:
-        log.warning("... and %d more failures, all listed in %s", failed - 20, os.path.join(cfg.out, MANIFEST))
+        log.warning("... and %d more failures, all listed in %s", failed - 20, where)
     if ok == 0:
         first = manifest["failures"][0]
         raise InputError(f"no video could be preprocessed ({failed} failed; first: {first['video_id']}: "
-                         f"{first['error']}); every failure is listed in {os.path.join(cfg.out, MANIFEST)}")
+                         f"{first['error']}); every failure is listed in {where}")
     if failed / (ok + failed) > cfg.max_failure_rate:
         raise InputError(f"{failed} of {ok + failed} videos failed ({100 * failed / (ok + failed):.1f}% > "
                          f"--max-failure-rate {cfg.max_failure_rate}); shards were written for the rest, failures "
-                         f"are listed in {os.path.join(cfg.out, MANIFEST)}")
-    return result
-
+                         f"are listed in {where}")
+    return results
