@@ -327,6 +327,7 @@ D = DemoConfig
               help="Training clips to generate.")
 @click.option("--test-videos", type=int, default=_default(D, "test_videos"), show_default=True,
               help="Test clips to generate.")
+@click.option("--fps", type=int, default=_default(D, "fps"), show_default=True, help="Frame rate of the clips.")
 @click.option("--size", type=int, default=_default(D, "size"), show_default=True, help="Frame size in the shards.")
 @click.option("--model", default=_default(D, "model"), show_default=True,
               help="Model (fda-tiny: tiny and randomly initialised; ViT-B-32 with --pretrained openai: real CLIP).")

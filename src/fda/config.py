@@ -372,7 +372,8 @@ class DemoConfig:
     kind: str = "demo"
     train_videos: int = 48
     test_videos: int = 16
-    size: int = 64
+    fps: int = 4
+    size: int = 112
     model: str = "fda-tiny"
     pretrained: Optional[str] = None
     steps: int = 150
@@ -392,6 +393,7 @@ class DemoConfig:
         _require(self.batch_size <= self.train_videos, "batch_size", self.batch_size,
                  f"<= --train-videos ({self.train_videos}): a batch never holds a video twice")
         _require(isinstance(self.size, int) and 16 <= self.size <= 1024, "size", self.size, "an integer in 16..1024")
+        _require(isinstance(self.fps, int) and 1 <= self.fps <= 60, "fps", self.fps, "an integer in 1..60")
         for name in ("lr", "alpha_lr"):
             value = getattr(self, name)
             _require(0 < value < 1, name, value, "in (0, 1)")

@@ -39,7 +39,10 @@ def run_demo(cfg: DemoConfig, validate: Optional[Any] = None) -> DemoResult:
 
     result = DemoResult(cfg.out)
     data, shards, runs = (os.path.join(cfg.out, name) for name in ("data", "shards", "runs"))
-    gen = GenerateConfig(out_dir=data, kind=cfg.kind, train=cfg.train_videos, test=cfg.test_videos, seed=cfg.seed)
+    # 4 fps and 112 px by default: the synthetic objects then move a few pixels between adjacent frames, enough for
+    # tau 25 masks to survive the 3x3 morphology (at 10 fps and 64 px most frames fall back to the full mask).
+    gen = GenerateConfig(out_dir=data, kind=cfg.kind, train=cfg.train_videos, test=cfg.test_videos, seed=cfg.seed,
+                         fps=cfg.fps)
     result.lines.append("1/4 generate: " + summarize(run_generate(gen)))
     pre = run_preprocess(PreprocessConfig(dataset_root=data, out=shards, size=cfg.size, overwrite=True,
                                           samples_per_shard=max(1, cfg.train_videos // 2)))
