@@ -443,7 +443,7 @@ def test_random_captions_accumulation_and_joint_augmentation_run(shards, tmp_pat
     from fda.train.run import run_train
 
     result = run_train(_cfg(shards, str(tmp_path / "run"), captions="random", accum_steps=2, augment="crop-flip",
-                            max_steps=2, batch_size=4))
+                            max_steps=2, batch_size=4, grad_checkpointing=True, freeze_text=True))
     assert result.steps == 2 and len(_losses(result.run_dir)) == 2
     saved = torch.load(result.checkpoint, weights_only=True)
     assert saved["data"]["steps_per_epoch"] == 24 // (4 * 2)
@@ -458,3 +458,14 @@ def test_resume_refuses_a_changed_data_order(shards, tmp_path):
         run_train(_cfg(shards, out, max_steps=4, seed=1))
     assert run_train(_cfg(shards, out, max_steps=4)).steps == 4  # same options: continues
     assert [m["step"] for m in _metrics(out)] == [1, 2, 3, 4]
+
+
+def test_unreadable_shards_in_a_worker_give_a_one_line_error(tmp_path):
+    from fda.train.run import run_train
+
+    root = make_shards(str(tmp_path / "s"), videos=8, per_shard=8)
+    with open(os.path.join(root, shard_name("train", 0)), "wb") as f:
+        f.write(b"not a tar file at all" * 100)
+    with pytest.raises(InputError, match=r"^no readable sample in shard\(s\) of this data stream") as err:
+        run_train(_cfg(root, str(tmp_path / "run"), workers=1, batch_size=4))
+    assert "\n" not in str(err.value)

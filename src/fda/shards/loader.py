@@ -163,14 +163,15 @@ def slot_videos(plan: Sequence[Sequence[Piece]], shards: Sequence[ShardInfo]) ->
     return [sum(len(range(j, samples[url], k)) for url, k, j in pieces) for pieces in plan]
 
 
-def check_plan(info: SplitInfo, batch_size: int, world_size: int, workers: int) -> None:
+def check_plan(info: SplitInfo, batch_size: int, world_size: int, workers: int, seed: int = 0, epoch: int = 0,
+               captions: str = "all") -> None:
     """Refuse a layout in which some slot cannot fill a batch without repeating a video.
 
     Raises:
-        ConfigError: a (rank, worker) slot sees fewer videos than ``batch_size``.
+        ConfigError: a (rank, worker) slot of the epoch's deal sees fewer videos than ``batch_size``.
     """
     n_slots = world_size * max(1, workers)
-    fewest = min(slot_videos(plan_slots(info.shards, n_slots, 0, 0), info.shards))
+    fewest = min(slot_videos(plan_slots(info.shards, n_slots, seed, epoch, captions), info.shards))
     if fewest < batch_size:
         raise ConfigError(f"--batch-size {batch_size} needs that many distinct videos per data stream, but with "
                           f"{world_size} process(es) x {max(1, workers)} worker(s) over {len(info.shards)} shard(s) "
@@ -333,7 +334,13 @@ def _draw(buf: List[Dict[str, Any]], rng: np.random.Generator) -> Dict[str, Any]
 
 
 def _batch_unique(pairs: Iterator[Dict[str, Any]], batch_size: int) -> Iterator[List[Dict[str, Any]]]:
-    """Batches of ``batch_size`` pairs with distinct videos; a repeated video is held back for a later batch."""
+    """Batches of ``batch_size`` pairs with distinct videos; a repeated video is held back for a later batch.
+
+    Raises:
+        InputError: the held-back pairs keep growing: the stream has too few distinct videos for a batch (fail
+            instead of waiting forever).
+    """
+    limit = 64 * batch_size + 10000
     held: List[Dict[str, Any]] = []
     batch: List[Dict[str, Any]] = []
     videos: set = set()
@@ -351,6 +358,9 @@ def _batch_unique(pairs: Iterator[Dict[str, Any]], batch_size: int) -> Iterator[
     for pair in pairs:
         if pair["video"] in videos:
             held.append(pair)
+            if len(held) > limit:
+                raise InputError(f"cannot fill a batch of {batch_size} distinct videos: {len(held)} pairs held back "
+                                 f"(too few videos per data stream): lower --batch-size or --workers")
             continue
         batch.append(pair)
         videos.add(pair["video"])
@@ -440,7 +450,7 @@ def build_train_pipeline(info: SplitInfo, *, batch_size: int, captions: str = "a
         raise ConfigError(f"--captions must be one of {', '.join(CAPTION_MODES)}, got {captions!r}")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
-    check_plan(info, batch_size, world_size, workers)
+    check_plan(info, batch_size, world_size, workers, seed, epoch, captions)
     n_workers = max(1, workers)
     plan = plan_slots(info.shards, world_size * n_workers, seed, epoch, captions)
     # a buffer larger than a slot's videos would only mix in the next pass

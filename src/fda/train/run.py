@@ -308,7 +308,10 @@ def run_train(cfg: TrainConfig, validate: Optional[Validate] = None) -> TrainRes
     dist = dist_from_env()
     device = resolve_device(cfg.device, dist.local_rank)
     info = load_split(cfg.shards_dir, cfg.split)  # fails fast, before any process group or model
-    check_plan(info, cfg.batch_size, dist.world_size, cfg.workers)
+    steps_per_epoch = max(1, batches_per_epoch(info, cfg.captions, cfg.batch_size, dist.world_size) // cfg.accum_steps)
+    epochs = -(-(cfg.max_steps or cfg.epochs * steps_per_epoch) // steps_per_epoch)
+    for epoch in range(min(epochs, 1000)):  # every epoch's shard deal must let each stream fill a batch
+        check_plan(info, cfg.batch_size, dist.world_size, cfg.workers, cfg.seed, epoch, cfg.captions)
     pg = None
     if dist.active:
         import torch.distributed as tdist
@@ -418,6 +421,8 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, va
     state: Dict[str, Any] = {"last_ckpt": resume_from, "metrics": {}, "best": best}
 
     def on_log(step: int, metrics: Dict[str, float]) -> None:
+        if device.type == "cuda":
+            metrics["train/max_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
         state["metrics"] = metrics
         if logs is not None:
             logs.write(step, metrics)
