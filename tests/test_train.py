@@ -406,9 +406,8 @@ def test_two_process_gloo_run_with_unequal_shards_finishes(shards, tmp_path):
     # 3 shards over 2 ranks: rank 0 reads 2, rank 1 reads 1; 9 batches of 4 per rank per epoch, 12 steps cross
     # the epoch end where unequal streams hang a naive webdataset DDP run
     out = str(tmp_path / "ddp")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           *_train_cmd(shards, out, "--max-steps", "12", "--save-every", "6", "--device", "cpu",
-                              "--workers", "1")[1:]]
+    train_args = _train_cmd(shards, out, "--max-steps", "12", "--save-every", "6", "--device", "cpu", "--workers", "1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *train_args[1:]]
     res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
     with open(os.path.join(out, "train_config.json"), encoding="utf-8") as f:

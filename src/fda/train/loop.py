@@ -8,7 +8,7 @@ import contextlib
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
@@ -59,7 +59,6 @@ class LoopSpec:
     scaler: Optional[Any] = None
     no_sync: Callable[[], Any] = contextlib.nullcontext
     global_batch: int = 0
-    extra: Dict[str, Any] = field(default_factory=dict)
 
 
 def _finite(value: torch.Tensor) -> bool:

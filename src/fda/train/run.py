@@ -240,17 +240,23 @@ def data_stream(info: SplitInfo, cfg: TrainConfig, dist: Dist, tokenizer: Any, *
 # ---------------------------------------------------------------------------------------------------------------
 # Model.
 
-def _build_model(cfg: TrainConfig, device: torch.device, resume_from: Optional[str]) -> Tuple[Any, Any, Dict]:
+def _build_model(cfg: TrainConfig, info: SplitInfo, device: torch.device,
+                 resume_from: Optional[str]) -> Tuple[Any, Any, Dict]:
     """``(model, tokenizer, checkpoint or {})``; a resumed run rebuilds the model from its checkpoint."""
     from fda.model import get_model_config, get_tokenizer, load_alpha_clip, load_checkpoint
 
     if resume_from:
         model, ckpt = load_checkpoint(resume_from, device)
         return model, get_tokenizer(model.context_length), ckpt
+    config = get_model_config(cfg.model)
+    size = config.get("model_cfg", {}).get("vision_cfg", {}).get("image_size")
+    if isinstance(size, int) and info.size and info.size < size:  # before any download
+        raise InputError(f"shards in {info.shards_dir} are {info.size} px but {cfg.model} takes {size} px: rerun "
+                         f"fda preprocess --size {size} (or larger)")
     pretrained = cfg.pretrained
     if pretrained and pretrained.lower() == "none":
         pretrained = None
-    if pretrained == "openai" and not get_model_config(cfg.model).get("fda", {}).get("open_clip_name"):
+    if pretrained == "openai" and not config.get("fda", {}).get("open_clip_name"):
         logger.info("--model %s has no OpenAI weights: starting from random weights", cfg.model)
         pretrained = None
     model, tokenizer = load_alpha_clip(cfg.model, pretrained, cfg.alpha_checkpoint, device,
@@ -354,7 +360,7 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, va
     if resume_from:
         logger.info("resuming from %s", resume_from)
     torch.manual_seed(cfg.seed)  # a randomly initialised model is the same for the same seed (and on every rank)
-    model, tokenizer, ckpt = _build_model(cfg, device, resume_from)
+    model, tokenizer, ckpt = _build_model(cfg, info, device, resume_from)
     check_shards_fit(info, model)
     if cfg.no_alpha:
         model.use_alpha = False
