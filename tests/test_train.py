@@ -457,6 +457,8 @@ def test_resume_refuses_a_changed_data_order(shards, tmp_path):
         run_train(_cfg(shards, out, max_steps=4, seed=1))
     assert run_train(_cfg(shards, out, max_steps=4)).steps == 4  # same options: continues
     assert [m["step"] for m in _metrics(out)] == [1, 2, 3, 4]
+    more = run_train(_cfg(shards, None, max_steps=6, resume=out))  # --resume RUN_DIR without --out: that folder
+    assert more.run_dir == out and more.steps == 6 and len(_losses(out)) == 6
 
 
 def test_unreadable_shards_in_a_worker_give_a_one_line_error(tmp_path):
@@ -468,3 +470,36 @@ def test_unreadable_shards_in_a_worker_give_a_one_line_error(tmp_path):
     with pytest.raises(InputError, match=r"^no readable sample in shard\(s\) of this data stream") as err:
         run_train(_cfg(root, str(tmp_path / "run"), workers=1, batch_size=4))
     assert "\n" not in str(err.value)
+
+
+def _gather_worker(rank: int, world: int, init: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from fda.train.loss import contrastive_loss, gather_features
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        n = 3 if rank == 0 else 2  # unequal batches (a sample dropped on one rank)
+        video = torch.full((n, 4), float(rank + 1), requires_grad=True)
+        text = torch.full((n, 4), float(rank + 1)) * 2
+        all_video, all_text, offset = gather_features(video, text)
+        loss, logits = contrastive_loss(torch.nn.functional.normalize(video, dim=-1),
+                                        torch.nn.functional.normalize(text, dim=-1), torch.tensor(10.0))
+        loss.backward()
+        with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
+            json.dump({"rows": all_video.shape[0], "offset": offset, "logits": list(logits.shape),
+                       "values": all_video[:, 0].tolist(), "grad": video.grad is not None}, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_negatives_are_gathered_from_every_rank(tmp_path):
+    import torch.multiprocessing as mp
+
+    init = f"file://{tmp_path / 'rendezvous'}"
+    mp.spawn(_gather_worker, args=(2, init, str(tmp_path)), nprocs=2, join=True)
+    for rank, offset in ((0, 0), (1, 3)):
+        with open(tmp_path / f"rank{rank}.json") as f:
+            got = json.load(f)
+        assert got["rows"] == 5 and got["offset"] == offset and got["logits"] == [5, 5] and got["grad"]
+        assert got["values"] == [1.0, 1.0, 1.0, 2.0, 2.0]

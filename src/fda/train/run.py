@@ -354,7 +354,10 @@ def _barrier(dist: Dist) -> None:
 
 def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, validate: Optional[Validate]
          ) -> TrainResult:
-    run_dir = cfg.out or (_run_dir_of(cfg.resume) if cfg.resume and os.path.isfile(cfg.resume) else None)
+    resume_dir = None
+    if cfg.resume:
+        resume_dir = _run_dir_of(cfg.resume) if os.path.isfile(cfg.resume) else cfg.resume
+    run_dir = cfg.out or resume_dir
     run_dir = _agree(dist, run_dir or default_run_dir(cfg))
     resume_from = _resume_source(cfg, run_dir)
     if resume_from:
