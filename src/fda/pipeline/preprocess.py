@@ -278,6 +278,16 @@ def _finished_stats(task: ShardTask, out: str) -> Optional[Dict[str, Any]]:
     return None
 
 
+def _pool_context(mp: Any) -> Any:
+    """``fork`` (fast) unless torch is loaded here: a forked child of a process whose torch/OpenMP thread pool has
+    run can deadlock (seen when fda demo or a sweep preprocess after importing the trainer), so then the workers
+    come from a fork server, which starts clean (and re-imports the caller's main module, about a second)."""
+    methods = mp.get_all_start_methods()
+    if "fork" in methods and "torch" not in sys.modules:
+        return mp.get_context("fork")
+    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
 def _run_local(todo: Sequence[ShardTask], cfgs: Sequence[PreprocessConfig], bar: tqdm) -> List[List[Dict[str, Any]]]:
     workers = min(cfgs[0].num_workers, len(todo))
     results: List[List[Dict[str, Any]]] = []
@@ -290,8 +300,10 @@ def _run_local(todo: Sequence[ShardTask], cfgs: Sequence[PreprocessConfig], bar:
         return results
     import multiprocessing as mp
 
-    progress = mp.get_context().Queue()
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(progress,)) as pool:
+    ctx = _pool_context(mp)
+    progress = ctx.Queue()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(progress,)) as pool:
         pending = {pool.submit(run_shard_task, task, cfgs) for task in todo}
         while pending:
             done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
