@@ -62,8 +62,8 @@ def make_clips(root: str, count: int) -> list:
     with open(os.path.join(root, "MSRVTT_train.9k.csv"), "w") as f:
         f.write("video_id\n")
     with open(os.path.join(root, "MSRVTT_JSFUSION_test.csv"), "w") as f:
-        f.write("key,vid_key,video_id,sentence\n" + "".join(f"ret{i},msr{i},{v},clip {v}\n"
-                                                             for i, (v, _) in enumerate(ids)))
+        rows = "".join(f"ret{i},msr{i},{v},clip {v}\n" for i, (v, _) in enumerate(ids))
+        f.write("key,vid_key,video_id,sentence\n" + rows)
     return ids
 
 

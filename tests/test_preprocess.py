@@ -325,3 +325,14 @@ def test_ray_engine_on_a_local_instance(motion_root, tmp_path):
     run_preprocess(_cfg(motion_root, tmp_path / "local", samples_per_shard=2))
     run_preprocess(_cfg(motion_root, tmp_path / "ray", samples_per_shard=2, engine="ray", workers=2))
     assert _tree(str(tmp_path / "ray")) == _tree(str(tmp_path / "local"))
+
+
+def test_a_shard_key_collision_is_recorded_not_merged(motion_root, tmp_path, monkeypatch):
+    import fda.pipeline.preprocess as pre
+
+    # Real keys carry a digest; force a collision (video0 and video2 share a key) to exercise the guard.
+    monkeypatch.setattr(pre, "sample_key", lambda vid: "same" if vid in ("video0", "video2") else vid)
+    result = run_preprocess(_cfg(motion_root, tmp_path, split="train", max_failure_rate=1.0))
+    assert [s["meta"]["video_id"] for s in _samples(str(tmp_path), "train")] == ["video0", "video1", "video3"]
+    assert result.manifest["failures"] == [{"split": "train", "video_id": "video2", "source": "videos/all/video2.mp4",
+                                            "error": "its shard key same is taken by video 'video0'"}]

@@ -95,7 +95,8 @@ class PreprocessConfig:
             value = getattr(self, name)
             _require(isinstance(value, int) and 1 <= value <= MAX_FRAMES, name, value, f"an integer in 1..{MAX_FRAMES}")
         _require(isinstance(self.size, int) and 16 <= self.size <= 4096, "size", self.size, "an integer in 16..4096")
-        _require(isinstance(self.tau, (int, float)) and 0 <= self.tau <= 255, "tau", self.tau, "in 0..255 (grey levels)")
+        _require(isinstance(self.tau, (int, float)) and 0 <= self.tau <= 255, "tau", self.tau,
+                 "in 0..255 (grey levels)")
         object.__setattr__(self, "tau", float(self.tau))
         _require(isinstance(self.kernel, int) and self.kernel >= 0 and (self.kernel == 0 or self.kernel % 2 == 1),
                  "kernel", self.kernel, "0 (no morphology) or an odd integer >= 1")

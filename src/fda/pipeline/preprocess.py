@@ -60,7 +60,6 @@ class PreprocessResult:
     manifest: Dict[str, Any]
     seconds: float
     processed_now: int = 0
-    failures_now: int = 0
     reused_shards: int = 0
 
     def summary(self) -> str:
@@ -80,9 +79,9 @@ class PreprocessResult:
 
 
 def _mask_params(cfg: PreprocessConfig) -> Dict[str, Any]:
+    rule = "gray |frame - partner| > tau; close then open (square kernel); drop 8-connected components < min_area"
     return {"tau": cfg.tau, "kernel": cfg.kernel, "min_area": cfg.min_area, "empty_mask": cfg.empty_mask,
-            "diff_mode": cfg.diff_mode, "rule": "gray |frame - partner| > tau; close then open (square kernel); "
-                                               "drop 8-connected components < min_area"}
+            "diff_mode": cfg.diff_mode, "rule": rule}
 
 
 def _encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
@@ -392,22 +391,21 @@ def build_manifest(cfg: PreprocessConfig, dataset: Dataset, listed: Dict[str, in
             "splits": splits, "failures": failures}
 
 
-def _duplicates(dataset: Dataset) -> Tuple[Dataset, List[Dict[str, Any]]]:
-    """Drop repeated video ids within a split (one sample per video), recording them as failures."""
+def _key_collisions(dataset: Dataset) -> Tuple[Dataset, List[Dict[str, Any]]]:
+    """Drop a video whose shard key another video of its split already took (webdataset would merge the two
+    samples), recording it as a failure. Repeated ids never get here: ``load_dataset`` keeps the first of each."""
     items: Dict[str, List[VideoItem]] = {}
     dropped: List[Dict[str, Any]] = []
     for split, split_items in dataset.items.items():
-        seen: set = set()
-        keys: Dict[str, str] = {}
+        owner: Dict[str, str] = {}  # sample key -> the video id that took it
         kept = []
         for item in split_items:
             key = sample_key(item.video_id)
-            if item.video_id in seen or keys.get(key, item.video_id) != item.video_id:
+            if key in owner:
                 dropped.append({"split": split, "video_id": item.video_id, "source": item.source,
-                                "error": "listed more than once in the split (kept the first)"})
+                                "error": f"its shard key {key} is taken by video {owner[key]!r}"})
                 continue
-            seen.add(item.video_id)
-            keys[key] = item.video_id
+            owner[key] = item.video_id
             kept.append(item)
         items[split] = kept
     return dataclasses.replace(dataset, items=items), dropped
@@ -460,7 +458,7 @@ def run_preprocess_multi(cfgs: Sequence[PreprocessConfig]) -> List[PreprocessRes
     decoder_version = check_decoder(cfg.decoder)
     dataset = load_dataset(cfg.dataset_root, cfg.layout, msrvtt_train=cfg.msrvtt_train, captions=cfg.captions,
                            splits=cfg.splits)
-    dataset, dup_failures = _duplicates(dataset)
+    dataset, dup_failures = _key_collisions(dataset)
     tasks, listed = _plan(dataset, cfg)
     if sum(listed.values()) + len(dup_failures) == 0:
         raise InputError(f"no videos listed in {cfg.dataset_root} for splits {', '.join(dataset.items) or 'none'}")
@@ -489,8 +487,6 @@ def run_preprocess_multi(cfgs: Sequence[PreprocessConfig]) -> List[PreprocessRes
         write_json_atomic(os.path.join(one.out, MANIFEST), manifest)
         results.append(PreprocessResult(one.out, manifest, time.perf_counter() - start,
                                         processed_now=sum(len(s[c]["videos"]) for s in new),
-                                        failures_now=sum(1 for s in new for v in s[c]["videos"]
-                                                         if v["status"] != "ok"),
                                         reused_shards=len(done)))
     manifest = results[0].manifest
     where = os.path.join(cfg.out, MANIFEST)
