@@ -1,4 +1,4 @@
-"""fda sweep and fda ablate (and the demo's visualize step) on generated data with the tiny model and a few steps."""
+"""fda sweep and fda ablate on generated data with the tiny model and a few steps."""
 
 import csv
 import filecmp
@@ -20,10 +20,10 @@ TINY_BUDGET = ["--model", "fda-tiny", "--pretrained", "none", "--steps", "2", "-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> str:
-    from fda.pipeline.synthetic import make_motion_benchmark
+    from fda.lab.scenes import make_bench_set
 
     root = str(tmp_path_factory.mktemp("exp_data") / "data")
-    make_motion_benchmark(root, n_train=4, n_test=4, size=(64, 48), fps=10, seconds=1, captions_per_video=2)
+    make_bench_set(root, "motion", n_train=4, n_test=4, size=(64, 48), fps=6, seconds=1, captions_per_video=2)
     return root
 
 
@@ -90,11 +90,16 @@ def test_budget_config_errors():
         AblateConfig("x", steps=0)
 
 
-def test_cli_demo_ends_with_pictures(tmp_path):
-    out = tmp_path / "demo"
-    res = CliRunner().invoke(cli, ["demo", "--out", str(out), "--train-videos", "4", "--test-videos", "4", "--size",
-                                   "32", "--steps", "2", "--batch-size", "2", "--workers", "0", "--device", "cpu",
-                                   "--visualize", "2"])
-    assert res.exit_code == 0, res.output
-    assert "R@1" in res.output and "visualize" in res.output and "index.html" in res.output
-    assert len(list((out / "viz").glob("*.thumb.png"))) == 2
+def test_ablate_difference_spread_is_the_spread_of_per_seed_differences():
+    from fda.experiments import COLUMNS, AblateResult, difference_row
+
+    masked = [{"seed": 0, **dict.fromkeys(COLUMNS, 10.0)}, {"seed": 1, **dict.fromkeys(COLUMNS, 30.0)}]
+    plain = [{"seed": 1, **dict.fromkeys(COLUMNS, 12.07)}, {"seed": 0, **dict.fromkeys(COLUMNS, 16.32)}]
+    diff = difference_row(masked, plain)  # per seed: 10 - 16.32 = -6.32 and 30 - 12.07 = +17.93
+    assert diff["t2v_R@1"] == pytest.approx(5.805) and diff["t2v_R@1_std"] == pytest.approx(12.125)
+    result = AblateResult("x", rows=[{"arm": "masks", "seeds": 2, **dict.fromkeys(COLUMNS, 20.0),
+                                      **{c + "_std": 10.0 for c in COLUMNS}},
+                                     {"arm": "no mask", "seeds": 2, **dict.fromkeys(COLUMNS, 14.2),
+                                      **{c + "_std": 2.1 for c in COLUMNS}}], difference=diff)
+    line = next(ln for ln in result.table().splitlines() if ln.startswith("difference"))
+    assert line.split()[1] == "5.80±12.12"  # not ±0.00, which the difference of the two means would print

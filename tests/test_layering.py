@@ -39,7 +39,15 @@ FORBIDDEN = [
     ("logs", ("fda.",)),
     ("viz", ("fda.model", "fda.train", "fda.eval", "fda.experiments", "fda.cli", "torch", "open_clip")),
     ("experiments", ("fda.cli",)),
+    ("lab", ("fda.cli", "fda.demo", "fda.experiments")),
 ]
+
+
+@pytest.mark.parametrize("package", ["pipeline", "shards", "model", "train", "eval", "config", "errors", "logs", "viz"])
+def test_the_core_never_imports_the_application_layer(package):
+    bad = [f"{path.relative_to(SRC)} imports {name}" for path in _modules(package) for name in _imports(path)
+           if name == "fda.lab" or name.startswith("fda.lab.")]
+    assert not bad, "\n".join(bad)
 
 
 @pytest.mark.parametrize("package,forbidden", FORBIDDEN, ids=[p for p, _ in FORBIDDEN])

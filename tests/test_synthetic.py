@@ -12,7 +12,7 @@ from fda.cli import cli
 from fda.config import GenerateConfig
 from fda.errors import ConfigError, InputError
 from fda.pipeline.datasets import load_dataset
-from fda.pipeline.synthetic import (COLOURS, META_FILE, ClipSpec, ObjectSpec, captions_for, make_motion_benchmark,
+from fda.pipeline.synthetic import (COLOURS, META_FILE, ClipSpec, ObjectSpec, captions_for,
                                     make_msrvtt_demo, render_clip, render_frames)
 
 TINY = dict(size=(64, 48), fps=8, seconds=1)  # 8 frames of 64x48: a few kB, tens of ms per video
@@ -137,32 +137,26 @@ def _moves(frames, colour):
     return float(np.linalg.norm(_centroid(frames[-1], colour) - _centroid(frames[0], colour)))
 
 
-@pytest.mark.parametrize("moving", [True, False])
-def test_motion_benchmark(tmp_path, moving):
-    root = str(tmp_path / ("motion" if moving else "static"))
-    make_motion_benchmark(root, n_train=2, n_test=2, seed=5, moving=moving, captions_per_video=2, **TINY)
+@pytest.mark.parametrize("kind", ["motion", "null", "appearance"])
+def test_bench_sets_decode_with_the_roles_their_truth_states(tmp_path, kind):
+    from fda.lab.scenes import PALETTE, make_bench_set
+
+    root = str(tmp_path / kind)
+    make_bench_set(root, kind, n_train=2, n_test=2, seed=5, captions_per_video=2)
     ds = load_dataset(root)
     meta = json.load(open(os.path.join(root, META_FILE), encoding="utf-8"))
     items = ds.items["train"] + ds.items["test"]
     assert [it.video_id for it in items] == [c["video_id"] for c in meta["clips"]]
     for clip, item in zip(meta["clips"], items):
-        target = clip["captioned"]
         frames = _decode(item.path)
-        others = [o for o in clip["objects"] if not o["captioned"]]
-        assert all(o["colour"] != target["colour"] for o in others)
-        for cap in item.captions:
-            assert target["colour"] in cap  # the caption names the captioned object
-        if moving:
-            assert target["motion"] != "static" and _moves(frames, target["colour"]) > 15
-            assert all(_moves(frames, o["colour"]) < 1.5 for o in others)
-        else:
-            assert target["motion"] == "static" and _moves(frames, target["colour"]) < 1.5
-            assert max(_moves(frames, o["colour"]) for o in others) > 15
-    # twins: the same three objects, roles swapped
-    for a, b in ((0, 1), (2, 3)):
-        objs = [{(o["colour"], o["shape"]) for o in meta["clips"][i]["objects"]} for i in (a, b)]
-        assert objs[0] == objs[1]
-        assert meta["clips"][a]["captioned"]["colour"] != meta["clips"][b]["captioned"]["colour"]
+        assert frames.shape == (6, 64, 64, 3)
+        target = next(o for o in clip["objects"] if o["captioned"])
+        assert all(target["colour"] in cap for cap in item.captions)  # the captions name the captioned object
+        for obj in clip["objects"]:
+            dist = np.abs(frames.astype(np.int32) - np.array(PALETTE[obj["colour"]])).sum(-1) < 90
+            first, last = (np.array(np.nonzero(d)[::-1]).mean(axis=1) for d in (dist[0], dist[-1]))
+            moved = float(np.linalg.norm(last - first))
+            assert moved > 20 if obj["moves"] else moved < 1.5, (obj, moved)
 
 
 def test_refuses_foreign_folder(tmp_path):
@@ -174,7 +168,7 @@ def test_refuses_foreign_folder(tmp_path):
 
 def test_generate_config():
     assert GenerateConfig("x").dimensions == (160, 120)
-    for kwargs, match in (({"kind": "moving"}, "--kind must be one of demo, motion, static"),
+    for kwargs, match in (({"kind": "moving"}, "--kind must be one of demo, motion, null, appearance"),
                           ({"size": "160"}, "--size must be WIDTHxHEIGHT"), ({"size": "161x120"}, "--size"),
                           ({"train": 0}, "--train must be"), ({"fps": 0}, "--fps must be"),
                           ({"seconds": 0.1}, "--seconds must be long enough"), ({"seed": -1}, "--seed")):
@@ -184,10 +178,10 @@ def test_generate_config():
 
 def test_cli_generate(tmp_path):
     out = str(tmp_path / "set")
-    res = CliRunner().invoke(cli, ["generate", out, "--kind", "static", "--train", "2", "--test", "1",
+    res = CliRunner().invoke(cli, ["generate", out, "--kind", "null", "--train", "2", "--test", "2",
                                    "--size", "64x48", "--fps", "4", "--seconds", "1"])
     assert res.exit_code == 0, res.output
-    assert res.stdout.strip().startswith("wrote 3 static videos (2 train, 1 test, 4 frames at 64x48")
+    assert res.stdout.strip().startswith("wrote 4 null videos (2 train, 2 test, 4 frames at 64x48")
     assert len(res.stdout.strip().splitlines()) == 1
     assert load_dataset(out).layout == "msrvtt"
     res = CliRunner().invoke(cli, ["generate", out, "--size", "64x47"])

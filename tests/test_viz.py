@@ -17,10 +17,10 @@ from fda.viz import LABEL_H, frame_sheet, iter_metas, overlay, run_masks_stats, 
 @pytest.fixture(scope="session")
 def motion_data(tmp_path_factory) -> str:
     """A tiny motion benchmark set: 4 train + 4 test clips, 64x48, 1 s at 10 fps."""
-    from fda.pipeline.synthetic import make_motion_benchmark
+    from fda.lab.scenes import make_bench_set
 
     root = str(tmp_path_factory.mktemp("viz_data") / "data")
-    make_motion_benchmark(root, n_train=4, n_test=4, size=(64, 48), fps=10, seconds=1, captions_per_video=2)
+    make_bench_set(root, "motion", n_train=4, n_test=4, size=(64, 48), fps=6, seconds=1, captions_per_video=2)
     return root
 
 

@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional
 import click
 
 from fda import __version__
-from fda.config import GenerateConfig, PreprocessConfig, TrainConfig, field_default
+from fda.config import BENCH_KINDS, GENERATE_KINDS, GenerateConfig, PreprocessConfig, TrainConfig, field_default
 from fda.errors import FdaError
 from fda.logs import setup_logging
 
@@ -105,18 +105,20 @@ G = GenerateConfig
 
 @cli.command()
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--kind", type=click.Choice(["demo", "motion", "static"]), default=_default(G, "kind"),
-              show_default=True, help="demo: captions tell colour+shape+motion apart; motion: the captioned object "
-              "moves among static distractors; static: control, it stays still while a distractor moves.")
+@click.option("--kind", type=click.Choice(GENERATE_KINDS), default=_default(G, "kind"), show_default=True,
+              help="demo: captions tell colour+shape+motion apart. Benchmark scenes (twins that differ in one thing): "
+              "motion: which object moves, captioned by the mover; null: the captioned object's colour, the mover "
+              "drawn independently; appearance: the captioned still object's colour, the same distractor moves.")
 @click.option("--train", type=int, default=_default(G, "train"), show_default=True, help="Training videos.")
 @click.option("--test", type=int, default=_default(G, "test"), show_default=True, help="Test videos (1k-A style).")
 @click.option("--seed", type=int, default=_default(G, "seed"), show_default=True, help="Data-set seed.")
-@click.option("--size", default=_default(G, "size"), show_default=True, help="Frame size WIDTHxHEIGHT (even).")
-@click.option("--fps", type=int, default=_default(G, "fps"), show_default=True, help="Frame rate.")
+@click.option("--size", default=None, help="Frame size WIDTHxHEIGHT (even) [default: 160x120 for demo, 64x64 else].")
+@click.option("--fps", type=int, default=None, help="Frame rate [default: 10 for demo, 2 else].")
 @click.option("--seconds", type=float, default=_default(G, "seconds"), show_default=True, help="Clip length.")
 def generate(**kwargs: Any) -> None:
     """Write a synthetic MSR-VTT-layout data set of encoded videos with known content and captions."""
-    from fda.pipeline.synthetic import run_generate, summarize
+    from fda.lab.scenes import run_generate
+    from fda.pipeline.synthetic import summarize
 
     cfg = build_config(GenerateConfig, **kwargs)
     result = run_stage(run_generate, cfg)
@@ -320,43 +322,48 @@ D = DemoConfig
 
 
 @cli.command()
-@click.option("--out", default=_default(D, "out"), show_default=True, help="Folder for data, shards, runs, report.")
-@click.option("--kind", type=click.Choice(["demo", "motion", "static"]), default=_default(D, "kind"),
-              show_default=True, help="Synthetic set (see fda generate).")
+@click.option("--out", default=_default(D, "out"), show_default=True, help="Folder for data, shards, runs, pictures.")
+@click.option("--kind", type=click.Choice(BENCH_KINDS), default=_default(D, "kind"), show_default=True,
+              help="Benchmark scene set (see fda generate --kind).")
 @click.option("--train-videos", type=int, default=_default(D, "train_videos"), show_default=True,
-              help="Training clips to generate.")
+              help="Training clips to generate (even: twins).")
 @click.option("--test-videos", type=int, default=_default(D, "test_videos"), show_default=True,
-              help="Test clips to generate.")
+              help="Test clips to generate (even: twins).")
 @click.option("--fps", type=int, default=_default(D, "fps"), show_default=True, help="Frame rate of the clips.")
-@click.option("--size", type=int, default=_default(D, "size"), show_default=True, help="Frame size in the shards.")
+@click.option("--size", type=int, default=_default(D, "size"), show_default=True,
+              help="Frame size of clips and shards.")
+@click.option("--frames", type=int, default=_default(D, "frames"), show_default=True,
+              help="Frames sampled per clip (train and test).")
 @click.option("--model", default=_default(D, "model"), show_default=True,
-              help="Model (fda-tiny: tiny and randomly initialised; ViT-B-32 with --pretrained openai: real CLIP).")
-@click.option("--pretrained", default=None, help="Weights: an open_clip tag (openai, needs internet) or a file.")
-@click.option("--steps", type=int, default=_default(D, "steps"), show_default=True, help="Training steps.")
+              help="Model (fda-small: small and randomly initialised, learns the scenes on a CPU).")
+@click.option("--pretrained", default=None, help="Weights: an open_clip tag, a local file, or 'none'.")
+@click.option("--steps", type=int, default=_default(D, "steps"), show_default=True, help="Training steps per run.")
 @click.option("--batch-size", type=int, default=_default(D, "batch_size"), show_default=True, help="Batch size.")
 @click.option("--lr", type=float, default=_default(D, "lr"), show_default=True, help="Learning rate.")
 @click.option("--alpha-lr", type=float, default=_default(D, "alpha_lr"), show_default=True,
               help="Learning rate of the alpha conv.")
-@click.option("--workers", type=int, default=_default(D, "workers"), show_default=True, help="Loader workers.")
+@click.option("--workers", type=int, default=_default(D, "workers"), show_default=True,
+              help="DataLoader workers while training (0: the main process).")
 @click.option("--device", default=_default(D, "device"), show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--seed", type=int, default=_default(D, "seed"), show_default=True, help="Seed of everything.")
+@click.option("--seeds", default=_default(D, "seeds"), show_default=True,
+              help="Comma list of training seeds; both arms train once per seed (mean±std, paired 95% CI).")
 @click.option("--visualize", type=int, default=_default(D, "visualize"), show_default=True,
               help="Test videos to draw with their masks at the end (0: none).")
 def demo(**kwargs: Any) -> None:
-    """The whole loop on a built-in synthetic set: generate, preprocess, train, eval with the baseline, visualize."""
+    """The method on a controlled synthetic set: masks vs --no-alpha, twin accuracy and R@1 over seeds."""
     from fda.demo import run_demo
 
     cfg = build_config(DemoConfig, **kwargs)
     result = run_stage(run_demo, cfg)
     for line in result.lines:
         click.echo(line)
-    if cfg.model == "fda-tiny" and not cfg.pretrained:
-        click.echo("\nThe demo model is fda-tiny: tiny and randomly initialised, so its numbers only show the loop "
-                   "works.\nWith internet, real CLIP weights: scripts/demo.sh --model ViT-B-32 --pretrained openai")
+    click.echo(f"\nA controlled synthetic test of the mechanism ({cfg.kind} scenes, {cfg.model} trained from scratch), "
+               "not the paper's MSR-VTT numbers: those need real data and CLIP weights "
+               "(fda preprocess + fda train --model ViT-B-32 --pretrained openai).")
 
 
 # --- issue 6: fda visualize, masks-stats, sweep, ablate ---------------------------------------------------------
-from fda.config import AblateConfig, MasksStatsConfig, SweepConfig, VisualizeConfig  # noqa: E402
+from fda.config import AblateConfig, BenchMotionConfig, MasksStatsConfig, SweepConfig, VisualizeConfig  # noqa: E402
 
 V = VisualizeConfig
 
@@ -406,7 +413,8 @@ def _budget_options(cls: type) -> Callable[[Callable[..., Any]], Callable[..., A
                      help="Architecture (fda-tiny for a small CPU run)."),
         click.option("--pretrained", default=_default(cls, "pretrained"), show_default=True,
                      help="CLIP weights: an open_clip tag, a file, or 'none' for random init."),
-        click.option("--steps", type=int, default=None, help="Training steps per run (default: --epochs)."),
+        click.option("--steps", type=int, default=_default(cls, "steps"), show_default=True,
+                     help="Training steps per run (none given: --epochs)."),
         click.option("--epochs", type=int, default=_default(cls, "epochs"), show_default=True,
                      help="Run length in epochs when --steps is not given."),
         click.option("--batch-size", type=int, default=_default(cls, "batch_size"), show_default=True,
@@ -494,6 +502,43 @@ def ablate(**kwargs: Any) -> None:
     result = run_stage(run_ablate, cfg)
     click.echo(result.table())
     click.echo(f"\ntable: {result.csv_path}\nfigure: {result.figure}")
+
+
+B = BenchMotionConfig
+
+
+@cli.command("bench-motion")
+@click.option("--out", default=_default(B, "out"), show_default=True, help="Folder for data, shards, runs, results.")
+@click.option("--sets", default=_default(B, "sets"), show_default=True,
+              help="Comma list of scene kinds (see fda generate --kind).")
+@click.option("--arms", default=_default(B, "arms"), show_default=True,
+              help="Comma list of arms: masks, no-alpha (the reference, required), full (all-ones masks), shuffled "
+              "(another clip's masks).")
+@click.option("--data-seed", type=int, default=_default(B, "data_seed"), show_default=True,
+              help="Seed of the generated sets (training seeds: --seeds).")
+@click.option("--train-videos", type=int, default=_default(B, "train_videos"), show_default=True,
+              help="Training clips per set (even: twins).")
+@click.option("--test-videos", type=int, default=_default(B, "test_videos"), show_default=True,
+              help="Test clips per set (even: twins).")
+@click.option("--size", type=int, default=_default(B, "size"), show_default=True,
+              help="Square frame size of the clips and the shards.")
+@click.option("--fps", type=int, default=_default(B, "fps"), show_default=True, help="Frame rate of the clips.")
+@click.option("--seconds", type=float, default=_default(B, "seconds"), show_default=True, help="Clip length.")
+@click.option("--frames", type=int, default=_default(B, "frames"), show_default=True,
+              help="Frames sampled per clip (train and test).")
+@click.option("--tau", type=float, default=_default(B, "tau"), show_default=True, help="Mask threshold.")
+@click.option("--workers", type=int, default=_default(B, "workers"), show_default=True,
+              help="Preprocess processes (0: all cores).")
+@_budget_options(B)
+def bench_motion(**kwargs: Any) -> None:
+    """Do masks help where motion names the captioned object? Arms x scene kinds x seeds, twin accuracy and R@k."""
+    from fda.lab.motion_bench import run_bench_motion
+
+    cfg = build_config(BenchMotionConfig, **kwargs)
+    result = run_stage(run_bench_motion, cfg)
+    click.echo(result.table())
+    click.echo(f"\n{result.seconds:.0f} s. numbers: {result.json_path}\ntable: {result.csv_path}\n"
+               f"figure: {result.figure}")
 
 
 def main() -> None:

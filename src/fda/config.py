@@ -134,7 +134,8 @@ class PreprocessConfig:
         return {k: getattr(self, k) for k in keep}
 
 
-GENERATE_KINDS = ("demo", "motion", "static")
+GENERATE_KINDS = ("demo", "motion", "null", "appearance")
+BENCH_KINDS = GENERATE_KINDS[1:]  # the benchmark scenes of fda.lab.scenes
 
 
 def parse_size(value: str) -> Tuple[int, int]:
@@ -149,15 +150,19 @@ def parse_size(value: str) -> Tuple[int, int]:
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    """``fda generate``: a synthetic data set in the MSR-VTT layout (``demo``, ``motion`` or its ``static`` control)."""
+    """``fda generate``: a synthetic data set in the MSR-VTT layout (``demo`` or a benchmark scene kind).
+
+    ``size`` and ``fps`` left out take the kind's defaults: 160x120 at 10 fps for ``demo``, 64x64 at 2 fps for the
+    benchmark kinds (their objects move 5 px per frame, so a 3 s clip must have few frames).
+    """
 
     out_dir: str
     kind: str = "demo"
     train: int = 24
     test: int = 12
     seed: int = 0
-    size: str = "160x120"
-    fps: int = 10
+    size: Optional[str] = None
+    fps: Optional[int] = None
     seconds: float = 3.0
 
     def __post_init__(self) -> None:
@@ -166,17 +171,24 @@ class GenerateConfig:
             value = getattr(self, name)
             _require(isinstance(value, int) and 1 <= value <= 100_000, name, value, "an integer in 1..100000")
         _require(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
-        parse_size(self.size)
-        _require(isinstance(self.fps, int) and 1 <= self.fps <= 120, "fps", self.fps, "an integer in 1..120")
+        parse_size(self.size or "64x64")
+        fps = self.frame_rate
+        _require(isinstance(fps, int) and 1 <= fps <= 120, "fps", fps, "an integer in 1..120")
         _require(isinstance(self.seconds, (int, float)) and 0 < self.seconds <= 600, "seconds", self.seconds,
                  "in (0, 600]")
-        _require(round(self.fps * self.seconds) >= 2, "seconds", self.seconds,
-                 f"long enough for 2 frames at --fps {self.fps}")
+        _require(round(fps * self.seconds) >= 2, "seconds", self.seconds, f"long enough for 2 frames at --fps {fps}")
 
     @property
     def dimensions(self) -> Tuple[int, int]:
         """``(width, height)`` in pixels."""
-        return parse_size(self.size)
+        return parse_size(self.size or ("160x120" if self.kind == "demo" else "64x64"))
+
+    @property
+    def frame_rate(self) -> int:
+        """Frames per second."""
+        if self.fps is not None:
+            return self.fps
+        return 10 if self.kind == "demo" else 2
 
 
 CAPTION_MODES = ("all", "random")
@@ -367,43 +379,63 @@ class SearchConfig:
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """``fda demo``: generate -> preprocess -> train -> eval on a built-in synthetic set (tiny model by default)."""
+    """``fda demo``: a benchmark scene set -> preprocess -> train with masks and with --no-alpha -> twin accuracy.
+
+    A controlled synthetic test of the mechanism on a small randomly initialised model, over a few seeds; the
+    paper's MSR-VTT numbers need real data and CLIP weights.
+    """
 
     out: str = "demo"
-    kind: str = "demo"
-    train_videos: int = 48
-    test_videos: int = 16
-    fps: int = 4
-    size: int = 112
-    model: str = "fda-tiny"
+    kind: str = "motion"
+    train_videos: int = 192
+    test_videos: int = 64
+    fps: int = 2
+    size: int = 64
+    frames: int = 4
+    model: str = "fda-small"
     pretrained: Optional[str] = None
-    steps: int = 150
+    steps: int = 200
     batch_size: int = 16
     lr: float = 1e-3
     alpha_lr: float = 1e-3
     workers: int = 0
     device: str = "auto"
-    seed: int = 0
+    seeds: str = "0,1"
     visualize: int = 8
 
     def __post_init__(self) -> None:
-        _choice("kind", self.kind, ("demo", "motion", "static"))
-        for name in ("train_videos", "test_videos", "steps", "batch_size"):
+        _choice("kind", self.kind, BENCH_KINDS)
+        for name in ("train_videos", "test_videos"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value >= 4 and value % 2 == 0, name, value,
+                     "an even integer >= 4 (clips come in twins)")
+        for name in ("steps", "batch_size"):
             value = getattr(self, name)
             _require(isinstance(value, int) and value >= 2, name, value, "an integer >= 2")
         _require(self.batch_size <= self.train_videos, "batch_size", self.batch_size,
                  f"<= --train-videos ({self.train_videos}): a batch never holds a video twice")
         _require(isinstance(self.size, int) and 16 <= self.size <= 1024, "size", self.size, "an integer in 16..1024")
         _require(isinstance(self.fps, int) and 1 <= self.fps <= 60, "fps", self.fps, "an integer in 1..60")
+        _require(isinstance(self.frames, int) and 2 <= self.frames <= MAX_FRAMES, "frames", self.frames,
+                 f"an integer in 2..{MAX_FRAMES}")
         for name in ("lr", "alpha_lr"):
             value = getattr(self, name)
             _require(0 < value < 1, name, value, "in (0, 1)")
         _require(self.workers >= 0, "workers", self.workers, ">= 0")
+        parse_seeds(self.seeds)
         _require(isinstance(self.visualize, int) and self.visualize >= 0, "visualize", self.visualize,
                  ">= 0 test videos to draw (0: no pictures)")
 
+    def bench_config(self) -> "BenchMotionConfig":
+        """The demo as a two-arm motion benchmark (masks vs no-alpha) on one scene kind."""
+        return BenchMotionConfig(out=self.out, sets=self.kind, arms="masks,no-alpha", seeds=self.seeds,
+                                 train_videos=self.train_videos, test_videos=self.test_videos, size=self.size,
+                                 fps=self.fps, frames=self.frames, model=self.model, pretrained=self.pretrained,
+                                 steps=self.steps, batch_size=self.batch_size, lr=self.lr, alpha_lr=self.alpha_lr,
+                                 train_workers=self.workers, device=self.device)
 
-# --- issue 6: visualize, masks-stats, sweep, ablate ---------------------------------------------------------------
+
+# --- visualize, masks-stats, sweep, ablate, bench-motion ----------------------------------------------------------
 ANIMATIONS = ("gif", "mp4", "none")
 
 
@@ -575,6 +607,91 @@ class AblateConfig:
         _choice("split", self.split, SPLITS)
         _choice("eval_split", self.eval_split, SPLITS)
         _budget_checks(self)
+
+    @property
+    def seed_list(self) -> Tuple[int, ...]:
+        """Training seeds."""
+        return parse_seeds(self.seeds)
+
+
+BENCH_ARMS = ("masks", "no-alpha", "full", "shuffled")
+
+
+def parse_names(value: str, option: str, choices: Sequence[str]) -> Tuple[str, ...]:
+    """Turn ``"motion,null"`` into ``("motion", "null")`` (order kept, repeats dropped), each one of ``choices``."""
+    parts = tuple(dict.fromkeys(p.strip() for p in str(value).split(",") if p.strip()))
+    bad = [p for p in parts if p not in choices]
+    if not parts or bad:
+        raise ConfigError(f"{option} must be a comma list of {', '.join(choices)}, got {value!r}")
+    return parts
+
+
+@dataclass(frozen=True)
+class BenchMotionConfig:
+    """``fda bench-motion``: the masks ablation on the benchmark scenes, with controls, over several seeds.
+
+    Every set is generated (``fda generate --kind``), preprocessed once, and trained per arm and seed with the same
+    budget; arms ``full`` and ``shuffled`` train on copies of the shards whose masks are all ones or another clip's.
+    """
+
+    out: str = "bench-motion"
+    sets: str = "motion,null,appearance"
+    arms: str = "masks,no-alpha,full,shuffled"
+    seeds: str = "0,1,2"
+    data_seed: int = 0
+    train_videos: int = 192
+    test_videos: int = 64
+    size: int = 64
+    fps: int = 2
+    seconds: float = 3.0
+    frames: int = 4
+    tau: float = 25.0
+    model: str = "fda-small"
+    pretrained: Optional[str] = None
+    steps: Optional[int] = 150
+    epochs: int = 1
+    batch_size: int = 16
+    lr: float = 1e-3
+    alpha_lr: float = 1e-3
+    weight_decay: float = 0.0
+    train_workers: int = 0
+    eval_batch_size: int = 64
+    device: str = "auto"
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        parse_names(self.sets, "--sets", BENCH_KINDS)
+        arms = parse_names(self.arms, "--arms", BENCH_ARMS)
+        _require(len(arms) >= 2 and "no-alpha" in arms, "arms", self.arms,
+                 "a comma list holding no-alpha (the reference) and at least one other arm")
+        _require(isinstance(self.data_seed, int) and self.data_seed >= 0, "data_seed", self.data_seed,
+                 "an integer >= 0")
+        for name in ("train_videos", "test_videos"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value >= 4 and value % 2 == 0, name, value,
+                     "an even integer >= 4 (clips come in twins)")
+        _require(self.batch_size <= self.train_videos, "batch_size", self.batch_size,
+                 f"<= --train-videos ({self.train_videos}): a batch never holds a video twice")
+        _require(isinstance(self.size, int) and 16 <= self.size <= 1024 and self.size % 2 == 0, "size", self.size,
+                 "an even integer in 16..1024")
+        _require(isinstance(self.fps, int) and 1 <= self.fps <= 60, "fps", self.fps, "an integer in 1..60")
+        _require(isinstance(self.seconds, (int, float)) and 0 < self.seconds <= 60 and self.fps * self.seconds >= 2,
+                 "seconds", self.seconds, f"in (0, 60] and long enough for 2 frames at --fps {self.fps}")
+        _require(isinstance(self.frames, int) and 2 <= self.frames <= MAX_FRAMES, "frames", self.frames,
+                 f"an integer in 2..{MAX_FRAMES}")
+        _require(0 <= self.tau <= 255, "tau", self.tau, "in 0..255 (grey levels)")
+        _require(self.workers >= 0, "workers", self.workers, ">= 0 (0: all cores)")
+        _budget_checks(self)
+
+    @property
+    def set_list(self) -> Tuple[str, ...]:
+        """The scene kinds, in the order given."""
+        return parse_names(self.sets, "--sets", BENCH_KINDS)
+
+    @property
+    def arm_list(self) -> Tuple[str, ...]:
+        """The arms, in the order given."""
+        return parse_names(self.arms, "--arms", BENCH_ARMS)
 
     @property
     def seed_list(self) -> Tuple[int, ...]:

@@ -82,6 +82,16 @@ def summarize_runs(runs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     return out
 
 
+def difference_row(masked: Sequence[Dict[str, Any]], plain: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Mean and std over seeds of the per-seed differences ``masked - plain`` (runs matched by seed).
+
+    The spread of a difference is the spread of the per-seed differences, not a difference of spreads.
+    """
+    by_seed = {r["seed"]: r for r in plain}
+    diffs = [{c: r[c] - by_seed[r["seed"]][c] for c in COLUMNS} for r in masked]
+    return {"arm": "difference", **summarize_runs(diffs)}
+
+
 def _write_csv(path: str, rows: Sequence[Dict[str, Any]], first: Sequence[str]) -> None:
     cols = list(first) + ["seeds"] + [c for col in COLUMNS for c in (col, col + "_std")]
     with open(path, "w", newline="", encoding="utf-8") as f:
@@ -210,17 +220,16 @@ class AblateResult:
 
     out: str
     rows: List[Dict[str, Any]] = field(default_factory=list)
+    difference: Optional[Dict[str, Any]] = None
     mask_stats: Optional[Dict[str, Any]] = None
     json_path: str = ""
     csv_path: str = ""
     figure: str = ""
 
     def table(self) -> str:
-        """The printed table, with the difference row and the eval split's mask numbers."""
-        masked, plain = self.rows
-        diff = {"arm": "difference", "seeds": masked["seeds"],
-                **{c: masked[c] - plain[c] for c in COLUMNS}}
-        text = render_rows([*self.rows, diff], "arm")
+        """The printed table, with the difference row (mean±std of the per-seed differences) and the masks' numbers."""
+        rows = [*self.rows, self.difference] if self.difference else list(self.rows)
+        text = render_rows(rows, "arm")
         if self.mask_stats:
             text += (f"\n{self.mask_stats['split']} masks: coverage {self.mask_stats['coverage_mean']:.3f}, "
                      f"full-mask fallback {100 * self.mask_stats['fallback_share']:.1f}% of frames")
@@ -265,12 +274,14 @@ def run_ablate(cfg: AblateConfig) -> AblateResult:
                for seed in cfg.seed_list]
         runs += arm
         result.rows.append({"arm": label, "no_alpha": no_alpha, **summarize_runs(arm)})
+    result.difference = difference_row([r for r in runs if not r["no_alpha"]], [r for r in runs if r["no_alpha"]])
     result.mask_stats = mask_stats(cfg.shards_dir, cfg.eval_split).as_dict()
     result.json_path = os.path.join(cfg.out, "ablate.json")
     result.csv_path = os.path.join(cfg.out, "ablate.csv")
     result.figure = os.path.join(cfg.out, "ablate.png")
     write_json_atomic(result.json_path, {"config": dataclasses.asdict(cfg), "rows": result.rows,
-                                         "mask_stats": result.mask_stats, "runs": runs})
+                                         "difference": result.difference, "mask_stats": result.mask_stats,
+                                         "runs": runs})
     _write_csv(result.csv_path, result.rows, ["arm", "no_alpha"])
     plot_ablation(result.rows, result.figure,
                   f"{os.path.basename(os.path.normpath(cfg.shards_dir))}: masks vs none ({len(cfg.seed_list)} seed(s))")

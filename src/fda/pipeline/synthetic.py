@@ -10,13 +10,10 @@ The data sets are written in the MSR-VTT layout (``videos/all/video{i}.mp4``, ``
 ``sentences`` schema, ``MSRVTT_train.9k.csv``, ``MSRVTT_train.7k.csv``, ``MSRVTT_JSFUSION_test.csv``) plus
 ``fda_synthetic.json`` with every clip's spec, so ``fda preprocess`` reads them like the real thing:
 
-- ``demo``: the captioned object moves or stays still; every video has its own colour+shape+motion (as long as
-  the combinations last), and the captions are paraphrases naming all three.
-- ``motion`` (:func:`make_motion_benchmark`, ``moving=True``): the captioned object moves among static
-  distractors. Videos come in twins with the same objects and swapped roles, so appearance alone cannot tell the
-  twins apart and frame-difference masks, which point at the moving object, should help.
-- ``static`` (``moving=False``): the control. The captioned object is static and a distractor moves; masks point
-  at the wrong object and should not help.
+- ``demo`` (:func:`make_msrvtt_demo`): the captioned object moves or stays still; every video has its own
+  colour+shape+motion (as long as the combinations last), and the captions are paraphrases naming all three.
+The benchmark scenes (``motion``, ``null``, ``appearance``) live in :mod:`fda.lab.scenes`, which uses the encoder
+and the MSR-VTT writer of this module.
 """
 
 import csv
@@ -28,7 +25,7 @@ import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -157,15 +154,18 @@ def _overlap(a: Tuple[float, ...], b: Tuple[float, ...]) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def _draw(img: np.ndarray, obj: ObjectSpec, centre: np.ndarray, r: int) -> None:
+def draw_shape(img: np.ndarray, shape: str, colour: Tuple[int, int, int], centre: np.ndarray, r: float) -> None:
+    """Draw a filled, anti-aliased ``shape`` (:data:`SHAPES`) of ``colour`` (RGB) centred at ``(x, y)`` into ``img``.
+
+    The shape's extent around the centre is :func:`shape_extent`.
+    """
     shift = 4  # sub-pixel positions: coordinates in 1/16 pixel
     s = 1 << shift
-    colour = COLOURS[obj.colour]
     cx, cy = float(centre[0]), float(centre[1])
-    if obj.shape == "circle":
+    if shape == "circle":
         cv2.circle(img, (int(round(cx * s)), int(round(cy * s))), int(round(r * s)), colour, -1, cv2.LINE_AA, shift)
         return
-    if obj.shape == "square":
+    if shape == "square":
         k = r * 0.9
         pts = [(cx - k, cy - k), (cx + k, cy - k), (cx + k, cy + k), (cx - k, cy + k)]
     else:  # triangle, pointing up, circumradius a bit above r so its area is comparable
@@ -173,6 +173,16 @@ def _draw(img: np.ndarray, obj: ObjectSpec, centre: np.ndarray, r: int) -> None:
         pts = [(cx, cy - k), (cx + k * 0.866, cy + k * 0.5), (cx - k * 0.866, cy + k * 0.5)]
     poly = np.round(np.array(pts) * s).astype(np.int32)[None]
     cv2.fillPoly(img, poly, colour, cv2.LINE_AA, shift)
+
+
+def shape_extent(shape: str, r: float) -> Tuple[float, float, float, float]:
+    """``(left, top, right, bottom)`` of a shape drawn by :func:`draw_shape`, relative to its centre, in pixels."""
+    if shape == "circle":
+        return (-r, -r, r, r)
+    if shape == "square":
+        return (-0.9 * r, -0.9 * r, 0.9 * r, 0.9 * r)
+    k = r * 1.15
+    return (-0.866 * k, -k, 0.866 * k, 0.5 * k)
 
 
 def _pick_distractors(rng: np.random.Generator, spec: ClipSpec, n: int) -> Tuple[ObjectSpec, ...]:
@@ -237,7 +247,7 @@ def render_frames(spec: ClipSpec, *, size: Tuple[int, int] = (160, 120), frames:
         img = background.copy()
         a = t / (frames - 1) if frames > 1 else 0.0
         for obj, start, end in objects:  # same arguments -> same pixels, so static objects never flicker
-            _draw(img, obj, (1 - a) * start + a * end, plan["radius"])
+            draw_shape(img, obj.shape, COLOURS[obj.colour], (1 - a) * start + a * end, plan["radius"])
         yield img
 
 
@@ -275,21 +285,40 @@ def render_clip(path: str, spec: ClipSpec, *, size: Tuple[int, int] = (160, 120)
         EnvError: no ffmpeg, or ffmpeg failed (the message holds its last stderr line).
     """
     w, h = _check_size(size)
+    n = frame_count(fps, seconds)
+    return encode_frames(path, render_frames(spec, size=(w, h), frames=n, seed=seed), size=(w, h), fps=fps)
+
+
+def encode_frames(path: str, frames: Iterable[np.ndarray], *, size: Tuple[int, int], fps: int) -> int:
+    """Encode uint8 [H, W, 3] RGB frames with the ffmpeg binary; the file appears only when complete.
+
+    The encoder follows the extension: ``.mp4``/``.mkv`` libx264, ``.webm`` VP9, ``.avi`` Xvid, all yuv420p, with
+    bit-exact flags so the same frames always give the same bytes.
+
+    Returns:
+        The number of frames written.
+
+    Raises:
+        ConfigError: odd size or an extension with no encoder here.
+        EnvError: no ffmpeg, or ffmpeg failed (the message holds its last stderr line).
+    """
+    w, h = _check_size(size)
     ext = os.path.splitext(path)[1].lower()
     if ext not in _CODECS:
         raise ConfigError(f"cannot encode {path}: use one of {', '.join(_CODECS)}")
-    n = frame_count(fps, seconds)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.part{ext}")
     cmd = [find_ffmpeg(), "-y", "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
            "-s", f"{w}x{h}", "-r", str(fps), "-i", "pipe:0", *_CODECS[ext], "-r", str(fps),
            "-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1", tmp]
+    n = 0
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
         try:
-            for frame in render_frames(spec, size=(w, h), frames=n, seed=seed):
+            for frame in frames:
                 proc.stdin.write(np.ascontiguousarray(frame).tobytes())  # type: ignore[union-attr]
+                n += 1
             proc.stdin.close()  # type: ignore[union-attr]
         except BrokenPipeError:
             pass  # ffmpeg died; its return code and stderr say why
@@ -357,23 +386,36 @@ def _prepare_root(root: str) -> None:
         raise InputError(f"{root} is not empty and holds no {META_FILE}: choose a new output folder")
 
 
-def _write_msrvtt(root: str, specs: Sequence[ClipSpec], captions: Sequence[List[str]], n_train: int, *, kind: str,
-                  seed: int, size: Tuple[int, int], fps: int, seconds: float,
-                  test_pick: Sequence[int]) -> Dict[str, Any]:
-    """Render every clip and write the MSR-VTT annotation files; returns the summary dict."""
+def write_msrvtt_set(root: str, n_videos: int, captions: Sequence[List[str]], n_train: int, *,
+                     render: Callable[[str, int], int], clips: Sequence[Dict[str, Any]], kind: str, seed: int,
+                     size: Tuple[int, int], fps: int, seconds: float, test_pick: Sequence[int]) -> Dict[str, Any]:
+    """Render every clip and write the MSR-VTT annotation files plus :data:`META_FILE`; returns the summary dict.
+
+    Args:
+        root: output folder (created; must be empty or an earlier synthetic set).
+        n_videos: clips (``video0`` ...); the first ``n_train`` are the training split, the rest the test split.
+        captions: every clip's captions.
+        n_train: training clips.
+        render: ``render(path, i)`` encodes clip ``i`` to ``path`` and returns its frame count.
+        clips: per clip, what it shows (ground truth); written to :data:`META_FILE` with its id and split.
+        kind: the set's kind (recorded).
+        seed: data-set seed (recorded).
+        size: ``(width, height)``.
+        fps: frame rate (recorded).
+        seconds: clip length (recorded).
+        test_pick: per test clip, which caption goes to the JSFUSION list.
+    """
     w, h = _check_size(size)
     _prepare_root(root)
-    ids = [f"video{i}" for i in range(len(specs))]
+    ids = [f"video{i}" for i in range(n_videos)]
     rels = [f"videos/all/{v}.mp4" for v in ids]
-    seeds = [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(len(specs))]
 
     def one(i: int) -> int:
-        return render_clip(os.path.join(root, *rels[i].split("/")), specs[i], size=(w, h), fps=fps,
-                           seconds=seconds, seed=seeds[i])
+        return render(os.path.join(root, *rels[i].split("/")), i)
 
     # ffmpeg runs in its own process, so threads give real parallelism here.
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-        counts = list(pool.map(one, range(len(specs))))
+        counts = list(pool.map(one, range(n_videos)))
 
     train_ids, test_ids = ids[:n_train], ids[n_train:]
     videos = [{"category": 0, "url": f"synthetic://{kind}/{seed}/{v}", "video_id": v, "start time": 0.0,
@@ -389,13 +431,12 @@ def _write_msrvtt(root: str, specs: Sequence[ClipSpec], captions: Sequence[List[
     _write_csv(root, "MSRVTT_train.7k.csv", ["video_id"], [[v] for v in train_ids[:n7]])
     _write_csv(root, "MSRVTT_JSFUSION_test.csv", ["key", "vid_key", "video_id", "sentence"],
                [[f"ret{j}", f"msr{v[5:]}", v, captions[n_train + j][test_pick[j]]] for j, v in enumerate(test_ids)])
-    clips = [{"video_id": v, "split": "train" if i < n_train else "test", "seed": seeds[i],
-              "captioned": asdict(specs[i].target), "captions": list(captions[i]), "frames": counts[i],
-              **layout_clip(specs[i], size=(w, h), seed=seeds[i])} for i, v in enumerate(ids)]
+    records = [{"video_id": v, "split": "train" if i < n_train else "test", "captions": list(captions[i]),
+                "frames": counts[i], **clips[i]} for i, v in enumerate(ids)]
     summary = {"root": os.path.abspath(root), "kind": kind, "seed": seed, "size": [w, h], "fps": fps,
                "seconds": seconds, "train": len(train_ids), "test": len(test_ids), "videos": len(ids),
                "frames_per_video": counts[0] if counts else 0, "captions": len(sentences), "files": rels}
-    _write_text(root, META_FILE, json.dumps({**summary, "clips": clips}, indent=1))
+    _write_text(root, META_FILE, json.dumps({**summary, "clips": records}, indent=1))
     logger.info("wrote %d synthetic %s videos (%d train, %d test) to %s", len(ids), kind, len(train_ids),
                 len(test_ids), root)
     return summary
@@ -454,68 +495,16 @@ def make_msrvtt_demo(root: str, *, n_train: int = 24, n_test: int = 12, seed: in
     specs = [ClipSpec(c, s, m) for c, s, m in picks]
     captions = [captions_for(sp, rng, captions_per_video) for sp in specs]
     test_pick = [int(rng.integers(captions_per_video)) for _ in range(n_test)]
-    return _write_msrvtt(root, specs, captions, n_train, kind="demo", seed=seed, size=size, fps=fps,
-                         seconds=seconds, test_pick=test_pick)
+    w, h = _check_size(size)
+    seeds = [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(len(specs))]
 
+    def render(path: str, i: int) -> int:
+        return render_clip(path, specs[i], size=(w, h), fps=fps, seconds=seconds, seed=seeds[i])
 
-def _twin_specs(rng: np.random.Generator, n: int, moving: bool) -> List[ClipSpec]:
-    """Clips in twins sharing three objects; the captioned object swaps with a distractor in the second twin."""
-    specs: List[ClipSpec] = []
-    while len(specs) < n:
-        colours = rng.permutation(list(COLOURS))[:3]
-        shapes = [SHAPES[i] for i in rng.permutation(len(SHAPES))]
-        objs = [(str(colours[i]), shapes[i]) for i in range(3)]
-        for target, other in ((0, 1), (1, 0)):
-            move = str(MOVES[int(rng.integers(len(MOVES)))])
-            third = ObjectSpec(*objs[2])
-            if moving:  # the captioned object moves, the others stay
-                spec = ClipSpec(*objs[target], move, (ObjectSpec(*objs[other]), third))
-            else:  # the captioned object stays, its twin's captioned object moves
-                spec = ClipSpec(*objs[target], "static", (ObjectSpec(*objs[other], move), third))
-            specs.append(spec)
-    return specs[:n]
-
-
-def make_motion_benchmark(root: str, *, n_train: int = 24, n_test: int = 12, seed: int = 0, moving: bool = True,
-                          captions_per_video: int = 5, size: Tuple[int, int] = (160, 120), fps: int = 10,
-                          seconds: float = 3) -> Dict[str, Any]:
-    """Write an MSR-VTT-layout set where motion decides (``moving``) or misleads (control) which object is meant.
-
-    Videos come in twins with the same three objects: in the moving set the captioned object moves among two
-    static distractors, and in the twin a former distractor moves and is captioned. In the control
-    (``moving=False``) the captioned object stays still while one distractor, the twin's captioned object, moves.
-    Captions name colour and shape, plus the direction in the moving set (``stays still`` in the control).
-
-    Args:
-        root: output folder (created; must be empty or an earlier synthetic set).
-        n_train: training videos.
-        n_test: test videos, one JSFUSION row each.
-        seed: data-set seed.
-        moving: the moving set (True) or the static control (False).
-        captions_per_video: paraphrases per video.
-        size: ``(width, height)``, both even.
-        fps: frame rate.
-        seconds: clip length.
-
-    Returns:
-        Summary, as :func:`make_msrvtt_demo`.
-    """
-    _check_counts(n_train, n_test, captions_per_video)
-    rng = np.random.default_rng([seed, 11 if moving else 13])
-    specs = _twin_specs(rng, n_train, moving) + _twin_specs(rng, n_test, moving)
-    captions = [captions_for(sp, rng, captions_per_video) for sp in specs]
-    test_pick = [int(rng.integers(captions_per_video)) for _ in range(n_test)]
-    return _write_msrvtt(root, specs, captions, n_train, kind="motion" if moving else "static", seed=seed, size=size,
-                         fps=fps, seconds=seconds, test_pick=test_pick)
-
-
-def run_generate(cfg: Any) -> Dict[str, Any]:
-    """Run ``fda generate`` from a :class:`fda.config.GenerateConfig`; returns the summary dict."""
-    common = dict(n_train=cfg.train, n_test=cfg.test, seed=cfg.seed, size=cfg.dimensions, fps=cfg.fps,
-                  seconds=cfg.seconds)
-    if cfg.kind == "demo":
-        return make_msrvtt_demo(cfg.out_dir, **common)
-    return make_motion_benchmark(cfg.out_dir, moving=cfg.kind == "motion", **common)
+    clips = [{"seed": seeds[i], "captioned": asdict(sp.target), **layout_clip(sp, size=(w, h), seed=seeds[i])}
+             for i, sp in enumerate(specs)]
+    return write_msrvtt_set(root, len(specs), captions, n_train, render=render, clips=clips, kind="demo", seed=seed,
+                            size=(w, h), fps=fps, seconds=seconds, test_pick=test_pick)
 
 
 def summarize(summary: Dict[str, Any]) -> str:

@@ -10,6 +10,9 @@ import os
 import tarfile
 from typing import Any, Dict, List, Sequence
 
+import cv2
+import numpy as np
+
 from fda.errors import InputError
 from fda.shards.schema import CAPTIONS, KEY_RE, META, SCHEMA_VERSION, frame_member, mask_member
 
@@ -37,6 +40,14 @@ def sample_members(key: str, meta: Dict[str, Any], captions: Sequence[str], fram
     members += [(f"{key}.{frame_member(i)}", data) for i, data in enumerate(frames_jpeg)]
     members += [(f"{key}.{mask_member(i)}", data) for i, data in enumerate(masks_png)]
     return members
+
+
+def encode_mask(mask: np.ndarray) -> bytes:
+    """Encode a binary mask (uint8 [H, W] in {0, 1}) as the shard format's 1-bit PNG (decodes to 0/255)."""
+    ok, buf = cv2.imencode(".png", mask.astype(np.uint8) * np.uint8(255), [cv2.IMWRITE_PNG_BILEVEL, 1])
+    if not ok:
+        raise InputError("PNG encoding of a mask failed")
+    return buf.tobytes()
 
 
 class ShardWriter:

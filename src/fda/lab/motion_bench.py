@@ -1,0 +1,471 @@
+"""``fda bench-motion``: do frame-difference masks help where motion identifies the captioned object, and only there?
+
+For each scene kind (:mod:`fda.lab.scenes`: ``motion``, ``null``, ``appearance``) the benchmark generates a set,
+preprocesses it once (``fda preprocess``: frames + tau masks), and trains every arm with the same budget and seeds
+(``fda train``), then ranks the test split:
+
+- ``masks``: Alpha-CLIP with the frame-difference masks (the method);
+- ``no-alpha``: plain CLIP meanP on the same frames (``--no-alpha``), the reference of every difference;
+- ``full``: Alpha-CLIP with every mask all ones: the same alpha pathway, no information in it;
+- ``shuffled``: Alpha-CLIP with each clip's masks taken from another clip of its split (a derangement): masks with
+  realistic statistics that say nothing about this clip.
+
+``full`` and ``shuffled`` train and test on copies of the shard set whose mask members are replaced
+(:func:`derive_mask_set`); frames, captions and keys are byte-identical to the source set.
+
+Metrics per run: twin accuracy (a caption scores its own clip above its twin, t2v; a clip scores its own caption
+above its twin's, v2t; chance 50 %, ties count half) and R@1/R@5/MdR both ways. Per set and arm: mean and std over
+seeds and, against ``no-alpha``, the mean per-seed difference with a paired 95 % t interval. Per set: the masks'
+full-mask fallback share and their precision/recall against the generator's ground truth (:func:`mask_truth_scores`).
+
+Outputs in ``--out``: ``bench_motion.json`` (config, budget, machine, every run, rows, mask scores),
+``bench_motion.csv``, ``bench_motion.png``, and per set its data, shards and runs (a rerun reuses them).
+"""
+
+import csv
+import dataclasses
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from fda.config import BenchMotionConfig, GenerateConfig, PreprocessConfig, TrainConfig
+from fda.errors import InputError
+from fda.shards.reader import decode_sample
+from fda.shards.schema import CONFIG, MANIFEST, META, mask_member, read_json, split_shards, write_json_atomic
+from fda.shards.writer import ShardWriter, encode_mask
+from fda.viz import iter_raw_samples
+
+log = logging.getLogger(__name__)
+
+ARM_LABELS = {"masks": "masks (frame difference)", "no-alpha": "no alpha (--no-alpha)",
+              "full": "full masks (no information)", "shuffled": "shuffled masks (another clip's)"}
+METRICS = ("twin_t2v", "twin_v2t", "t2v_R@1", "t2v_R@5", "t2v_MdR", "v2t_R@1", "v2t_R@5", "v2t_MdR")
+REFERENCE = "no-alpha"
+# Two-sided 95 % Student t quantiles by degrees of freedom (no scipy dependency); beyond 30, the normal 1.96.
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pure pieces (tested on hand-made inputs)
+
+
+def twin_accuracy(sim: np.ndarray, twin: Sequence[int]) -> Dict[str, float]:
+    """Twin accuracy of a square similarity matrix (caption ``i`` belongs to video ``i``).
+
+    Args:
+        sim: ``[N, N]`` caption x video similarities.
+        twin: ``[N]`` index of each video's twin (an involution: ``twin[twin[i]] == i``, ``twin[i] != i``).
+
+    Returns:
+        ``{"twin_t2v", "twin_v2t"}`` in percent: t2v counts captions ``i`` with ``sim[i, i] > sim[i, twin[i]]``,
+        v2t videos ``j`` with ``sim[j, j] > sim[twin[j], j]``; a tie counts half. Chance is 50.
+    """
+    sim = np.asarray(sim, np.float64)
+    twin = np.asarray(twin, np.int64)
+    n = len(twin)
+    if sim.shape != (n, n):
+        raise InputError(f"twin accuracy needs a square [{n}, {n}] similarity matrix, got {list(sim.shape)}")
+    if n == 0 or np.any(twin == np.arange(n)) or not np.array_equal(twin[twin], np.arange(n)):
+        raise InputError("twin indices must pair every video with another one")
+    idx = np.arange(n)
+    own = sim[idx, idx]
+
+    def score(other: np.ndarray) -> float:
+        return float(100.0 * np.mean((own > other) + 0.5 * (own == other)))
+
+    return {"twin_t2v": score(sim[idx, twin]), "twin_v2t": score(sim[twin, idx])}
+
+
+def paired_interval(differences: Sequence[float]) -> Dict[str, Optional[float]]:
+    """Mean of per-seed differences with a two-sided 95 % Student t interval (``None`` bounds for one seed)."""
+    d = np.asarray(differences, np.float64)
+    mean = float(d.mean())
+    if len(d) < 2:
+        return {"mean": mean, "std": 0.0, "lo": None, "hi": None, "n": len(d)}
+    std = float(d.std(ddof=1))
+    t = _T95[len(d) - 2] if len(d) - 1 <= len(_T95) else 1.96
+    half = t * std / np.sqrt(len(d))
+    return {"mean": mean, "std": std, "lo": mean - half, "hi": mean + half, "n": len(d)}
+
+
+def derangement(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A random permutation with no fixed point (one cycle through a shuffled order); ``n`` >= 2."""
+    if n < 2:
+        raise InputError(f"cannot shuffle masks across {n} clip(s): a split needs at least 2")
+    order = rng.permutation(n)
+    perm = np.empty(n, np.int64)
+    perm[order] = np.roll(order, -1)
+    return perm
+
+
+def truth_region(clip: Dict[str, Any], frames: Sequence[int], size: int) -> np.ndarray:
+    """bool [size, size]: the moving objects' boxes in ``frames``, mapped like preprocess maps the clip.
+
+    Preprocess resizes the short side to ``size`` and centre-crops; boxes follow the same scale and offset.
+    """
+    w, h = clip["size"]
+    scale = size / min(w, h)
+    ox, oy = (w * scale - size) / 2.0, (h * scale - size) / 2.0
+    region = np.zeros((size, size), bool)
+    for obj in clip["objects"]:
+        if not obj["moves"]:
+            continue
+        for t in frames:
+            x0, y0, x1, y1 = obj["boxes"][int(t)]
+            c0, r0 = int(np.floor(x0 * scale - ox)), int(np.floor(y0 * scale - oy))
+            c1, r1 = int(np.ceil(x1 * scale - ox)), int(np.ceil(y1 * scale - oy))
+            region[max(0, r0):max(0, r1), max(0, c0):max(0, c1)] = True
+    return region
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Shard sets
+
+
+def _split_urls(shards_dir: str, manifest: Dict[str, Any]) -> Dict[str, List[str]]:
+    return {split: split_shards(manifest, split) for split in manifest.get("splits", {})}
+
+
+def derive_mask_set(src: str, dst: str, mode: str, seed: int = 0) -> str:
+    """Copy a shard set, replacing every mask: all ones (``full``) or another clip's (``shuffled``).
+
+    Frames, captions, keys and member order are kept byte for byte; each sample's json records
+    ``mask.derived = {"mode", "from"}`` and its new coverage. Shuffling is a derangement within each split, so no
+    clip keeps its own masks. A finished copy (manifest present) is reused.
+
+    Args:
+        src: a finished shard set.
+        dst: the copy's folder.
+        mode: ``full`` or ``shuffled``.
+        seed: seed of the derangement.
+
+    Returns:
+        ``dst``.
+
+    Raises:
+        InputError: ``src`` is no finished shard set, or clips of a split hold different frame counts.
+    """
+    import json
+
+    if os.path.isfile(os.path.join(dst, MANIFEST)):
+        return dst
+    manifest = read_json(os.path.join(src, MANIFEST)) if os.path.isfile(os.path.join(src, MANIFEST)) else None
+    if manifest is None:
+        raise InputError(f"{src!r} has no manifest.json: not a finished shard set, run fda preprocess")
+    os.makedirs(dst, exist_ok=True)
+    rng = np.random.default_rng([seed, 23])
+    for split, names in _split_urls(src, manifest).items():
+        samples = [raw for name in names for raw in iter_raw_samples(os.path.join(src, name))]
+        metas = [json.loads(raw[META]) for raw in samples]
+        counts = {len(m["indices"]) for m in metas}
+        if len(counts) > 1:
+            raise InputError(f"split {split} of {src!r} mixes clips of {sorted(counts)} frames: cannot swap masks")
+        donors = derangement(len(samples), rng) if mode == "shuffled" else np.arange(len(samples))
+        pos = 0
+        for name in names:
+            with ShardWriter(os.path.join(dst, name)) as writer:
+                for raw in iter_raw_samples(os.path.join(src, name)):
+                    meta, donor = metas[pos], samples[int(donors[pos])]
+                    num = len(meta["indices"])
+                    if mode == "full":
+                        size = int(meta["size"])
+                        masks = [encode_mask(np.ones((size, size), np.uint8))] * num
+                        meta["mask"].update(derived={"mode": "full", "from": None}, coverage=[1.0] * num)
+                    else:
+                        masks = [donor[mask_member(i)] for i in range(num)]
+                        donor_meta = metas[int(donors[pos])]
+                        meta["mask"].update(derived={"mode": "shuffled", "from": donor_meta["key"]},
+                                            coverage=donor_meta["mask"]["coverage"],
+                                            fallback=donor_meta["mask"]["fallback"])
+                    slot = {mask_member(i): i for i in range(num)}
+                    out = []
+                    for suffix, data in raw.items():  # tar order, as written
+                        if suffix == "__key__":
+                            continue
+                        if suffix == META:
+                            data = json.dumps(meta, ensure_ascii=False).encode("utf-8")
+                        elif suffix in slot:
+                            data = masks[slot[suffix]]
+                        out.append((f"{raw['__key__']}.{suffix}", data))
+                    writer.write(out)
+                    pos += 1
+    if os.path.isfile(os.path.join(src, CONFIG)):
+        write_json_atomic(os.path.join(dst, CONFIG), read_json(os.path.join(src, CONFIG)))
+    write_json_atomic(os.path.join(dst, MANIFEST), {**manifest, "derived": {"from": os.path.abspath(src),
+                                                                            "masks": mode, "seed": seed}})
+    return dst
+
+
+def mask_truth_scores(shards_dir: str, split: str, clips: Dict[str, Dict[str, Any]]) -> Dict[str, float]:
+    """How well a split's masks find the moving objects, against the generator's ground truth.
+
+    For every frame that did not fall back to the full mask, the truth is the union of the moving objects' boxes
+    in the sampled frame and its difference partner. Pixels are pooled over the split.
+
+    Returns:
+        ``{"frames", "fallback_share", "coverage", "precision", "recall"}``: precision is the share of mask pixels
+        inside the truth, recall the share of truth pixels the mask covers (boxes include some background, so a
+        perfect difference mask stays below 1), coverage the mean share of the frame the masks keep.
+    """
+    manifest = read_json(os.path.join(shards_dir, MANIFEST))
+    inside = kept = truth_px = frames = fallback = 0
+    coverage: List[float] = []
+    for name in split_shards(manifest, split):
+        for raw in iter_raw_samples(os.path.join(shards_dir, name)):
+            sample = decode_sample(raw)
+            meta = sample["meta"]
+            clip = clips.get(meta["video_id"])
+            if clip is None:
+                raise InputError(f"video {meta['video_id']} of {shards_dir!r} has no ground truth")
+            for t, (i, p) in enumerate(zip(meta["indices"], meta["partners"])):
+                frames += 1
+                mask = sample["masks"][t] > 0
+                coverage.append(float(mask.mean()))
+                if meta["mask"]["fallback"][t]:
+                    fallback += 1
+                    continue
+                region = truth_region(clip, (i, p), mask.shape[0])
+                inside += int((mask & region).sum())
+                kept += int(mask.sum())
+                truth_px += int(region.sum())
+    return {"frames": frames, "fallback_share": fallback / frames if frames else 0.0,
+            "coverage": float(np.mean(coverage)) if coverage else 0.0,
+            "precision": inside / kept if kept else 0.0, "recall": inside / truth_px if truth_px else 0.0}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One run
+
+
+def _train(cfg: BenchMotionConfig, shards_dir: str, run_dir: str, seed: int, no_alpha: bool) -> Any:
+    from fda.train.run import run_train
+
+    steps = cfg.steps
+    return run_train(TrainConfig(
+        shards_dir=shards_dir, out=run_dir, split="train", val_split="none", model=cfg.model,
+        pretrained=cfg.pretrained, no_alpha=no_alpha, batch_size=cfg.batch_size, workers=cfg.train_workers,
+        shuffle_buffer=cfg.train_videos, epochs=cfg.epochs, max_steps=steps, lr=cfg.lr, alpha_lr=cfg.alpha_lr,
+        weight_decay=cfg.weight_decay, seed=seed, save_every=steps or 1000, keep_last=1,
+        log_every=max(1, (steps or 100) // 5), tensorboard=False, device=cfg.device))
+
+
+def evaluate_run(checkpoint: str, shards_dir: str, clips: Dict[str, Dict[str, Any]], *, device: Any,
+                 batch_size: int = 64) -> Dict[str, float]:
+    """Rank the test split with a trained checkpoint: R@1/R@5/MdR both ways and twin accuracy.
+
+    Raises:
+        InputError: the test split is not one caption per video, or a video has no twin in the split.
+    """
+    from fda.eval.metrics import retrieval_metrics
+    from fda.eval.retrieval import encode_split
+    from fda.model.checkpoint import load_checkpoint
+    from fda.shards.loader import load_split
+
+    model, _ = load_checkpoint(checkpoint, device=device)
+    features = encode_split(model, load_split(shards_dir, "test"), variants=(bool(model.use_alpha),),
+                            batch_size=batch_size, device=device, progress=False)
+    if features.protocol != "square":
+        raise InputError(f"the test split of {shards_dir!r} has {len(features.captions)} captions for "
+                         f"{len(features.video_ids)} videos: twin accuracy needs one caption per video")
+    index = {v: i for i, v in enumerate(features.video_ids)}
+    try:
+        twin = [index[clips[v]["twin"]] for v in features.video_ids]
+    except KeyError as err:
+        raise InputError(f"video {err.args[0]} or its twin is missing from the test split of {shards_dir!r}: "
+                         "regenerate and preprocess the set") from None
+    sim = features.text @ features.video[bool(model.use_alpha)].T  # [captions, videos], caption i is video i's
+    ranks = retrieval_metrics(sim)
+    row = twin_accuracy(sim, twin)
+    row.update({f"{d}_{k}": float(ranks[d][k]) for d in ("t2v", "v2t") for k in ("R@1", "R@5", "MdR")})
+    return row
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The benchmark
+
+
+@dataclass
+class BenchMotionResult:
+    """Rows per (set, arm), mask scores per set, and where the outputs went."""
+
+    out: str
+    rows: List[Dict[str, Any]] = field(default_factory=list)
+    masks: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    runs: List[Dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    json_path: str = ""
+    csv_path: str = ""
+    figure: str = ""
+
+    def table(self) -> str:
+        """The printed table: mean±std over seeds; Δ columns are paired differences from no-alpha with 95 % CI."""
+        head = (f"{'set':<11}{'arm':<32}{'twin t2v':>13}{'twin v2t':>13}{'R@1 t2v':>13}{'R@1 v2t':>13}"
+                f"{'MdR t2v':>9}   {'Δ twin t2v vs no-alpha [95% CI]':<34}{'Δ R@1 t2v [95% CI]'}")
+        lines = [head]
+        for row in self.rows:
+            cells = "".join(f"{row[m]:>7.1f}±{row[m + '_std']:<5.1f}"
+                            for m in ("twin_t2v", "twin_v2t", "t2v_R@1", "v2t_R@1"))
+            diff = ""
+            if row["arm"] != REFERENCE:
+                diff = f"{_ci(row['diff']['twin_t2v']):<34}{_ci(row['diff']['t2v_R@1'])}"
+            lines.append(f"{row['set']:<11}{ARM_LABELS[row['arm']]:<32}{cells}{row['t2v_MdR']:>9.1f}   {diff}")
+        lines.append("")
+        for name, m in self.masks.items():
+            lines.append(f"{name:<11}test masks: full-mask fallback {100 * m['fallback_share']:.1f}% of frames, "
+                         f"coverage {m['coverage']:.3f}, precision on the mover {m['precision']:.2f}, "
+                         f"recall of its boxes {m['recall']:.2f}")
+        return "\n".join(lines)
+
+
+def _ci(d: Dict[str, Optional[float]]) -> str:
+    if d["lo"] is None:
+        return f"{d['mean']:+.1f}"
+    return f"{d['mean']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}]"
+
+
+def summarize_arm(runs: Sequence[Dict[str, Any]], reference: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Mean/std over seeds of every metric, and the paired difference from the reference arm (matched by seed)."""
+    out: Dict[str, Any] = {"seeds": len(runs)}
+    for m in METRICS:
+        values = np.asarray([r[m] for r in runs], np.float64)
+        out[m] = float(values.mean())
+        out[m + "_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    by_seed = {r["seed"]: r for r in reference}
+    out["diff"] = {m: paired_interval([r[m] - by_seed[r["seed"]][m] for r in runs]) for m in METRICS}
+    return out
+
+
+def plot_bench(rows: Sequence[Dict[str, Any]], arms: Sequence[str], path: str, title: str) -> None:
+    """Two panels (twin accuracy t2v, R@1 t2v): bars per set and arm, std over seeds as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = list(dict.fromkeys(r["set"] for r in rows))
+    colours = {"masks": "tab:red", "no-alpha": "tab:gray", "full": "tab:blue", "shuffled": "tab:olive"}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    width = 0.8 / len(arms)
+    x = np.arange(len(sets))
+    for ax, metric, label, chance in ((axes[0], "twin_t2v", "twin accuracy, text-to-video (%)", 50.0),
+                                      (axes[1], "t2v_R@1", "R@1, text-to-video (%)", None)):
+        for k, arm in enumerate(arms):
+            vals = [next((r for r in rows if r["set"] == s and r["arm"] == arm), None) for s in sets]
+            ax.bar(x + (k - (len(arms) - 1) / 2) * width, [v[metric] if v else 0 for v in vals], width,
+                   yerr=[v[metric + "_std"] if v else 0 for v in vals], capsize=2, color=colours[arm],
+                   label=ARM_LABELS[arm])
+        if chance is not None:
+            ax.axhline(chance, color="black", linestyle=":", linewidth=1, label="chance")
+        ax.set_xticks(x)
+        ax.set_xticklabels(sets)
+        ax.set_ylabel(label)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _load_clips(data_root: str) -> Dict[str, Dict[str, Any]]:
+    from fda.pipeline.synthetic import META_FILE
+
+    meta = read_json(os.path.join(data_root, META_FILE))
+    return {c["video_id"]: {**c, "size": meta["size"]} for c in meta["clips"]}
+
+
+def prepare_set(cfg: BenchMotionConfig, kind: str) -> Tuple[Dict[str, str], Dict[str, Dict[str, Any]]]:
+    """Generate and preprocess one set (both reused when finished).
+
+    Returns:
+        ``(shard set per arm, ground truth per video id)``.
+    """
+    from fda.lab.scenes import run_generate
+    from fda.pipeline.preprocess import run_preprocess
+    from fda.pipeline.synthetic import META_FILE
+
+    base = os.path.join(cfg.out, kind)
+    data, shards = os.path.join(base, "data"), os.path.join(base, "shards", "masks")
+    gen = GenerateConfig(out_dir=data, kind=kind, train=cfg.train_videos, test=cfg.test_videos, seed=cfg.data_seed,
+                         size=f"{cfg.size}x{cfg.size}", fps=cfg.fps, seconds=cfg.seconds)
+    summary = read_json(os.path.join(data, META_FILE)) if os.path.isfile(os.path.join(data, META_FILE)) else None
+    wanted = {"kind": kind, "seed": cfg.data_seed, "train": cfg.train_videos, "test": cfg.test_videos,
+              "size": [cfg.size, cfg.size], "fps": cfg.fps, "seconds": cfg.seconds}
+    fresh = summary is None or any(summary.get(k) != v for k, v in wanted.items())
+    if fresh:
+        run_generate(gen)
+    run_preprocess(PreprocessConfig(dataset_root=data, out=shards, size=cfg.size, tau=cfg.tau, frames_train=cfg.frames,
+                                    frames_test=cfg.frames, workers=cfg.workers, overwrite=fresh))
+    sets = {"masks": shards, "no-alpha": shards}
+    for mode in ("full", "shuffled"):
+        if mode in cfg.arm_list:
+            sets[mode] = derive_mask_set(shards, os.path.join(base, "shards", mode), mode, seed=cfg.data_seed)
+    return sets, _load_clips(data)
+
+
+Rows = List[Dict[str, Any]]
+
+
+def run_set(cfg: BenchMotionConfig, kind: str, device: Any) -> Tuple[Rows, Rows, Dict[str, float]]:
+    """Every arm and seed of one set: ``(rows per arm, every run, the test masks' scores)``."""
+    shard_sets, clips = prepare_set(cfg, kind)
+    scores = mask_truth_scores(shard_sets["masks"], "test", clips)
+    per_arm: Dict[str, List[Dict[str, Any]]] = {}
+    for arm in cfg.arm_list:
+        for seed in cfg.seed_list:
+            run_dir = os.path.join(cfg.out, kind, "runs", f"{arm}-seed{seed}")
+            trained = _train(cfg, shard_sets[arm], run_dir, seed, no_alpha=arm == "no-alpha")
+            row = {"set": kind, "arm": arm, "seed": seed, "run_dir": trained.run_dir, "steps": trained.steps,
+                   **evaluate_run(trained.checkpoint, shard_sets[arm], clips, device=device,
+                                  batch_size=cfg.eval_batch_size)}
+            log.info("%s / %s / seed %d: twin t2v %.1f, R@1 t2v %.1f", kind, arm, seed, row["twin_t2v"],
+                     row["t2v_R@1"])
+            per_arm.setdefault(arm, []).append(row)
+    rows = [{"set": kind, "arm": arm, **summarize_arm(per_arm[arm], per_arm[REFERENCE])} for arm in cfg.arm_list]
+    return rows, [r for arm in cfg.arm_list for r in per_arm[arm]], scores
+
+
+def run_bench_motion(cfg: BenchMotionConfig) -> BenchMotionResult:
+    """Run ``fda bench-motion`` (module docstring): every set, arm and seed; table, figure, JSON, CSV.
+
+    Raises:
+        ConfigError, InputError, EnvError: from the stages (generate, preprocess, train), one line each.
+    """
+    from fda.eval.retrieval import resolve_device
+
+    start = time.perf_counter()
+    os.makedirs(cfg.out, exist_ok=True)
+    device = resolve_device(cfg.device)
+    result = BenchMotionResult(cfg.out)
+    for kind in cfg.set_list:
+        rows, runs, result.masks[kind] = run_set(cfg, kind, device)
+        result.rows += rows
+        result.runs += runs
+    result.seconds = round(time.perf_counter() - start, 1)
+    result.json_path = os.path.join(cfg.out, "bench_motion.json")
+    result.csv_path = os.path.join(cfg.out, "bench_motion.csv")
+    result.figure = os.path.join(cfg.out, "bench_motion.png")
+    budget = {k: getattr(cfg, k) for k in ("model", "pretrained", "steps", "epochs", "batch_size", "lr", "alpha_lr",
+                                           "weight_decay", "seeds", "train_videos", "test_videos", "frames")}
+    write_json_atomic(result.json_path, {
+        "config": dataclasses.asdict(cfg), "budget": budget, "seconds": result.seconds,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, device {device}",
+        "masks": result.masks, "rows": result.rows, "runs": result.runs})
+    with open(result.csv_path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["set", "arm", "seeds", *[c for m in METRICS for c in (m, m + "_std")],
+                         *[f"diff_{m}_{k}" for m in ("twin_t2v", "t2v_R@1") for k in ("mean", "lo", "hi")]])
+        for row in result.rows:
+            values = [f"{row[c]:.4f}" for m in METRICS for c in (m, m + "_std")]
+            writer.writerow([row["set"], row["arm"], row["seeds"], *values,
+                             *[row["diff"][m][k] for m in ("twin_t2v", "t2v_R@1") for k in ("mean", "lo", "hi")]])
+    plot_bench(result.rows, cfg.arm_list, result.figure,
+               f"{cfg.model}, {cfg.steps} steps x batch {cfg.batch_size}, {len(cfg.seed_list)} seed(s); "
+               f"{cfg.train_videos} train / {cfg.test_videos} test clips per set")
+    return result

@@ -1,0 +1,305 @@
+"""Benchmark scenes: synthetic sets built so that a retrieval gain can only come from what the set varies.
+
+Every clip shows three objects (coloured squares, circles, triangles) on a flat dark background; at most one of
+them moves, along a straight path, at :data:`STEP` pixels per frame (at 64 px; scaled with the frame). Clips come in
+*twins*: the same objects at the same places, differing only in what the kind varies:
+
+- ``motion``: which object moves. The caption names the mover (``the red circle moves``), so only motion tells
+  the twins apart, and frame-difference masks, which point at the mover, should help.
+- ``null``: the captioned object's colour. Which object moves is drawn independently of the caption (and is the
+  same in both twins), so masks carry nothing about the caption: they should not help.
+- ``appearance``: the captioned object's colour; that object stays still and the same distractor moves in both
+  twins (the static-object query: the masks point away from what the caption names).
+
+Design rules that keep the benchmark honest (each is checked or tested):
+
+- every object colour is at least :data:`MIN_CONTRAST` grey levels from the background (:func:`check_palette`),
+  so a tau-25 frame difference sees every mover;
+- the layout is drawn before roles are given, and the slots are shuffled, so where an object sits says nothing
+  about whether it is captioned or moves; a static object sits at the midpoint of the path it would travel, so
+  its time-averaged position equals a mover's;
+- square frames by default, objects never leave the frame, and paths never cross (sweep boxes are disjoint).
+
+Ground truth goes into the set's ``fda_synthetic.json``: per clip its twin, and per object colour, shape, role and
+its bounding box in every frame (pixels of the generated frame, ``[x0, y0, x1, y1]``, right/bottom exclusive).
+"""
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
+
+import numpy as np
+
+from fda.errors import ConfigError
+from fda.pipeline.synthetic import (SHAPES, _SYNONYMS, _check_counts, _check_size, draw_shape, encode_frames,
+                                    make_msrvtt_demo, shape_extent, write_msrvtt_set)
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("motion", "null", "appearance")
+BACKGROUND: Tuple[int, int, int] = (40, 40, 40)
+PALETTE: Dict[str, Tuple[int, int, int]] = {  # RGB; every grey level is >= 50 above the background's 40
+    "red": (235, 45, 45),
+    "green": (40, 200, 60),
+    "blue": (70, 120, 255),
+    "yellow": (240, 220, 40),
+    "purple": (185, 75, 235),
+    "orange": (250, 140, 30),
+    "cyan": (40, 210, 220),
+    "white": (235, 235, 235),
+}
+MIN_CONTRAST = 50.0
+STEP = 5.0  # pixels per frame at a 64 px short side
+OBJECTS = 3
+DEFAULT_SIZE = (64, 64)
+DEFAULT_FPS = 2  # 3 s at 2 fps: 6 frames, a 25 px path at 64 px
+
+
+def grey_level(rgb: Sequence[int]) -> float:
+    """Grey level of an RGB colour with the weights the masks use (OpenCV's ``RGB2GRAY``: 0.299, 0.587, 0.114)."""
+    r, g, b = (float(v) for v in rgb)
+    return 0.299 * r + 0.587 * g + 0.114 * b
+
+
+def check_palette(palette: Mapping[str, Sequence[int]], background: Sequence[int],
+                  min_contrast: float = MIN_CONTRAST) -> None:
+    """Refuse a palette with a colour closer than ``min_contrast`` grey levels to the background.
+
+    Raises:
+        ConfigError: naming the first such colour, its distance and the fix.
+    """
+    bg = grey_level(background)
+    for name, rgb in palette.items():
+        gap = abs(grey_level(rgb) - bg)
+        if gap < min_contrast:
+            raise ConfigError(f"colour {name} {tuple(rgb)} is {gap:.1f} grey levels from the background "
+                              f"{tuple(background)}; the benchmark needs >= {min_contrast:g} so that a tau-25 frame "
+                              f"difference sees every mover: pick a colour further from the background")
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    """One object of a scene.
+
+    Attributes:
+        colour: a palette name.
+        shape: one of :data:`fda.pipeline.synthetic.SHAPES`.
+        centre: ``(x, y)`` midpoint of its path (where it sits if it does not move).
+        axis: 0 for a horizontal path, 1 for a vertical one.
+        sign: +1 (right/down) or -1 (left/up).
+        moves: whether it moves.
+        captioned: whether the captions name it.
+    """
+
+    colour: str
+    shape: str
+    centre: Tuple[float, float]
+    axis: int
+    sign: int
+    moves: bool
+    captioned: bool
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A clip: its objects, their size and path length, the frame size and count."""
+
+    objects: Tuple[SceneObject, ...]
+    radius: float
+    travel: float
+    size: Tuple[int, int]
+    frames: int
+
+    def position(self, obj: SceneObject, t: int) -> np.ndarray:
+        """``(x, y)`` centre of ``obj`` in frame ``t``: linear from one end of its path to the other."""
+        centre = np.asarray(obj.centre, np.float64)
+        if not obj.moves or self.frames < 2:
+            return centre
+        a = t / (self.frames - 1) - 0.5
+        offset = np.zeros(2)
+        offset[obj.axis] = obj.sign * a * self.travel
+        return centre + offset
+
+    def box(self, obj: SceneObject, t: int) -> List[int]:
+        """``[x0, y0, x1, y1]`` integer pixel box holding every pixel ``obj`` touches in frame ``t``."""
+        x, y = self.position(obj, t)
+        left, top, right, bottom = shape_extent(obj.shape, self.radius)
+        w, h = self.size
+        # Anti-aliasing can touch the pixel that holds the exact edge: floor/ceil plus one pixel of margin.
+        return [max(0, int(np.floor(x + left)) - 1), max(0, int(np.floor(y + top)) - 1),
+                min(w, int(np.ceil(x + right)) + 1), min(h, int(np.ceil(y + bottom)) + 1)]
+
+    def truth(self) -> Dict[str, Any]:
+        """JSON-ready ground truth: radius, travel, and per object its role and box in every frame."""
+        return {"radius": round(self.radius, 3), "travel": round(self.travel, 3), "objects": [
+            {"colour": o.colour, "shape": o.shape, "rgb": list(PALETTE[o.colour]),
+             "centre": [round(v, 3) for v in o.centre], "axis": "xy"[o.axis], "sign": o.sign, "moves": o.moves,
+             "captioned": o.captioned, "boxes": [self.box(o, t) for t in range(self.frames)]}
+            for o in self.objects]}
+
+
+def render_scene(scene: Scene) -> Iterator[np.ndarray]:
+    """The scene's frames before encoding: uint8 [H, W, 3] RGB; static objects are bit-identical across frames."""
+    w, h = scene.size
+    background = np.empty((h, w, 3), np.uint8)
+    background[:] = BACKGROUND
+    for t in range(scene.frames):
+        img = background.copy()
+        for obj in scene.objects:
+            draw_shape(img, obj.shape, PALETTE[obj.colour], scene.position(obj, t), scene.radius)
+        yield img
+
+
+def scene_geometry(size: Tuple[int, int], frames: int) -> Tuple[float, float]:
+    """``(radius, travel)`` for a frame size and frame count.
+
+    Raises:
+        ConfigError: the path does not fit the frame (too many frames for the size).
+    """
+    short = min(size)
+    radius = 0.1 * short
+    travel = STEP * short / 64.0 * max(1, frames - 1)
+    reach = travel + 2 * 1.15 * radius + 6
+    if reach > short:
+        most = int((short - 2 * 1.15 * radius - 6) / (STEP * short / 64.0)) + 1
+        raise ConfigError(f"{frames} frames at {STEP:g} px per frame make a {travel:.0f} px path that does not fit "
+                          f"a {short} px frame: use at most {most} frames (--fps x --seconds), e.g. --fps 2 "
+                          f"--seconds 3")
+    return radius, travel
+
+
+def _layout(rng: np.random.Generator, size: Tuple[int, int], radius: float,
+            travel: float) -> List[Tuple[Tuple[float, float], int, int]]:
+    """Disjoint paths for :data:`OBJECTS` objects: ``(centre, axis, sign)`` each, in random slot order.
+
+    Objects are placed one after another, each at the first of 64 uniform candidates whose sweep box misses the
+    boxes already placed; a layout that gets stuck is drawn again.
+    """
+    w, h = size
+    reach = 1.15 * radius + 2  # every shape fits in this half-width, plus a margin
+    tries = 64
+    for _ in range(1000):
+        placed: List[Tuple[Tuple[float, float], int, int]] = []
+        boxes = np.zeros((0, 4))
+        for _ in range(OBJECTS):
+            axis = rng.integers(2, size=tries)
+            sign = rng.choice((-1, 1), size=tries)
+            half = np.full((tries, 2), reach)
+            half[np.arange(tries), axis] += travel / 2
+            lo, hi = half, np.array([w, h]) - half
+            centre = lo + rng.random((tries, 2)) * np.maximum(hi - lo, 0)
+            cand = np.concatenate([centre - half, centre + half], axis=1)  # [tries, 4] x0, y0, x1, y1
+            hit = ((cand[:, None, 0] < boxes[None, :, 2]) & (boxes[None, :, 0] < cand[:, None, 2])
+                   & (cand[:, None, 1] < boxes[None, :, 3]) & (boxes[None, :, 1] < cand[:, None, 3])).any(axis=1)
+            ok = np.nonzero(~hit & np.all(hi > lo, axis=1))[0]
+            if not len(ok):
+                break
+            k = int(ok[0])
+            boxes = np.concatenate([boxes, cand[k:k + 1]])
+            placed.append(((float(centre[k, 0]), float(centre[k, 1])), int(axis[k]), int(sign[k])))
+        if len(placed) == OBJECTS:
+            # Shuffle the slots: the first placed object has the most room, so placement order must not be role order.
+            return [placed[i] for i in rng.permutation(OBJECTS)]
+    raise ConfigError(f"no room for {OBJECTS} disjoint paths in a {w}x{h} frame: use a larger --size or fewer frames")
+
+
+def twin_scenes(rng: np.random.Generator, kind: str, size: Tuple[int, int], frames: int) -> Tuple[Scene, Scene]:
+    """Two scenes with the same objects and layout that differ only in what ``kind`` varies (module docstring)."""
+    if kind not in KINDS:
+        raise ConfigError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    radius, travel = scene_geometry(size, frames)
+    slots = _layout(rng, size, radius, travel)
+    names = [str(n) for n in rng.permutation(list(PALETTE))]
+    colours, spare = names[:OBJECTS], names[OBJECTS]
+    shapes = [SHAPES[int(rng.integers(len(SHAPES)))] for _ in range(OBJECTS)]
+    mover = int(rng.integers(OBJECTS))  # null: drawn independently of the caption, shared by both twins
+
+    def scene(movers: Sequence[int], captioned: int, recolour: Dict[int, str]) -> Scene:
+        objs = tuple(SceneObject(recolour.get(i, colours[i]), shapes[i], slots[i][0], slots[i][1], slots[i][2],
+                                 i in movers, i == captioned) for i in range(OBJECTS))
+        return Scene(objs, radius, travel, size, frames)
+
+    if kind == "motion":  # the captioned object moves; in the twin the other one moves and is captioned
+        return scene([0], 0, {}), scene([1], 1, {})
+    if kind == "null":  # the captioned object's colour differs; the mover is any object, the same in both
+        return scene([mover], 0, {}), scene([mover], 0, {0: spare})
+    return scene([1], 0, {}), scene([1], 0, {0: spare})  # appearance: object 0 is still, object 1 moves in both
+
+
+def scene_captions(scene: Scene, kind: str, rng: np.random.Generator, n: int) -> List[str]:
+    """``n`` paraphrases naming the captioned object (colour and shape; ``moves``/``stays still`` per kind).
+
+    The first caption is the plain one (``the red circle moves``); the rest are drawn by ``rng`` from a pool and
+    repeat when ``n`` exceeds it.
+    """
+    obj = next(o for o in scene.objects if o.captioned)
+    c, s = obj.colour, obj.shape
+    syn = _SYNONYMS[s]
+    if kind == "motion":
+        pool = [f"the {c} {s} moves", f"a {c} {syn[1]} is moving", f"the moving shape is a {c} {s}",
+                f"a {c} {syn[2]} slides across the screen", f"the {c} {s} travels while the others stay still",
+                f"a {c} {syn[1]} in motion"]
+    elif kind == "null":
+        pool = [f"a {c} {s}", f"there is a {c} {s} on the screen", f"a {c} {syn[1]} among other shapes",
+                f"the {c} {s}", f"a {c} {syn[2]} on a plain background", f"a picture with a {c} {s}"]
+    else:
+        pool = [f"the {c} {s} stays still", f"a motionless {c} {syn[1]}", f"the {c} {s} does not move",
+                f"a still {c} {syn[2]} among other shapes", f"a {c} {syn[1]} sits in one place",
+                f"the {c} {s} is at rest"]
+    out = [pool[0]] + [pool[i] for i in rng.permutation(np.arange(1, len(pool)))]
+    return [out[i % len(out)] for i in range(n)]
+
+
+def make_bench_set(root: str, kind: str, *, n_train: int = 192, n_test: int = 64, seed: int = 0,
+                   captions_per_video: int = 5, size: Tuple[int, int] = DEFAULT_SIZE, fps: int = DEFAULT_FPS,
+                   seconds: float = 3.0) -> Dict[str, Any]:
+    """Write a benchmark set of ``kind`` in the MSR-VTT layout, with ground truth in ``fda_synthetic.json``.
+
+    Twins are ``video{2k}`` and ``video{2k+1}``, both in the same split.
+
+    Args:
+        root: output folder (created; must be empty or an earlier synthetic set).
+        kind: ``motion``, ``null`` or ``appearance``.
+        n_train: training clips (even).
+        n_test: test clips (even), one JSFUSION caption each.
+        seed: data-set seed.
+        captions_per_video: paraphrases per clip.
+        size: ``(width, height)``, both even.
+        fps: frame rate.
+        seconds: clip length.
+
+    Returns:
+        Summary, as :func:`fda.pipeline.synthetic.make_msrvtt_demo`.
+
+    Raises:
+        ConfigError: odd counts, a size that cannot hold the paths, a palette that fails :func:`check_palette`.
+    """
+    _check_counts(n_train, n_test, captions_per_video)
+    for name, value in (("--train", n_train), ("--test", n_test)):
+        if value % 2:
+            raise ConfigError(f"{name} must be even for the {kind} set (clips come in twins), got {value}")
+    check_palette(PALETTE, BACKGROUND)
+    w, h = _check_size(size)
+    frames = max(2, int(round(fps * seconds)))
+    rng = np.random.default_rng([seed, KINDS.index(kind) if kind in KINDS else 99, 17])
+    scenes: List[Scene] = []
+    for _ in range((n_train + n_test) // 2):
+        scenes.extend(twin_scenes(rng, kind, (w, h), frames))
+    captions = [scene_captions(sc, kind, rng, captions_per_video) for sc in scenes]
+    test_pick = [int(rng.integers(captions_per_video)) for _ in range(n_test)]
+    clips = [{"twin": f"video{i ^ 1}", **sc.truth()} for i, sc in enumerate(scenes)]
+
+    def render(path: str, i: int) -> int:
+        return encode_frames(path, render_scene(scenes[i]), size=(w, h), fps=fps)
+
+    return write_msrvtt_set(root, len(scenes), captions, n_train, render=render, clips=clips, kind=kind, seed=seed,
+                            size=(w, h), fps=fps, seconds=seconds, test_pick=test_pick)
+
+
+def run_generate(cfg: Any) -> Dict[str, Any]:
+    """Run ``fda generate`` from a :class:`fda.config.GenerateConfig`; returns the summary dict."""
+    common = dict(n_train=cfg.train, n_test=cfg.test, seed=cfg.seed, size=cfg.dimensions, fps=cfg.frame_rate,
+                  seconds=cfg.seconds)
+    if cfg.kind == "demo":
+        return make_msrvtt_demo(cfg.out_dir, **common)
+    return make_bench_set(cfg.out_dir, cfg.kind, **common)
