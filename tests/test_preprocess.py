@@ -378,7 +378,8 @@ def test_rerun_redoes_exactly_the_shards_whose_inputs_changed(ffmpeg_exe, tmp_pa
     # a file changed on disk (size, mtime) is redone too; the result equals a fresh run byte for byte
     encode_video(ffmpeg_exe, os.path.join(root, "c.mp4"), static_frames(n=8))
     result = run_preprocess(_small(root, out))
-    assert list(result.redone) == ["test-000002.tar"] and "video 'c' changed on disk" in result.redone["test-000002.tar"]
+    assert list(result.redone) == ["test-000002.tar"]
+    assert "video 'c' changed on disk" in result.redone["test-000002.tar"]
     run_preprocess(_small(root, tmp_path / "fresh"))
     assert _tree(str(out)) == _tree(str(tmp_path / "fresh"))
     # nothing changed: everything stands

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import queue
-import stat
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
