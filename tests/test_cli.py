@@ -115,3 +115,15 @@ def test_path_errors_say_environment_when_the_machine_refuses():
     assert isinstance(path_error("--out", "/x", OSError(errno.EROFS, "Read-only file system"), "fix"), EnvError)
     assert isinstance(path_error("--out", "/f/x", NotADirectoryError(errno.ENOTDIR, "Not a directory"), "fix"),
                       ConfigError)
+
+
+@pytest.mark.parametrize("command", ["visualize", "masks-stats", "sweep", "ablate", "demo"])
+def test_other_commands_refuse_a_file_as_out_in_one_line(command, a_file, eval_shards):
+    tiny = ["--model", "fda-tiny", "--pretrained", "none", "--steps", "1", "--batch-size", "2"]
+    args = {"visualize": ["visualize", eval_shards, "--out", a_file],
+            "masks-stats": ["masks-stats", eval_shards, "--out", a_file + "/hist.png"],
+            "sweep": ["sweep", os.path.dirname(a_file), "--out", a_file, *tiny],
+            "ablate": ["ablate", eval_shards, "--out", a_file, *tiny],
+            "demo": ["demo", "--out", a_file]}[command]
+    res = CliRunner().invoke(cli, args)
+    _one_line_error(res, 2, "--out", a_file)

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from fda.config import DemoConfig, EvalConfig, GenerateConfig, PreprocessConfig, TrainConfig
+from fda.config import DemoConfig, EvalConfig, GenerateConfig, PreprocessConfig, TrainConfig, make_out_dir
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ def run_demo(cfg: DemoConfig, validate: Optional[Any] = None) -> DemoResult:
     from fda.pipeline.synthetic import run_generate, summarize
     from fda.train.run import run_train
 
+    make_out_dir(cfg.out)
     result = DemoResult(cfg.out)
     data, shards, runs = (os.path.join(cfg.out, name) for name in ("data", "shards", "runs"))
     # 4 fps and 112 px by default: the synthetic objects then move a few pixels between adjacent frames, enough for
