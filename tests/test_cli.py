@@ -1,6 +1,8 @@
 """The CLI surface: every command's options map 1:1 onto its config dataclass; version, help, exit codes."""
 
 import dataclasses
+import errno
+import os
 import subprocess
 import sys
 
@@ -63,3 +65,65 @@ def test_log_file_receives_debug_lines(tmp_path):
     res = CliRunner().invoke(cli, ["--log-file", str(log), "preprocess", str(tmp_path / "missing")])
     assert res.exit_code == 3
     assert log.exists()
+
+
+def _one_line_error(res, code, *texts):
+    assert res.exit_code == code, res.output
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("Error:")]
+    assert len(errors) == 1 and "Traceback" not in res.stderr, res.stderr
+    for text in texts:
+        assert text in errors[0], errors[0]
+
+
+@pytest.fixture
+def a_file(tmp_path):
+    path = tmp_path / "taken"
+    path.write_text("not a folder")
+    return str(path)
+
+
+@pytest.mark.parametrize("command", ["preprocess", "train", "embed"])
+def test_out_naming_a_file_or_an_impossible_place_is_a_one_line_error(command, a_file, tmp_path, eval_shards):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.mp4").write_bytes(b"\x00")
+    (data / "captions.csv").write_text("video,caption\na.mp4,a caption\n")
+    args = {"preprocess": ["preprocess", str(data)], "train": ["train", eval_shards, "--model", "fda-tiny",
+                                                               "--pretrained", "none", "--max-steps", "1"],
+            "embed": ["embed", "--shards", eval_shards, "--model", "fda-tiny", "--pretrained", "none"]}[command]
+    res = CliRunner().invoke(cli, [*args, "--out", a_file])
+    _one_line_error(res, 2, f"--out {a_file!r} is a file, not a folder: choose another --out")
+    res = CliRunner().invoke(cli, [*args, "--out", a_file + "/sub"])
+    _one_line_error(res, 2, f"--out {a_file + '/sub'!r}: Not a directory")
+    if os.path.isdir("/proc/self"):
+        res = CliRunner().invoke(cli, [*args, "--out", "/proc/nope"])
+        _one_line_error(res, 2, "--out '/proc/nope': No such file or directory: choose another --out")
+
+
+def test_unwritable_log_file_is_a_one_line_error(tmp_path):
+    res = CliRunner().invoke(cli, ["--log-file", "/nonexistent/dir/x.log", "preprocess", str(tmp_path)])
+    _one_line_error(res, 2, "--log-file '/nonexistent/dir/x.log': folder /nonexistent/dir does not exist: name a "
+                            "file in a folder you can write to")
+
+
+def test_path_errors_say_environment_when_the_machine_refuses():
+    from fda.errors import ConfigError, EnvError, path_error
+
+    err = path_error("--out", "/ro/x", PermissionError(errno.EACCES, "Permission denied"), "choose another")
+    assert isinstance(err, EnvError) and err.exit_code == 4
+    assert str(err) == "--out '/ro/x': Permission denied: choose another"
+    assert isinstance(path_error("--out", "/x", OSError(errno.EROFS, "Read-only file system"), "fix"), EnvError)
+    assert isinstance(path_error("--out", "/f/x", NotADirectoryError(errno.ENOTDIR, "Not a directory"), "fix"),
+                      ConfigError)
+
+
+@pytest.mark.parametrize("command", ["visualize", "masks-stats", "sweep", "ablate", "demo"])
+def test_other_commands_refuse_a_file_as_out_in_one_line(command, a_file, eval_shards):
+    tiny = ["--model", "fda-tiny", "--pretrained", "none", "--steps", "1", "--batch-size", "2"]
+    args = {"visualize": ["visualize", eval_shards, "--out", a_file],
+            "masks-stats": ["masks-stats", eval_shards, "--out", a_file + "/hist.png"],
+            "sweep": ["sweep", os.path.dirname(a_file), "--out", a_file, *tiny],
+            "ablate": ["ablate", eval_shards, "--out", a_file, *tiny],
+            "demo": ["demo", "--out", a_file]}[command]
+    res = CliRunner().invoke(cli, args)
+    _one_line_error(res, 2, "--out", a_file)

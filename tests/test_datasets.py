@@ -235,13 +235,14 @@ def test_folder_jsonl_and_explicit_captions(tmp_path):
     _write(tmp_path / "meta" / "caps.jsonl", "\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n\n")
     ds = load_dataset(str(tmp_path), captions=str(tmp_path / "meta" / "caps.jsonl"))
     assert ds.layout == "folder"
-    assert [(it.video_id, it.captions) for it in ds.items["train"]] == [("plain", ("a", "b"))]
+    # rows naming one file (by stem, by name, by subfolder path) are one video, with every caption
+    (plain,) = ds.items["train"]
+    assert (plain.video_id, plain.captions) == ("plain", ("a", "b", "by stem inside a subfolder"))
+    assert plain.source == "deep/er/plain.mov"
     test = ds.items["test"]
-    assert [(it.video_id, it.captions) for it in test][:2] == [("my clip ü", ("first", "second")),
-                                                               ("sub dir/my clip ü", ("third",))]
-    assert test[0].path == test[1].path == str(tmp_path / "sub dir" / "my clip ü.webm")
-    assert test[2].video_id == "deep/er/plain" and test[2].source == "deep/er/plain.mov"
-    assert test[3].path is not None and os.path.isfile(test[3].path)
+    assert [(it.video_id, it.captions) for it in test][:1] == [("my clip ü", ("first", "second", "third"))]
+    assert test[0].path == os.path.realpath(tmp_path / "sub dir" / "my clip ü.webm")
+    assert len(test) == 2 and test[1].path is not None and os.path.isfile(test[1].path)
     # relative to the root works too, and split filtering
     ds = load_dataset(str(tmp_path), "folder", captions="meta/caps.jsonl", splits=["train"])
     assert list(ds.items) == ["train"]
@@ -272,6 +273,61 @@ def test_folder_errors(tmp_path):
     _write(tmp_path / "c.txt", "x")
     with pytest.raises(ConfigError, match="--captions must be a .csv or .jsonl"):
         load_dataset(str(tmp_path), captions="c.txt")
+
+
+def test_folder_aliases_of_one_file_are_one_video(tmp_path):
+    _touch(tmp_path / "a.mp4")
+    _touch(tmp_path / "b.mp4")
+    os.symlink(tmp_path / "b.mp4", tmp_path / "link.mp4")
+    absolute = str(tmp_path / "a.mp4")
+    _write(tmp_path / "captions.csv", f"video,caption,split\na.mp4,one,train\n{absolute},two,\n./a.mp4,one,\n"
+                                      f"sub/../a,three,\nb.mp4,bee,test\nlink.mp4,linked,test\n")
+    ds = load_dataset(str(tmp_path))
+    (a,) = ds.items["train"]
+    assert (a.video_id, a.captions, a.path) == ("a", ("one", "two", "three"), os.path.realpath(absolute))
+    (b,) = ds.items["test"]
+    assert b.video_id == "b" and b.captions == ("bee", "linked")
+    assert ds.duplicate_captions == 1  # ./a.mp4,one repeats a.mp4,one
+    assert ds.annotations == (os.path.realpath(tmp_path / "captions.csv"),)
+    # the cross-split check sees through the alias
+    _write(tmp_path / "captions.csv", f"video,caption,split\na.mp4,one,train\n{absolute},two,test\n")
+    with pytest.raises(InputError, match=r"line 3: .* is in split 'test' here but 'train' at line 2 \(as 'a.mp4': "
+                                         r"the same file\): a video belongs to one split"):
+        load_dataset(str(tmp_path))
+
+
+def test_folder_same_stem_files_get_their_file_names_as_ids(tmp_path):
+    for name in ("x.mp4", "x.mkv", "y.mp4"):
+        _touch(tmp_path / name)
+    _write(tmp_path / "captions.csv", "video,caption\nx.mp4,mp4 one\nx.mkv,mkv one\ny,why\nx.mp4,mp4 two\n")
+    ds = load_dataset(str(tmp_path))
+    assert [(it.video_id, it.source, it.captions) for it in ds.items["test"]] == [
+        ("x.mp4", "x.mp4", ("mp4 one", "mp4 two")), ("x.mkv", "x.mkv", ("mkv one",)), ("y", "y.mp4", ("why",))]
+
+
+def test_folder_captions_files_jsonl_keys_and_odd_files(tmp_path):
+    _touch(tmp_path / "a.mp4")
+    _write(tmp_path / "captions.csv", "video,caption\na.mp4,from csv\na.mp4,from csv\n")
+    _write(tmp_path / "captions.jsonl", '{"video": "a.mp4", "captions": ["one", "two", "one"]}\n'
+                                        '{"video": "a.mp4", "caption": "three", "captions": ["four"]}\n')
+    with pytest.raises(ConfigError, match=r"holds both captions.csv and captions.jsonl: pass --captions"):
+        load_dataset(str(tmp_path))
+    ds = load_dataset(str(tmp_path), captions="captions.jsonl")
+    assert ds.items["test"][0].captions == ("one", "two", "three", "four") and ds.duplicate_captions == 1
+    ds = load_dataset(str(tmp_path), captions="captions.csv")
+    assert ds.items["test"][0].captions == ("from csv",) and ds.duplicate_captions == 1
+    _write(tmp_path / "other.jsonl", '{"video": "a.mp4", "text": "wrong key"}\n')
+    with pytest.raises(InputError, match=r"other.jsonl line 1: no 'caption' \(a string\) or 'captions' \(a list of "
+                                         r"strings\) key, got keys 'text': rename the caption key"):
+        load_dataset(str(tmp_path), captions="other.jsonl")
+    os.mkfifo(tmp_path / "pipe.csv")
+    with pytest.raises(InputError, match=r"pipe.csv is a FIFO \(named pipe\), not a regular file"):
+        load_dataset(str(tmp_path), captions="pipe.csv")
+    os.remove(tmp_path / "captions.jsonl")
+    os.remove(tmp_path / "captions.csv")
+    os.mkfifo(tmp_path / "captions.csv")
+    with pytest.raises(InputError, match=r"captions.csv is a FIFO \(named pipe\), not a regular file"):
+        load_dataset(str(tmp_path))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -336,3 +337,136 @@ def test_a_shard_key_collision_is_recorded_not_merged(motion_root, tmp_path, mon
     assert [s["meta"]["video_id"] for s in _samples(str(tmp_path), "train")] == ["video0", "video1", "video3"]
     assert result.manifest["failures"] == [{"split": "train", "video_id": "video2", "source": "videos/all/video2.mp4",
                                             "error": "its shard key same is taken by video 'video0'"}]
+
+
+# ---------------------------------------------------------------- reruns tied to their inputs
+
+def _clips(root, ffmpeg_exe, names, seed=0):
+    """Small encoded clips under ``root``, one per name (different content per name)."""
+    os.makedirs(root, exist_ok=True)
+    for i, name in enumerate(names):
+        encode_video(ffmpeg_exe, os.path.join(root, name), moving_square_frames(n=8, seed=seed + i))
+    return str(root)
+
+
+def _captions(root, rows):
+    with open(os.path.join(root, "captions.csv"), "w", encoding="utf-8") as f:
+        f.write("video,caption,split\n" + "".join(f"{v},{c},{s}\n" for v, c, s in rows))
+
+
+def _small(root, out, **kw):
+    return _cfg(root, out, size=32, samples_per_shard=1, **kw)
+
+
+def test_rerun_redoes_exactly_the_shards_whose_inputs_changed(ffmpeg_exe, tmp_path):
+    root = _clips(tmp_path / "data", ffmpeg_exe, ["a.mp4", "b.mp4", "c.mp4", "d.mp4"])
+    rows = [("a.mp4", "first", "test"), ("b.mp4", "second", "test"), ("c.mp4", "third", "test")]
+    _captions(root, rows)
+    out = tmp_path / "out"
+    run_preprocess(_small(root, out))
+    # edit one caption and add a video: shard 1 is redone, shard 3 is new, shards 0 and 2 stand
+    _captions(root, [rows[0], ("b.mp4", "second edited", "test"), rows[2], ("d.mp4", "fourth", "test")])
+    kept = {n: os.stat(out / n).st_mtime_ns for n in ("test-000000.tar", "test-000002.tar")}
+    result = run_preprocess(_small(root, out))
+    assert result.reused_shards == 2 and result.processed_now == 2
+    assert result.redone == {"test-000001.tar": "inputs changed: the captions of video 'b' changed"}
+    assert "1 redone (first: test-000001.tar: inputs changed" in result.summary()
+    assert {n: os.stat(out / n).st_mtime_ns for n in kept} == kept
+    split = result.manifest["splits"]["test"]
+    assert (split["listed"], split["videos"], split["failed"]) == (4, 4, 0)
+    assert {s["meta"]["video_id"]: s["captions"] for s in _samples(str(out), "test")}["b"] == ["second edited"]
+    # a file changed on disk (size, mtime) is redone too; the result equals a fresh run byte for byte
+    encode_video(ffmpeg_exe, os.path.join(root, "c.mp4"), static_frames(n=8))
+    result = run_preprocess(_small(root, out))
+    assert list(result.redone) == ["test-000002.tar"]
+    assert "video 'c' changed on disk" in result.redone["test-000002.tar"]
+    run_preprocess(_small(root, tmp_path / "fresh"))
+    assert _tree(str(out)) == _tree(str(tmp_path / "fresh"))
+    # nothing changed: everything stands
+    assert run_preprocess(_small(root, out)).redone == {}
+
+
+def test_another_root_into_the_same_out_is_redone_and_recorded(ffmpeg_exe, tmp_path):
+    cap = _clips(tmp_path / "cap", ffmpeg_exe, ["a.mp4", "b.mp4"])
+    _captions(cap, [("a.mp4", "a cap video", "test"), ("b.mp4", "b cap video", "test")])
+    weird = _clips(tmp_path / "weird", ffmpeg_exe, ["a.mp4"], seed=7)
+    _captions(weird, [("a.mp4", "a weird video", "test")])
+    out = tmp_path / "out"
+    run_preprocess(_small(cap, out))
+    result = run_preprocess(_small(weird, out))
+    assert result.reused_shards == 0 and "now " + os.path.join(weird, "a.mp4") in result.redone["test-000000.tar"]
+    assert not os.path.exists(out / "test-000001.tar")  # cap's second shard is gone, not left for readers
+    assert [s["captions"] for s in _samples(str(out), "test")] == [["a weird video"]]
+    manifest = result.manifest
+    assert manifest["dataset_root"] == os.path.realpath(weird)
+    assert [a["path"] for a in manifest["annotations"]] == [os.path.join(os.path.realpath(weird), "captions.csv")]
+    assert manifest["splits"]["test"]["listed"] == manifest["splits"]["test"]["videos"] == 1
+
+
+def test_fixed_videos_are_redone_and_retry_failed_retries_the_rest(ffmpeg_exe, tmp_path, monkeypatch):
+    import fda.pipeline.preprocess as pre
+
+    root = _clips(tmp_path / "data", ffmpeg_exe, ["good.mp4", "flaky.mp4"])
+    (tmp_path / "data" / "broken.mp4").write_bytes(b"")
+    _captions(root, [("good.mp4", "fine", "test"), ("broken.mp4", "broken", "test"), ("flaky.mp4", "flaky", "test")])
+    real = pre._sample_and_decode
+
+    def flaky(path, count, cfg):
+        if path.endswith("flaky.mp4"):
+            raise pre.VideoError("a passing hiccup")
+        return real(path, count, cfg)
+
+    monkeypatch.setattr(pre, "_sample_and_decode", flaky)
+    out = tmp_path / "out"
+    first = run_preprocess(_small(root, out, max_failure_rate=1.0))
+    assert {f["video_id"] for f in first.manifest["failures"]} == {"broken", "flaky"}
+    monkeypatch.setattr(pre, "_sample_and_decode", real)
+    # the broken file is replaced: its shard is redone without asking; the hiccup stays recorded
+    encode_video(ffmpeg_exe, os.path.join(root, "broken.mp4"), moving_square_frames(n=8, seed=5))
+    second = run_preprocess(_small(root, out, max_failure_rate=1.0))
+    assert list(second.redone) == ["test-000001.tar"]
+    assert [f["video_id"] for f in second.manifest["failures"]] == ["flaky"]
+    third = run_preprocess(_small(root, out, retry_failed=True))
+    assert third.redone == {"test-000002.tar": "retrying 1 failed video (--retry-failed)"}
+    assert third.manifest["failures"] == [] and third.manifest["splits"]["test"]["videos"] == 3
+
+
+def test_a_damaged_tar_is_redone(motion_root, tmp_path):
+    out = tmp_path / "out"
+    run_preprocess(_cfg(motion_root, tmp_path / "ref", samples_per_shard=2))
+    run_preprocess(_cfg(motion_root, out, samples_per_shard=2))
+    data = (out / "train-000000.tar").read_bytes()
+    (out / "train-000000.tar").write_bytes(data[:len(data) // 2])  # truncated
+    flipped = bytearray((out / "test-000000.tar").read_bytes())
+    flipped[700] ^= 0xFF  # same size, different bytes
+    (out / "test-000000.tar").write_bytes(bytes(flipped))
+    result = run_preprocess(_cfg(motion_root, out, samples_per_shard=2))
+    assert result.redone == {
+        "train-000000.tar": f"its tar is {len(data) // 2} bytes, {len(data)} recorded (damaged or replaced)",
+        "test-000000.tar": "its tar's sha256 differs from the recorded one (damaged or replaced)"}
+    assert result.reused_shards == 1
+    assert _tree(str(out)) == _tree(str(tmp_path / "ref"))
+    stats = json.load(open(out / "train-000000.stats.json"))
+    assert stats["tar"]["size"] == len(data) and len(stats["tar"]["sha256"]) == 64
+
+
+def test_same_stem_files_keep_distinct_ids(ffmpeg_exe, tmp_path):
+    root = _clips(tmp_path / "data", ffmpeg_exe, ["x.mp4", "x.mkv"])
+    _captions(root, [("x.mp4", "the mp4", "test"), ("x.mkv", "the mkv", "test")])
+    result = run_preprocess(_small(root, tmp_path / "out"))
+    samples = {s["meta"]["video_id"]: s for s in _samples(str(tmp_path / "out"), "test")}
+    assert {v: (s["meta"]["source"], s["captions"]) for v, s in samples.items()} == {
+        "x.mp4": ("x.mp4", ["the mp4"]), "x.mkv": ("x.mkv", ["the mkv"])}
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", s["key"]) for s in samples.values())
+    assert result.manifest["failures"] == []
+
+
+def test_a_fifo_is_reported_as_such(tmp_path):
+    from fda.pipeline.datasets import VideoItem
+    from fda.pipeline.preprocess import process_video
+
+    os.mkfifo(tmp_path / "pipe.mp4")
+    item = VideoItem("pipe", "test", str(tmp_path / "pipe.mp4"), ("a caption",), "pipe.mp4")
+    members, record = process_video(item, _cfg(str(tmp_path), tmp_path / "out"))
+    assert members is None and record["error"] == "pipe.mp4 is a FIFO (named pipe), not a regular file: list the " \
+                                                  "video file itself"

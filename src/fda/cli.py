@@ -10,7 +10,7 @@ import click
 
 from fda import __version__
 from fda.config import BENCH_KINDS, GENERATE_KINDS, GenerateConfig, PreprocessConfig, TrainConfig, field_default
-from fda.errors import FdaError
+from fda.errors import FdaError, path_error
 from fda.logs import setup_logging
 
 
@@ -45,7 +45,12 @@ def _default(cls: type, name: str) -> Any:
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None, help="Also write the full log here.")
 def cli(verbose: int, log_file: Optional[str]) -> None:
     """FDA-CLIP: frame-difference alpha masks for Alpha-CLIP text-video retrieval."""
-    setup_logging(logging.DEBUG if verbose else logging.INFO, log_file)
+    try:
+        setup_logging(logging.DEBUG if verbose else logging.INFO, log_file)
+    except OSError as err:
+        setup_logging(logging.DEBUG if verbose else logging.INFO)  # keep a console log for the rest of the run
+        raise FdaClickError(path_error("--log-file", str(log_file), err, "name a file in a folder you can write "
+                                       "to")) from None
 
 
 P = PreprocessConfig
@@ -91,6 +96,8 @@ P = PreprocessConfig
               help="Exit non-zero when more videos than this fraction fail.")
 @click.option("--limit", type=int, default=None, help="Take only the first N videos of each split.")
 @click.option("--overwrite", is_flag=True, default=False, help="Delete earlier output in --out and start over.")
+@click.option("--retry-failed", is_flag=True, default=False,
+              help="Also redo finished shards that recorded failed videos (changed inputs are redone anyway).")
 def preprocess(**kwargs: Any) -> None:
     """Decode videos once into WebDataset shards of frames plus frame-difference alpha masks."""
     from fda.pipeline.preprocess import run_preprocess

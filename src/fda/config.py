@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from fda.errors import ConfigError
+from fda.errors import ConfigError, path_error
 
 LAYOUTS = ("msrvtt", "msvd", "folder")
 SPLITS = ("train", "val", "test")
@@ -33,6 +33,22 @@ def _require(ok: bool, field: str, value: Any, need: str) -> None:
 
 def _choice(field: str, value: Any, choices: Sequence[str]) -> None:
     _require(value in choices, field, value, "one of " + ", ".join(choices))
+
+
+def make_out_dir(path: str, option: str = "--out") -> str:
+    """Create the output folder ``path`` (and its parents) if needed; return it.
+
+    Raises:
+        ConfigError: ``path`` (or a part of it) is a file, or cannot be a folder there (exit 2).
+        EnvError: the machine refuses: no permission, a read-only or full file system (exit 4).
+    """
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise ConfigError(f"{option} {path!r} is a file, not a folder: choose another {option} (or move the file)")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise path_error(option, path, err, f"choose another {option} in a folder you can write to") from None
+    return path
 
 
 def field_default(cls: type, name: str) -> Any:
@@ -85,6 +101,7 @@ class PreprocessConfig:
     max_failure_rate: float = 0.01
     limit: Optional[int] = None
     overwrite: bool = False
+    retry_failed: bool = False
 
     def __post_init__(self) -> None:
         if self.layout is not None:

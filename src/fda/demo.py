@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from fda.config import DemoConfig
+from fda.config import DemoConfig, make_out_dir
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     from fda.lab.motion_bench import BenchMotionResult, prepare_set, run_set
     from fda.shards.schema import MANIFEST, read_json
 
+    make_out_dir(cfg.out)
     bench = cfg.bench_config()
     result = DemoResult(cfg.out)
     shard_sets, _ = prepare_set(bench, cfg.kind)

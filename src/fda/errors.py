@@ -4,6 +4,9 @@ The library raises these; only ``fda.cli`` turns them into ``Error: <message>`` 
 Exit codes: 0 ok, 1 bug (traceback), 2 usage/config, 3 input/data, 4 environment.
 """
 
+import errno
+import os
+
 
 class FdaError(Exception):
     """Base class of every error the user can act on; ``exit_code`` is stable."""
@@ -27,3 +30,29 @@ class EnvError(FdaError):
     """The environment lacks something: no ffmpeg, no CUDA, no weights offline (exit code 4)."""
 
     exit_code = 4
+
+
+# errno values that say "this machine will not let you" rather than "this path is wrong"
+_ENVIRONMENT_ERRNOS = frozenset({errno.EPERM, errno.EACCES, errno.ENOSPC, errno.EROFS, errno.EDQUOT})
+
+
+def path_error(option: str, path: str, err: OSError, fix: str) -> FdaError:
+    """A one-line error for an ``OSError`` raised on a path the user gave with ``option``.
+
+    Args:
+        option: the option that named the path (``--out``, ``--log-file``).
+        path: the path as given.
+        err: what the operating system said.
+        fix: what to do instead, e.g. ``"choose a folder you can write to"``.
+
+    Returns:
+        :class:`EnvError` (exit 4) when the machine refuses (permissions, read-only or full disk), else
+        :class:`ConfigError` (exit 2): the path itself is wrong (a missing parent folder, a file where a folder is
+        needed).
+    """
+    reason = err.strerror or str(err)
+    parent = os.path.dirname(os.path.abspath(path))
+    if err.errno == errno.ENOENT and not os.path.isdir(parent):
+        reason = f"folder {parent} does not exist"
+    cls = EnvError if err.errno in _ENVIRONMENT_ERRNOS else ConfigError
+    return cls(f"{option} {path!r}: {reason}: {fix}")

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from fda.config import AblateConfig, EvalConfig, SweepConfig, TrainConfig
+from fda.config import AblateConfig, EvalConfig, SweepConfig, TrainConfig, make_out_dir
 from fda.shards.schema import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
     from fda.pipeline.sweep import preprocess_taus
     from fda.viz import mask_stats
 
-    os.makedirs(cfg.out, exist_ok=True)
+    make_out_dir(cfg.out)
     pre_cfgs = [cfg.preprocess_config(tau, os.path.join(cfg.out, "shards", _tag(tau))) for tau in cfg.taus]
     shards = preprocess_taus(pre_cfgs)
     log.info("sweep shard sets: %s", ", ".join(shards.outs))
@@ -265,7 +265,7 @@ def run_ablate(cfg: AblateConfig) -> AblateResult:
     """
     from fda.viz import mask_stats
 
-    os.makedirs(cfg.out, exist_ok=True)
+    make_out_dir(cfg.out)
     result = AblateResult(cfg.out)
     runs: List[Dict[str, Any]] = []
     for no_alpha, name, label in ((False, "alpha", "masks (Alpha-CLIP)"), (True, "no-alpha", "no mask (--no-alpha)")):

@@ -21,7 +21,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from fda.config import MasksStatsConfig, VisualizeConfig
+from fda.config import MasksStatsConfig, VisualizeConfig, make_out_dir
 from fda.errors import InputError
 from fda.shards.reader import decode_sample
 from fda.shards.schema import META, read_manifest, split_shards
@@ -271,7 +271,7 @@ def run_visualize(cfg: VisualizeConfig) -> VisualizeResult:
         EnvError: ``--animation mp4`` without an ffmpeg binary.
     """
     manifest = _manifest(cfg.shards_dir)
-    os.makedirs(cfg.out, exist_ok=True)
+    make_out_dir(cfg.out)
     result = VisualizeResult(cfg.out, os.path.join(cfg.out, "index.html"))
     for sample in _pick_samples(cfg):
         frames, masks, meta = sample["frames"], sample["masks"], sample["meta"]
@@ -398,7 +398,7 @@ def plot_stats(rows: Sequence[MaskStatsRow], path: str, bins: int = 20) -> None:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    make_out_dir(os.path.dirname(os.path.abspath(path)))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

@@ -26,7 +26,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from fda import __version__
-from fda.config import EmbedConfig, SearchConfig
+from fda.config import EmbedConfig, SearchConfig, make_out_dir
 from fda.errors import EnvError, InputError
 from fda.shards.schema import MANIFEST, read_json, read_manifest, write_json_atomic
 
@@ -102,7 +102,7 @@ def _prepare_out(out: str, overwrite: bool) -> None:
                 not f.startswith(KINDS) for f in os.listdir(out)):
             raise InputError(f"--out {out!r} holds files that fda embed did not write: refusing to delete them")
         shutil.rmtree(out)
-    os.makedirs(out, exist_ok=True)
+    make_out_dir(out)
 
 
 def run_embed(cfg: EmbedConfig) -> EmbedResult:
@@ -118,6 +118,7 @@ def run_embed(cfg: EmbedConfig) -> EmbedResult:
 
     if cfg.index == "hnsw":
         _import_faiss()
+    make_out_dir(cfg.out)  # a file or an unwritable place fails here, before the model is loaded
     manifest = read_manifest(cfg.shards)
     if manifest is None:
         raise InputError(f"{cfg.shards!r} has no {MANIFEST}: run fda preprocess first or fix --shards")

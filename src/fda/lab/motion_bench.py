@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from fda.config import BenchMotionConfig, GenerateConfig, PreprocessConfig, TrainConfig
+from fda.config import BenchMotionConfig, GenerateConfig, PreprocessConfig, TrainConfig, make_out_dir
 from fda.errors import InputError
 from fda.shards.reader import decode_sample
 from fda.shards.schema import CONFIG, MANIFEST, META, mask_member, read_json, split_shards, write_json_atomic
@@ -440,7 +440,7 @@ def run_bench_motion(cfg: BenchMotionConfig) -> BenchMotionResult:
     from fda.eval.retrieval import resolve_device
 
     start = time.perf_counter()
-    os.makedirs(cfg.out, exist_ok=True)
+    make_out_dir(cfg.out)
     device = resolve_device(cfg.device)
     result = BenchMotionResult(cfg.out)
     for kind in cfg.set_list:

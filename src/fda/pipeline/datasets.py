@@ -10,8 +10,12 @@ Three layouts are understood (DATASETS.md §1-3 has the official formats):
 - ``msvd``: ``raw-captions.pkl`` (video id -> list of token lists, joined with spaces) and
   ``train_list.txt`` / ``val_list.txt`` / ``test_list.txt`` (one id per line).
 - ``folder``: your own videos plus a captions file, ``captions.csv`` (header ``video,caption[,split]``) or
-  ``captions.jsonl`` (keys ``video``, ``caption``, optional ``split``) at the root, or any file given by
-  ``captions=``. Several rows per video give several captions; a video whose rows name no split goes to ``test``.
+  ``captions.jsonl`` (keys ``video``, ``caption`` (a string) or ``captions`` (a list), optional ``split``) at the
+  root (not both), or any file given by ``captions=``. Several rows per video give several captions; a video whose
+  rows name no split goes to ``test``. Rows are grouped by the real path of the file they name (``a.mp4``,
+  ``./a.mp4`` and ``/abs/root/a.mp4`` are one video; so are a symlink and its target); exact repeats of a caption
+  are dropped and counted. When two different files would get the same id (``x.mp4`` and ``x.mkv`` both give
+  ``x``), each of them takes its file name with the extension as its id (``x.mp4``, ``x.mkv``).
 
 Annotation files are looked for at the root, then one folder down (``msrvtt_data/MSRVTT_data.json``). Videos are
 found anywhere under the root by file stem, whatever the subfolder; when several files share a stem, ``.mp4`` wins,
@@ -28,6 +32,7 @@ import json
 import logging
 import os
 import pickle
+import stat
 import unicodedata
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -49,6 +54,7 @@ MSRVTT_TEST_CSV = "MSRVTT_JSFUSION_test.csv"
 MSVD_CAPTIONS = "raw-captions.pkl"
 MSVD_LISTS = {"train": "train_list.txt", "val": "val_list.txt", "test": "test_list.txt"}
 FOLDER_CAPTIONS = ("captions.csv", "captions.jsonl")
+JSONL_CAPTION_KEYS = ("caption", "captions")  # a string, or a list of strings, under either key
 
 # Official split sizes (DATASETS.md); a different count is logged, not an error (subsets are legitimate).
 OFFICIAL_COUNTS = {
@@ -68,7 +74,7 @@ class VideoItem:
     Attributes:
         video_id: the name the dataset gives the video (``video0``, ``-4wsuPCjDBc_5_15``, a file stem).
         split: ``train``, ``val`` or ``test``.
-        path: absolute path of the video file; ``None`` when no file was found.
+        path: real path (symlinks resolved) of the video file; ``None`` when no file was found.
         captions: every caption, in the dataset's order; empty when the dataset gives none.
         source: the file's path relative to the dataset root (``/`` separators), or the expected name when the
             file is missing; meant for records and error messages.
@@ -87,14 +93,18 @@ class Dataset:
 
     Attributes:
         layout: ``msrvtt``, ``msvd`` or ``folder``.
-        root: absolute dataset root.
+        root: real path of the dataset root.
         items: per split (in ``train``, ``val``, ``test`` order), the videos in the split file's order
             (MSR-VTT test: the JSFUSION csv row order).
+        annotations: real paths of the annotation files read (split lists, captions), in reading order.
+        duplicate_captions: exact repeats of a video's caption dropped from a folder captions file.
     """
 
     layout: str
     root: str
     items: Dict[str, List[VideoItem]]
+    annotations: Tuple[str, ...] = ()
+    duplicate_captions: int = 0
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -114,11 +124,27 @@ def _subdirs(root: str) -> List[str]:
         return []
 
 
+def not_regular(path: str) -> Optional[str]:
+    """What ``path`` is when it exists but is not a regular file (``"a FIFO"``, ``"a folder"``), else ``None``."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
 def _find_annotation(root: str, name: str) -> Optional[str]:
     """``root/name`` or, failing that, ``root/<sub>/name`` (first subfolder in sorted order)."""
     direct = os.path.join(root, name)
     if os.path.isfile(direct):
         return direct
+    kind = not_regular(direct)
+    if kind is not None and kind != "a folder":
+        raise InputError(f"{direct} is {kind}, not a regular file: replace it with the file itself")
     found = [os.path.join(sub, name) for sub in _subdirs(root) if os.path.isfile(os.path.join(sub, name))]
     if len(found) > 1:
         logger.warning("%s found in %d folders under %s; using %s", name, len(found), root, found[0])
@@ -164,7 +190,7 @@ class _VideoIndex:
 
     def item(self, video_id: str, split: str, captions: Sequence[str], expected: str) -> VideoItem:
         rel = self.lookup(video_id)
-        path = os.path.join(self.root, *rel.split("/")) if rel is not None else None
+        path = os.path.realpath(os.path.join(self.root, *rel.split("/"))) if rel is not None else None
         return VideoItem(video_id, split, path, tuple(captions), rel if rel is not None else expected)
 
 
@@ -255,7 +281,8 @@ def _markers(root: str) -> Dict[str, List[str]]:
         found["msvd"] = [MSVD_CAPTIONS, *lists]
     elif {"train_list.txt", "test_list.txt"} <= set(lists):
         found["msvd"] = lists
-    folder = [n for n in FOLDER_CAPTIONS if os.path.isfile(os.path.join(root, n))]
+    folder = [n for n in FOLDER_CAPTIONS if os.path.lexists(os.path.join(root, n))
+              and not os.path.isdir(os.path.join(root, n))]
     if folder:
         found["folder"] = folder
     return found
@@ -341,15 +368,17 @@ def load_dataset(root: str, layout: Optional[str] = None, *, msrvtt_train: str =
         raise ConfigError(f"--captions applies to --layout folder only, got --layout {layout}: drop --captions")
     if not os.path.isdir(root):
         raise InputError(f"dataset root {root!r} is not a folder: check the path")
-    root = os.path.abspath(root)
+    root = os.path.realpath(root)
     if layout is None:
         layout = detect_layout(root)
+    files: List[str] = []
+    duplicates = 0
     if layout == "msrvtt":
-        items = _load_msrvtt(root, msrvtt_train, splits)
+        items = _load_msrvtt(root, msrvtt_train, splits, files)
     elif layout == "msvd":
-        items = _load_msvd(root, splits)
+        items = _load_msvd(root, splits, files)
     else:
-        items = _load_folder(root, captions, splits)
+        items, duplicates = _load_folder(root, captions, splits, files)
     for split, lst in items.items():
         missing = sum(1 for it in lst if it.path is None)
         uncaptioned = sum(1 for it in lst if not it.captions)
@@ -357,16 +386,19 @@ def load_dataset(root: str, layout: Optional[str] = None, *, msrvtt_train: str =
         note = f" (the official split has {official})" if official is not None and len(lst) != official else ""
         logger.info("%s %s: %d videos%s, %d without a file, %d without captions", layout, split, len(lst), note,
                     missing, uncaptioned)
-    return Dataset(layout=layout, root=root, items=items)
+    return Dataset(layout=layout, root=root, items=items,
+                   annotations=tuple(dict.fromkeys(os.path.realpath(f) for f in files)), duplicate_captions=duplicates)
 
 
-def _load_msrvtt(root: str, which: str, splits: Optional[Sequence[str]]) -> Dict[str, List[VideoItem]]:
+def _load_msrvtt(root: str, which: str, splits: Optional[Sequence[str]], files: List[str]
+                 ) -> Dict[str, List[VideoItem]]:
     wanted = _check_splits(splits, ("train", "test"), "msrvtt")
     index = _VideoIndex(root)
     items: Dict[str, List[VideoItem]] = {}
     if "train" in wanted:
         name = MSRVTT_TRAIN_CSV[which]
         csv_path = _need(_find_annotation(root, name), name, root, "a video_id column")
+        files.append(csv_path)
         ids = _dedupe((row["video_id"] for _, row in _read_csv(csv_path, ("video_id",)) if row["video_id"]),
                       csv_path)
         json_path = None
@@ -375,11 +407,13 @@ def _load_msrvtt(root: str, which: str, splits: Optional[Sequence[str]]) -> Dict
             if json_path:
                 break
         json_path = _need(json_path, MSRVTT_JSON_NAMES[0], root, "the train captions")
+        files.append(json_path)
         sentences = _msrvtt_sentences(json_path)
         items["train"] = [index.item(v, "train", sentences.get(v, ()), f"{v}.mp4") for v in ids]
     if "test" in wanted:
         csv_path = _need(_find_annotation(root, MSRVTT_TEST_CSV), MSRVTT_TEST_CSV, root,
                          "columns key,vid_key,video_id,sentence")
+        files.append(csv_path)
         order: Dict[str, List[str]] = {}
         for line, row in _read_csv(csv_path, ("video_id", "sentence")):
             vid = row["video_id"]
@@ -427,15 +461,18 @@ def _msrvtt_sentences(path: str) -> Dict[str, List[str]]:
     return out
 
 
-def _load_msvd(root: str, splits: Optional[Sequence[str]]) -> Dict[str, List[VideoItem]]:
+def _load_msvd(root: str, splits: Optional[Sequence[str]], files: List[str]) -> Dict[str, List[VideoItem]]:
     wanted = _check_splits(splits, tuple(MSVD_LISTS), "msvd")
     pkl = _need(_find_annotation(root, MSVD_CAPTIONS), MSVD_CAPTIONS, root, "video id -> token lists")
+    files.append(pkl)
     captions = _msvd_captions(pkl)
     index = _VideoIndex(root)
     items: Dict[str, List[VideoItem]] = {}
     for split in wanted:
         name = MSVD_LISTS[split]
-        ids = _read_list(_need(_find_annotation(root, name), name, root, "one video id per line"))
+        list_path = _need(_find_annotation(root, name), name, root, "one video id per line")
+        files.append(list_path)
+        ids = _read_list(list_path)
         items[split] = [index.item(v, split, captions.get(v, ()), f"{v}.avi") for v in ids]
     return items
 
@@ -472,17 +509,27 @@ def _msvd_captions(path: str) -> Dict[str, List[str]]:
     return out
 
 
+def _regular_file(path: str, what: str, fix: str) -> str:
+    """``path`` when it is a regular file; raises InputError naming what it is otherwise."""
+    kind = not_regular(path)
+    if kind is not None:
+        raise InputError(f"{what} {path} is {kind}, not a regular file: {fix}")
+    return path
+
+
 def _find_captions_file(root: str, captions: Optional[str]) -> str:
     if captions is None:
-        for name in FOLDER_CAPTIONS:
-            path = os.path.join(root, name)
-            if os.path.isfile(path):
-                return path
+        present = [os.path.join(root, name) for name in FOLDER_CAPTIONS if os.path.lexists(os.path.join(root, name))]
+        if len(present) > 1:
+            raise ConfigError(f"{root} holds both {' and '.join(FOLDER_CAPTIONS)}: pass --captions with the one to "
+                              f"read (e.g. --captions {FOLDER_CAPTIONS[0]}), or delete the other")
+        if present:
+            return _regular_file(present[0], "captions file", "replace it with the file itself")
         raise InputError(f"no captions.csv or captions.jsonl in {root}: write one (columns video,caption[,split]) "
                          f"or pass --captions FILE")
     for path in (captions, os.path.join(root, captions)):
-        if os.path.isfile(path):
-            return os.path.abspath(path)
+        if os.path.exists(path):
+            return os.path.abspath(_regular_file(path, "captions file", "pass the file itself to --captions"))
     raise InputError(f"captions file {captions!r} not found (tried it as given and inside {root}): fix --captions")
 
 
@@ -503,11 +550,21 @@ def _folder_rows(path: str) -> List[Tuple[int, str, Optional[str], Optional[str]
                 raise InputError(f"{path} line {line}: not valid JSON ({err.msg}): one object per line") from None
             if not isinstance(obj, dict) or not isinstance(obj.get("video"), str):
                 raise InputError(f"{path} line {line}: need an object with a string 'video' key, got {text[:80]}")
-            caption, split = obj.get("caption"), obj.get("split")
-            caps = caption if isinstance(caption, list) else [caption]
+            split = obj.get("split")
+            caps: List[Any] = []
+            for key in JSONL_CAPTION_KEYS:
+                if key in obj:
+                    caps += obj[key] if isinstance(obj[key], list) else [obj[key]]
+            unknown = sorted(k for k in obj if k not in ("video", "split", *JSONL_CAPTION_KEYS))
+            if not any(k in obj for k in JSONL_CAPTION_KEYS):
+                if unknown:
+                    raise InputError(f"{path} line {line}: no 'caption' (a string) or 'captions' (a list of strings) "
+                                     f"key, got keys {', '.join(map(repr, unknown))}: rename the caption key")
+                caps = [None]  # a video listed without a caption: recorded as a failure with its reason
             for cap in caps:
                 if cap is not None and not isinstance(cap, str):
-                    raise InputError(f"{path} line {line}: 'caption' must be a string or a list of strings")
+                    raise InputError(f"{path} line {line}: 'caption' and 'captions' must be a string or a list of "
+                                     f"strings, got {str(cap)[:40]}")
                 rows.append((line, obj["video"].strip(), (cap or "").strip() or None,
                              split.strip() if isinstance(split, str) and split.strip() else None))
     else:
@@ -524,44 +581,91 @@ def _folder_video_id(value: str) -> str:
     return stem if ext.lower() in VIDEO_EXTENSIONS else value
 
 
-def _load_folder(root: str, captions: Optional[str], splits: Optional[Sequence[str]]) -> Dict[str, List[VideoItem]]:
+def _folder_value(root: str, value: str) -> str:
+    """A row's ``video`` value with ``/`` separators, made relative to ``root`` when it is an absolute path (or climbs
+    with ``..``) but really lies inside the root, so aliases of one file derive one id."""
+    value = value.replace("\\", "/")
+    if os.path.isabs(value) or ".." in value.split("/"):
+        real = os.path.realpath(os.path.join(root, value))
+        if real.startswith(root.rstrip(os.sep) + os.sep):
+            return os.path.relpath(real, root).replace(os.sep, "/")
+    return value
+
+
+def _load_folder(root: str, captions: Optional[str], splits: Optional[Sequence[str]], files: List[str]
+                 ) -> Tuple[Dict[str, List[VideoItem]], int]:
+    """Items per split and the number of exact duplicate caption rows dropped."""
     path = _find_captions_file(root, captions)
-    by_video: Dict[str, Dict[str, Any]] = {}
-    for line, video, caption, split in _folder_rows(path):
+    files.append(path)
+    rows = _folder_rows(path)
+    if not rows:
+        raise InputError(f"{path} has no rows: add lines of video,caption[,split]")
+    index = _VideoIndex(root)
+    located: Dict[str, Optional[str]] = {}  # value -> relative path of its file (one lookup per distinct value)
+    by_file: Dict[str, Dict[str, Any]] = {}  # real path (or "\0" + id when no file) -> the video's rows
+    duplicates = 0
+    for line, video, caption, split in rows:
         if not video:
             raise InputError(f"{path} line {line}: empty 'video': name a file or stem relative to {root}")
         if split is not None and split not in SPLITS:
             raise InputError(f"{path} line {line}: split must be one of {', '.join(SPLITS)} or empty, got {split!r}")
-        vid = _folder_video_id(video)
-        entry = by_video.setdefault(vid, {"value": video, "captions": [], "split": None, "line": line})
+        value = _folder_value(root, video)
+        if value not in located:
+            located[value] = _folder_locate(root, index, value, _folder_video_id(value))
+        rel = located[value]
+        real = os.path.realpath(os.path.join(root, *rel.split("/"))) if rel is not None else None
+        entry = by_file.setdefault(real if real is not None else "\0" + _folder_video_id(value),
+                                   {"value": value, "rel": rel, "path": real, "captions": [], "split": None,
+                                    "line": line})
         if split is not None:
             if entry["split"] not in (None, split):
-                raise InputError(f"{path} line {line}: {vid!r} is in split {split!r} here but {entry['split']!r} "
-                                 f"earlier: a video belongs to one split")
+                same = "" if video == entry["value"] else f" (as {entry['value']!r}: the same file)"
+                raise InputError(f"{path} line {line}: {video!r} is in split {split!r} here but {entry['split']!r} "
+                                 f"at line {entry['line']}{same}: a video belongs to one split")
             entry["split"] = split
+            entry["line"] = line
         if caption is not None:
-            entry["captions"].append(caption)
-    if not by_video:
-        raise InputError(f"{path} has no rows: add lines of video,caption[,split]")
-    available = [s for s in SPLITS if any((e["split"] or FOLDER_DEFAULT_SPLIT) == s for e in by_video.values())]
+            if caption in entry["captions"]:
+                duplicates += 1
+            else:
+                entry["captions"].append(caption)
+    if duplicates:
+        logger.warning("%s: dropped %d exact repeats of a video's caption", path, duplicates)
+    ids = _folder_ids(list(by_file.values()))
+    available = [s for s in SPLITS if any((e["split"] or FOLDER_DEFAULT_SPLIT) == s for e in by_file.values())]
     wanted = _check_splits(splits, available, "folder")
-    index = _VideoIndex(root)
     items: Dict[str, List[VideoItem]] = {s: [] for s in wanted}
-    for vid, entry in by_video.items():
+    for vid, entry in zip(ids, by_file.values()):
         split = entry["split"] or FOLDER_DEFAULT_SPLIT
-        if split not in items:
-            continue
-        rel = _folder_locate(root, index, entry["value"], vid)
-        file_path = os.path.join(root, *rel.split("/")) if rel is not None else None
-        items[split].append(VideoItem(vid, split, file_path, tuple(entry["captions"]),
-                                      rel if rel is not None else entry["value"]))
-    return items
+        if split in items:
+            items[split].append(VideoItem(vid, split, entry["path"], tuple(entry["captions"]),
+                                          entry["rel"] if entry["rel"] is not None else entry["value"]))
+    return items, duplicates
+
+
+def _folder_ids(entries: Sequence[Dict[str, Any]]) -> List[str]:
+    """One id per video: the row's value without its video extension, or, where two different files would share
+    that id (``x.mp4`` and ``x.mkv``), the file name with its extension."""
+    ids = [_folder_video_id(e["value"]) for e in entries]
+    counts: Dict[str, int] = {}
+    for vid in ids:
+        counts[vid] = counts.get(vid, 0) + 1
+    out = []
+    for vid, entry in zip(ids, entries):
+        if counts[vid] > 1:
+            full = entry["rel"] if entry["rel"] is not None else entry["value"]
+            logger.warning("%s: %d listed files would all be video %r; this one is video %r", full, counts[vid], vid,
+                           full)
+            vid = full
+        out.append(vid)
+    return out
 
 
 def _folder_locate(root: str, index: _VideoIndex, value: str, vid: str) -> Optional[str]:
-    """Relative path of the file a captions row names: the exact file, else by stem (in its subfolder if given)."""
-    exact = os.path.join(root, value.replace("\\", "/"))
-    if os.path.isfile(exact):
+    """Relative path of the file a captions row names: the exact file (whatever its kind, so that a FIFO gets an
+    honest reason later), else by stem (in its subfolder if given)."""
+    exact = os.path.join(root, value)
+    if os.path.exists(exact) and not os.path.isdir(exact):
         return os.path.relpath(exact, root).replace(os.sep, "/")
     subdir, stem = os.path.dirname(vid), os.path.basename(vid)
     return index.lookup(stem, subdir if subdir else None)

@@ -2,13 +2,18 @@
 
 Work is cut into shard tasks (one split, up to ``samples_per_shard`` videos, in the dataset's order). A task decodes its
 videos one by one, writes ``<split>-NNNNNN.tar.partial``, renames it into place and then records the task's
-per-video status in ``<split>-NNNNNN.stats.json``; a shard with stats is finished and never rewritten. Rerunning
-after any interruption does only the tasks without stats and, since shards are byte-deterministic, ends with
-exactly the files an uninterrupted run gives. Tasks run in a local process pool or on Ray.
+per-video status in ``<split>-NNNNNN.stats.json``, with the fingerprint of its inputs (each video's real path, size,
+mtime and captions, and the data options) and the tar's size and sha256. A shard with stats is finished: a rerun
+keeps it while its fingerprint and tar still match, and redoes it (saying why) when an input changed or the tar was
+damaged; ``retry_failed`` also redoes shards that recorded failed videos. Since shards are byte-deterministic, a
+rerun after any interruption ends with exactly the files an uninterrupted run gives. Tasks run in a local process
+pool or on Ray.
 """
 
 import dataclasses
 import glob
+import hashlib
+import json
 import logging
 import os
 import queue
@@ -25,15 +30,15 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from fda import __version__
-from fda.config import PreprocessConfig, flag
+from fda.config import PreprocessConfig, flag, make_out_dir
 from fda.errors import ConfigError, InputError
-from fda.pipeline.datasets import Dataset, VideoItem, load_dataset
+from fda.pipeline.datasets import Dataset, VideoItem, load_dataset, not_regular
 from fda.pipeline.masks import clip_masks
 from fda.pipeline.sampling import needed_frames, partner_indices, sample_frame_indices
 from fda.pipeline.video import (VideoError, check_decoder, count_decoded_frames, decode_frames, find_ffmpeg,
                                 ffmpeg_version, probe)
-from fda.shards.schema import (CONFIG, MANIFEST, SCHEMA_VERSION, read_json, sample_key, shard_name, stats_name,
-                               write_json_atomic)
+from fda.shards.schema import (CONFIG, MANIFEST, SCHEMA_VERSION, file_digest, read_json, sample_key, shard_name,
+                               stats_name, write_json_atomic)
 from fda.shards.writer import PARTIAL, ShardWriter, sample_members
 
 log = logging.getLogger(__name__)
@@ -41,11 +46,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ShardTask:
-    """One unit of work: the videos of one shard."""
+    """One unit of work: the videos of one shard, and the fingerprint of what they are made from."""
 
     split: str
     index: int
     items: Tuple[VideoItem, ...]
+    inputs: Optional[Dict[str, Any]] = None
 
     @property
     def name(self) -> str:
@@ -61,6 +67,12 @@ class PreprocessResult:
     seconds: float
     processed_now: int = 0
     reused_shards: int = 0
+    redone: Dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def redone_shards(self) -> int:
+        """Finished shards of an earlier run that this run wrote again (changed inputs, a damaged tar, a retry)."""
+        return len(self.redone)
 
     def summary(self) -> str:
         """One line for the terminal."""
@@ -70,8 +82,12 @@ class PreprocessResult:
         failed = len(self.manifest["failures"])
         rate = f", {self.processed_now / self.seconds:.1f} videos/s" if self.processed_now and self.seconds else ""
         reused = f", {self.reused_shards} shards already done" if self.reused_shards else ""
+        redone = ""
+        if self.redone:
+            first, why = next(iter(self.redone.items()))
+            redone = f", {self.redone_shards} redone (first: {first}: {why})"
         return (f"wrote {parts} videos in {shards} shards to {self.out} ({failed} failed, "
-                f"listed in {os.path.join(self.out, MANIFEST)}){reused}{rate}")
+                f"listed in {os.path.join(self.out, MANIFEST)}){reused}{redone}{rate}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -134,6 +150,9 @@ def process_video_multi(item: VideoItem, cfgs: Sequence[PreprocessConfig]
     try:
         if item.path is None:
             raise VideoError("listed video not found under the dataset root")
+        kind = not_regular(item.path)
+        if kind is not None:
+            raise VideoError(f"{item.source} is {kind}, not a regular file: list the video file itself")
         if not item.captions:
             raise VideoError("no caption")
         info, total, indices, partners, decoded = _sample_and_decode(item.path, cfg0.frames_for(item.split), cfg0)
@@ -202,13 +221,16 @@ def run_shard_task(task: ShardTask, cfgs: Sequence[PreprocessConfig]) -> List[Di
         raise
     out = []
     for writer, cfg in zip(writers, cfgs):
+        tar: Optional[Dict[str, Any]] = None
         if samples:
             writer.commit()
+            tar = file_digest(writer.path)
         else:
             writer.abort()
         stats = {"schema_version": SCHEMA_VERSION, "split": task.split, "index": task.index,
                  "name": task.name if samples else None, "samples": samples, "captions": captions,
-                 "videos": [dict(r) for r in records]}
+                 "videos": [dict(r) for r in records], "tar": tar,
+                 "inputs": task.inputs if task.inputs is None else _with_options(task.inputs, cfg)}
         write_json_atomic(os.path.join(cfg.out, stats_name(task.split, task.index)), stats)
         out.append(stats)
     return out
@@ -227,8 +249,87 @@ def _plan(dataset: Dataset, cfg: PreprocessConfig) -> Tuple[List[ShardTask], Dic
         listed[split] = len(items)
         for start in range(0, len(items), cfg.samples_per_shard):
             chunk = tuple(items[start:start + cfg.samples_per_shard])
-            tasks.append(ShardTask(split, start // cfg.samples_per_shard, chunk))
+            inputs = {"videos": [_video_inputs(item) for item in chunk]}
+            tasks.append(ShardTask(split, start // cfg.samples_per_shard, chunk, inputs))
     return tasks, listed
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What a shard is made from, and whether a finished one still stands
+
+
+def _digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def _video_inputs(item: VideoItem) -> Dict[str, Any]:
+    """One video's part of a shard fingerprint: its id, real path, size, mtime and a digest of its captions."""
+    size = mtime = None
+    if item.path is not None:
+        try:
+            st = os.stat(item.path)
+            size, mtime = st.st_size, st.st_mtime_ns
+        except OSError:
+            pass
+    return {"video_id": item.video_id, "path": item.path, "size": size, "mtime_ns": mtime,
+            "captions": _digest(list(item.captions))[:16]}
+
+
+def _with_options(inputs: Dict[str, Any], cfg: PreprocessConfig) -> Dict[str, Any]:
+    """A shard's full fingerprint: its videos, the data options, and one digest of both."""
+    full = {"options": cfg.data_fields(), "videos": inputs["videos"]}
+    return {"digest": _digest(full), **full}
+
+
+def _what_changed(old: Any, new: Dict[str, Any]) -> Optional[str]:
+    """The first difference between a recorded fingerprint and this run's, in words; ``None`` when they agree."""
+    if not isinstance(old, dict) or "digest" not in old:
+        return "it records no input fingerprint (written by an older fda)"
+    if old["digest"] == new["digest"]:
+        return None
+    for name, value in new["options"].items():
+        if old.get("options", {}).get(name) != value:
+            return f"{flag(name)} was {old.get('options', {}).get(name)!r}, now {value!r}"
+    before = {v["video_id"]: v for v in old.get("videos", [])}
+    now = {v["video_id"]: v for v in new["videos"]}
+    for vid, v in now.items():
+        o = before.get(vid)
+        if o is None:
+            return f"video {vid!r} is new in this shard"
+        if o.get("path") != v["path"]:
+            return f"video {vid!r} is now {v['path']} (was {o.get('path')})"
+        if (o.get("size"), o.get("mtime_ns")) != (v["size"], v["mtime_ns"]):
+            return f"video {vid!r} changed on disk (size {o.get('size')} -> {v['size']}, or its mtime)"
+        if o.get("captions") != v["captions"]:
+            return f"the captions of video {vid!r} changed"
+    gone = [vid for vid in before if vid not in now]
+    if gone:
+        return f"video {gone[0]!r} is no longer in this shard"
+    return "the order of its videos changed"
+
+
+def _why_redo(stats: Dict[str, Any], task: ShardTask, cfg: PreprocessConfig) -> Optional[str]:
+    """Why a finished shard must be written again, or ``None`` when it stands."""
+    inputs = task.inputs or {"videos": [_video_inputs(item) for item in task.items]}
+    changed = _what_changed(stats.get("inputs"), _with_options(inputs, cfg))
+    if changed:
+        return f"inputs changed: {changed}"
+    if cfg.retry_failed:
+        failed = sum(1 for v in stats.get("videos", []) if v.get("status") != "ok")
+        if failed:
+            return f"retrying {failed} failed video{'s' if failed > 1 else ''} (--retry-failed)"
+    if stats.get("samples", 0) == 0:
+        return None
+    tar_path = os.path.join(cfg.out, task.name)
+    recorded = stats.get("tar") or {}
+    if not os.path.isfile(tar_path):
+        return "its tar is missing"
+    size = os.path.getsize(tar_path)
+    if size != recorded.get("size"):
+        return f"its tar is {size} bytes, {recorded.get('size')} recorded (damaged or replaced)"
+    if file_digest(tar_path)["sha256"] != recorded.get("sha256"):
+        return "its tar's sha256 differs from the recorded one (damaged or replaced)"
+    return None
 
 
 def _owned_files(out: str) -> List[str]:
@@ -238,7 +339,7 @@ def _owned_files(out: str) -> List[str]:
 
 
 def _prepare_out(cfg: PreprocessConfig, dataset: Dataset) -> None:
-    os.makedirs(cfg.out, exist_ok=True)
+    make_out_dir(cfg.out)
     if cfg.overwrite:
         for path in _owned_files(cfg.out):
             os.remove(path)
@@ -260,21 +361,41 @@ def _prepare_out(cfg: PreprocessConfig, dataset: Dataset) -> None:
         write_json_atomic(config_path, wanted)
 
 
-def _finished_stats(task: ShardTask, out: str) -> Optional[Dict[str, Any]]:
-    """Stats of a task finished by an earlier run, or ``None``; cleans up what an interrupted task left."""
+def _finished_stats(task: ShardTask, cfg: PreprocessConfig) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+    """``(stats, None)`` for a task an earlier run finished and that still stands; else ``(None, why it is redone)``
+    (``why`` is ``None`` for a task never finished). Cleans up what an interrupted or outdated task left."""
+    out = cfg.out
     stats_path = os.path.join(out, stats_name(task.split, task.index))
+    why: Optional[str] = None
     if os.path.isfile(stats_path):
-        stats = read_json(stats_path)
-        if stats.get("samples", 0) == 0 or os.path.isfile(os.path.join(out, task.name)):
-            return stats
-        log.warning("%s: stats exist but the shard is missing; writing it again", task.name)
-        os.remove(stats_path)
+        try:
+            stats = read_json(stats_path)
+            why = _why_redo(stats, task, cfg)
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            why = f"its stats file is unreadable ({type(err).__name__})"
+        if why is None:
+            return stats, None
+        os.remove(stats_path)  # first: from here on the shard counts as not finished, whatever happens
     for leftover in glob.glob(os.path.join(glob.escape(out), glob.escape(task.name)) + PARTIAL + "*"):
         os.remove(leftover)
     tar_path = os.path.join(out, task.name)
-    if os.path.isfile(tar_path):  # killed between the tar's rename and the stats write: same bytes will follow
+    if os.path.isfile(tar_path):  # outdated, or killed between the tar's rename and the stats write
         os.remove(tar_path)
-    return None
+    return None, why
+
+
+def _remove_stale(out: str, tasks: Sequence[ShardTask]) -> List[str]:
+    """Delete shard and stats files of ``out`` that no planned task owns (the dataset shrank); returns their names."""
+    planned = {t.name[:-len(".tar")] for t in tasks}
+    stale = []
+    for path in _owned_files(out):
+        name = os.path.basename(path)
+        if name in (MANIFEST, CONFIG) or ".json.tmp" in name:
+            continue
+        if name.split(".", 1)[0] not in planned:
+            os.remove(path)
+            stale.append(name)
+    return stale
 
 
 def _pool_context(mp: Any) -> Any:
@@ -386,7 +507,9 @@ def build_manifest(cfg: PreprocessConfig, dataset: Dataset, listed: Dict[str, in
                          "failed": sum(1 for f in failures if f["split"] == split), "shards": shards}
     return {"schema_version": SCHEMA_VERSION, "fda_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "dataset_root": os.path.abspath(cfg.dataset_root), "layout": dataset.layout,
+            "dataset_root": dataset.root, "layout": dataset.layout,
+            "annotations": [{"path": path, **file_digest(path)} for path in dataset.annotations],
+            "duplicate_captions_dropped": dataset.duplicate_captions,
             "config": dataclasses.asdict(cfg), "mask": _mask_params(cfg), "ffmpeg": ffmpeg,
             "splits": splits, "failures": failures}
 
@@ -464,16 +587,28 @@ def run_preprocess_multi(cfgs: Sequence[PreprocessConfig]) -> List[PreprocessRes
         raise InputError(f"no videos listed in {cfg.dataset_root} for splits {', '.join(dataset.items) or 'none'}")
     for c in cfgs:
         _prepare_out(c, dataset)
+        stale = _remove_stale(c.out, tasks)
+        if stale:
+            log.warning("removed %d files of shards the dataset no longer fills: %s", len(stale),
+                        ", ".join(stale[:6]) + (", ..." if len(stale) > 6 else ""))
     done: List[List[Dict[str, Any]]] = []
     todo: List[ShardTask] = []
+    redone: Dict[str, str] = {}
     for task in tasks:
-        stats = [_finished_stats(task, c.out) for c in cfgs]
-        if all(s is not None for s in stats):
-            done.append(stats)  # type: ignore[arg-type]
+        checks = [_finished_stats(task, c) for c in cfgs]
+        if all(stats is not None for stats, _ in checks):
+            done.append([stats for stats, _ in checks])  # type: ignore[misc]
         else:
             todo.append(task)
-    log.info("%s layout: %s videos; %d shard tasks, %d already done%s", dataset.layout,
-             ", ".join(f"{n} {s}" for s, n in listed.items()), len(tasks), len(done),
+            why = next((w for _, w in checks if w), None)
+            if why:
+                redone[task.name] = why
+    for name, why in list(redone.items())[:10]:
+        log.info("%s: redoing it: %s", name, why)
+    if len(redone) > 10:
+        log.info("... and %d more shards redone, each listed in %s", len(redone) - 10, MANIFEST)
+    log.info("%s layout: %s videos; %d shard tasks, %d already done, %d redone%s", dataset.layout,
+             ", ".join(f"{n} {s}" for s, n in listed.items()), len(tasks), len(done), len(redone),
              f"; taus {', '.join(f'{c.tau:g}' for c in cfgs)} from one decode" if len(cfgs) > 1 else "")
     bar = tqdm(total=sum(len(t.items) for t in todo), unit="video", disable=None, file=sys.stderr,
                desc="preprocess", dynamic_ncols=True)
@@ -484,10 +619,11 @@ def run_preprocess_multi(cfgs: Sequence[PreprocessConfig]) -> List[PreprocessRes
     results = []
     for c, one in enumerate(cfgs):
         manifest = build_manifest(one, dataset, listed, [s[c] for s in done + new], ffmpeg, dup_failures)
+        manifest["last_run"] = {"reused_shards": len(done), "written_shards": len(new), "redone": redone}
         write_json_atomic(os.path.join(one.out, MANIFEST), manifest)
         results.append(PreprocessResult(one.out, manifest, time.perf_counter() - start,
                                         processed_now=sum(len(s[c]["videos"]) for s in new),
-                                        reused_shards=len(done)))
+                                        reused_shards=len(done), redone=dict(redone)))
     manifest = results[0].manifest
     where = os.path.join(cfg.out, MANIFEST)
     ok = sum(s["videos"] for s in manifest["splits"].values())

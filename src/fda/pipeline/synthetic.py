@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import cv2
 import numpy as np
 
+from fda.config import make_out_dir
 from fda.errors import ConfigError, EnvError, InputError
 from fda.pipeline.video import find_ffmpeg
 
@@ -370,7 +371,7 @@ def _prepare_root(root: str) -> None:
     """Create ``root``; refuse a non-empty folder that is not an earlier synthetic set (whose videos are removed)."""
     if os.path.exists(root) and not os.path.isdir(root):
         raise InputError(f"{root} exists and is not a folder: choose another output folder")
-    os.makedirs(root, exist_ok=True)
+    make_out_dir(root, "OUT_DIR")
     meta = os.path.join(root, META_FILE)
     if os.path.isfile(meta):
         try:

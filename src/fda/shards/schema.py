@@ -6,7 +6,8 @@ A shard set is a folder::
       manifest.json              full config, ffmpeg version, shards and counts per split, every failure
       config.json                the data-shaping config, written first (a rerun must match it to resume)
       train-000000.tar           one WebDataset sample per video
-      train-000000.stats.json    that shard task's per-video status (written last: the shard is done)
+      train-000000.stats.json    that shard task's per-video status, input fingerprint and tar size + sha256
+                                 (written last: the shard is done)
       test-000000.tar ...
 
 One sample per video, under a key that webdataset cannot mangle (``^[A-Za-z0-9_-]+$``: it splits member names at
@@ -75,6 +76,17 @@ def write_json_atomic(path: str, data: Any) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def file_digest(path: str) -> Dict[str, Any]:
+    """``{"size": bytes, "sha256": hex digest}`` of a file (read in 1 MiB blocks)."""
+    sha = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+            size += len(block)
+    return {"size": size, "sha256": sha.hexdigest()}
 
 
 def read_json(path: str) -> Any:

@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import torch
 
 from fda import __version__
-from fda.config import TrainConfig
+from fda.config import TrainConfig, make_out_dir
 from fda.errors import ConfigError, EnvError, FdaError, InputError
 from fda.shards.loader import SplitInfo, batches_per_epoch, build_train_pipeline, check_plan, load_split
 from fda.shards.schema import read_manifest, write_json_atomic
@@ -311,6 +311,8 @@ def run_train(cfg: TrainConfig, validate: Optional[Validate] = None) -> TrainRes
         EnvError: no device, weights that cannot be downloaded.
         NonFiniteLossError: the loss diverged; the last good checkpoint is kept.
     """
+    if cfg.out:
+        make_out_dir(cfg.out)  # a file or an unwritable place fails here, in one line, before any model is built
     dist = dist_from_env()
     device = resolve_device(cfg.device, dist.local_rank)
     info = load_split(cfg.shards_dir, cfg.split)  # fails fast, before any process group or model
@@ -559,7 +561,7 @@ class RunLogs:
     """``metrics.jsonl`` plus TensorBoard events; a resumed run drops what the interrupted one logged past its step."""
 
     def __init__(self, run_dir: str, start_step: int, tensorboard: bool = True) -> None:
-        os.makedirs(run_dir, exist_ok=True)
+        make_out_dir(run_dir)
         self.path = os.path.join(run_dir, "metrics.jsonl")
         if os.path.exists(self.path):
             with open(self.path, encoding="utf-8") as f:
