@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from fda.config import BENCH_KINDS, GenerateConfig
+from fda.config import BENCH_KINDS, SCENE_CONDITIONS, GenerateConfig
 from fda.errors import ConfigError
 from fda.lab import scenes
 from fda.lab.scenes import (BACKGROUND, KINDS, MIN_CONTRAST, PALETTE, check_palette, grey_level, make_bench_set,
@@ -22,7 +22,7 @@ def _twins(kind, n=40, seed=0, frames=6):
 
 
 def test_kinds_agree_with_the_config():
-    assert tuple(KINDS) == tuple(BENCH_KINDS)
+    assert tuple(KINDS) == tuple(BENCH_KINDS) and tuple(scenes.CONDITIONS) == tuple(SCENE_CONDITIONS)
 
 
 def test_palette_contrast_is_checked():
@@ -97,20 +97,44 @@ def test_too_many_frames_for_the_frame_is_a_config_error():
         twin_scenes(np.random.default_rng(0), "motion", SIZE, 30)
 
 
-def test_ground_truth_boxes_hold_the_rendered_pixels():
-    for a, _ in _twins("motion", n=10):
+@pytest.mark.parametrize("condition", ["still", "pan", "zoom", "shake"])
+def test_ground_truth_boxes_hold_the_rendered_pixels(condition):
+    rng = np.random.default_rng(1)
+    for _ in range(6):
+        a, _ = twin_scenes(rng, "motion", SIZE, 6, condition)
         frames = list(render_scene(a))
         for t, frame in enumerate(frames):
             for o in a.objects:
                 close = np.abs(frame.astype(np.int32) - np.array(PALETTE[o.colour])).sum(-1) < 60
                 ys, xs = np.nonzero(close)
                 x0, y0, x1, y1 = a.box(o, t)
-                assert len(xs) > 40
+                assert len(xs) > (40 if condition == "still" else 5)
                 assert xs.min() >= x0 and xs.max() < x1 and ys.min() >= y0 and ys.max() < y1
-                # and the box is tight: at most 3 px of margin (anti-aliased apexes fade below the colour test)
-                assert max(xs.min() - x0, x1 - 1 - xs.max(), ys.min() - y0, y1 - 1 - ys.max()) <= 3
+                if condition == "still":  # the box is tight: at most 3 px of margin (faint anti-aliased apexes)
+                    assert max(xs.min() - x0, x1 - 1 - xs.max(), ys.min() - y0, y1 - 1 - ys.max()) <= 3
         static = [o for o in a.objects if not o.moves]
-        assert all(a.box(o, 0) == a.box(o, a.frames - 1) for o in static)
+        if condition == "still":
+            assert all(a.box(o, 0) == a.box(o, a.frames - 1) for o in static)
+        else:  # the camera moves the still objects' pixels
+            assert any(a.box(o, 0) != a.box(o, a.frames - 1) for o in static)
+
+
+def test_sensor_conditions_change_the_pixels_the_way_they_say():
+    rng = np.random.default_rng(2)
+    still, _ = twin_scenes(np.random.default_rng(3), "null", SIZE, 6, "still")
+    flicker, _ = twin_scenes(np.random.default_rng(3), "null", SIZE, 6, "flicker")
+    f = np.stack(list(render_scene(flicker))).astype(np.int32)
+    assert not f[..., 0].std() == 0  # textured
+    lo, hi = scenes.TEXTURE_RANGE
+    background = f[0][np.all(f[0] == f[0][..., :1], axis=-1)]
+    assert background.min() >= lo and background.max() <= hi  # the texture keeps the palette's contrast
+    step = (f[1] - f[0])[np.all(f[0] == f[0][..., :1], axis=-1)]
+    assert np.median(step) == scenes.FLICKER
+    noisy, _ = twin_scenes(rng, "null", SIZE, 6, "noise")
+    n = np.stack(list(render_scene(noisy))).astype(np.float64)
+    assert 7 < np.median(np.abs(n[1] - n[0])) < 12  # |N(0, sqrt(2) * 10)| has median 9.5
+    s = np.stack(list(render_scene(still)))
+    assert np.array_equal(s[0], s[1]) or any(o.moves for o in still.objects)
 
 
 def test_captions_name_the_captioned_object():

@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional
 import click
 
 from fda import __version__
-from fda.config import BENCH_KINDS, GENERATE_KINDS, GenerateConfig, PreprocessConfig, TrainConfig, field_default
+from fda.config import BENCH_KINDS, GENERATE_KINDS, SCENE_CONDITIONS, GenerateConfig, PreprocessConfig, TrainConfig, field_default
 from fda.errors import FdaError, path_error
 from fda.logs import setup_logging
 
@@ -122,6 +122,9 @@ G = GenerateConfig
 @click.option("--size", default=None, help="Frame size WIDTHxHEIGHT (even) [default: 160x120 for demo, 64x64 else].")
 @click.option("--fps", type=int, default=None, help="Frame rate [default: 10 for demo, 2 else].")
 @click.option("--seconds", type=float, default=_default(G, "seconds"), show_default=True, help="Clip length.")
+@click.option("--condition", type=click.Choice(SCENE_CONDITIONS), default=_default(G, "condition"), show_default=True,
+              help="Benchmark scenes only: still camera, or what real footage does: pan, zoom, shake (a textured "
+              "background), flicker, noise, compression.")
 def generate(**kwargs: Any) -> None:
     """Write a synthetic MSR-VTT-layout data set of encoded videos with known content and captions."""
     from fda.lab.scenes import run_generate

@@ -153,6 +153,7 @@ class PreprocessConfig:
 
 GENERATE_KINDS = ("demo", "motion", "null", "appearance")
 BENCH_KINDS = GENERATE_KINDS[1:]  # the benchmark scenes of fda.lab.scenes
+SCENE_CONDITIONS = ("still", "pan", "zoom", "shake", "flicker", "noise", "compression")
 
 
 def parse_size(value: str) -> Tuple[int, int]:
@@ -181,9 +182,13 @@ class GenerateConfig:
     size: Optional[str] = None
     fps: Optional[int] = None
     seconds: float = 3.0
+    condition: str = "still"
 
     def __post_init__(self) -> None:
         _choice("kind", self.kind, GENERATE_KINDS)
+        _choice("condition", self.condition, SCENE_CONDITIONS)
+        _require(self.kind != "demo" or self.condition == "still", "condition", self.condition,
+                 "still for --kind demo (conditions apply to the benchmark scenes)")
         for name in ("train", "test"):
             value = getattr(self, name)
             _require(isinstance(value, int) and 1 <= value <= 100_000, name, value, "an integer in 1..100000")

@@ -20,6 +20,12 @@ Design rules that keep the benchmark honest (each is checked or tested):
   its time-averaged position equals a mover's;
 - square frames by default, objects never leave the frame, and paths never cross (sweep boxes are disjoint).
 
+Conditions (``condition``) put the same scenes through what real footage does to frame differences: ``pan``,
+``zoom`` and ``shake`` move the camera over a textured, real-image-like background; ``flicker`` brightens every other
+frame by :data:`FLICKER` grey levels; ``noise`` adds Gaussian sensor noise; ``compression`` encodes at CRF 40. Every
+condition but ``still`` (the default: a static camera over the flat background) uses the textured background, whose
+grey levels stay within :data:`TEXTURE_RANGE`, so the palette keeps its contrast.
+
 Ground truth goes into the set's ``fda_synthetic.json``: per clip its twin, and per object colour, shape, role and
 its bounding box in every frame (pixels of the generated frame, ``[x0, y0, x1, y1]``, right/bottom exclusive).
 """
@@ -28,6 +34,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
 
+import cv2
 import numpy as np
 
 from fda.errors import ConfigError
@@ -53,6 +60,14 @@ STEP = 5.0  # pixels per frame at a 64 px short side
 OBJECTS = 3
 DEFAULT_SIZE = (64, 64)
 DEFAULT_FPS = 2  # 3 s at 2 fps: 6 frames, a 25 px path at 64 px
+CONDITIONS = ("still", "pan", "zoom", "shake", "flicker", "noise", "compression")
+TEXTURE_RANGE = (18, 46)  # grey levels of the textured background: every palette colour stays >= 50 above 46
+PAN = 3.0  # camera pan, px per frame at 64 px
+ZOOM = 0.06  # zoom change per frame
+SHAKE = 4.0  # camera jitter, px at 64 px
+FLICKER = 30  # grey levels added to every other frame
+NOISE = 10.0  # sensor noise sigma, grey levels
+HEAVY_CRF = 40
 
 
 def grey_level(rgb: Sequence[int]) -> float:
@@ -109,6 +124,9 @@ class Scene:
     travel: float
     size: Tuple[int, int]
     frames: int
+    condition: str = "still"
+    cameras: Tuple[Tuple[float, ...], ...] = ()  # per frame, the 2x3 scene -> frame matrix (row-major); () = identity
+    seed: int = 0  # texture and noise seed
 
     def position(self, obj: SceneObject, t: int) -> np.ndarray:
         """``(x, y)`` centre of ``obj`` in frame ``t``: linear from one end of its path to the other."""
@@ -120,34 +138,105 @@ class Scene:
         offset[obj.axis] = obj.sign * a * self.travel
         return centre + offset
 
+    def camera(self, t: int) -> np.ndarray:
+        """The 2x3 matrix mapping scene coordinates to frame ``t``'s pixels (identity for a static camera)."""
+        if not self.cameras:
+            return np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+        return np.asarray(self.cameras[t], np.float64).reshape(2, 3)
+
     def box(self, obj: SceneObject, t: int) -> List[int]:
-        """``[x0, y0, x1, y1]`` integer pixel box holding every pixel ``obj`` touches in frame ``t``."""
+        """``[x0, y0, x1, y1]`` integer pixel box holding every pixel ``obj`` touches in frame ``t`` (clipped)."""
         x, y = self.position(obj, t)
         left, top, right, bottom = shape_extent(obj.shape, self.radius)
         w, h = self.size
+        if self.cameras:  # the box's corners through the camera, then their bounding box
+            corners = np.array([[x + left, y + top, 1], [x + right, y + top, 1], [x + left, y + bottom, 1],
+                                [x + right, y + bottom, 1]])
+            mapped = corners @ self.camera(t).T
+            (x0, y0), (x1, y1) = mapped.min(axis=0), mapped.max(axis=0)
+            return [max(0, int(np.floor(x0)) - 1), max(0, int(np.floor(y0)) - 1),
+                    min(w, int(np.ceil(x1)) + 1), min(h, int(np.ceil(y1)) + 1)]
         # Anti-aliasing can touch the pixel that holds the exact edge: floor/ceil plus one pixel of margin.
         return [max(0, int(np.floor(x + left)) - 1), max(0, int(np.floor(y + top)) - 1),
                 min(w, int(np.ceil(x + right)) + 1), min(h, int(np.ceil(y + bottom)) + 1)]
 
     def truth(self) -> Dict[str, Any]:
         """JSON-ready ground truth: radius, travel, and per object its role and box in every frame."""
-        return {"radius": round(self.radius, 3), "travel": round(self.travel, 3), "objects": [
+        return {"radius": round(self.radius, 3), "travel": round(self.travel, 3), "condition": self.condition,
+                "cameras": [[round(v, 4) for v in c] for c in self.cameras], "objects": [
             {"colour": o.colour, "shape": o.shape, "rgb": list(PALETTE[o.colour]),
              "centre": [round(v, 3) for v in o.centre], "axis": "xy"[o.axis], "sign": o.sign, "moves": o.moves,
              "captioned": o.captioned, "boxes": [self.box(o, t) for t in range(self.frames)]}
             for o in self.objects]}
 
 
+def _texture(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+    """A real-image-like grey texture (coarse blobs plus fine detail), uint8 [H, W, 3] within TEXTURE_RANGE."""
+    lo, hi = TEXTURE_RANGE
+    layers = np.zeros((h, w), np.float32)
+    for cell, weight in ((16, 0.5), (6, 0.3), (2, 0.2)):
+        noise = rng.random((h // cell + 2, w // cell + 2)).astype(np.float32)
+        layers += weight * cv2.resize(noise, (w + 2 * cell, h + 2 * cell), interpolation=cv2.INTER_CUBIC)[
+            cell:cell + h, cell:cell + w]
+    span = layers.max() - layers.min()
+    grey = lo + (hi - lo) * (layers - layers.min()) / (span if span > 0 else 1.0)
+    return np.repeat(np.clip(grey, lo, hi).round().astype(np.uint8)[..., None], 3, axis=2)
+
+
 def render_scene(scene: Scene) -> Iterator[np.ndarray]:
-    """The scene's frames before encoding: uint8 [H, W, 3] RGB; static objects are bit-identical across frames."""
+    """The scene's frames before encoding: uint8 [H, W, 3] RGB; static objects are bit-identical across frames.
+
+    With a moving camera the scene is drawn on a canvas with a margin and warped into each frame.
+    """
     w, h = scene.size
-    background = np.empty((h, w, 3), np.uint8)
-    background[:] = BACKGROUND
+    if scene.condition == "still":
+        background = np.empty((h, w, 3), np.uint8)
+        background[:] = BACKGROUND
+        margin = 0
+    else:
+        margin = int(np.ceil(0.3 * min(w, h))) if scene.cameras else 0
+        background = _texture(np.random.default_rng([scene.seed, 5]), w + 2 * margin, h + 2 * margin)
+    noise_rng = np.random.default_rng([scene.seed, 7])
+    shift = np.array([[1.0, 0.0, margin], [0.0, 1.0, margin], [0.0, 0.0, 1.0]])
     for t in range(scene.frames):
         img = background.copy()
         for obj in scene.objects:
-            draw_shape(img, obj.shape, PALETTE[obj.colour], scene.position(obj, t), scene.radius)
+            draw_shape(img, obj.shape, PALETTE[obj.colour], scene.position(obj, t) + margin, scene.radius)
+        if scene.cameras:  # canvas -> frame = camera(t) after removing the margin
+            matrix = scene.camera(t) @ np.linalg.inv(shift)
+            img = cv2.warpAffine(img, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        if scene.condition == "flicker" and t % 2:
+            img = np.clip(img.astype(np.int16) + FLICKER, 0, 255).astype(np.uint8)
+        elif scene.condition == "noise":
+            img = np.clip(img + noise_rng.normal(0, NOISE, img.shape[:2])[..., None], 0, 255).round().astype(np.uint8)
         yield img
+
+
+def camera_path(rng: np.random.Generator, condition: str, size: Tuple[int, int],
+                frames: int) -> Tuple[Tuple[float, ...], ...]:
+    """Per frame, the scene -> frame matrix of a ``pan``, ``zoom`` or ``shake`` camera (``()`` otherwise)."""
+    if condition not in ("pan", "zoom", "shake"):
+        return ()
+    w, h = size
+    k = min(w, h) / 64.0
+    mid = (frames - 1) / 2
+    out = []
+    angle = rng.uniform(0, 2 * np.pi)
+    zoom_sign = rng.choice((-1.0, 1.0))
+    for t in range(frames):
+        if condition == "pan":  # the view slides along a random direction; the content moves the other way
+            m = np.array([[1.0, 0.0, -(t - mid) * PAN * k * np.cos(angle)],
+                          [0.0, 1.0, -(t - mid) * PAN * k * np.sin(angle)]])
+        elif condition == "zoom":  # about the frame centre
+            s = 1.0 + zoom_sign * ZOOM * (t - mid)
+            m = np.array([[s, 0.0, (1 - s) * w / 2], [0.0, s, (1 - s) * h / 2]])
+        else:  # shake: a small random shift and rotation per frame
+            a = np.radians(rng.uniform(-1.0, 1.0))
+            dx, dy = rng.uniform(-SHAKE * k, SHAKE * k, size=2)
+            c, s_ = np.cos(a), np.sin(a)
+            m = np.array([[c, -s_, (1 - c) * w / 2 + s_ * h / 2 + dx], [s_, c, (1 - c) * h / 2 - s_ * w / 2 + dy]])
+        out.append(tuple(float(v) for v in m.ravel()))
+    return tuple(out)
 
 
 def scene_geometry(size: Tuple[int, int], frames: int) -> Tuple[float, float]:
@@ -203,21 +292,26 @@ def _layout(rng: np.random.Generator, size: Tuple[int, int], radius: float,
     raise ConfigError(f"no room for {OBJECTS} disjoint paths in a {w}x{h} frame: use a larger --size or fewer frames")
 
 
-def twin_scenes(rng: np.random.Generator, kind: str, size: Tuple[int, int], frames: int) -> Tuple[Scene, Scene]:
-    """Two scenes with the same objects and layout that differ only in what ``kind`` varies (module docstring)."""
+def twin_scenes(rng: np.random.Generator, kind: str, size: Tuple[int, int], frames: int,
+                condition: str = "still") -> Tuple[Scene, Scene]:
+    """Two scenes with the same objects, layout and camera that differ only in what ``kind`` varies."""
     if kind not in KINDS:
         raise ConfigError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if condition not in CONDITIONS:
+        raise ConfigError(f"--condition must be one of {', '.join(CONDITIONS)}, got {condition!r}")
     radius, travel = scene_geometry(size, frames)
     slots = _layout(rng, size, radius, travel)
     names = [str(n) for n in rng.permutation(list(PALETTE))]
     colours, spare = names[:OBJECTS], names[OBJECTS]
     shapes = [SHAPES[int(rng.integers(len(SHAPES)))] for _ in range(OBJECTS)]
     mover = int(rng.integers(OBJECTS))  # null: drawn independently of the caption, shared by both twins
+    cameras = camera_path(rng, condition, size, frames) if condition != "still" else ()
+    seed = int(rng.integers(2**31))
 
     def scene(movers: Sequence[int], captioned: int, recolour: Dict[int, str]) -> Scene:
         objs = tuple(SceneObject(recolour.get(i, colours[i]), shapes[i], slots[i][0], slots[i][1], slots[i][2],
                                  i in movers, i == captioned) for i in range(OBJECTS))
-        return Scene(objs, radius, travel, size, frames)
+        return Scene(objs, radius, travel, size, frames, condition, cameras, seed)
 
     if kind == "motion":  # the captioned object moves; in the twin the other one moves and is captioned
         return scene([0], 0, {}), scene([1], 1, {})
@@ -252,7 +346,7 @@ def scene_captions(scene: Scene, kind: str, rng: np.random.Generator, n: int) ->
 
 def make_bench_set(root: str, kind: str, *, n_train: int = 192, n_test: int = 64, seed: int = 0,
                    captions_per_video: int = 5, size: Tuple[int, int] = DEFAULT_SIZE, fps: int = DEFAULT_FPS,
-                   seconds: float = 3.0) -> Dict[str, Any]:
+                   seconds: float = 3.0, condition: str = "still") -> Dict[str, Any]:
     """Write a benchmark set of ``kind`` in the MSR-VTT layout, with ground truth in ``fda_synthetic.json``.
 
     Twins are ``video{2k}`` and ``video{2k+1}``, both in the same split.
@@ -267,6 +361,7 @@ def make_bench_set(root: str, kind: str, *, n_train: int = 192, n_test: int = 64
         size: ``(width, height)``, both even.
         fps: frame rate.
         seconds: clip length.
+        condition: what the camera and the sensor do (:data:`CONDITIONS`); ``still`` by default.
 
     Returns:
         Summary, as :func:`fda.pipeline.synthetic.make_msrvtt_demo`.
@@ -279,21 +374,25 @@ def make_bench_set(root: str, kind: str, *, n_train: int = 192, n_test: int = 64
         if value % 2:
             raise ConfigError(f"{name} must be even for the {kind} set (clips come in twins), got {value}")
     check_palette(PALETTE, BACKGROUND)
+    check_palette(PALETTE, (TEXTURE_RANGE[1],) * 3)
     w, h = _check_size(size)
     frames = max(2, int(round(fps * seconds)))
     rng = np.random.default_rng([seed, KINDS.index(kind) if kind in KINDS else 99, 17])
     scenes: List[Scene] = []
     for _ in range((n_train + n_test) // 2):
-        scenes.extend(twin_scenes(rng, kind, (w, h), frames))
+        scenes.extend(twin_scenes(rng, kind, (w, h), frames, condition))
     captions = [scene_captions(sc, kind, rng, captions_per_video) for sc in scenes]
     test_pick = [int(rng.integers(captions_per_video)) for _ in range(n_test)]
     clips = [{"twin": f"video{i ^ 1}", **sc.truth()} for i, sc in enumerate(scenes)]
 
-    def render(path: str, i: int) -> int:
-        return encode_frames(path, render_scene(scenes[i]), size=(w, h), fps=fps)
+    crf = HEAVY_CRF if condition == "compression" else None
 
-    return write_msrvtt_set(root, len(scenes), captions, n_train, render=render, clips=clips, kind=kind, seed=seed,
-                            size=(w, h), fps=fps, seconds=seconds, test_pick=test_pick)
+    def render(path: str, i: int) -> int:
+        return encode_frames(path, render_scene(scenes[i]), size=(w, h), fps=fps, crf=crf)
+
+    summary = write_msrvtt_set(root, len(scenes), captions, n_train, render=render, clips=clips, kind=kind,
+                               seed=seed, size=(w, h), fps=fps, seconds=seconds, test_pick=test_pick)
+    return {**summary, "condition": condition}
 
 
 def run_generate(cfg: Any) -> Dict[str, Any]:
@@ -302,4 +401,4 @@ def run_generate(cfg: Any) -> Dict[str, Any]:
                   seconds=cfg.seconds)
     if cfg.kind == "demo":
         return make_msrvtt_demo(cfg.out_dir, **common)
-    return make_bench_set(cfg.out_dir, cfg.kind, **common)
+    return make_bench_set(cfg.out_dir, cfg.kind, condition=cfg.condition, **common)

@@ -11,9 +11,20 @@ stored frames):
 
 Every step is monotone in its input set, so raising ``tau`` never adds mask pixels. The full-mask fallback for a frame
 with no motion left (Alpha-CLIP's "whole image" input) is a separate step, :func:`apply_empty_rule`.
+
+Two options make the rule survive real footage (:func:`robust_clip_masks`; both off by default, where the output is
+exactly the paper's rule above):
+
+- camera-motion compensation: the global motion between partner and frame is fitted robustly (corners tracked with
+  pyramidal Lucas-Kanade, a similarity fitted with RANSAC), the partner is warped onto the frame, and only pixels
+  valid in both are differenced. An implausible fit (few inliers, large scale or rotation, a jump of over a quarter
+  of the frame) falls back to the plain difference, and each frame records what was estimated and applied;
+- brightness normalisation: the partner's grey levels are matched to the frame's (gain and offset from their means
+  and standard deviations over the valid pixels), so flicker and exposure changes do not light up the whole mask.
 """
 
-from typing import Tuple
+import math
+from typing import Any, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -49,7 +60,11 @@ def motion_mask(gray: np.ndarray, partner_gray: np.ndarray, *, tau: float, kerne
     Returns:
         uint8 [H, W] in {0, 1}; all zeros when nothing moves (see :func:`apply_empty_rule`).
     """
-    diff = cv2.absdiff(gray, partner_gray)
+    return diff_mask(cv2.absdiff(gray, partner_gray), tau=tau, kernel=kernel, min_area=min_area)
+
+
+def diff_mask(diff: np.ndarray, *, tau: float, kernel: int, min_area: int) -> np.ndarray:
+    """Steps 2-4 of the rule on an absolute difference image (uint8 [H, W]): threshold, morphology, small parts."""
     mask = (diff > tau).astype(np.uint8)
     if kernel > 0 and mask.any():
         element = cv2.getStructuringElement(cv2.MORPH_RECT, (kernel, kernel))
@@ -86,3 +101,127 @@ def clip_masks(frames: np.ndarray, partners: np.ndarray, *, tau: float, kernel: 
         raw = motion_mask(to_gray(frames[t]), to_gray(partners[t]), tau=tau, kernel=kernel, min_area=min_area)
         masks[t], fell_back[t] = apply_empty_rule(raw, empty_mask)
     return masks, fell_back
+
+
+CAMERA_MODES = ("none", "compensate")
+# Plausibility of a fitted camera motion between two adjacent sampled frames.
+MIN_INLIER_SHARE = 0.5
+MIN_INLIERS = 8
+MAX_SCALE_CHANGE = 0.2  # |scale - 1|
+MAX_ROTATION_DEG = 10.0
+MAX_SHIFT_SHARE = 0.25  # of the frame's short side
+STILL_PX = 0.5  # a fit that moves no pixel by more than this is no camera motion
+
+
+def estimate_global_motion(gray: np.ndarray, partner_gray: np.ndarray) -> Tuple[Optional[np.ndarray], Dict[str, Any]]:
+    """Fit the camera motion that maps ``partner_gray`` onto ``gray`` (a similarity: shift, scale, rotation).
+
+    Corners of the partner (``goodFeaturesToTrack``) are tracked into the frame with pyramidal Lucas-Kanade, and a
+    similarity is fitted to the tracks with RANSAC (``estimateAffinePartial2D``; OpenCV seeds its RANSAC, so the
+    result is deterministic). Moving objects are the outliers.
+
+    Returns:
+        ``(matrix, info)``: the 2x3 float64 matrix (``None`` when there is no plausible fit) and
+        ``{"dx", "dy", "scale", "angle", "inliers"}`` (rounded, for the sample's json) or ``{"reason"}``.
+    """
+    h, w = gray.shape
+    pts = cv2.goodFeaturesToTrack(partner_gray, maxCorners=300, qualityLevel=0.01, minDistance=3, blockSize=5)
+    if pts is None or len(pts) < MIN_INLIERS:
+        return None, {"reason": "too few corners to track"}
+    moved, status, _ = cv2.calcOpticalFlowPyrLK(partner_gray, gray, pts, None, winSize=(15, 15), maxLevel=3)
+    ok = status.ravel() == 1
+    if ok.sum() < MIN_INLIERS:
+        return None, {"reason": "tracks lost"}
+    src, dst = pts[ok].reshape(-1, 2), moved[ok].reshape(-1, 2)
+    matrix, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=1.5,
+                                                  maxIters=2000, confidence=0.995, refineIters=10)
+    if matrix is None:
+        return None, {"reason": "no fit"}
+    share = float(inliers.sum()) / len(src)
+    scale = math.hypot(matrix[0, 0], matrix[1, 0])
+    angle = math.degrees(math.atan2(matrix[1, 0], matrix[0, 0]))
+    dx, dy = float(matrix[0, 2]), float(matrix[1, 2])
+    info = {"dx": round(dx, 3), "dy": round(dy, 3), "scale": round(scale, 5), "angle": round(angle, 4),
+            "inliers": round(share, 3)}
+    if inliers.sum() < MIN_INLIERS or share < MIN_INLIER_SHARE:
+        return None, {**info, "reason": f"{share:.0%} inliers"}
+    if abs(scale - 1) > MAX_SCALE_CHANGE or abs(angle) > MAX_ROTATION_DEG:
+        return None, {**info, "reason": "implausible scale or rotation"}
+    if math.hypot(dx, dy) > MAX_SHIFT_SHARE * min(h, w):
+        return None, {**info, "reason": "implausible shift"}
+    return matrix, info
+
+
+def _moves_pixels(matrix: np.ndarray, w: int, h: int) -> float:
+    """Largest displacement, in pixels, of the frame's corners under ``matrix``."""
+    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float64)
+    return float(np.abs(corners @ matrix.T - corners[:, :2]).max())
+
+
+def match_brightness(partner_gray: np.ndarray, gray: np.ndarray, valid: Optional[np.ndarray] = None) -> np.ndarray:
+    """``partner_gray`` with its mean and standard deviation matched to ``gray``'s (over ``valid`` pixels).
+
+    The gain is clipped to [0.5, 2] so a near-uniform partner is not blown up. Returns uint8 [H, W].
+    """
+    p = partner_gray.astype(np.float32)
+    f = gray.astype(np.float32)
+    sel = valid if valid is not None else slice(None)
+    p_mean, p_std = float(p[sel].mean()), float(p[sel].std())
+    f_mean, f_std = float(f[sel].mean()), float(f[sel].std())
+    gain = float(np.clip(f_std / p_std, 0.5, 2.0)) if p_std > 1e-3 else 1.0
+    return np.clip((p - p_mean) * gain + f_mean, 0, 255).round().astype(np.uint8)
+
+
+def robust_motion_mask(gray: np.ndarray, partner_gray: np.ndarray, *, tau: float, kernel: int, min_area: int,
+                       camera: str = "none", normalize_brightness: bool = False) -> Tuple[np.ndarray, Dict[str, Any]]:
+    """:func:`motion_mask` with optional camera-motion compensation and brightness normalisation.
+
+    Returns:
+        ``(mask uint8 [H, W] in {0, 1}, record)``; ``record`` has ``"compensated"`` (bool) and, with
+        ``camera="compensate"``, ``"motion"`` (the fit, see :func:`estimate_global_motion`, or the reason it was
+        not used).
+    """
+    record: Dict[str, Any] = {}
+    valid = None
+    partner = partner_gray
+    if camera == "compensate":
+        matrix, info = estimate_global_motion(gray, partner_gray)
+        h, w = gray.shape
+        applied = matrix is not None and _moves_pixels(matrix, w, h) > STILL_PX
+        if matrix is not None and not applied:
+            info = {**info, "reason": "no camera motion"}
+        record.update(compensated=applied, motion=info)
+        if applied:
+            partner = cv2.warpAffine(partner_gray, matrix, (w, h), flags=cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_REPLICATE)
+            inside = cv2.warpAffine(np.ones_like(gray), matrix, (w, h), flags=cv2.INTER_NEAREST,
+                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            valid = cv2.erode(inside, np.ones((3, 3), np.uint8)).astype(bool)  # drop the resampled border row
+    elif camera != "none":
+        raise ValueError(f"camera must be one of {CAMERA_MODES}, got {camera!r}")
+    else:
+        record["compensated"] = False
+    if normalize_brightness:
+        partner = match_brightness(partner, gray, valid)
+    diff = cv2.absdiff(gray, partner)
+    if valid is not None:
+        diff[~valid] = 0  # difference only where both frames see the scene
+    return diff_mask(diff, tau=tau, kernel=kernel, min_area=min_area), record
+
+
+def robust_clip_masks(frames: np.ndarray, partners: np.ndarray, *, tau: float, kernel: int, min_area: int,
+                      empty_mask: str, camera: str = "none",
+                      normalize_brightness: bool = False) -> Tuple[np.ndarray, np.ndarray, List[Dict[str, Any]]]:
+    """:func:`clip_masks` with the robustness options; also returns one record per frame.
+
+    With ``camera="none"`` and no normalisation the masks equal :func:`clip_masks`'s bit for bit.
+    """
+    masks = np.empty(frames.shape[:3], dtype=np.uint8)
+    fell_back = np.zeros(len(frames), dtype=bool)
+    records: List[Dict[str, Any]] = []
+    for t in range(len(frames)):
+        raw, record = robust_motion_mask(to_gray(frames[t]), to_gray(partners[t]), tau=tau, kernel=kernel,
+                                         min_area=min_area, camera=camera, normalize_brightness=normalize_brightness)
+        masks[t], fell_back[t] = apply_empty_rule(raw, empty_mask)
+        records.append(record)
+    return masks, fell_back, records

@@ -290,11 +290,13 @@ def render_clip(path: str, spec: ClipSpec, *, size: Tuple[int, int] = (160, 120)
     return encode_frames(path, render_frames(spec, size=(w, h), frames=n, seed=seed), size=(w, h), fps=fps)
 
 
-def encode_frames(path: str, frames: Iterable[np.ndarray], *, size: Tuple[int, int], fps: int) -> int:
+def encode_frames(path: str, frames: Iterable[np.ndarray], *, size: Tuple[int, int], fps: int,
+                  crf: Optional[int] = None) -> int:
     """Encode uint8 [H, W, 3] RGB frames with the ffmpeg binary; the file appears only when complete.
 
     The encoder follows the extension: ``.mp4``/``.mkv`` libx264, ``.webm`` VP9, ``.avi`` Xvid, all yuv420p, with
-    bit-exact flags so the same frames always give the same bytes.
+    bit-exact flags so the same frames always give the same bytes. ``crf`` overrides the H.264/VP9 quality (higher
+    is worse: 40 is heavy compression).
 
     Returns:
         The number of frames written.
@@ -310,8 +312,11 @@ def encode_frames(path: str, frames: Iterable[np.ndarray], *, size: Tuple[int, i
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.part{ext}")
+    codec = list(_CODECS[ext])
+    if crf is not None and "-crf" in codec:
+        codec[codec.index("-crf") + 1] = str(int(crf))
     cmd = [find_ffmpeg(), "-y", "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
-           "-s", f"{w}x{h}", "-r", str(fps), "-i", "pipe:0", *_CODECS[ext], "-r", str(fps),
+           "-s", f"{w}x{h}", "-r", str(fps), "-i", "pipe:0", *codec, "-r", str(fps),
            "-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1", tmp]
     n = 0
     with tempfile.TemporaryFile() as err:
