@@ -30,8 +30,7 @@ from fda.errors import ConfigError, InputError
 from fda.pipeline.datasets import Dataset, VideoItem, load_dataset
 from fda.pipeline.masks import clip_masks
 from fda.pipeline.sampling import needed_frames, partner_indices, sample_frame_indices
-from fda.pipeline.video import (VideoError, check_decoder, count_decoded_frames, decode_frames, find_ffmpeg,
-                                ffmpeg_version, probe)
+from fda.pipeline.video import VideoError, check_decoder, decode_frames, find_ffmpeg, ffmpeg_version, probe
 from fda.shards.schema import (CONFIG, MANIFEST, SCHEMA_VERSION, read_json, sample_key, shard_name, stats_name,
                                write_json_atomic)
 from fda.shards.writer import PARTIAL, ShardWriter, sample_members
@@ -98,25 +97,55 @@ def _encode_mask(mask: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
+def _ranges(values: Sequence[int]) -> List[List[int]]:
+    """``[0, 1, 2, 7]`` -> ``[[0, 2], [7, 7]]`` (inclusive runs, for the json)."""
+    out: List[List[int]] = []
+    for v in sorted(values):
+        if out and v == out[-1][1] + 1:
+            out[-1][1] = v
+        else:
+            out.append([v, v])
+    return out
+
+
 def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig):
+    """Probe, sample, decode; a damaged clip is resampled over the frames that decoded, or fails below
+    ``cfg.min_decodable``. Returns ``(info, total, indices, partners, frames, decode_meta)``."""
     info = probe(path)
+    declared = max(info.num_packets, info.declared_frames)
+    if info.present < cfg.min_decodable:
+        held = (f"{info.num_packets} of its {info.declared_frames} frames" if info.declared_frames else
+                f"{100 * info.present:.0f}% of its {info.duration:.2f} s")
+        raise VideoError(f"truncated file: it holds {held} (--min-decodable {cfg.min_decodable})"
+                         + (f"; read error: {info.demux_error}" if info.demux_error else ""))
     total = info.num_packets
-    for _ in range(2):
-        indices = sample_frame_indices(total, count)
-        if total < 2:
-            raise VideoError("only 1 frame: a frame-difference mask needs at least 2")
-        partners = partner_indices(indices, total, cfg.diff_mode)
-        frames, decoded = decode_frames(path, needed_frames(indices, partners), cfg.size, cfg.decoder, info)
-        missing = any(int(i) not in frames for i in np.concatenate([indices, partners]))
-        if decoded is None and missing:
-            decoded = count_decoded_frames(path)
-        if not missing and (decoded is None or decoded == total):
-            return info, total, indices, partners, frames
-        if not decoded:
-            raise VideoError("no frame could be decoded")
-        log.debug("%s: %d packets but %d decoded frames; resampling", path, total, decoded)
-        total = decoded
-    raise VideoError(f"frame count unstable ({info.num_packets} packets, {total} decoded)")
+    if total < 2:
+        raise VideoError("only 1 frame: a frame-difference mask needs at least 2")
+    indices = sample_frame_indices(total, count)
+    partners = partner_indices(indices, total, cfg.diff_mode)
+    needed = needed_frames(indices, partners)
+    dec = decode_frames(path, needed, cfg.size, info)
+    lost: List[int] = []
+    if dec.full and (dec.good is None or len(dec.good) != total or any(i not in dec.frames for i in needed)):
+        good = dec.good or []
+        if len(good) < 2 or len(good) < cfg.min_decodable * declared:
+            raise VideoError(f"only {len(good)} of {declared} frames decodable ({dec.errors} decode errors; "
+                             f"--min-decodable {cfg.min_decodable})")
+        lost = sorted(set(range(total)) - set(good))
+        usable = np.asarray(good, np.int64)
+        pick = sample_frame_indices(len(usable), count)
+        indices, partners = usable[pick], usable[partner_indices(pick, len(usable), cfg.diff_mode)]
+        needed = needed_frames(indices, partners)
+        if any(i not in dec.frames for i in needed):
+            dec = decode_frames(path, needed, cfg.size, info, full=True)
+        missing = [i for i in needed if i not in dec.frames]
+        if missing:
+            raise VideoError(f"frames {missing[:5]} decoded once but not again (unstable decode)")
+    decode_meta = {"rotation": dec.rotation, "flip": dec.flip,
+                   "sar": [dec.sar.numerator, dec.sar.denominator], "deinterlaced": dec.deinterlaced > 0,
+                   "frames_lost": len(lost) + declared - total, "lost_at": _ranges(lost),
+                   "truncated_frames": declared - total, "decode_errors": dec.errors}
+    return info, total, indices, partners, dec.frames, decode_meta
 
 
 def process_video_multi(item: VideoItem, cfgs: Sequence[PreprocessConfig]
@@ -136,7 +165,8 @@ def process_video_multi(item: VideoItem, cfgs: Sequence[PreprocessConfig]
             raise VideoError("listed video not found under the dataset root")
         if not item.captions:
             raise VideoError("no caption")
-        info, total, indices, partners, decoded = _sample_and_decode(item.path, cfg0.frames_for(item.split), cfg0)
+        info, total, indices, partners, decoded, decode_meta = _sample_and_decode(
+            item.path, cfg0.frames_for(item.split), cfg0)
         frames = np.stack([decoded[int(i)] for i in indices])  # [T, H, W, 3] RGB
         other = np.stack([decoded[int(i)] for i in partners])  # [T, H, W, 3] the frames they are differenced with
         jpegs = [_encode_jpeg(f, cfg0.jpeg_quality) for f in frames]  # the same bytes for every config
@@ -144,7 +174,7 @@ def process_video_multi(item: VideoItem, cfgs: Sequence[PreprocessConfig]
                 "num_frames": int(total), "indices": indices.tolist(), "partners": partners.tolist(),
                 "fps": round(info.fps, 6), "duration": round(info.duration, 6), "width": info.width,
                 "height": info.height, "codec": info.codec, "size": cfg0.size, "decoder": cfg0.decoder,
-                "num_captions": len(item.captions)}
+                **decode_meta, "num_captions": len(item.captions)}
         out: List[Optional[List[tuple]]] = []
         for cfg in cfgs:
             masks, fell_back = clip_masks(frames, other, tau=cfg.tau, kernel=cfg.kernel, min_area=cfg.min_area,
@@ -363,11 +393,12 @@ def _drain(progress: Any, bar: tqdm) -> None:
 def _ffmpeg_record(cfg: PreprocessConfig, decoder_version: str) -> Dict[str, Any]:
     try:
         binary: Optional[str] = ffmpeg_version(find_ffmpeg())
-    except Exception:  # noqa: BLE001 - the binary is optional for the opencv decoder
+    except Exception:  # noqa: BLE001 - the binary is optional: decoding is in-process
         binary = None
-    info = [line.strip() for line in cv2.getBuildInformation().splitlines()
-            if line.strip().startswith(("FFMPEG:", "avcodec:", "avformat:"))]
-    return {"decoder": cfg.decoder, "decoder_version": decoder_version, "binary": binary, "opencv_build": info}
+    import av
+
+    libraries = {name: ".".join(str(v) for v in version) for name, version in av.library_versions.items()}
+    return {"decoder": cfg.decoder, "decoder_version": decoder_version, "binary": binary, "libraries": libraries}
 
 
 def build_manifest(cfg: PreprocessConfig, dataset: Dataset, listed: Dict[str, int], all_stats: List[Dict[str, Any]],
