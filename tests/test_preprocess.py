@@ -366,3 +366,65 @@ def test_below_the_threshold_a_damaged_clip_records_its_lost_frames(damaged_root
     assert corrupt["frames_lost"] == len(lost)
     assert truncated["truncated_frames"] == 200 - truncated["num_frames"] and truncated["frames_lost"] >= 80
     assert max(truncated["indices"]) < truncated["num_frames"]
+
+
+# ---------------------------------------------------------------- parallelism by video, interrupts
+
+def test_one_big_shard_two_workers_equal_one_byte_for_byte(ffmpeg_exe, tmp_path):
+    root = tmp_path / "many"
+    root.mkdir()
+    rows = []
+    for i in range(48):  # 48 distinct clips, one shard: two workers must share it
+        frames = moving_square_frames(n=8 + i % 5, size=32, step=2, side=8, seed=i)
+        encode_video(ffmpeg_exe, str(root / f"clip{i:02d}.mp4"), frames, extra=("-crf", "20", "-preset", "ultrafast"))
+        rows.append(f"clip{i:02d}.mp4,clip number {i}\n")
+    (root / "captions.csv").write_text("video,caption\n" + "".join(rows))
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_preprocess(_cfg(str(root), one, size=32, samples_per_shard=48, workers=1))
+    result = run_preprocess(_cfg(str(root), two, size=32, samples_per_shard=48, workers=2))
+    assert len(_tree(str(one))) == 1 and result.manifest["failures"] == []
+    assert _tree(str(one)) == _tree(str(two))
+    assert open(glob.glob(str(one / "*.stats.json"))[0]).read() == open(glob.glob(str(two / "*.stats.json"))[0]).read()
+
+
+@pytest.fixture(scope="module")
+def slow_root(tmp_path_factory, ffmpeg_exe):
+    """Twelve copies of a 640x480 clip (a few hundred ms each to preprocess)."""
+    root = tmp_path_factory.mktemp("slow")
+    first = str(root / "v00.mp4")
+    subprocess.run([ffmpeg_exe, "-y", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=640x480:rate=25",
+                    "-t", "10", "-c:v", "libx264", "-preset", "ultrafast", "-g", "250", "-pix_fmt", "yuv420p", first],
+                   check=True)
+    data = open(first, "rb").read()
+    for i in range(1, 12):
+        (root / f"v{i:02d}.mp4").write_bytes(data)
+    (root / "captions.csv").write_text("video,caption\n" + "".join(f"v{i:02d}.mp4,clip {i}\n" for i in range(12)))
+    return str(root)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,code,workers", [(signal.SIGINT, 130, 2), (signal.SIGTERM, 143, 1)])
+def test_a_signal_stops_promptly_leaves_no_torn_shard_and_resumes(slow_root, tmp_path, sig, code, workers):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "fda", "preprocess", slow_root, "--out", str(out), "--size", "32",
+           "--workers", str(workers), "--samples-per-shard", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not glob.glob(str(out / "*.stats.json")) and proc.poll() is None:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    sent = time.time()
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    stopped_in = time.time() - sent
+    assert proc.returncode == code, stderr
+    assert stopped_in < 5, f"took {stopped_in:.1f} s to stop"
+    assert "rerun the same command to resume" in stderr and "Traceback" not in stderr
+    assert not glob.glob(str(out / "*.partial"))
+    tars = sorted(os.path.basename(p) for p in glob.glob(str(out / "*.tar")))
+    stats = sorted(os.path.basename(p)[:-len(".stats.json")] + ".tar" for p in glob.glob(str(out / "*.stats.json")))
+    assert tars == stats and 0 < len(tars) < 6
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"{len(tars)} shards already done" in done.stdout
+    assert len(glob.glob(str(out / "*.tar"))) == 6

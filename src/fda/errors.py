@@ -1,7 +1,7 @@
 """Error types and their stable exit codes.
 
 The library raises these; only ``fda.cli`` turns them into ``Error: <message>`` and an exit code.
-Exit codes: 0 ok, 1 bug (traceback), 2 usage/config, 3 input/data, 4 environment.
+Exit codes: 0 ok, 1 bug (traceback), 2 usage/config, 3 input/data, 4 environment, 128 + N stopped by signal N.
 """
 
 
@@ -27,3 +27,14 @@ class EnvError(FdaError):
     """The environment lacks something: no ffmpeg, no CUDA, no weights offline (exit code 4)."""
 
     exit_code = 4
+
+
+class Interrupted(FdaError):
+    """SIGINT or SIGTERM stopped a run; exit code 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM)."""
+
+    exit_code = 130
+
+    def __init__(self, message: str, signum: int = 2) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum

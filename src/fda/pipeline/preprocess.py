@@ -1,23 +1,27 @@
 """``fda preprocess``: videos -> uniformly sampled frames + frame-difference masks -> WebDataset shards.
 
-Work is cut into shard tasks (one split, up to ``samples_per_shard`` videos, in the dataset's order). A task decodes its
-videos one by one, writes ``<split>-NNNNNN.tar.partial``, renames it into place and then records the task's
-per-video status in ``<split>-NNNNNN.stats.json``; a shard with stats is finished and never rewritten. Rerunning
-after any interruption does only the tasks without stats and, since shards are byte-deterministic, ends with
-exactly the files an uninterrupted run gives. Tasks run in a local process pool or on Ray.
+Work is cut into shard tasks (one split, up to ``samples_per_shard`` videos, in the dataset's order). Worker
+processes take videos, not shards, so one big shard uses every core; the parent writes each shard's videos in order
+into ``<split>-NNNNNN.tar.partial``, renames it into place and then records the task's per-video status in
+``<split>-NNNNNN.stats.json``; a shard with stats is finished and never rewritten. Rerunning after any interruption
+(kill -9 included) does only the tasks without stats and, since shards are byte-deterministic, ends with exactly the
+files an uninterrupted run gives. SIGINT/SIGTERM stop the run after the videos in progress, remove the partial
+shard and raise :class:`fda.errors.Interrupted`. With ``--engine ray`` whole shard tasks run on Ray.
 """
 
+import collections
+import contextlib
 import dataclasses
 import glob
 import logging
 import os
-import queue
+import signal
 import sys
+import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -26,7 +30,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from fda import __version__
 from fda.config import PreprocessConfig, flag
-from fda.errors import ConfigError, InputError
+from fda.errors import ConfigError, InputError, Interrupted
 from fda.pipeline.datasets import Dataset, VideoItem, load_dataset
 from fda.pipeline.masks import clip_masks
 from fda.pipeline.sampling import needed_frames, partner_indices, sample_frame_indices
@@ -195,53 +199,169 @@ def process_video(item: VideoItem, cfg: PreprocessConfig) -> Tuple[Optional[List
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# One shard task (runs in a worker process or a Ray task)
-
-_progress: Optional[Any] = None
+# Shards, assembled in order from finished videos
 
 
-def _init_worker(progress_queue: Optional[Any]) -> None:
-    global _progress  # noqa: PLW0603 - per-process handle to the parent's progress queue
-    _progress = progress_queue
+def _init_worker() -> None:
+    """Per worker process: one OpenCV thread; Ctrl-C goes to the parent only, which ends the workers itself."""
     cv2.setNumThreads(1)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker must not inherit the parent's handler
+
+
+class ShardAssembly:
+    """One shard task's output, written in the task's video order whatever order the videos finish in.
+
+    A tar goes to its final name only when complete; the stats file is written after the tar, so "stats exists"
+    means "shard finished". Nothing is on disk under a final name before :meth:`finish`.
+    """
+
+    def __init__(self, task: ShardTask, cfgs: Sequence[PreprocessConfig]) -> None:
+        self.task, self.cfgs = task, cfgs
+        self.writers: Optional[List[ShardWriter]] = None
+        self.waiting: Dict[int, Tuple[List[Optional[List[tuple]]], Dict[str, Any]]] = {}
+        self.records: List[Dict[str, Any]] = []
+        self.samples = self.captions = 0
+
+    @property
+    def complete(self) -> bool:
+        """Every video of the task has been written (or recorded as failed)."""
+        return len(self.records) == len(self.task.items)
+
+    def add(self, position: int, members: List[Optional[List[tuple]]], record: Dict[str, Any]) -> None:
+        """Take video ``position``'s result; write every result that is next in order."""
+        self.waiting[position] = (members, record)
+        while len(self.records) in self.waiting:
+            members, record = self.waiting.pop(len(self.records))
+            if record["status"] == "ok":
+                if self.writers is None:
+                    self.writers = [ShardWriter(os.path.join(cfg.out, self.task.name)) for cfg in self.cfgs]
+                for writer, m in zip(self.writers, members):
+                    writer.write(m)
+                self.samples += 1
+                self.captions += len(self.task.items[len(self.records)].captions)
+            self.records.append(record)
+
+    def abort(self) -> None:
+        """Remove the partial tars (an interrupted shard leaves nothing behind)."""
+        for writer in self.writers or []:
+            writer.abort()
+
+    def finish(self) -> List[Dict[str, Any]]:
+        """Commit the tars, then write and return each config's stats."""
+        out = []
+        for c, cfg in enumerate(self.cfgs):
+            if self.writers is not None:
+                self.writers[c].commit()
+            stats = {"schema_version": SCHEMA_VERSION, "split": self.task.split, "index": self.task.index,
+                     "name": self.task.name if self.samples else None, "samples": self.samples,
+                     "captions": self.captions, "videos": [dict(r) for r in self.records]}
+            write_json_atomic(os.path.join(cfg.out, stats_name(self.task.split, self.task.index)), stats)
+            out.append(stats)
+        return out
 
 
 def run_shard_task(task: ShardTask, cfgs: Sequence[PreprocessConfig]) -> List[Dict[str, Any]]:
-    """Write one shard and its stats file into each config's ``out``; returns the stats per config.
-
-    A tar goes to its final name only when complete; the stats file is written after the tar, so "stats exists"
-    means "shard finished".
-    """
-    writers = [ShardWriter(os.path.join(cfg.out, task.name)) for cfg in cfgs]
-    records: List[Dict[str, Any]] = []
-    samples = captions = 0
+    """Write one shard and its stats file into each config's ``out`` in this process; returns the stats per config."""
+    shard = ShardAssembly(task, cfgs)
     try:
-        for item in task.items:
-            members, record = process_video_multi(item, cfgs)
-            if record["status"] == "ok":
-                for writer, m in zip(writers, members):
-                    writer.write(m)
-                samples += 1
-                captions += len(item.captions)
-            records.append(record)
-            if _progress is not None:
-                _progress.put(record["status"] == "ok")
+        for position, item in enumerate(task.items):
+            shard.add(position, *process_video_multi(item, cfgs))
     except BaseException:
-        for writer in writers:
-            writer.abort()
+        shard.abort()
         raise
-    out = []
-    for writer, cfg in zip(writers, cfgs):
-        if samples:
-            writer.commit()
-        else:
-            writer.abort()
-        stats = {"schema_version": SCHEMA_VERSION, "split": task.split, "index": task.index,
-                 "name": task.name if samples else None, "samples": samples, "captions": captions,
-                 "videos": [dict(r) for r in records]}
-        write_json_atomic(os.path.join(cfg.out, stats_name(task.split, task.index)), stats)
-        out.append(stats)
-    return out
+    return shard.finish()
+
+
+class _Stop:
+    """Set by SIGINT/SIGTERM: the run stops taking videos; a second signal interrupts the current video too."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+
+    def __bool__(self) -> bool:
+        return self.signum is not None
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("%s: stopping; finished shards are kept, the one in progress is dropped (send it again to "
+                    "stop even the video being decoded)",
+                    signal.Signals(signum).name)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator["_Stop"]:
+        """Catch SIGINT and SIGTERM while the block runs (main thread only; elsewhere the defaults stay)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        old = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+
+def _run_videos(todo: Sequence[ShardTask], cfgs: Sequence[PreprocessConfig], bar: tqdm, stop: _Stop,
+                finished: List[List[Dict[str, Any]]]) -> None:
+    """Process every video of ``todo`` on ``workers`` processes (videos, not shards, are the unit of work) and
+    commit each shard as soon as its videos are in; finished shards' stats go to ``finished`` as they complete."""
+    jobs = [(t, position, item) for t, task in enumerate(todo) for position, item in enumerate(task.items)]
+    shards: Dict[int, ShardAssembly] = {}
+
+    def deliver(t: int, position: int, members: List[Optional[List[tuple]]], record: Dict[str, Any]) -> None:
+        shard = shards.setdefault(t, ShardAssembly(todo[t], cfgs))
+        shard.add(position, members, record)
+        _advance(bar, [record["status"] == "ok"])
+        if shard.complete:
+            finished.append(shards.pop(t).finish())
+
+    workers = min(cfgs[0].num_workers, len(jobs))
+    try:
+        if workers <= 1:
+            _init_worker_inline()
+            for t, position, item in jobs:
+                if stop:
+                    return
+                deliver(t, position, *process_video_multi(item, cfgs))
+            return
+        import multiprocessing as mp
+
+        # Results wait in order for their shard; bound what is in flight or waiting (a slow video at the head of a
+        # shard must not let thousands of finished ones pile up in memory).
+        window = 16 * workers
+        with _pool_context(mp).Pool(workers, initializer=_init_worker) as pool:
+            pending: Deque[Tuple[int, int, Any]] = collections.deque()
+            queued = iter(jobs)
+            more = True
+            while True:
+                waiting = sum(len(s.waiting) for s in shards.values())
+                while more and not stop and len(pending) + waiting < window:
+                    job = next(queued, None)
+                    if job is None:
+                        more = False
+                        break
+                    t, position, item = job
+                    pending.append((t, position, pool.apply_async(process_video_multi, (item, cfgs))))
+                if stop or not pending:
+                    return  # leaving the block terminates the workers at once
+                ready = [entry for entry in pending if entry[2].ready()]
+                if not ready:
+                    pending[0][2].wait(0.1)
+                    continue
+                for entry in ready:
+                    pending.remove(entry)
+                    deliver(entry[0], entry[1], *entry[2].get())
+    finally:
+        for shard in shards.values():
+            shard.abort()
+
+
+def _init_worker_inline() -> None:
+    cv2.setNumThreads(1)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -317,33 +437,9 @@ def _pool_context(mp: Any) -> Any:
     return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
-def _run_local(todo: Sequence[ShardTask], cfgs: Sequence[PreprocessConfig], bar: tqdm) -> List[List[Dict[str, Any]]]:
-    workers = min(cfgs[0].num_workers, len(todo))
-    results: List[List[Dict[str, Any]]] = []
-    if workers <= 1:
-        _init_worker(None)
-        for task in todo:
-            stats = run_shard_task(task, cfgs)
-            _advance(bar, [v["status"] == "ok" for v in stats[0]["videos"]])
-            results.append(stats)
-        return results
-    import multiprocessing as mp
-
-    ctx = _pool_context(mp)
-    progress = ctx.Queue()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(progress,)) as pool:
-        pending = {pool.submit(run_shard_task, task, cfgs) for task in todo}
-        while pending:
-            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            _drain(progress, bar)
-            for fut in done:
-                results.append(fut.result())
-        _drain(progress, bar)
-    return results
-
-
-def _run_ray(todo: Sequence[ShardTask], cfgs: Sequence[PreprocessConfig], bar: tqdm) -> List[List[Dict[str, Any]]]:
+def _run_ray(todo: Sequence[ShardTask], cfgs: Sequence[PreprocessConfig], bar: tqdm, stop: _Stop,
+             finished: List[List[Dict[str, Any]]]) -> None:
+    """Shard tasks on Ray (each task writes its own shard; an interrupted task leaves only a partial file)."""
     cfg = cfgs[0]
     try:
         import ray
@@ -356,20 +452,21 @@ def _run_ray(todo: Sequence[ShardTask], cfgs: Sequence[PreprocessConfig], bar: t
     try:
         remote = ray.remote(num_cpus=1)(_ray_task)
         refs = [remote.remote(task, cfgs) for task in todo]
-        results = []
-        while refs:
-            done, refs = ray.wait(refs, num_returns=1)
-            stats = ray.get(done[0])
-            _advance(bar, [v["status"] == "ok" for v in stats[0]["videos"]])
-            results.append(stats)
-        return results
+        while refs and not stop:
+            done, refs = ray.wait(refs, num_returns=1, timeout=0.2)
+            for ref in done:
+                stats = ray.get(ref)
+                _advance(bar, [v["status"] == "ok" for v in stats[0]["videos"]])
+                finished.append(stats)
+        for ref in refs:
+            ray.cancel(ref, force=True)
     finally:
         if started_here:
             ray.shutdown()
 
 
 def _ray_task(task: ShardTask, cfgs: Sequence[PreprocessConfig]) -> List[Dict[str, Any]]:
-    _init_worker(None)
+    _init_worker_inline()
     return run_shard_task(task, cfgs)
 
 
@@ -377,17 +474,6 @@ def _advance(bar: tqdm, oks: Sequence[bool]) -> None:
     bar.failures += sum(1 for ok in oks if not ok)
     bar.set_postfix(failed=bar.failures, refresh=False)
     bar.update(len(oks))
-
-
-def _drain(progress: Any, bar: tqdm) -> None:
-    oks = []
-    while True:
-        try:
-            oks.append(progress.get_nowait())
-        except queue.Empty:
-            break
-    if oks:
-        _advance(bar, oks)
 
 
 def _ffmpeg_record(cfg: PreprocessConfig, decoder_version: str) -> Dict[str, Any]:
@@ -509,8 +595,20 @@ def run_preprocess_multi(cfgs: Sequence[PreprocessConfig]) -> List[PreprocessRes
     bar = tqdm(total=sum(len(t.items) for t in todo), unit="video", disable=None, file=sys.stderr,
                desc="preprocess", dynamic_ncols=True)
     bar.failures = 0
-    with logging_redirect_tqdm(), bar:
-        new = _run_ray(todo, cfgs, bar) if cfg.engine == "ray" and todo else _run_local(todo, cfgs, bar)
+    new: List[List[Dict[str, Any]]] = []
+    stop = _Stop()
+    run = _run_ray if cfg.engine == "ray" and todo else _run_videos
+    try:
+        with logging_redirect_tqdm(), bar, stop.installed():
+            run(todo, cfgs, bar, stop, new)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one that arrived before the handler was in place
+        stop.signum = stop.signum or signal.SIGINT
+    if stop:
+        name = signal.Signals(stop.signum).name
+        ready = len(done) + len(new)
+        raise Interrupted(f"stopped by {name}: {ready} of {len(tasks)} shards are finished in {cfg.out} ({len(new)} "
+                          f"this run, {sum(len(s[0]['videos']) for s in new)} videos); no partial shard is left; "
+                          "rerun the same command to resume", stop.signum)
     ffmpeg = _ffmpeg_record(cfg, decoder_version)
     results = []
     for c, one in enumerate(cfgs):
