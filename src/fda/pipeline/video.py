@@ -400,6 +400,48 @@ def _to_rgb(frame) -> np.ndarray:
     return frame.to_ndarray(format="rgb24")
 
 
+def _plane(frame, index: int, height: int, width: int) -> np.ndarray:
+    plane = frame.planes[index]
+    return np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:height, :width]
+
+
+# Limited-range Y'CbCr -> R'G'B' (rows R, G, B; columns Y, U, V, offset), as libswscale and ffmpeg apply them.
+_YUV2RGB = {
+    601: np.array([[1.164383, 0.0, 1.596027], [1.164383, -0.391762, -0.812968], [1.164383, 2.017232, 0.0]]),
+    709: np.array([[1.164383, 0.0, 1.792741], [1.164383, -0.213249, -0.532909], [1.164383, 2.112402, 0.0]]),
+}
+_YUV2RGB_AFFINE = {k: np.hstack([m, -(m @ np.array([16.0, 128.0, 128.0]))[:, None]]).astype(np.float32)
+                   for k, m in _YUV2RGB.items()}
+
+
+def _yuv420_square(frame, size: int, sar: Fraction) -> Optional[np.ndarray]:
+    """:func:`center_square` of the RGB picture for 8-bit limited-range 4:2:0 frames (nearly all video), done on
+    the Y, U and V planes before the colour conversion (4-10x cheaper at 720p than converting the whole picture):
+    each plane's crop is resized to ``size`` x ``size``, then one affine colour transform gives RGB (BT.709
+    coefficients where the frame says so, else BT.601, as libswscale).
+
+    Returns:
+        uint8 [size, size, 3] RGB, or ``None`` for other formats.
+    """
+    if frame.format.name != "yuv420p" or int(frame.color_range or 0) == 2:
+        return None
+    h, w = frame.height, frame.width
+    side = min(h, w * sar)
+    crop_h = min(h, max(2, int(round(side)))) & ~1
+    crop_w = min(w, max(2, int(round(side / sar)))) & ~1
+    top, left = ((h - crop_h) // 2) & ~1, ((w - crop_w) // 2) & ~1
+    shrink = max(crop_h, crop_w) / size
+    interp = cv2.INTER_AREA if shrink >= 2 else (cv2.INTER_LINEAR if shrink > 1 else cv2.INTER_CUBIC)
+    chroma_interp = cv2.INTER_AREA if shrink >= 4 else (cv2.INTER_LINEAR if shrink > 2 else cv2.INTER_CUBIC)
+    planes = [cv2.resize(_plane(frame, 0, h, w)[top:top + crop_h, left:left + crop_w], (size, size),
+                         interpolation=interp)]
+    for i in (1, 2):
+        crop = _plane(frame, i, (h + 1) // 2, (w + 1) // 2)[top // 2:(top + crop_h) // 2, left // 2:(left + crop_w) // 2]
+        planes.append(cv2.resize(crop, (size, size), interpolation=chroma_interp))
+    matrix = _YUV2RGB_AFFINE[709 if int(frame.colorspace or 0) == 1 else 601]
+    return cv2.transform(cv2.merge(planes), matrix)
+
+
 class _Converter:
     """Turns decoded frames into the stored uint8 [size, size, 3] RGB, upright and in display aspect."""
 
@@ -412,8 +454,9 @@ class _Converter:
         if frame.interlaced_frame:
             frame = _yadif(prev, frame, nxt)
             self.deinterlaced += 1
-        rgb = _to_rgb(frame)
-        square = center_square(rgb, self.size, self.sar)
+        square = _yuv420_square(frame, self.size, self.sar)
+        if square is None:
+            square = center_square(_to_rgb(frame), self.size, self.sar)
         transform = display_transform(matrix)
         self.rotation = rotation_degrees(matrix)
         self.flip = matrix is not None and matrix[0] * matrix[4] - matrix[1] * matrix[3] < 0
@@ -466,7 +509,7 @@ def _decode_skipping(path: str, info: VideoInfo, wanted: Sequence[int], decode_s
                 if fr.interlaced_frame and r in wanted_set and not ({r - 1, r + 1} <= decode_set | {-1, total}):
                     raise _NeedNeighbours()
                 held[r] = fr
-        _convert_ready(held, wanted_set, out, convert, info.num_packets, done=False)
+                _convert_ready(held, wanted_set, out, convert, total, done=False)
 
     with _open(path) as container:
         stream = container.streams.video[0]
@@ -550,7 +593,7 @@ def _decode_full(path: str, info: VideoInfo, wanted: Sequence[int], convert: _Co
             good.append(r)
             if r in keep:
                 held[r] = fr
-        _convert_ready(held, wanted_set, out, convert, info.num_packets, done=False)
+                _convert_ready(held, wanted_set, out, convert, info.num_packets, done=False)
 
     with _open(path) as container:
         stream = container.streams.video[0]
