@@ -487,11 +487,10 @@ def _decode_skipping(path: str, info: VideoInfo, wanted: Sequence[int], decode_s
     ranks = info.ranks
     if ranks is None:
         raise _NeedFull()
-    send = _plan(info, ranks, sorted(decode_set))
+    send = _plan(info, ranks, sorted(decode_set)).tolist()
     rank_of_pts = {p: int(r) for p, r in zip(info.pts, ranks)}
-    need_pkt = np.zeros(info.num_packets, bool)
-    for pos, r in enumerate(ranks):
-        need_pkt[pos] = int(r) in decode_set
+    need_pkt = [int(r) in decode_set for r in ranks]
+    last_sent = max(i for i, flag in enumerate(send) if flag)
     wanted_set = set(wanted)
     total = info.num_packets
     held: Dict[int, object] = {}
@@ -511,39 +510,42 @@ def _decode_skipping(path: str, info: VideoInfo, wanted: Sequence[int], decode_s
                 held[r] = fr
                 _convert_ready(held, wanted_set, out, convert, total, done=False)
 
+    def decode(packet) -> None:
+        try:
+            frames = cc.decode(packet)
+        except Exception:  # noqa: BLE001 - any decode error: let the full decode count it
+            raise _NeedFull() from None
+        take(frames)
+
     with _open(path) as container:
         stream = container.streams.video[0]
         cc = stream.codec_context
         cc.thread_count = 1
         pos = 0
+        mode = ""
         sending = started = False
+        # Dropped packets cost only their demux (all of a clip's packets demux in 1-10 ms), so no seeking.
         for packet in container.demux(stream):
             if packet.size == 0:
                 continue
-            if pos >= info.num_packets:
-                raise _NeedFull()
+            if pos > last_sent:
+                break
             if send[pos]:
                 if not sending and started:
-                    take(cc.decode(None))  # after a gap: drain what is buffered, then restart at this keyframe
+                    decode(None)  # after a gap: drain what is buffered, then restart at this keyframe
                     cc.flush_buffers()
                 sending = started = True
-                cc.skip_frame = "DEFAULT" if need_pkt[pos] else "NONREF"
-                try:
-                    frames = cc.decode(packet)
-                except Exception:  # noqa: BLE001 - any decode error: let the full decode count it
-                    raise _NeedFull() from None
-                take(frames)
+                wanted_mode = "DEFAULT" if need_pkt[pos] else "NONREF"
+                if wanted_mode != mode:
+                    cc.skip_frame = mode = wanted_mode
+                decode(packet)
             else:
                 sending = False
             pos += 1
-        if pos != info.num_packets:
-            raise _NeedFull()
+        if pos <= last_sent:
+            raise _NeedFull()  # fewer packets than the probe counted
         cc.skip_frame = "DEFAULT"
-        try:
-            frames = cc.decode(None)
-        except Exception:  # noqa: BLE001
-            raise _NeedFull() from None
-        take(frames)
+        decode(None)
     _convert_ready(held, wanted_set, out, convert, info.num_packets, done=True)
     if set(out) != wanted_set:
         raise _NeedFull()
