@@ -25,6 +25,7 @@ Prints markdown (paste it into BENCHMARKS.md).
 import argparse
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -108,6 +109,11 @@ def exact(path: str, count: int = 12, size: int = 224) -> bool:
             and all(np.array_equal(fast.frames[i], full.frames[i]) for i in needed))
 
 
+def _cpu_seconds() -> float:
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def timed(fn, *args, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -151,6 +157,8 @@ def main() -> None:
             print(f"| {group} | {SOURCES[i % len(SOURCES)].split('=')[0]} | {n} | {t_floor * 1e3:.0f} | "
                   f"{t_stage * 1e3:.0f} | {t_stage / t_floor:.2f} | {t_c4c * 1e3:.0f} | {t_c4c / t_stage:.2f} | "
                   f"{'yes' if ok else '**no**'} |")
+        if not rows:
+            continue
         ratio = statistics.median(r[1] / r[0] for r in rows)
         c4c = statistics.median(r[2] / r[1] for r in rows)
         summary.append((group, ratio, c4c, sum(r[3] for r in rows), len(rows)))
@@ -170,19 +178,25 @@ def main() -> None:
     with open(os.path.join(many, "captions.csv"), "w") as f:
         f.write("video,caption\n" + "".join(rows))
     runs = {1: [], 2: []}
+    cpu = {1: [], 2: []}
     for _ in range(args.repeats):
         for workers in (1, 2):  # interleaved, so that load from other users hits both alike
             out = os.path.join(work, f"shards-w{workers}")
             shutil.rmtree(out, ignore_errors=True)
             c = PreprocessConfig(dataset_root=many, out=out, workers=workers, samples_per_shard=args.many)
+            before = _cpu_seconds()
             t0 = time.perf_counter()
             run_preprocess(c)
             runs[workers].append(time.perf_counter() - t0)
+            cpu[workers].append(_cpu_seconds() - before)
     same = open(os.path.join(work, "shards-w1", "test-000000.tar"), "rb").read() == \
         open(os.path.join(work, "shards-w2", "test-000000.tar"), "rb").read()
     t1, t2 = statistics.median(runs[1]), statistics.median(runs[2])
+    c1, c2 = statistics.median(cpu[1]), statistics.median(cpu[2])
     print(f"\nwhole command (run_preprocess, {args.many} clips in one shard): 1 worker {args.many / t1:.1f} videos/s, "
           f"2 workers {args.many / t2:.1f} videos/s, speed-up **{t1 / t2:.2f}x**; tars identical: {same}")
+    print(f"CPU seconds (this process + workers): 1 worker {c1:.2f} s, 2 workers {c2:.2f} s ({c2 / c1:.2f}x); "
+          f"cores used on average: {c1 / t1:.2f} and {c2 / t2:.2f}")
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
 
