@@ -64,6 +64,18 @@ def test_exact_frames_every_container(containers, name):
     assert full.count == N and full.good == list(range(N)) and full.errors == 0
 
 
+def test_timestamps_that_name_no_frame_fall_back_to_output_order(containers):
+    import dataclasses
+
+    path = containers["mp4-h264"]
+    info = probe(path)
+    shifted = dataclasses.replace(info, pts=tuple(p + 1 for p in info.pts))  # no decoded frame carries these
+    wanted = [0, 7, 28]
+    dec = decode_frames(path, wanted, 32, shifted)
+    assert dec.full and dec.count == N and sorted(dec.frames) == wanted
+    _assert_indices(dec.frames, wanted)
+
+
 # Real-world-like encodes: moving content, B-frames (or alt-ref frames), a keyframe every 25 frames.
 MOTION = "testsrc2=size=96x64:rate=25,format=yuv420p"
 SKIP_CASES = {

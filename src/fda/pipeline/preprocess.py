@@ -130,26 +130,38 @@ def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig):
     needed = needed_frames(indices, partners)
     dec = decode_frames(path, needed, cfg.size, info)
     lost: List[int] = []
+    frames = dec.frames
     if dec.full and (dec.good is None or len(dec.good) != total or any(i not in dec.frames for i in needed)):
         good = dec.good or []
-        if len(good) < 2 or len(good) < cfg.min_decodable * declared:
+        # No decode error: the codec simply makes fewer (or more) frames than there are packets (field-coded
+        # video, packed frames); the clip is the frames it made. Errors: the missing frames are lost.
+        renumber = dec.errors == 0
+        if len(good) < 2 or (not renumber and len(good) < cfg.min_decodable * declared):
             raise VideoError(f"only {len(good)} of {declared} frames decodable ({dec.errors} decode errors; "
                              f"--min-decodable {cfg.min_decodable})")
-        lost = sorted(set(range(total)) - set(good))
         usable = np.asarray(good, np.int64)
         pick = sample_frame_indices(len(usable), count)
-        indices, partners = usable[pick], usable[partner_indices(pick, len(usable), cfg.diff_mode)]
+        pick_partners = partner_indices(pick, len(usable), cfg.diff_mode)
+        indices, partners = usable[pick], usable[pick_partners]
         needed = needed_frames(indices, partners)
         if any(i not in dec.frames for i in needed):
             dec = decode_frames(path, needed, cfg.size, info, full=True)
         missing = [i for i in needed if i not in dec.frames]
         if missing:
             raise VideoError(f"frames {missing[:5]} decoded once but not again (unstable decode)")
+        if renumber:
+            log.debug("%s: %d packets, %d frames; numbering the frames", path, total, len(good))
+            frames = {int(p): dec.frames[int(usable[p])] for p in set(pick.tolist()) | set(pick_partners.tolist())}
+            declared += len(good) - total  # a truncated tail stays counted
+            indices, partners, total = pick, pick_partners, len(good)
+        else:
+            lost = sorted(set(range(total)) - set(good))
+            frames = dec.frames
     decode_meta = {"rotation": dec.rotation, "flip": dec.flip,
                    "sar": [dec.sar.numerator, dec.sar.denominator], "deinterlaced": dec.deinterlaced > 0,
                    "frames_lost": len(lost) + declared - total, "lost_at": _ranges(lost),
                    "truncated_frames": declared - total, "decode_errors": dec.errors}
-    return info, total, indices, partners, dec.frames, decode_meta
+    return info, total, indices, partners, frames, decode_meta
 
 
 def process_video_multi(item: VideoItem, cfgs: Sequence[PreprocessConfig]

@@ -342,6 +342,10 @@ class _NeedFull(Exception):
     """A skipping decode saw something it cannot vouch for: decode everything instead."""
 
 
+class _Renumber(Exception):
+    """Decoded frames carry timestamps no packet has (or out of order): number frames in output order."""
+
+
 class _NeedNeighbours(Exception):
     """A needed frame is interlaced but the container did not say so: decode again with its neighbours."""
 
@@ -436,7 +440,8 @@ def _yuv420_square(frame, size: int, sar: Fraction) -> Optional[np.ndarray]:
     planes = [cv2.resize(_plane(frame, 0, h, w)[top:top + crop_h, left:left + crop_w], (size, size),
                          interpolation=interp)]
     for i in (1, 2):
-        crop = _plane(frame, i, (h + 1) // 2, (w + 1) // 2)[top // 2:(top + crop_h) // 2, left // 2:(left + crop_w) // 2]
+        plane = _plane(frame, i, (h + 1) // 2, (w + 1) // 2)
+        crop = plane[top // 2:(top + crop_h) // 2, left // 2:(left + crop_w) // 2]
         planes.append(cv2.resize(crop, (size, size), interpolation=chroma_interp))
     matrix = _YUV2RGB_AFFINE[709 if int(frame.colorspace or 0) == 1 else 601]
     return cv2.transform(cv2.merge(planes), matrix)
@@ -571,8 +576,9 @@ def _convert_ready(held: Dict[int, object], wanted: set, out: Dict[int, np.ndarr
             del held[r]
 
 
-def _decode_full(path: str, info: VideoInfo, wanted: Sequence[int], convert: _Converter) -> Decoded:
-    ranks = info.ranks
+def _decode_full(path: str, info: VideoInfo, wanted: Sequence[int], convert: _Converter,
+                 by_pts: bool = True) -> Decoded:
+    ranks = info.ranks if by_pts else None
     rank_of_pts = {p: int(r) for p, r in zip(info.pts, ranks)} if ranks is not None else None
     wanted_set = set(wanted)
     keep = wanted_set | {w - 1 for w in wanted_set} | {w + 1 for w in wanted_set}
@@ -591,7 +597,7 @@ def _decode_full(path: str, info: VideoInfo, wanted: Sequence[int], convert: _Co
                 errors += 1
                 continue
             if r < 0 or (good and r <= good[-1]):
-                continue  # a frame the packets do not account for
+                raise _Renumber()  # frames the packets' timestamps do not name: number them in output order
             good.append(r)
             if r in keep:
                 held[r] = fr
@@ -606,10 +612,14 @@ def _decode_full(path: str, info: VideoInfo, wanted: Sequence[int], convert: _Co
                 if packet.size == 0:
                     continue
                 try:
-                    take(cc.decode(packet))
+                    frames = cc.decode(packet)
                 except Exception:  # noqa: BLE001 - a packet the codec rejects: counted, decoding goes on
                     errors += 1
+                    continue
+                take(frames)
             take(cc.decode(None))
+        except _Renumber:
+            raise
         except Exception:  # noqa: BLE001 - a read error: what was decoded so far stands
             errors += 1
     _convert_ready(held, wanted_set, out, convert, info.num_packets, done=True)
@@ -650,8 +660,12 @@ def decode_frames(path: str, needed: Iterable[int], size: int, info: Optional[Vi
             except _NeedFull:
                 break
         if result is None:
-            convert = _Converter(size, info.sar)
-            result = _decode_full(path, info, wanted, convert)
+            try:
+                convert = _Converter(size, info.sar)
+                result = _decode_full(path, info, wanted, convert)
+            except _Renumber:
+                convert = _Converter(size, info.sar)
+                result = _decode_full(path, info, wanted, convert, by_pts=False)
     except VideoError:
         raise
     except Exception as err:  # noqa: BLE001 - decoder libraries raise many types
