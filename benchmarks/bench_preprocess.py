@@ -1,23 +1,31 @@
-"""Benchmark of ``fda preprocess`` against the decode floor and a CLIP4Clip-style loader, on the same clips.
+"""Benchmark of the ``fda preprocess`` stage against the full-decode floor, a CLIP4Clip-style loader and itself
+with more workers, all on the same clips in one run.
 
-Generates MSR-VTT-like clips with ffmpeg (320x240, 8-20 s; H.264 mp4, a variable-frame-rate mp4, an MKV, an
-H.264 AVI and an xvid AVI), then measures, each as the median of ``--repeats`` runs:
+Clip groups (generated with ffmpeg; x264 defaults unless stated, so B-frames and a keyframe every 250 frames):
 
-- floor: in-process decode of every frame of each clip (OpenCV ``grab()``, one thread), no conversion;
-- stage: the whole fda stage per clip (exact count, decode, 12 frames + partners, masks, JPEG/PNG encode, tar),
-  with the default in-process decoder and with ``--decoder ffmpeg`` (the binary through ffmpeg-python);
-- clip4clip: CLIP4Clip's ``rawvideo_util`` path: a ``CAP_PROP_POS_FRAMES`` seek to each second, read, RGB, resize
-  to 224, then 12 frames picked by ``linspace`` (no masks at all);
-- the stage's throughput with 1 and 2 worker processes (``run_preprocess``).
+- ``320x240``: 15 s at 30 fps (450 frames), MSR-VTT-sized;
+- ``1280x720``: 5 s at 30 fps (150 frames);
+- ``short-GOP``: 640x360, 15 s at 30 fps, a keyframe every 2 s (``-g 60``), like web video.
 
-Usage: ``.venv/bin/python benchmarks/bench_preprocess.py [--clips 12] [--repeats 5] [--work DIR]``
-Prints a markdown table (paste it into BENCHMARKS.md).
+Measured per clip, each the median of ``--repeats`` runs:
+
+- floor: PyAV decoding every frame of the clip, one thread, no conversion;
+- stage: the whole per-video stage (probe/count, decode of the 12 samples + partners, resize/crop, masks, JPEG/PNG,
+  tar write), ``process_video`` + ``ShardWriter``;
+- clip4clip: CLIP4Clip's ``rawvideo_util`` path (OpenCV ``CAP_PROP_POS_FRAMES`` seek to each second, read, RGB,
+  resize to 224; no masks);
+- exactness: the needed frames of the skipping decode compared byte for byte with a full decode (not timed).
+
+Then the whole command (``run_preprocess``) on ``--many`` 320x240 clips in one shard with 1 and 2 workers.
+
+Usage: ``.venv/bin/python benchmarks/bench_preprocess.py [--per-group 3] [--repeats 3] [--many 48] [--work DIR]``
+Prints markdown (paste it into BENCHMARKS.md).
 """
 
 import argparse
-import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -25,54 +33,42 @@ import sys
 import tempfile
 import time
 
+import av
 import cv2
 import numpy as np
 
 from fda.config import PreprocessConfig
-from fda.pipeline.preprocess import process_video, run_preprocess
 from fda.pipeline.datasets import VideoItem
-from fda.pipeline.video import find_ffmpeg
+from fda.pipeline.preprocess import process_video, run_preprocess
+from fda.pipeline.sampling import needed_frames, partner_indices, sample_frame_indices
+from fda.pipeline.video import decode_frames, find_ffmpeg, probe
 from fda.shards.writer import ShardWriter
 
-KINDS = [("mp4", "libx264", ()), ("mp4", "libx264", ()), ("mp4", "libx264", ()), ("mkv", "libx264", ()),
-         ("avi", "libx264", ()), ("avi", "mpeg4", ("-vtag", "xvid", "-q:v", "4")), ("vfr.mp4", "libx264", ())]
-SOURCES = ["testsrc2", "mandelbrot", "life=mold=10:ratio=0.5:rule=S23/B3", "cellauto=rule=110", "smptebars"]
+SOURCES = ["testsrc2", "life=mold=10:ratio=0.5:rule=S23/B3", "cellauto=rule=110", "testsrc"]
+GROUPS = {  # name: (size, seconds, extra encoder args)
+    "320x240": ("320x240", 15, ()),
+    "1280x720": ("1280x720", 5, ()),
+    "short-GOP": ("640x360", 15, ("-g", "60")),
+}
 
 
-def make_clips(root: str, count: int) -> list:
-    ffmpeg = find_ffmpeg()
-    os.makedirs(os.path.join(root, "videos", "all"), exist_ok=True)
-    ids = []
-    for i in range(count):
-        ext, codec, extra = KINDS[i % len(KINDS)]
-        seconds = 8 + (i * 5) % 13
-        src = SOURCES[i % len(SOURCES)]
-        vid = f"video{i}"
-        path = os.path.join(root, "videos", "all", f"{vid}.{ext.split('.')[-1]}")
-        vf = ["-vf", "setpts='(N/25+0.02*mod(N\\,4))/TB'", "-fps_mode", "vfr"] if ext == "vfr.mp4" else []
-        name, _, opts = src.partition("=")
-        graph = f"{name}=size=320x240:rate=25" + (f":{opts}" if opts else "")
-        cmd = [ffmpeg, "-y", "-loglevel", "error", "-f", "lavfi", "-i", graph, "-t", str(seconds),
-               *vf, "-c:v", codec, "-pix_fmt", "yuv420p", *extra, path]
-        subprocess.run(cmd, check=True)
-        ids.append((vid, path))
-    with open(os.path.join(root, "MSRVTT_data.json"), "w") as f:
-        json.dump({"videos": [{"video_id": v} for v, _ in ids],
-                   "sentences": [{"video_id": v, "caption": f"clip {v}", "sen_id": 0} for v, _ in ids]}, f)
-    with open(os.path.join(root, "MSRVTT_train.9k.csv"), "w") as f:
-        f.write("video_id\n")
-    with open(os.path.join(root, "MSRVTT_JSFUSION_test.csv"), "w") as f:
-        rows = "".join(f"ret{i},msr{i},{v},clip {v}\n" for i, (v, _) in enumerate(ids))
-        f.write("key,vid_key,video_id,sentence\n" + rows)
-    return ids
+def make_clip(path: str, size: str, seconds: float, source: str, extra=(), rate: int = 30) -> str:
+    name, _, opts = source.partition("=")
+    graph = f"{name}=size={size}:rate={rate}" + (f":{opts}" if opts else "")
+    # a moving box over the pattern, so that every frame has motion as real footage does
+    vf = "drawbox=x='mod(t*60,iw-40)':y='ih/3':w=40:h=40:color=white@0.8:t=fill"
+    subprocess.run([find_ffmpeg(), "-y", "-loglevel", "error", "-f", "lavfi", "-i", graph, "-t", str(seconds),
+                    "-vf", vf, "-c:v", "libx264", "-pix_fmt", "yuv420p", *extra, path], check=True)
+    return path
 
 
 def floor(path: str) -> int:
-    cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
     n = 0
-    while cap.grab():
-        n += 1
-    cap.release()
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        for _ in container.decode(stream):
+            n += 1
     return n
 
 
@@ -89,8 +85,7 @@ def clip4clip(path: str, frames: int = 12, size: int = 224) -> np.ndarray:
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         h, w = rgb.shape[:2]
         scale = size / min(h, w)
-        rgb = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_CUBIC)
-        picked.append(rgb)
+        picked.append(cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_CUBIC))
     cap.release()
     idx = np.linspace(0, len(picked) - 1, frames, dtype=int)
     return np.stack([picked[i] for i in idx])
@@ -98,9 +93,25 @@ def clip4clip(path: str, frames: int = 12, size: int = 224) -> np.ndarray:
 
 def stage(item: VideoItem, cfg: PreprocessConfig, tmp: str) -> None:
     members, record = process_video(item, cfg)
-    assert members is not None, record
+    if members is None:
+        raise RuntimeError(record)
     with ShardWriter(os.path.join(tmp, "bench.tar")) as writer:
         writer.write(members)
+
+
+def exact(path: str, count: int = 12, size: int = 224) -> bool:
+    info = probe(path)
+    indices = sample_frame_indices(info.num_packets, count)
+    needed = needed_frames(indices, partner_indices(indices, info.num_packets))
+    fast = decode_frames(path, needed, size, info)
+    full = decode_frames(path, needed, size, info, full=True)
+    return (not fast.full and sorted(fast.frames) == sorted(full.frames) == needed
+            and all(np.array_equal(fast.frames[i], full.frames[i]) for i in needed))
+
+
+def _cpu_seconds() -> float:
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def timed(fn, *args, repeats: int) -> float:
@@ -114,49 +125,78 @@ def timed(fn, *args, repeats: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--clips", type=int, default=12)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--per-group", type=int, default=3, help="clips per group")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--many", type=int, default=48, help="clips in the one-shard worker comparison")
     ap.add_argument("--work", default=None, help="keep generated clips here (default: a temp dir)")
     args = ap.parse_args()
     cv2.setNumThreads(1)
     work = args.work or tempfile.mkdtemp(prefix="fda-bench-")
-    root = os.path.join(work, "msrvtt")
-    ids = make_clips(root, args.clips)
-    cfg = PreprocessConfig(dataset_root=root, out=os.path.join(work, "shards"), workers=1)
-    cfg_ff = PreprocessConfig(dataset_root=root, out=os.path.join(work, "shards"), workers=1, decoder="ffmpeg")
-    rows = []
-    for vid, path in ids:
-        item = VideoItem(vid, "test", path, ("clip",), os.path.basename(path))
-        n = floor(path)
-        t_floor = timed(floor, path, repeats=args.repeats)
-        t_stage = timed(stage, item, cfg, work, repeats=args.repeats)
-        t_c4c = timed(clip4clip, path, repeats=args.repeats)
-        t_ff = timed(stage, item, cfg_ff, work, repeats=args.repeats)
-        rows.append((vid, os.path.basename(path), n, t_floor, t_stage, t_c4c, t_ff))
+    clips = os.path.join(work, "clips")
+    os.makedirs(clips, exist_ok=True)
+    cfg = PreprocessConfig(dataset_root=clips, out=os.path.join(work, "shards"), workers=1)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"OpenCV {cv2.__version__}; {args.clips} clips, median of {args.repeats}\n")
-    print("| clip | frames | floor ms | fda stage ms | stage / floor | CLIP4Clip-style ms | CLIP4Clip / stage "
-          "| stage --decoder ffmpeg ms | ffmpeg / floor |")
+          f"PyAV {av.__version__}, OpenCV {cv2.__version__}; medians of {args.repeats}\n")
+    print("| group | clip | frames | floor ms | stage ms | stage / floor | CLIP4Clip-style ms | CLIP4Clip / stage "
+          "| exact |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for vid, name, n, a, b, c, d in rows:
-        print(f"| {name} | {n} | {a * 1e3:.1f} | {b * 1e3:.1f} | {b / a:.2f} | {c * 1e3:.1f} | {c / b:.2f} "
-              f"| {d * 1e3:.1f} | {d / a:.2f} |")
-    tf, ts, tc, td = (sum(r[i] for r in rows) for i in (3, 4, 5, 6))
-    print(f"| **all** | {sum(r[2] for r in rows)} | {tf * 1e3:.0f} | {ts * 1e3:.0f} | **{ts / tf:.2f}** | "
-          f"{tc * 1e3:.0f} | **{tc / ts:.2f}** | {td * 1e3:.0f} | **{td / tf:.2f}** |\n")
-    rates = {}
-    for workers in (1, 2):
-        runs = []
-        for _ in range(args.repeats):
+    summary = []
+    for group, (size, seconds, extra) in GROUPS.items():
+        rows = []
+        for i in range(args.per_group):
+            path = os.path.join(clips, f"{group}-{i}.mp4")
+            if not os.path.isfile(path):
+                make_clip(path, size, seconds, SOURCES[i % len(SOURCES)], extra)
+            item = VideoItem(f"{group}-{i}", "test", path, ("clip",), os.path.basename(path))
+            n = floor(path)
+            t_floor = timed(floor, path, repeats=args.repeats)
+            t_stage = timed(stage, item, cfg, work, repeats=args.repeats)
+            t_c4c = timed(clip4clip, path, repeats=args.repeats)
+            ok = exact(path)
+            rows.append((t_floor, t_stage, t_c4c, ok))
+            print(f"| {group} | {SOURCES[i % len(SOURCES)].split('=')[0]} | {n} | {t_floor * 1e3:.0f} | "
+                  f"{t_stage * 1e3:.0f} | {t_stage / t_floor:.2f} | {t_c4c * 1e3:.0f} | {t_c4c / t_stage:.2f} | "
+                  f"{'yes' if ok else '**no**'} |")
+        if not rows:
+            continue
+        ratio = statistics.median(r[1] / r[0] for r in rows)
+        c4c = statistics.median(r[2] / r[1] for r in rows)
+        summary.append((group, ratio, c4c, sum(r[3] for r in rows), len(rows)))
+    print("\n| group | stage / floor (median) | CLIP4Clip / stage (median) | exact |")
+    print("|---|---|---|---|")
+    for group, ratio, c4c, ok, n in summary:
+        print(f"| {group} | **{ratio:.2f}** | {c4c:.2f} | {ok}/{n} |")
+
+    many = os.path.join(work, "many")
+    os.makedirs(many, exist_ok=True)
+    rows = []
+    for i in range(args.many):
+        name = f"m{i:03d}.mp4"
+        if not os.path.isfile(os.path.join(many, name)):
+            make_clip(os.path.join(many, name), "320x240", 4 + i % 5, SOURCES[i % len(SOURCES)], ("-preset", "fast"))
+        rows.append(f"{name},clip {i}\n")
+    with open(os.path.join(many, "captions.csv"), "w") as f:
+        f.write("video,caption\n" + "".join(rows))
+    runs = {1: [], 2: []}
+    cpu = {1: [], 2: []}
+    for _ in range(args.repeats):
+        for workers in (1, 2):  # interleaved, so that load from other users hits both alike
             out = os.path.join(work, f"shards-w{workers}")
             shutil.rmtree(out, ignore_errors=True)
-            c = PreprocessConfig(dataset_root=root, out=out, workers=workers, samples_per_shard=1)
+            c = PreprocessConfig(dataset_root=many, out=out, workers=workers, samples_per_shard=args.many)
+            before = _cpu_seconds()
             t0 = time.perf_counter()
             run_preprocess(c)
-            runs.append(time.perf_counter() - t0)
-        rates[workers] = len(ids) / statistics.median(runs)
-    print(f"whole command (run_preprocess, {len(ids)} clips, one shard per clip): 1 worker {rates[1]:.1f} videos/s, "
-          f"2 workers {rates[2]:.1f} videos/s, speed-up **{rates[2] / rates[1]:.2f}x**")
+            runs[workers].append(time.perf_counter() - t0)
+            cpu[workers].append(_cpu_seconds() - before)
+    same = open(os.path.join(work, "shards-w1", "test-000000.tar"), "rb").read() == \
+        open(os.path.join(work, "shards-w2", "test-000000.tar"), "rb").read()
+    t1, t2 = statistics.median(runs[1]), statistics.median(runs[2])
+    c1, c2 = statistics.median(cpu[1]), statistics.median(cpu[2])
+    print(f"\nwhole command (run_preprocess, {args.many} clips in one shard): 1 worker {args.many / t1:.1f} videos/s, "
+          f"2 workers {args.many / t2:.1f} videos/s, speed-up **{t1 / t2:.2f}x**; tars identical: {same}")
+    print(f"CPU seconds (this process + workers): 1 worker {c1:.2f} s, 2 workers {c2:.2f} s ({c2 / c1:.2f}x); "
+          f"cores used on average: {c1 / t1:.2f} and {c2 / t2:.2f}")
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -9,7 +9,8 @@ from typing import Any, Callable, Optional
 import click
 
 from fda import __version__
-from fda.config import BENCH_KINDS, GENERATE_KINDS, SCENE_CONDITIONS, GenerateConfig, PreprocessConfig, TrainConfig, field_default
+from fda.config import (BENCH_KINDS, DECODERS, GENERATE_KINDS, SCENE_CONDITIONS, GenerateConfig, PreprocessConfig,
+                        TrainConfig, field_default)
 from fda.errors import FdaError, path_error
 from fda.logs import setup_logging
 
@@ -85,8 +86,10 @@ P = PreprocessConfig
               help="JPEG quality of stored frames.")
 @click.option("--samples-per-shard", type=int, default=_default(P, "samples_per_shard"), show_default=True,
               help="Videos per tar shard.")
-@click.option("--decoder", type=click.Choice(["opencv", "ffmpeg"]), default=_default(P, "decoder"),
-              show_default=True, help="In-process FFmpeg via OpenCV, or the ffmpeg binary via ffmpeg-python.")
+@click.option("--decoder", type=click.Choice(DECODERS), default=_default(P, "decoder"),
+              show_default=True, help="Video decoder (in-process FFmpeg through PyAV).")
+@click.option("--min-decodable", type=float, default=_default(P, "min_decodable"), show_default=True,
+              help="A clip whose decodable frames are fewer than this fraction of its frames is a recorded failure.")
 @click.option("--workers", type=int, default=_default(P, "workers"), show_default=True,
               help="Worker processes (0: all cores).")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default=_default(P, "engine"), show_default=True,
@@ -474,7 +477,7 @@ W = SweepConfig
               show_default=True, help="Mask of a motionless frame.")
 @click.option("--diff-mode", type=click.Choice(["adjacent", "sampled"]), default=_default(W, "diff_mode"),
               show_default=True, help="Difference with the adjacent decoded frame or the adjacent sampled one.")
-@click.option("--decoder", type=click.Choice(["opencv", "ffmpeg"]), default=_default(W, "decoder"),
+@click.option("--decoder", type=click.Choice(DECODERS), default=_default(W, "decoder"),
               show_default=True, help="Video decoder.")
 @click.option("--workers", type=int, default=_default(W, "workers"), show_default=True,
               help="Preprocess worker processes (0: all cores).")

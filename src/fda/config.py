@@ -14,7 +14,7 @@ from fda.errors import ConfigError, path_error
 
 LAYOUTS = ("msrvtt", "msvd", "folder")
 SPLITS = ("train", "val", "test")
-DECODERS = ("opencv", "ffmpeg")
+DECODERS = ("pyav",)
 ENGINES = ("local", "ray")
 EMPTY_MASKS = ("full", "zero")
 DIFF_MODES = ("adjacent", "sampled")
@@ -94,7 +94,8 @@ class PreprocessConfig:
     diff_mode: str = "adjacent"
     jpeg_quality: int = 90
     samples_per_shard: int = 200
-    decoder: str = "opencv"
+    decoder: str = "pyav"
+    min_decodable: float = 0.95
     workers: int = 0
     engine: str = "local"
     ray_address: Optional[str] = None
@@ -123,6 +124,8 @@ class PreprocessConfig:
         _require(1 <= self.jpeg_quality <= 100, "jpeg_quality", self.jpeg_quality, "in 1..100")
         _require(self.samples_per_shard >= 1, "samples_per_shard", self.samples_per_shard, ">= 1")
         _choice("decoder", self.decoder, DECODERS)
+        _require(isinstance(self.min_decodable, (int, float)) and 0.0 <= self.min_decodable <= 1.0, "min_decodable",
+                 self.min_decodable, "in 0..1 (the fraction of a clip's frames that must decode)")
         _require(self.workers >= 0, "workers", self.workers, ">= 0 (0: all cores)")
         _choice("engine", self.engine, ENGINES)
         _require(0.0 <= self.max_failure_rate <= 1.0, "max_failure_rate", self.max_failure_rate, "in 0..1")
@@ -147,7 +150,8 @@ class PreprocessConfig:
     def data_fields(self) -> Dict[str, Any]:
         """The fields that decide the bytes of the shards; a rerun must match them to resume."""
         keep = ("layout", "msrvtt_train", "captions", "split", "frames_train", "frames_test", "size", "tau",
-                "kernel", "min_area", "empty_mask", "diff_mode", "jpeg_quality", "samples_per_shard", "limit")
+                "kernel", "min_area", "empty_mask", "diff_mode", "jpeg_quality", "samples_per_shard", "limit",
+                "decoder", "min_decodable")
         return {k: getattr(self, k) for k in keep}
 
 
@@ -561,7 +565,7 @@ class SweepConfig:
     min_area: int = 16
     empty_mask: str = "full"
     diff_mode: str = "adjacent"
-    decoder: str = "opencv"
+    decoder: str = "pyav"
     workers: int = 0
     limit: Optional[int] = None
     model: str = "ViT-B-32"

@@ -1,7 +1,7 @@
 """Error types and their stable exit codes.
 
 The library raises these; only ``fda.cli`` turns them into ``Error: <message>`` and an exit code.
-Exit codes: 0 ok, 1 bug (traceback), 2 usage/config, 3 input/data, 4 environment.
+Exit codes: 0 ok, 1 bug (traceback), 2 usage/config, 3 input/data, 4 environment, 128 + N stopped by signal N.
 """
 
 import errno
@@ -56,3 +56,14 @@ def path_error(option: str, path: str, err: OSError, fix: str) -> FdaError:
         reason = f"folder {parent} does not exist"
     cls = EnvError if err.errno in _ENVIRONMENT_ERRNOS else ConfigError
     return cls(f"{option} {path!r}: {reason}: {fix}")
+
+
+class Interrupted(FdaError):
+    """SIGINT or SIGTERM stopped a run; exit code 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM)."""
+
+    exit_code = 130
+
+    def __init__(self, message: str, signum: int = 2) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum

@@ -1,28 +1,32 @@
 """``fda preprocess``: videos -> uniformly sampled frames + frame-difference masks -> WebDataset shards.
 
-Work is cut into shard tasks (one split, up to ``samples_per_shard`` videos, in the dataset's order). A task decodes its
-videos one by one, writes ``<split>-NNNNNN.tar.partial``, renames it into place and then records the task's
-per-video status in ``<split>-NNNNNN.stats.json``, with the fingerprint of its inputs (each video's real path, size,
-mtime and captions, and the data options) and the tar's size and sha256. A shard with stats is finished: a rerun
-keeps it while its fingerprint and tar still match, and redoes it (saying why) when an input changed or the tar was
-damaged; ``retry_failed`` also redoes shards that recorded failed videos. Since shards are byte-deterministic, a
-rerun after any interruption ends with exactly the files an uninterrupted run gives. Tasks run in a local process
-pool or on Ray.
+Work is cut into shard tasks (one split, up to ``samples_per_shard`` videos, in the dataset's order). Worker
+processes take videos, not shards, so one big shard uses every core; the parent writes each shard's videos in order
+into ``<split>-NNNNNN.tar.partial``, renames it into place and then records the task's per-video status in
+``<split>-NNNNNN.stats.json``, with the fingerprint of its inputs (each video's real path, size, mtime and captions,
+and the data options) and the tar's size and sha256. A shard with stats is finished: a rerun keeps it while its
+fingerprint and tar still match, and redoes it (saying why) when an input changed or the tar was damaged;
+``retry_failed`` also redoes shards that recorded failed videos. Since shards are byte-deterministic, a rerun after
+any interruption (kill -9 included) ends with exactly the files an uninterrupted run gives. SIGINT/SIGTERM stop the
+run after the videos in progress, remove the partial shard and raise :class:`fda.errors.Interrupted`. With
+``--engine ray`` whole shard tasks run on Ray.
 """
 
+import collections
+import contextlib
 import dataclasses
 import glob
 import hashlib
 import json
 import logging
 import os
-import queue
+import signal
 import sys
+import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -31,12 +35,11 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from fda import __version__
 from fda.config import PreprocessConfig, flag, make_out_dir
-from fda.errors import ConfigError, InputError
+from fda.errors import ConfigError, InputError, Interrupted
 from fda.pipeline.datasets import Dataset, VideoItem, load_dataset, not_regular
 from fda.pipeline.masks import clip_masks
 from fda.pipeline.sampling import needed_frames, partner_indices, sample_frame_indices
-from fda.pipeline.video import (VideoError, check_decoder, count_decoded_frames, decode_frames, find_ffmpeg,
-                                ffmpeg_version, probe)
+from fda.pipeline.video import VideoError, check_decoder, decode_frames, find_ffmpeg, ffmpeg_version, probe
 from fda.shards.schema import (CONFIG, MANIFEST, SCHEMA_VERSION, file_digest, read_json, sample_key, shard_name,
                                stats_name, write_json_atomic)
 from fda.shards.writer import PARTIAL, ShardWriter, sample_members
@@ -114,25 +117,67 @@ def _encode_mask(mask: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
+def _ranges(values: Sequence[int]) -> List[List[int]]:
+    """``[0, 1, 2, 7]`` -> ``[[0, 2], [7, 7]]`` (inclusive runs, for the json)."""
+    out: List[List[int]] = []
+    for v in sorted(values):
+        if out and v == out[-1][1] + 1:
+            out[-1][1] = v
+        else:
+            out.append([v, v])
+    return out
+
+
 def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig):
+    """Probe, sample, decode; a damaged clip is resampled over the frames that decoded, or fails below
+    ``cfg.min_decodable``. Returns ``(info, total, indices, partners, frames, decode_meta)``."""
     info = probe(path)
+    declared = max(info.num_packets, info.declared_frames)
+    if info.present < cfg.min_decodable:
+        held = (f"{info.num_packets} of its {info.declared_frames} frames" if info.declared_frames else
+                f"{100 * info.present:.0f}% of its {info.duration:.2f} s")
+        raise VideoError(f"truncated file: it holds {held} (--min-decodable {cfg.min_decodable})"
+                         + (f"; read error: {info.demux_error}" if info.demux_error else ""))
     total = info.num_packets
-    for _ in range(2):
-        indices = sample_frame_indices(total, count)
-        if total < 2:
-            raise VideoError("only 1 frame: a frame-difference mask needs at least 2")
-        partners = partner_indices(indices, total, cfg.diff_mode)
-        frames, decoded = decode_frames(path, needed_frames(indices, partners), cfg.size, cfg.decoder, info)
-        missing = any(int(i) not in frames for i in np.concatenate([indices, partners]))
-        if decoded is None and missing:
-            decoded = count_decoded_frames(path)
-        if not missing and (decoded is None or decoded == total):
-            return info, total, indices, partners, frames
-        if not decoded:
-            raise VideoError("no frame could be decoded")
-        log.debug("%s: %d packets but %d decoded frames; resampling", path, total, decoded)
-        total = decoded
-    raise VideoError(f"frame count unstable ({info.num_packets} packets, {total} decoded)")
+    if total < 2:
+        raise VideoError("only 1 frame: a frame-difference mask needs at least 2")
+    indices = sample_frame_indices(total, count)
+    partners = partner_indices(indices, total, cfg.diff_mode)
+    needed = needed_frames(indices, partners)
+    dec = decode_frames(path, needed, cfg.size, info)
+    lost: List[int] = []
+    frames = dec.frames
+    if dec.full and (dec.good is None or len(dec.good) != total or any(i not in dec.frames for i in needed)):
+        good = dec.good or []
+        # No decode error: the codec simply makes fewer (or more) frames than there are packets (field-coded
+        # video, packed frames); the clip is the frames it made. Errors: the missing frames are lost.
+        renumber = dec.errors == 0
+        if len(good) < 2 or (not renumber and len(good) < cfg.min_decodable * declared):
+            raise VideoError(f"only {len(good)} of {declared} frames decodable ({dec.errors} decode errors; "
+                             f"--min-decodable {cfg.min_decodable})")
+        usable = np.asarray(good, np.int64)
+        pick = sample_frame_indices(len(usable), count)
+        pick_partners = partner_indices(pick, len(usable), cfg.diff_mode)
+        indices, partners = usable[pick], usable[pick_partners]
+        needed = needed_frames(indices, partners)
+        if any(i not in dec.frames for i in needed):
+            dec = decode_frames(path, needed, cfg.size, info, full=True)
+        missing = [i for i in needed if i not in dec.frames]
+        if missing:
+            raise VideoError(f"frames {missing[:5]} decoded once but not again (unstable decode)")
+        if renumber:
+            log.debug("%s: %d packets, %d frames; numbering the frames", path, total, len(good))
+            frames = {int(p): dec.frames[int(usable[p])] for p in set(pick.tolist()) | set(pick_partners.tolist())}
+            declared += len(good) - total  # a truncated tail stays counted
+            indices, partners, total = pick, pick_partners, len(good)
+        else:
+            lost = sorted(set(range(total)) - set(good))
+            frames = dec.frames
+    decode_meta = {"rotation": dec.rotation, "flip": dec.flip,
+                   "sar": [dec.sar.numerator, dec.sar.denominator], "deinterlaced": dec.deinterlaced > 0,
+                   "frames_lost": len(lost) + declared - total, "lost_at": _ranges(lost),
+                   "truncated_frames": declared - total, "decode_errors": dec.errors}
+    return info, total, indices, partners, frames, decode_meta
 
 
 def process_video_multi(item: VideoItem, cfgs: Sequence[PreprocessConfig]
@@ -155,7 +200,8 @@ def process_video_multi(item: VideoItem, cfgs: Sequence[PreprocessConfig]
             raise VideoError(f"{item.source} is {kind}, not a regular file: list the video file itself")
         if not item.captions:
             raise VideoError("no caption")
-        info, total, indices, partners, decoded = _sample_and_decode(item.path, cfg0.frames_for(item.split), cfg0)
+        info, total, indices, partners, decoded, decode_meta = _sample_and_decode(
+            item.path, cfg0.frames_for(item.split), cfg0)
         frames = np.stack([decoded[int(i)] for i in indices])  # [T, H, W, 3] RGB
         other = np.stack([decoded[int(i)] for i in partners])  # [T, H, W, 3] the frames they are differenced with
         jpegs = [_encode_jpeg(f, cfg0.jpeg_quality) for f in frames]  # the same bytes for every config
@@ -163,7 +209,7 @@ def process_video_multi(item: VideoItem, cfgs: Sequence[PreprocessConfig]
                 "num_frames": int(total), "indices": indices.tolist(), "partners": partners.tolist(),
                 "fps": round(info.fps, 6), "duration": round(info.duration, 6), "width": info.width,
                 "height": info.height, "codec": info.codec, "size": cfg0.size, "decoder": cfg0.decoder,
-                "num_captions": len(item.captions)}
+                **decode_meta, "num_captions": len(item.captions)}
         out: List[Optional[List[tuple]]] = []
         for cfg in cfgs:
             masks, fell_back = clip_masks(frames, other, tau=cfg.tau, kernel=cfg.kernel, min_area=cfg.min_area,
@@ -184,56 +230,173 @@ def process_video(item: VideoItem, cfg: PreprocessConfig) -> Tuple[Optional[List
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# One shard task (runs in a worker process or a Ray task)
-
-_progress: Optional[Any] = None
+# Shards, assembled in order from finished videos
 
 
-def _init_worker(progress_queue: Optional[Any]) -> None:
-    global _progress  # noqa: PLW0603 - per-process handle to the parent's progress queue
-    _progress = progress_queue
+def _init_worker() -> None:
+    """Per worker process: one OpenCV thread; Ctrl-C goes to the parent only, which ends the workers itself."""
     cv2.setNumThreads(1)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker must not inherit the parent's handler
+
+
+class ShardAssembly:
+    """One shard task's output, written in the task's video order whatever order the videos finish in.
+
+    A tar goes to its final name only when complete; the stats file is written after the tar, so "stats exists"
+    means "shard finished". Nothing is on disk under a final name before :meth:`finish`.
+    """
+
+    def __init__(self, task: ShardTask, cfgs: Sequence[PreprocessConfig]) -> None:
+        self.task, self.cfgs = task, cfgs
+        self.writers: Optional[List[ShardWriter]] = None
+        self.waiting: Dict[int, Tuple[List[Optional[List[tuple]]], Dict[str, Any]]] = {}
+        self.records: List[Dict[str, Any]] = []
+        self.samples = self.captions = 0
+
+    @property
+    def complete(self) -> bool:
+        """Every video of the task has been written (or recorded as failed)."""
+        return len(self.records) == len(self.task.items)
+
+    def add(self, position: int, members: List[Optional[List[tuple]]], record: Dict[str, Any]) -> None:
+        """Take video ``position``'s result; write every result that is next in order."""
+        self.waiting[position] = (members, record)
+        while len(self.records) in self.waiting:
+            members, record = self.waiting.pop(len(self.records))
+            if record["status"] == "ok":
+                if self.writers is None:
+                    self.writers = [ShardWriter(os.path.join(cfg.out, self.task.name)) for cfg in self.cfgs]
+                for writer, m in zip(self.writers, members):
+                    writer.write(m)
+                self.samples += 1
+                self.captions += len(self.task.items[len(self.records)].captions)
+            self.records.append(record)
+
+    def abort(self) -> None:
+        """Remove the partial tars (an interrupted shard leaves nothing behind)."""
+        for writer in self.writers or []:
+            writer.abort()
+
+    def finish(self) -> List[Dict[str, Any]]:
+        """Commit the tars, then write and return each config's stats."""
+        out = []
+        task = self.task
+        for c, cfg in enumerate(self.cfgs):
+            tar: Optional[Dict[str, Any]] = None
+            if self.writers is not None:
+                self.writers[c].commit()
+                tar = file_digest(self.writers[c].path)
+            stats = {"schema_version": SCHEMA_VERSION, "split": task.split, "index": task.index,
+                     "name": task.name if self.samples else None, "samples": self.samples,
+                     "captions": self.captions, "videos": [dict(r) for r in self.records], "tar": tar,
+                     "inputs": task.inputs if task.inputs is None else _with_options(task.inputs, cfg)}
+            write_json_atomic(os.path.join(cfg.out, stats_name(self.task.split, self.task.index)), stats)
+            out.append(stats)
+        return out
 
 
 def run_shard_task(task: ShardTask, cfgs: Sequence[PreprocessConfig]) -> List[Dict[str, Any]]:
-    """Write one shard and its stats file into each config's ``out``; returns the stats per config.
-
-    A tar goes to its final name only when complete; the stats file is written after the tar, so "stats exists"
-    means "shard finished".
-    """
-    writers = [ShardWriter(os.path.join(cfg.out, task.name)) for cfg in cfgs]
-    records: List[Dict[str, Any]] = []
-    samples = captions = 0
+    """Write one shard and its stats file into each config's ``out`` in this process; returns the stats per config."""
+    shard = ShardAssembly(task, cfgs)
     try:
-        for item in task.items:
-            members, record = process_video_multi(item, cfgs)
-            if record["status"] == "ok":
-                for writer, m in zip(writers, members):
-                    writer.write(m)
-                samples += 1
-                captions += len(item.captions)
-            records.append(record)
-            if _progress is not None:
-                _progress.put(record["status"] == "ok")
+        for position, item in enumerate(task.items):
+            shard.add(position, *process_video_multi(item, cfgs))
     except BaseException:
-        for writer in writers:
-            writer.abort()
+        shard.abort()
         raise
-    out = []
-    for writer, cfg in zip(writers, cfgs):
-        tar: Optional[Dict[str, Any]] = None
-        if samples:
-            writer.commit()
-            tar = file_digest(writer.path)
-        else:
-            writer.abort()
-        stats = {"schema_version": SCHEMA_VERSION, "split": task.split, "index": task.index,
-                 "name": task.name if samples else None, "samples": samples, "captions": captions,
-                 "videos": [dict(r) for r in records], "tar": tar,
-                 "inputs": task.inputs if task.inputs is None else _with_options(task.inputs, cfg)}
-        write_json_atomic(os.path.join(cfg.out, stats_name(task.split, task.index)), stats)
-        out.append(stats)
-    return out
+    return shard.finish()
+
+
+class _Stop:
+    """Set by SIGINT/SIGTERM: the run stops taking videos; a second signal interrupts the current video too."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+
+    def __bool__(self) -> bool:
+        return self.signum is not None
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("%s: stopping; finished shards are kept, the one in progress is dropped (send it again to "
+                    "stop even the video being decoded)",
+                    signal.Signals(signum).name)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator["_Stop"]:
+        """Catch SIGINT and SIGTERM while the block runs (main thread only; elsewhere the defaults stay)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        old = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+
+def _run_videos(todo: Sequence[ShardTask], cfgs: Sequence[PreprocessConfig], bar: tqdm, stop: _Stop,
+                finished: List[List[Dict[str, Any]]]) -> None:
+    """Process every video of ``todo`` on ``workers`` processes (videos, not shards, are the unit of work) and
+    commit each shard as soon as its videos are in; finished shards' stats go to ``finished`` as they complete."""
+    jobs = [(t, position, item) for t, task in enumerate(todo) for position, item in enumerate(task.items)]
+    shards: Dict[int, ShardAssembly] = {}
+
+    def deliver(t: int, position: int, members: List[Optional[List[tuple]]], record: Dict[str, Any]) -> None:
+        shard = shards.setdefault(t, ShardAssembly(todo[t], cfgs))
+        shard.add(position, members, record)
+        _advance(bar, [record["status"] == "ok"])
+        if shard.complete:
+            finished.append(shards.pop(t).finish())
+
+    workers = min(cfgs[0].num_workers, len(jobs))
+    try:
+        if workers <= 1:
+            _init_worker_inline()
+            for t, position, item in jobs:
+                if stop:
+                    return
+                deliver(t, position, *process_video_multi(item, cfgs))
+            return
+        import multiprocessing as mp
+
+        # Results wait in order for their shard; bound what is in flight or waiting (a slow video at the head of a
+        # shard must not let thousands of finished ones pile up in memory).
+        window = 16 * workers
+        with _pool_context(mp).Pool(workers, initializer=_init_worker) as pool:
+            pending: Deque[Tuple[int, int, Any]] = collections.deque()
+            queued = iter(jobs)
+            more = True
+            while True:
+                waiting = sum(len(s.waiting) for s in shards.values())
+                while more and not stop and len(pending) + waiting < window:
+                    job = next(queued, None)
+                    if job is None:
+                        more = False
+                        break
+                    t, position, item = job
+                    pending.append((t, position, pool.apply_async(process_video_multi, (item, cfgs))))
+                if stop or not pending:
+                    return  # leaving the block terminates the workers at once
+                ready = [entry for entry in pending if entry[2].ready()]
+                if not ready:
+                    pending[0][2].wait(0.1)
+                    continue
+                for entry in ready:
+                    pending.remove(entry)
+                    deliver(entry[0], entry[1], *entry[2].get())
+    finally:
+        for shard in shards.values():
+            shard.abort()
+
+
+def _init_worker_inline() -> None:
+    cv2.setNumThreads(1)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -408,33 +571,9 @@ def _pool_context(mp: Any) -> Any:
     return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
-def _run_local(todo: Sequence[ShardTask], cfgs: Sequence[PreprocessConfig], bar: tqdm) -> List[List[Dict[str, Any]]]:
-    workers = min(cfgs[0].num_workers, len(todo))
-    results: List[List[Dict[str, Any]]] = []
-    if workers <= 1:
-        _init_worker(None)
-        for task in todo:
-            stats = run_shard_task(task, cfgs)
-            _advance(bar, [v["status"] == "ok" for v in stats[0]["videos"]])
-            results.append(stats)
-        return results
-    import multiprocessing as mp
-
-    ctx = _pool_context(mp)
-    progress = ctx.Queue()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(progress,)) as pool:
-        pending = {pool.submit(run_shard_task, task, cfgs) for task in todo}
-        while pending:
-            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            _drain(progress, bar)
-            for fut in done:
-                results.append(fut.result())
-        _drain(progress, bar)
-    return results
-
-
-def _run_ray(todo: Sequence[ShardTask], cfgs: Sequence[PreprocessConfig], bar: tqdm) -> List[List[Dict[str, Any]]]:
+def _run_ray(todo: Sequence[ShardTask], cfgs: Sequence[PreprocessConfig], bar: tqdm, stop: _Stop,
+             finished: List[List[Dict[str, Any]]]) -> None:
+    """Shard tasks on Ray (each task writes its own shard; an interrupted task leaves only a partial file)."""
     cfg = cfgs[0]
     try:
         import ray
@@ -447,20 +586,21 @@ def _run_ray(todo: Sequence[ShardTask], cfgs: Sequence[PreprocessConfig], bar: t
     try:
         remote = ray.remote(num_cpus=1)(_ray_task)
         refs = [remote.remote(task, cfgs) for task in todo]
-        results = []
-        while refs:
-            done, refs = ray.wait(refs, num_returns=1)
-            stats = ray.get(done[0])
-            _advance(bar, [v["status"] == "ok" for v in stats[0]["videos"]])
-            results.append(stats)
-        return results
+        while refs and not stop:
+            done, refs = ray.wait(refs, num_returns=1, timeout=0.2)
+            for ref in done:
+                stats = ray.get(ref)
+                _advance(bar, [v["status"] == "ok" for v in stats[0]["videos"]])
+                finished.append(stats)
+        for ref in refs:
+            ray.cancel(ref, force=True)
     finally:
         if started_here:
             ray.shutdown()
 
 
 def _ray_task(task: ShardTask, cfgs: Sequence[PreprocessConfig]) -> List[Dict[str, Any]]:
-    _init_worker(None)
+    _init_worker_inline()
     return run_shard_task(task, cfgs)
 
 
@@ -470,25 +610,15 @@ def _advance(bar: tqdm, oks: Sequence[bool]) -> None:
     bar.update(len(oks))
 
 
-def _drain(progress: Any, bar: tqdm) -> None:
-    oks = []
-    while True:
-        try:
-            oks.append(progress.get_nowait())
-        except queue.Empty:
-            break
-    if oks:
-        _advance(bar, oks)
-
-
 def _ffmpeg_record(cfg: PreprocessConfig, decoder_version: str) -> Dict[str, Any]:
     try:
         binary: Optional[str] = ffmpeg_version(find_ffmpeg())
-    except Exception:  # noqa: BLE001 - the binary is optional for the opencv decoder
+    except Exception:  # noqa: BLE001 - the binary is optional: decoding is in-process
         binary = None
-    info = [line.strip() for line in cv2.getBuildInformation().splitlines()
-            if line.strip().startswith(("FFMPEG:", "avcodec:", "avformat:"))]
-    return {"decoder": cfg.decoder, "decoder_version": decoder_version, "binary": binary, "opencv_build": info}
+    import av
+
+    libraries = {name: ".".join(str(v) for v in version) for name, version in av.library_versions.items()}
+    return {"decoder": cfg.decoder, "decoder_version": decoder_version, "binary": binary, "libraries": libraries}
 
 
 def build_manifest(cfg: PreprocessConfig, dataset: Dataset, listed: Dict[str, int], all_stats: List[Dict[str, Any]],
@@ -613,8 +743,20 @@ def run_preprocess_multi(cfgs: Sequence[PreprocessConfig]) -> List[PreprocessRes
     bar = tqdm(total=sum(len(t.items) for t in todo), unit="video", disable=None, file=sys.stderr,
                desc="preprocess", dynamic_ncols=True)
     bar.failures = 0
-    with logging_redirect_tqdm(), bar:
-        new = _run_ray(todo, cfgs, bar) if cfg.engine == "ray" and todo else _run_local(todo, cfgs, bar)
+    new: List[List[Dict[str, Any]]] = []
+    stop = _Stop()
+    run = _run_ray if cfg.engine == "ray" and todo else _run_videos
+    try:
+        with logging_redirect_tqdm(), bar, stop.installed():
+            run(todo, cfgs, bar, stop, new)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one that arrived before the handler was in place
+        stop.signum = stop.signum or signal.SIGINT
+    if stop:
+        name = signal.Signals(stop.signum).name
+        ready = len(done) + len(new)
+        raise Interrupted(f"stopped by {name}: {ready} of {len(tasks)} shards are finished in {cfg.out} ({len(new)} "
+                          f"this run, {sum(len(s[0]['videos']) for s in new)} videos); no partial shard is left; "
+                          "rerun the same command to resume", stop.signum)
     ffmpeg = _ffmpeg_record(cfg, decoder_version)
     results = []
     for c, one in enumerate(cfgs):
