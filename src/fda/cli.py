@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional
 import click
 
 from fda import __version__
-from fda.config import (BENCH_KINDS, DECODERS, GENERATE_KINDS, SCENE_CONDITIONS, GenerateConfig, PreprocessConfig,
+from fda.config import (BENCH_KINDS, CAMERA_MOTIONS, DECODERS, GENERATE_KINDS, SCENE_CONDITIONS, GenerateConfig, PreprocessConfig,
                         TrainConfig, field_default)
 from fda.errors import FdaError, path_error
 from fda.logs import setup_logging
@@ -82,6 +82,12 @@ P = PreprocessConfig
               show_default=True, help="Mask for a frame with no motion left.")
 @click.option("--diff-mode", type=click.Choice(["adjacent", "sampled"]), default=_default(P, "diff_mode"),
               show_default=True, help="Difference with the adjacent decoded frame or the adjacent sampled one.")
+@click.option("--camera-motion", type=click.Choice(CAMERA_MOTIONS), default=_default(P, "camera_motion"),
+              show_default=True, help="none: the paper's plain difference; compensate: fit the camera's motion between "
+              "frame and partner (tracked corners, RANSAC similarity), warp, and difference only where both see the "
+              "scene (an implausible fit falls back to the plain rule and is recorded).")
+@click.option("--normalize-brightness", is_flag=True, default=False,
+              help="Match the partner's brightness to the frame's before differencing (flicker, exposure changes).")
 @click.option("--jpeg-quality", type=int, default=_default(P, "jpeg_quality"), show_default=True,
               help="JPEG quality of stored frames.")
 @click.option("--samples-per-shard", type=int, default=_default(P, "samples_per_shard"), show_default=True,
@@ -477,6 +483,12 @@ W = SweepConfig
               show_default=True, help="Mask of a motionless frame.")
 @click.option("--diff-mode", type=click.Choice(["adjacent", "sampled"]), default=_default(W, "diff_mode"),
               show_default=True, help="Difference with the adjacent decoded frame or the adjacent sampled one.")
+@click.option("--camera-motion", type=click.Choice(CAMERA_MOTIONS), default=_default(W, "camera_motion"),
+              show_default=True, help="none: the paper's plain difference; compensate: fit the camera's motion between "
+              "frame and partner (tracked corners, RANSAC similarity), warp, and difference only where both see the "
+              "scene (an implausible fit falls back to the plain rule and is recorded).")
+@click.option("--normalize-brightness", is_flag=True, default=False,
+              help="Match the partner's brightness to the frame's before differencing (flicker, exposure changes).")
 @click.option("--decoder", type=click.Choice(DECODERS), default=_default(W, "decoder"),
               show_default=True, help="Video decoder.")
 @click.option("--workers", type=int, default=_default(W, "workers"), show_default=True,

@@ -18,6 +18,7 @@ DECODERS = ("pyav",)
 ENGINES = ("local", "ray")
 EMPTY_MASKS = ("full", "zero")
 DIFF_MODES = ("adjacent", "sampled")
+CAMERA_MOTIONS = ("none", "compensate")
 MAX_FRAMES = 99  # member names carry two digits: f00 ... f98
 
 
@@ -92,6 +93,8 @@ class PreprocessConfig:
     min_area: int = 16
     empty_mask: str = "full"
     diff_mode: str = "adjacent"
+    camera_motion: str = "none"
+    normalize_brightness: bool = False
     jpeg_quality: int = 90
     samples_per_shard: int = 200
     decoder: str = "pyav"
@@ -121,6 +124,7 @@ class PreprocessConfig:
         _require(isinstance(self.min_area, int) and self.min_area >= 0, "min_area", self.min_area, ">= 0 pixels")
         _choice("empty_mask", self.empty_mask, EMPTY_MASKS)
         _choice("diff_mode", self.diff_mode, DIFF_MODES)
+        _choice("camera_motion", self.camera_motion, CAMERA_MOTIONS)
         _require(1 <= self.jpeg_quality <= 100, "jpeg_quality", self.jpeg_quality, "in 1..100")
         _require(self.samples_per_shard >= 1, "samples_per_shard", self.samples_per_shard, ">= 1")
         _choice("decoder", self.decoder, DECODERS)
@@ -150,8 +154,8 @@ class PreprocessConfig:
     def data_fields(self) -> Dict[str, Any]:
         """The fields that decide the bytes of the shards; a rerun must match them to resume."""
         keep = ("layout", "msrvtt_train", "captions", "split", "frames_train", "frames_test", "size", "tau",
-                "kernel", "min_area", "empty_mask", "diff_mode", "jpeg_quality", "samples_per_shard", "limit",
-                "decoder", "min_decodable")
+                "kernel", "min_area", "empty_mask", "diff_mode", "camera_motion", "normalize_brightness",
+                "jpeg_quality", "samples_per_shard", "limit", "decoder", "min_decodable")
         return {k: getattr(self, k) for k in keep}
 
 
@@ -565,6 +569,8 @@ class SweepConfig:
     min_area: int = 16
     empty_mask: str = "full"
     diff_mode: str = "adjacent"
+    camera_motion: str = "none"
+    normalize_brightness: bool = False
     decoder: str = "pyav"
     workers: int = 0
     limit: Optional[int] = None
@@ -604,8 +610,9 @@ class SweepConfig:
         return PreprocessConfig(dataset_root=self.dataset_root, out=out, layout=self.layout, split=self.split,
                                 frames_train=self.frames_train, frames_test=self.frames_test, size=self.size,
                                 tau=tau, kernel=self.kernel, min_area=self.min_area, empty_mask=self.empty_mask,
-                                diff_mode=self.diff_mode, decoder=self.decoder, workers=self.workers,
-                                limit=self.limit, overwrite=self.overwrite)
+                                diff_mode=self.diff_mode, camera_motion=self.camera_motion,
+                                normalize_brightness=self.normalize_brightness, decoder=self.decoder,
+                                workers=self.workers, limit=self.limit, overwrite=self.overwrite)
 
 
 @dataclass(frozen=True)

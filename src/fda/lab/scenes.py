@@ -23,8 +23,10 @@ Design rules that keep the benchmark honest (each is checked or tested):
 Conditions (``condition``) put the same scenes through what real footage does to frame differences: ``pan``,
 ``zoom`` and ``shake`` move the camera over a textured, real-image-like background; ``flicker`` brightens every other
 frame by :data:`FLICKER` grey levels; ``noise`` adds Gaussian sensor noise; ``compression`` encodes at CRF 40. Every
-condition but ``still`` (the default: a static camera over the flat background) uses the textured background, whose
-grey levels stay within :data:`TEXTURE_RANGE`, so the palette keeps its contrast.
+condition but ``still`` (the default: a static camera over the flat background) uses the textured background: smooth
+blobs plus sharp-edged patches (the edges a moving camera lights up) whose grey levels stay within
+:data:`TEXTURE_RANGE`, around the flat background's 40, so every colour stays at least 50 grey levels from the
+texture's mean and more than tau above its brightest pixel (:data:`TEXTURE_CONTRAST`).
 
 Ground truth goes into the set's ``fda_synthetic.json``: per clip its twin, and per object colour, shape, role and
 its bounding box in every frame (pixels of the generated frame, ``[x0, y0, x1, y1]``, right/bottom exclusive).
@@ -61,7 +63,8 @@ OBJECTS = 3
 DEFAULT_SIZE = (64, 64)
 DEFAULT_FPS = 2  # 3 s at 2 fps: 6 frames, a 25 px path at 64 px
 CONDITIONS = ("still", "pan", "zoom", "shake", "flicker", "noise", "compression")
-TEXTURE_RANGE = (18, 46)  # grey levels of the textured background: every palette colour stays >= 50 above 46
+TEXTURE_RANGE = (10, 70)  # grey levels of the texture, around the flat background's 40
+TEXTURE_CONTRAST = 26.0  # every colour stays above tau 25 over the texture's brightest level
 PAN = 3.0  # camera pan, px per frame at 64 px
 ZOOM = 0.06  # zoom change per frame
 SHAKE = 4.0  # camera jitter, px at 64 px
@@ -174,12 +177,22 @@ def _texture(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     """A real-image-like grey texture (coarse blobs plus fine detail), uint8 [H, W, 3] within TEXTURE_RANGE."""
     lo, hi = TEXTURE_RANGE
     layers = np.zeros((h, w), np.float32)
-    for cell, weight in ((16, 0.5), (6, 0.3), (2, 0.2)):
+    for cell, weight in ((16, 0.3), (6, 0.3), (3, 0.4)):
         noise = rng.random((h // cell + 2, w // cell + 2)).astype(np.float32)
         layers += weight * cv2.resize(noise, (w + 2 * cell, h + 2 * cell), interpolation=cv2.INTER_CUBIC)[
             cell:cell + h, cell:cell + w]
     span = layers.max() - layers.min()
     grey = lo + (hi - lo) * (layers - layers.min()) / (span if span > 0 else 1.0)
+    # Sharp-edged patches, like the things in a room, give the edges a moving camera lights up.
+    for _ in range(max(8, w * h // 60)):
+        x, y = rng.integers(0, w), rng.integers(0, h)
+        a, b = rng.integers(2, max(3, min(w, h) // 8), size=2)
+        level = float(lo if rng.random() < 0.5 else hi)  # about 30 grey levels from the mean: edges above tau
+        if rng.random() < 0.5:
+            cv2.rectangle(grey, (int(x - a), int(y - b)), (int(x + a), int(y + b)), level, -1)
+        else:
+            cv2.ellipse(grey, (int(x), int(y)), (int(a), int(b)), 0, 0, 360, level, -1)
+    grey = cv2.GaussianBlur(grey, (3, 3), 0.6)
     return np.repeat(np.clip(grey, lo, hi).round().astype(np.uint8)[..., None], 3, axis=2)
 
 
@@ -374,7 +387,7 @@ def make_bench_set(root: str, kind: str, *, n_train: int = 192, n_test: int = 64
         if value % 2:
             raise ConfigError(f"{name} must be even for the {kind} set (clips come in twins), got {value}")
     check_palette(PALETTE, BACKGROUND)
-    check_palette(PALETTE, (TEXTURE_RANGE[1],) * 3)
+    check_palette(PALETTE, (TEXTURE_RANGE[1],) * 3, min_contrast=TEXTURE_CONTRAST)  # the texture's brightest level
     w, h = _check_size(size)
     frames = max(2, int(round(fps * seconds)))
     rng = np.random.default_rng([seed, KINDS.index(kind) if kind in KINDS else 99, 17])

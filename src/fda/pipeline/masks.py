@@ -106,7 +106,7 @@ def clip_masks(frames: np.ndarray, partners: np.ndarray, *, tau: float, kernel: 
 CAMERA_MODES = ("none", "compensate")
 # Plausibility of a fitted camera motion between two adjacent sampled frames.
 MIN_INLIER_SHARE = 0.5
-MIN_INLIERS = 8
+MIN_INLIERS = 6
 MAX_SCALE_CHANGE = 0.2  # |scale - 1|
 MAX_ROTATION_DEG = 10.0
 MAX_SHIFT_SHARE = 0.25  # of the frame's short side
@@ -125,7 +125,7 @@ def estimate_global_motion(gray: np.ndarray, partner_gray: np.ndarray) -> Tuple[
         ``{"dx", "dy", "scale", "angle", "inliers"}`` (rounded, for the sample's json) or ``{"reason"}``.
     """
     h, w = gray.shape
-    pts = cv2.goodFeaturesToTrack(partner_gray, maxCorners=300, qualityLevel=0.01, minDistance=3, blockSize=5)
+    pts = cv2.goodFeaturesToTrack(partner_gray, maxCorners=400, qualityLevel=0.005, minDistance=2, blockSize=3)
     if pts is None or len(pts) < MIN_INLIERS:
         return None, {"reason": "too few corners to track"}
     moved, status, _ = cv2.calcOpticalFlowPyrLK(partner_gray, gray, pts, None, winSize=(15, 15), maxLevel=3)

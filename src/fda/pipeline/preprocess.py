@@ -37,7 +37,7 @@ from fda import __version__
 from fda.config import PreprocessConfig, flag, make_out_dir
 from fda.errors import ConfigError, InputError, Interrupted
 from fda.pipeline.datasets import Dataset, VideoItem, load_dataset, not_regular
-from fda.pipeline.masks import clip_masks
+from fda.pipeline.masks import clip_masks, robust_clip_masks
 from fda.pipeline.sampling import needed_frames, partner_indices, sample_frame_indices
 from fda.pipeline.video import VideoError, check_decoder, decode_frames, find_ffmpeg, ffmpeg_version, probe
 from fda.shards.schema import (CONFIG, MANIFEST, SCHEMA_VERSION, file_digest, read_json, sample_key, shard_name,
@@ -99,8 +99,14 @@ class PreprocessResult:
 
 def _mask_params(cfg: PreprocessConfig) -> Dict[str, Any]:
     rule = "gray |frame - partner| > tau; close then open (square kernel); drop 8-connected components < min_area"
-    return {"tau": cfg.tau, "kernel": cfg.kernel, "min_area": cfg.min_area, "empty_mask": cfg.empty_mask,
-            "diff_mode": cfg.diff_mode, "rule": rule}
+    params = {"tau": cfg.tau, "kernel": cfg.kernel, "min_area": cfg.min_area, "empty_mask": cfg.empty_mask,
+              "diff_mode": cfg.diff_mode, "rule": rule}
+    # The robustness options are recorded only when on, so the paper's rule writes exactly the bytes it always did.
+    if cfg.camera_motion != "none":
+        params["camera_motion"] = cfg.camera_motion
+    if cfg.normalize_brightness:
+        params["normalize_brightness"] = True
+    return params
 
 
 def _encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
@@ -212,10 +218,19 @@ def process_video_multi(item: VideoItem, cfgs: Sequence[PreprocessConfig]
                 **decode_meta, "num_captions": len(item.captions)}
         out: List[Optional[List[tuple]]] = []
         for cfg in cfgs:
-            masks, fell_back = clip_masks(frames, other, tau=cfg.tau, kernel=cfg.kernel, min_area=cfg.min_area,
-                                          empty_mask=cfg.empty_mask)
+            extra: Dict[str, Any] = {}
+            if cfg.camera_motion != "none" or cfg.normalize_brightness:
+                masks, fell_back, per_frame = robust_clip_masks(
+                    frames, other, tau=cfg.tau, kernel=cfg.kernel, min_area=cfg.min_area, empty_mask=cfg.empty_mask,
+                    camera=cfg.camera_motion, normalize_brightness=cfg.normalize_brightness)
+                if cfg.camera_motion != "none":
+                    extra = {"compensated": [r["compensated"] for r in per_frame],
+                             "camera": [r["motion"] for r in per_frame]}
+            else:
+                masks, fell_back = clip_masks(frames, other, tau=cfg.tau, kernel=cfg.kernel, min_area=cfg.min_area,
+                                              empty_mask=cfg.empty_mask)
             meta = {**base, "mask": {**_mask_params(cfg), "fallback": fell_back.tolist(),
-                                     "coverage": [round(float(m.mean()), 6) for m in masks]}}
+                                     "coverage": [round(float(m.mean()), 6) for m in masks], **extra}}
             out.append(sample_members(key, meta, item.captions, jpegs, [_encode_mask(m) for m in masks]))
         return out, record
     except VideoError as err:
