@@ -562,3 +562,20 @@ def test_a_signal_stops_promptly_leaves_no_torn_shard_and_resumes(slow_root, tmp
     assert done.returncode == 0, done.stderr
     assert f"{len(tars)} shards already done" in done.stdout
     assert len(glob.glob(str(out / "*.tar"))) == 6
+
+
+def test_workers_start_after_the_parent_used_opencv_threads(motion_root, tmp_path):
+    """Forking after OpenCV's thread pool ran in the parent must not hang the workers (in a subprocess: a hang
+    would otherwise stop the suite)."""
+    code = (
+        "import cv2, numpy as np, sys\n"
+        "a = np.zeros((1024, 1024), np.uint8)\n"
+        "for _ in range(3): cv2.warpAffine(a, np.eye(2, 3), (1024, 1024)); cv2.GaussianBlur(a, (5, 5), 1)\n"
+        "from fda.config import PreprocessConfig\n"
+        "from fda.pipeline.preprocess import run_preprocess\n"
+        f"r = run_preprocess(PreprocessConfig({motion_root!r}, out={str(tmp_path)!r}, size=32, workers=2, "
+        "samples_per_shard=2))\n"
+        "print(r.manifest['splits']['train']['videos'])\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[-1]) > 0

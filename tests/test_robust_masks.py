@@ -90,9 +90,9 @@ def test_a_failed_fit_falls_back_to_the_plain_rule_and_is_recorded():
     moved = flat.copy()
     moved[20:30, 20:30] = 200
     matrix, info = estimate_global_motion(moved, flat)
-    assert matrix is None and info["reason"] == "too few corners to track"
+    assert matrix is None and info["reason"].startswith("too few corners to track")
     mask, record = robust_motion_mask(moved, flat, tau=25, kernel=3, min_area=16, camera="compensate")
-    assert record == {"compensated": False, "motion": {"reason": "too few corners to track"}}
+    assert record["compensated"] is False and record["motion"]["reason"].startswith("too few corners to track")
     plain, _ = clip_masks(np.repeat(moved[None, ..., None], 3, -1), np.repeat(flat[None, ..., None], 3, -1), **RULE)
     assert np.array_equal(mask, plain[0])
     # an implausible fit (half the frame flipped away) is refused too
@@ -128,3 +128,31 @@ def test_preprocess_records_the_camera_and_keeps_the_default_meta(tmp_path):
         np.mean([c for meta in plain for c in meta["mask"]["coverage"]])
     config = json.load(open(tmp_path / "comp" / "config.json"))
     assert config["data"]["camera_motion"] == "compensate" and config["data"]["normalize_brightness"] is True
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_still_camera_over_a_plain_background_is_left_alone(seed):
+    """Corners only on a few objects (a circle's fit any rotation): no warp, the paper's masks."""
+    frames, partners, _ = _pairs(_scene("still", seed))
+    plain, _ = clip_masks(frames, partners, **RULE)
+    comp, _, records = robust_clip_masks(frames, partners, camera="compensate", **RULE)
+    assert not any(r["compensated"] for r in records) and np.array_equal(plain, comp)
+
+
+def test_bench_masks_table_and_figure(tmp_path):
+    from click.testing import CliRunner
+
+    from fda.cli import cli
+
+    out = tmp_path / "bm"
+    res = CliRunner().invoke(cli, ["bench-masks", "--out", str(out), "--conditions", "still,pan", "--settings",
+                                   "plain,compensated", "--videos", "2", "--workers", "1"])
+    assert res.exit_code == 0, res.stderr + res.stdout
+    report = json.load(open(out / "bench_masks.json"))
+    assert list(report["scores"]) == ["still", "pan"] and list(report["scores"]["pan"]) == ["plain", "compensated"]
+    pan = report["scores"]["pan"]
+    assert pan["compensated"]["precision"] > pan["plain"]["precision"]
+    assert pan["compensated"]["coverage"] < pan["plain"]["coverage"]
+    assert res.stdout.splitlines()[1].startswith("still") and os.path.getsize(out / "bench_masks.png") > 5000
+    bad = CliRunner().invoke(cli, ["bench-masks", "--out", str(out), "--settings", "plain,fancy"])
+    assert bad.exit_code == 2 and "--settings must be a comma list of plain, compensated, normalised, both" in bad.stderr

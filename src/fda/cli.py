@@ -382,7 +382,7 @@ def demo(**kwargs: Any) -> None:
 
 
 # --- issue 6: fda visualize, masks-stats, sweep, ablate ---------------------------------------------------------
-from fda.config import AblateConfig, BenchMotionConfig, MasksStatsConfig, SweepConfig, VisualizeConfig  # noqa: E402
+from fda.config import AblateConfig, BenchMasksConfig, BenchMotionConfig, MasksStatsConfig, SweepConfig, VisualizeConfig  # noqa: E402
 
 V = VisualizeConfig
 
@@ -538,7 +538,9 @@ B = BenchMotionConfig
               help="Comma list of scene kinds (see fda generate --kind).")
 @click.option("--arms", default=_default(B, "arms"), show_default=True,
               help="Comma list of arms: masks, no-alpha (the reference, required), full (all-ones masks), shuffled "
-              "(another clip's masks).")
+              "(another clip's masks), compensated (masks made with --camera-motion compensate).")
+@click.option("--condition", type=click.Choice(SCENE_CONDITIONS), default=_default(B, "condition"), show_default=True,
+              help="Scene condition of every set (see fda generate --condition), e.g. pan for a moving camera.")
 @click.option("--data-seed", type=int, default=_default(B, "data_seed"), show_default=True,
               help="Seed of the generated sets (training seeds: --seeds).")
 @click.option("--train-videos", type=int, default=_default(B, "train_videos"), show_default=True,
@@ -564,6 +566,38 @@ def bench_motion(**kwargs: Any) -> None:
     click.echo(result.table())
     click.echo(f"\n{result.seconds:.0f} s. numbers: {result.json_path}\ntable: {result.csv_path}\n"
                f"figure: {result.figure}")
+
+
+K = BenchMasksConfig
+
+
+@cli.command("bench-masks")
+@click.option("--out", default=_default(K, "out"), show_default=True, help="Folder for data, shards, results.")
+@click.option("--conditions", default=_default(K, "conditions"), show_default=True,
+              help="Comma list of scene conditions (see fda generate --condition).")
+@click.option("--settings", default=_default(K, "settings"), show_default=True,
+              help="Comma list of mask settings: plain (the paper's rule), compensated (--camera-motion compensate), "
+              "normalised (--normalize-brightness), both.")
+@click.option("--videos", type=int, default=_default(K, "videos"), show_default=True,
+              help="Motion clips per condition (even: twins).")
+@click.option("--size", type=int, default=_default(K, "size"), show_default=True, help="Square frame size.")
+@click.option("--fps", type=int, default=_default(K, "fps"), show_default=True, help="Frame rate of the clips.")
+@click.option("--seconds", type=float, default=_default(K, "seconds"), show_default=True, help="Clip length.")
+@click.option("--frames", type=int, default=_default(K, "frames"), show_default=True,
+              help="Frames sampled per clip.")
+@click.option("--tau", type=float, default=_default(K, "tau"), show_default=True, help="Mask threshold.")
+@click.option("--data-seed", type=int, default=_default(K, "data_seed"), show_default=True,
+              help="Seed of the generated clips.")
+@click.option("--workers", type=int, default=_default(K, "workers"), show_default=True,
+              help="Preprocess processes (0: all cores).")
+def bench_masks(**kwargs: Any) -> None:
+    """Mask quality against ground truth: precision, recall, fallback, coverage per scene condition and setting."""
+    from fda.lab.motion_bench import run_bench_masks
+
+    cfg = build_config(BenchMasksConfig, **kwargs)
+    result = run_stage(run_bench_masks, cfg)
+    click.echo(result.table())
+    click.echo(f"\n{result.seconds:.0f} s. numbers: {result.json_path}\nfigure: {result.figure}")
 
 
 def main() -> None:

@@ -647,7 +647,8 @@ class AblateConfig:
         return parse_seeds(self.seeds)
 
 
-BENCH_ARMS = ("masks", "no-alpha", "full", "shuffled")
+BENCH_ARMS = ("masks", "no-alpha", "full", "shuffled", "compensated")
+MASK_SETTINGS = ("plain", "compensated", "normalised", "both")
 
 
 def parse_names(value: str, option: str, choices: Sequence[str]) -> Tuple[str, ...]:
@@ -671,6 +672,7 @@ class BenchMotionConfig:
     sets: str = "motion,null,appearance"
     arms: str = "masks,no-alpha,full,shuffled"
     seeds: str = "0,1,2"
+    condition: str = "still"
     data_seed: int = 0
     train_videos: int = 192
     test_videos: int = 64
@@ -694,6 +696,7 @@ class BenchMotionConfig:
 
     def __post_init__(self) -> None:
         parse_names(self.sets, "--sets", BENCH_KINDS)
+        _choice("condition", self.condition, SCENE_CONDITIONS)
         arms = parse_names(self.arms, "--arms", BENCH_ARMS)
         _require(len(arms) >= 2 and "no-alpha" in arms, "arms", self.arms,
                  "a comma list holding no-alpha (the reference) and at least one other arm")
@@ -730,3 +733,47 @@ class BenchMotionConfig:
     def seed_list(self) -> Tuple[int, ...]:
         """Training seeds."""
         return parse_seeds(self.seeds)
+
+
+@dataclass(frozen=True)
+class BenchMasksConfig:
+    """``fda bench-masks``: mask quality against ground truth, per scene condition and mask setting."""
+
+    out: str = "bench-masks"
+    conditions: str = "still,pan,zoom,shake,flicker,noise,compression"
+    settings: str = "plain,compensated,normalised,both"
+    videos: int = 32
+    size: int = 64
+    fps: int = 2
+    seconds: float = 3.0
+    frames: int = 6
+    tau: float = 25.0
+    data_seed: int = 0
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        parse_names(self.conditions, "--conditions", SCENE_CONDITIONS)
+        parse_names(self.settings, "--settings", MASK_SETTINGS)
+        _require(isinstance(self.videos, int) and self.videos >= 2 and self.videos % 2 == 0, "videos", self.videos,
+                 "an even integer >= 2 (clips come in twins)")
+        _require(isinstance(self.size, int) and 16 <= self.size <= 1024 and self.size % 2 == 0, "size", self.size,
+                 "an even integer in 16..1024")
+        _require(isinstance(self.fps, int) and 1 <= self.fps <= 60, "fps", self.fps, "an integer in 1..60")
+        _require(isinstance(self.seconds, (int, float)) and 0 < self.seconds <= 60 and self.fps * self.seconds >= 2,
+                 "seconds", self.seconds, f"in (0, 60] and long enough for 2 frames at --fps {self.fps}")
+        _require(isinstance(self.frames, int) and 2 <= self.frames <= MAX_FRAMES, "frames", self.frames,
+                 f"an integer in 2..{MAX_FRAMES}")
+        _require(0 <= self.tau <= 255, "tau", self.tau, "in 0..255 (grey levels)")
+        _require(isinstance(self.data_seed, int) and self.data_seed >= 0, "data_seed", self.data_seed,
+                 "an integer >= 0")
+        _require(self.workers >= 0, "workers", self.workers, ">= 0 (0: all cores)")
+
+    @property
+    def condition_list(self) -> Tuple[str, ...]:
+        """The scene conditions, in the order given."""
+        return parse_names(self.conditions, "--conditions", SCENE_CONDITIONS)
+
+    @property
+    def setting_list(self) -> Tuple[str, ...]:
+        """The mask settings, in the order given."""
+        return parse_names(self.settings, "--settings", MASK_SETTINGS)

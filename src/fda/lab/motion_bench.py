@@ -33,7 +33,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from fda.config import BenchMotionConfig, GenerateConfig, PreprocessConfig, TrainConfig, make_out_dir
+from fda.config import (BenchMasksConfig, BenchMotionConfig, GenerateConfig, PreprocessConfig, TrainConfig,
+                        make_out_dir)
 from fda.errors import InputError
 from fda.shards.reader import decode_sample
 from fda.shards.schema import CONFIG, MANIFEST, META, mask_member, read_json, split_shards, write_json_atomic
@@ -43,7 +44,8 @@ from fda.viz import iter_raw_samples
 log = logging.getLogger(__name__)
 
 ARM_LABELS = {"masks": "masks (frame difference)", "no-alpha": "no alpha (--no-alpha)",
-              "full": "full masks (no information)", "shuffled": "shuffled masks (another clip's)"}
+              "full": "full masks (no information)", "shuffled": "shuffled masks (another clip's)",
+              "compensated": "camera-compensated masks"}
 METRICS = ("twin_t2v", "twin_v2t", "t2v_R@1", "t2v_R@5", "t2v_MdR", "v2t_R@1", "v2t_R@5", "v2t_MdR")
 REFERENCE = "no-alpha"
 # Two-sided 95 % Student t quantiles by degrees of freedom (no scipy dependency); beyond 30, the normal 1.96.
@@ -349,7 +351,8 @@ def plot_bench(rows: Sequence[Dict[str, Any]], arms: Sequence[str], path: str, t
     import matplotlib.pyplot as plt
 
     sets = list(dict.fromkeys(r["set"] for r in rows))
-    colours = {"masks": "tab:red", "no-alpha": "tab:gray", "full": "tab:blue", "shuffled": "tab:olive"}
+    colours = {"masks": "tab:red", "no-alpha": "tab:gray", "full": "tab:blue", "shuffled": "tab:olive",
+               "compensated": "tab:purple"}
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     width = 0.8 / len(arms)
     x = np.arange(len(sets))
@@ -380,6 +383,15 @@ def _load_clips(data_root: str) -> Dict[str, Dict[str, Any]]:
     return {c["video_id"]: {**c, "size": meta["size"]} for c in meta["clips"]}
 
 
+def _stale(data: str, wanted: Dict[str, Any]) -> bool:
+    """Whether the generated set in ``data`` is missing or was made with other settings than ``wanted``."""
+    from fda.pipeline.synthetic import META_FILE
+
+    path = os.path.join(data, META_FILE)
+    summary = read_json(path) if os.path.isfile(path) else None
+    return summary is None or any(summary.get(k) != v for k, v in wanted.items())
+
+
 def prepare_set(cfg: BenchMotionConfig, kind: str) -> Tuple[Dict[str, str], Dict[str, Dict[str, Any]]]:
     """Generate and preprocess one set (both reused when finished).
 
@@ -388,21 +400,23 @@ def prepare_set(cfg: BenchMotionConfig, kind: str) -> Tuple[Dict[str, str], Dict
     """
     from fda.lab.scenes import run_generate
     from fda.pipeline.preprocess import run_preprocess
-    from fda.pipeline.synthetic import META_FILE
 
-    base = os.path.join(cfg.out, kind)
+    base = os.path.join(cfg.out, kind if cfg.condition == "still" else f"{kind}-{cfg.condition}")
     data, shards = os.path.join(base, "data"), os.path.join(base, "shards", "masks")
     gen = GenerateConfig(out_dir=data, kind=kind, train=cfg.train_videos, test=cfg.test_videos, seed=cfg.data_seed,
-                         size=f"{cfg.size}x{cfg.size}", fps=cfg.fps, seconds=cfg.seconds)
-    summary = read_json(os.path.join(data, META_FILE)) if os.path.isfile(os.path.join(data, META_FILE)) else None
-    wanted = {"kind": kind, "seed": cfg.data_seed, "train": cfg.train_videos, "test": cfg.test_videos,
-              "size": [cfg.size, cfg.size], "fps": cfg.fps, "seconds": cfg.seconds}
-    fresh = summary is None or any(summary.get(k) != v for k, v in wanted.items())
+                         size=f"{cfg.size}x{cfg.size}", fps=cfg.fps, seconds=cfg.seconds, condition=cfg.condition)
+    fresh = _stale(data, {"kind": kind, "seed": cfg.data_seed, "train": cfg.train_videos, "test": cfg.test_videos,
+                          "size": [cfg.size, cfg.size], "fps": cfg.fps, "seconds": cfg.seconds,
+                          "condition": cfg.condition})
     if fresh:
         run_generate(gen)
-    run_preprocess(PreprocessConfig(dataset_root=data, out=shards, size=cfg.size, tau=cfg.tau, frames_train=cfg.frames,
-                                    frames_test=cfg.frames, workers=cfg.workers, overwrite=fresh))
+    common = dict(dataset_root=data, size=cfg.size, tau=cfg.tau, frames_train=cfg.frames, frames_test=cfg.frames,
+                  workers=cfg.workers, overwrite=fresh)
+    run_preprocess(PreprocessConfig(out=shards, **common))
     sets = {"masks": shards, "no-alpha": shards}
+    if "compensated" in cfg.arm_list:
+        sets["compensated"] = os.path.join(base, "shards", "compensated")
+        run_preprocess(PreprocessConfig(out=sets["compensated"], camera_motion="compensate", **common))
     for mode in ("full", "shuffled"):
         if mode in cfg.arm_list:
             sets[mode] = derive_mask_set(shards, os.path.join(base, "shards", mode), mode, seed=cfg.data_seed)
@@ -445,6 +459,9 @@ def run_bench_motion(cfg: BenchMotionConfig) -> BenchMotionResult:
     result = BenchMotionResult(cfg.out)
     for kind in cfg.set_list:
         rows, runs, result.masks[kind] = run_set(cfg, kind, device)
+        if cfg.condition != "still":
+            for row in rows + runs:
+                row["condition"] = cfg.condition
         result.rows += rows
         result.runs += runs
     result.seconds = round(time.perf_counter() - start, 1)
@@ -452,7 +469,8 @@ def run_bench_motion(cfg: BenchMotionConfig) -> BenchMotionResult:
     result.csv_path = os.path.join(cfg.out, "bench_motion.csv")
     result.figure = os.path.join(cfg.out, "bench_motion.png")
     budget = {k: getattr(cfg, k) for k in ("model", "pretrained", "steps", "epochs", "batch_size", "lr", "alpha_lr",
-                                           "weight_decay", "seeds", "train_videos", "test_videos", "frames")}
+                                           "weight_decay", "seeds", "train_videos", "test_videos", "frames",
+                                           "condition")}
     write_json_atomic(result.json_path, {
         "config": dataclasses.asdict(cfg), "budget": budget, "seconds": result.seconds,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, device {device}",
@@ -465,7 +483,105 @@ def run_bench_motion(cfg: BenchMotionConfig) -> BenchMotionResult:
             values = [f"{row[c]:.4f}" for m in METRICS for c in (m, m + "_std")]
             writer.writerow([row["set"], row["arm"], row["seeds"], *values,
                              *[row["diff"][m][k] for m in ("twin_t2v", "t2v_R@1") for k in ("mean", "lo", "hi")]])
+    camera = "" if cfg.condition == "still" else f", condition {cfg.condition}"
     plot_bench(result.rows, cfg.arm_list, result.figure,
                f"{cfg.model}, {cfg.steps} steps x batch {cfg.batch_size}, {len(cfg.seed_list)} seed(s); "
-               f"{cfg.train_videos} train / {cfg.test_videos} test clips per set")
+               f"{cfg.train_videos} train / {cfg.test_videos} test clips per set{camera}")
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# fda bench-masks: mask quality per scene condition and mask setting
+
+SETTINGS = {"plain": ("none", False), "compensated": ("compensate", False), "normalised": ("none", True),
+            "both": ("compensate", True)}
+
+
+@dataclass
+class BenchMasksResult:
+    """Scores per (condition, setting) and where the outputs went."""
+
+    out: str
+    scores: Dict[str, Dict[str, Dict[str, float]]] = field(default_factory=dict)  # condition -> setting -> scores
+    seconds: float = 0.0
+    json_path: str = ""
+    figure: str = ""
+
+    def table(self) -> str:
+        """Rows: conditions; per setting precision / recall / fallback % / coverage."""
+        settings = list(next(iter(self.scores.values()))) if self.scores else []
+        head = f"{'condition':<13}" + "".join(f"{s + ' P/R/fb%/cov':>28}" for s in settings)
+        lines = [head]
+        for cond, per in self.scores.items():
+            cells = "".join(f"{per[s]['precision']:>9.2f}/{per[s]['recall']:.2f}/{100 * per[s]['fallback_share']:>4.0f}"
+                            f"/{per[s]['coverage']:.3f}" for s in settings)
+            lines.append(f"{cond:<13}{cells}")
+        return "\n".join(lines)
+
+
+def plot_mask_quality(scores: Dict[str, Dict[str, Dict[str, float]]], path: str, title: str) -> None:
+    """Three heat maps (precision, recall, coverage): rows = conditions, columns = settings."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conds = list(scores)
+    settings = list(scores[conds[0]])
+    fig, axes = plt.subplots(1, 3, figsize=(11, 0.45 * len(conds) + 1.8))
+    for ax, key, label in zip(axes, ("precision", "recall", "coverage"),
+                              ("precision on the mover", "recall of its boxes", "coverage of the frame")):
+        grid = np.array([[scores[c][s][key] for s in settings] for c in conds])
+        ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+        for i in range(len(conds)):
+            for j in range(len(settings)):
+                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                        color="white" if grid[i, j] < 0.6 else "black")
+        ax.set_xticks(range(len(settings)))
+        ax.set_xticklabels(settings, fontsize=8, rotation=20)
+        ax.set_yticks(range(len(conds)))
+        ax.set_yticklabels(conds, fontsize=8)
+        ax.set_title(label, fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_bench_masks(cfg: BenchMasksConfig) -> BenchMasksResult:
+    """Run ``fda bench-masks``: per condition a ``motion`` set, preprocessed per setting, scored against its truth.
+
+    Raises:
+        ConfigError, InputError, EnvError: from generate and preprocess, one line each.
+    """
+    from fda.lab.scenes import make_bench_set
+    from fda.pipeline.preprocess import run_preprocess
+
+    start = time.perf_counter()
+    make_out_dir(cfg.out)
+    result = BenchMasksResult(cfg.out)
+    for cond in cfg.condition_list:
+        data = os.path.join(cfg.out, cond, "data")
+        fresh = _stale(data, {"kind": "motion", "seed": cfg.data_seed, "test": cfg.videos, "size": [cfg.size, cfg.size],
+                              "fps": cfg.fps, "seconds": cfg.seconds, "condition": cond})
+        if fresh:
+            make_bench_set(data, "motion", n_train=2, n_test=cfg.videos, seed=cfg.data_seed, captions_per_video=1,
+                           size=(cfg.size, cfg.size), fps=cfg.fps, seconds=cfg.seconds, condition=cond)
+        clips = _load_clips(data)
+        result.scores[cond] = {}
+        for setting in cfg.setting_list:
+            camera, normalise = SETTINGS[setting]
+            shards = os.path.join(cfg.out, cond, "shards", setting)
+            run_preprocess(PreprocessConfig(dataset_root=data, out=shards, size=cfg.size, tau=cfg.tau,
+                                            frames_train=cfg.frames, frames_test=cfg.frames, split="test",
+                                            camera_motion=camera, normalize_brightness=normalise,
+                                            workers=cfg.workers, overwrite=fresh))
+            result.scores[cond][setting] = mask_truth_scores(shards, "test", clips)
+    result.seconds = round(time.perf_counter() - start, 1)
+    result.json_path = os.path.join(cfg.out, "bench_masks.json")
+    result.figure = os.path.join(cfg.out, "bench_masks.png")
+    write_json_atomic(result.json_path, {"config": dataclasses.asdict(cfg), "seconds": result.seconds,
+                                         "scores": result.scores})
+    plot_mask_quality(result.scores, result.figure,
+                      f"mask quality against ground truth: {cfg.videos} motion clips per condition, tau {cfg.tau:g}")
     return result

@@ -403,9 +403,9 @@ def make_bench_set(root: str, kind: str, *, n_train: int = 192, n_test: int = 64
     def render(path: str, i: int) -> int:
         return encode_frames(path, render_scene(scenes[i]), size=(w, h), fps=fps, crf=crf)
 
-    summary = write_msrvtt_set(root, len(scenes), captions, n_train, render=render, clips=clips, kind=kind,
-                               seed=seed, size=(w, h), fps=fps, seconds=seconds, test_pick=test_pick)
-    return {**summary, "condition": condition}
+    return write_msrvtt_set(root, len(scenes), captions, n_train, render=render, clips=clips, kind=kind, seed=seed,
+                            size=(w, h), fps=fps, seconds=seconds, test_pick=test_pick,
+                            extra={"condition": condition})
 
 
 def run_generate(cfg: Any) -> Dict[str, Any]:

@@ -106,11 +106,12 @@ def clip_masks(frames: np.ndarray, partners: np.ndarray, *, tau: float, kernel: 
 CAMERA_MODES = ("none", "compensate")
 # Plausibility of a fitted camera motion between two adjacent sampled frames.
 MIN_INLIER_SHARE = 0.5
-MIN_INLIERS = 6
+MIN_INLIERS = 20  # a few objects on a plain background give fewer: no camera to estimate there
 MAX_SCALE_CHANGE = 0.2  # |scale - 1|
-MAX_ROTATION_DEG = 10.0
+MAX_ROTATION_DEG = 3.0  # between adjacent frames; a fit to a circle's corners can turn freely
 MAX_SHIFT_SHARE = 0.25  # of the frame's short side
 STILL_PX = 0.5  # a fit that moves no pixel by more than this is no camera motion
+MIN_GAIN = 0.9  # the warp must cut the mean difference over the shared pixels to below this share of the plain one
 
 
 def estimate_global_motion(gray: np.ndarray, partner_gray: np.ndarray) -> Tuple[Optional[np.ndarray], Dict[str, Any]]:
@@ -127,7 +128,7 @@ def estimate_global_motion(gray: np.ndarray, partner_gray: np.ndarray) -> Tuple[
     h, w = gray.shape
     pts = cv2.goodFeaturesToTrack(partner_gray, maxCorners=400, qualityLevel=0.005, minDistance=2, blockSize=3)
     if pts is None or len(pts) < MIN_INLIERS:
-        return None, {"reason": "too few corners to track"}
+        return None, {"reason": f"too few corners to track ({0 if pts is None else len(pts)})"}
     moved, status, _ = cv2.calcOpticalFlowPyrLK(partner_gray, gray, pts, None, winSize=(15, 15), maxLevel=3)
     ok = status.ravel() == 1
     if ok.sum() < MIN_INLIERS:
@@ -142,9 +143,9 @@ def estimate_global_motion(gray: np.ndarray, partner_gray: np.ndarray) -> Tuple[
     angle = math.degrees(math.atan2(matrix[1, 0], matrix[0, 0]))
     dx, dy = float(matrix[0, 2]), float(matrix[1, 2])
     info = {"dx": round(dx, 3), "dy": round(dy, 3), "scale": round(scale, 5), "angle": round(angle, 4),
-            "inliers": round(share, 3)}
+            "inliers": round(share, 3), "points": int(len(src))}
     if inliers.sum() < MIN_INLIERS or share < MIN_INLIER_SHARE:
-        return None, {**info, "reason": f"{share:.0%} inliers"}
+        return None, {**info, "reason": f"{int(inliers.sum())} inliers ({share:.0%})"}
     if abs(scale - 1) > MAX_SCALE_CHANGE or abs(angle) > MAX_ROTATION_DEG:
         return None, {**info, "reason": "implausible scale or rotation"}
     if math.hypot(dx, dy) > MAX_SHIFT_SHARE * min(h, w):
@@ -190,13 +191,23 @@ def robust_motion_mask(gray: np.ndarray, partner_gray: np.ndarray, *, tau: float
         applied = matrix is not None and _moves_pixels(matrix, w, h) > STILL_PX
         if matrix is not None and not applied:
             info = {**info, "reason": "no camera motion"}
-        record.update(compensated=applied, motion=info)
         if applied:
-            partner = cv2.warpAffine(partner_gray, matrix, (w, h), flags=cv2.INTER_LINEAR,
-                                     borderMode=cv2.BORDER_REPLICATE)
+            warped = cv2.warpAffine(partner_gray, matrix, (w, h), flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_REPLICATE)
             inside = cv2.warpAffine(np.ones_like(gray), matrix, (w, h), flags=cv2.INTER_NEAREST,
                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             valid = cv2.erode(inside, np.ones((3, 3), np.uint8)).astype(bool)  # drop the resampled border row
+            # A fit to the objects rather than the scene (a plain background, a circle's corners) leaves the scene
+            # misaligned: keep the warp only where it really explains the change.
+            before = float(cv2.absdiff(gray, partner_gray)[valid].mean()) if valid.any() else 0.0
+            after = float(cv2.absdiff(gray, warped)[valid].mean()) if valid.any() else 0.0
+            info = {**info, "gain": round(after / before, 3) if before > 0 else None}
+            if before <= 0 or after >= MIN_GAIN * before:
+                applied, valid = False, None
+                info["reason"] = "the warp does not explain the change"
+            else:
+                partner = warped
+        record.update(compensated=applied, motion=info)
     elif camera != "none":
         raise ValueError(f"camera must be one of {CAMERA_MODES}, got {camera!r}")
     else:

@@ -383,7 +383,7 @@ def _run_videos(todo: Sequence[ShardTask], cfgs: Sequence[PreprocessConfig], bar
         # Results wait in order for their shard; bound what is in flight or waiting (a slow video at the head of a
         # shard must not let thousands of finished ones pile up in memory).
         window = 16 * workers
-        with _pool_context(mp).Pool(workers, initializer=_init_worker) as pool:
+        with _opencv_pool_stopped(), _pool_context(mp).Pool(workers, initializer=_init_worker) as pool:
             pending: Deque[Tuple[int, int, Any]] = collections.deque()
             queued = iter(jobs)
             more = True
@@ -408,6 +408,21 @@ def _run_videos(todo: Sequence[ShardTask], cfgs: Sequence[PreprocessConfig], bar
     finally:
         for shard in shards.values():
             shard.abort()
+
+
+@contextlib.contextmanager
+def _opencv_pool_stopped() -> Iterator[None]:
+    """Stop OpenCV's thread pool while worker processes are forked, then restore its size.
+
+    A child forked while the parent's pool has threads inherits a pool without them, and its own
+    ``cv2.setNumThreads`` then waits for them forever (seen after the parent warped frames with OpenCV).
+    """
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def _init_worker_inline() -> None:

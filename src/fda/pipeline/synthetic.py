@@ -394,7 +394,8 @@ def _prepare_root(root: str) -> None:
 
 def write_msrvtt_set(root: str, n_videos: int, captions: Sequence[List[str]], n_train: int, *,
                      render: Callable[[str, int], int], clips: Sequence[Dict[str, Any]], kind: str, seed: int,
-                     size: Tuple[int, int], fps: int, seconds: float, test_pick: Sequence[int]) -> Dict[str, Any]:
+                     size: Tuple[int, int], fps: int, seconds: float, test_pick: Sequence[int],
+                     extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Render every clip and write the MSR-VTT annotation files plus :data:`META_FILE`; returns the summary dict.
 
     Args:
@@ -410,6 +411,7 @@ def write_msrvtt_set(root: str, n_videos: int, captions: Sequence[List[str]], n_
         fps: frame rate (recorded).
         seconds: clip length (recorded).
         test_pick: per test clip, which caption goes to the JSFUSION list.
+        extra: more fields for the summary (recorded in :data:`META_FILE` and returned).
     """
     w, h = _check_size(size)
     _prepare_root(root)
@@ -441,7 +443,8 @@ def write_msrvtt_set(root: str, n_videos: int, captions: Sequence[List[str]], n_
                 "frames": counts[i], **clips[i]} for i, v in enumerate(ids)]
     summary = {"root": os.path.abspath(root), "kind": kind, "seed": seed, "size": [w, h], "fps": fps,
                "seconds": seconds, "train": len(train_ids), "test": len(test_ids), "videos": len(ids),
-               "frames_per_video": counts[0] if counts else 0, "captions": len(sentences), "files": rels}
+               "frames_per_video": counts[0] if counts else 0, "captions": len(sentences), "files": rels,
+               **(extra or {})}
     _write_text(root, META_FILE, json.dumps({**summary, "clips": records}, indent=1))
     logger.info("wrote %d synthetic %s videos (%d train, %d test) to %s", len(ids), kind, len(train_ids),
                 len(test_ids), root)
