@@ -12,17 +12,21 @@ Measured per clip, each the median of ``--repeats`` runs:
 - floor: PyAV decoding every frame of the clip, one thread, no conversion;
 - stage: the whole per-video stage (probe/count, decode of the 12 samples + partners, resize/crop, masks, JPEG/PNG,
   tar write), ``process_video`` + ``ShardWriter``;
+- compensated: the same stage with ``--camera-motion compensate --normalize-brightness`` (fit, warp and brightness
+  match per frame);
 - clip4clip: CLIP4Clip's ``rawvideo_util`` path (OpenCV ``CAP_PROP_POS_FRAMES`` seek to each second, read, RGB,
   resize to 224; no masks);
 - exactness: the needed frames of the skipping decode compared byte for byte with a full decode (not timed).
 
-Then the whole command (``run_preprocess``) on ``--many`` 320x240 clips in one shard with 1 and 2 workers.
+Then the whole command (``run_preprocess``) on ``--many`` 320x240 clips in one shard with 1 and 2 workers
+(``--many 0`` skips it).
 
 Usage: ``.venv/bin/python benchmarks/bench_preprocess.py [--per-group 3] [--repeats 3] [--many 48] [--work DIR]``
 Prints markdown (paste it into BENCHMARKS.md).
 """
 
 import argparse
+import dataclasses
 import os
 import platform
 import resource
@@ -135,11 +139,12 @@ def main() -> None:
     clips = os.path.join(work, "clips")
     os.makedirs(clips, exist_ok=True)
     cfg = PreprocessConfig(dataset_root=clips, out=os.path.join(work, "shards"), workers=1)
+    robust = dataclasses.replace(cfg, camera_motion="compensate", normalize_brightness=True)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"PyAV {av.__version__}, OpenCV {cv2.__version__}; medians of {args.repeats}\n")
-    print("| group | clip | frames | floor ms | stage ms | stage / floor | CLIP4Clip-style ms | CLIP4Clip / stage "
-          "| exact |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| group | clip | frames | floor ms | stage ms | stage / floor | compensated ms | compensated / stage "
+          "| CLIP4Clip-style ms | CLIP4Clip / stage | exact |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     summary = []
     for group, (size, seconds, extra) in GROUPS.items():
         rows = []
@@ -151,21 +156,27 @@ def main() -> None:
             n = floor(path)
             t_floor = timed(floor, path, repeats=args.repeats)
             t_stage = timed(stage, item, cfg, work, repeats=args.repeats)
+            t_comp = timed(stage, item, robust, work, repeats=args.repeats)
             t_c4c = timed(clip4clip, path, repeats=args.repeats)
             ok = exact(path)
-            rows.append((t_floor, t_stage, t_c4c, ok))
+            rows.append((t_floor, t_stage, t_c4c, ok, t_comp))
             print(f"| {group} | {SOURCES[i % len(SOURCES)].split('=')[0]} | {n} | {t_floor * 1e3:.0f} | "
-                  f"{t_stage * 1e3:.0f} | {t_stage / t_floor:.2f} | {t_c4c * 1e3:.0f} | {t_c4c / t_stage:.2f} | "
-                  f"{'yes' if ok else '**no**'} |")
+                  f"{t_stage * 1e3:.0f} | {t_stage / t_floor:.2f} | {t_comp * 1e3:.0f} | {t_comp / t_stage:.2f} | "
+                  f"{t_c4c * 1e3:.0f} | {t_c4c / t_stage:.2f} | {'yes' if ok else '**no**'} |")
         if not rows:
             continue
         ratio = statistics.median(r[1] / r[0] for r in rows)
         c4c = statistics.median(r[2] / r[1] for r in rows)
-        summary.append((group, ratio, c4c, sum(r[3] for r in rows), len(rows)))
-    print("\n| group | stage / floor (median) | CLIP4Clip / stage (median) | exact |")
-    print("|---|---|---|---|")
-    for group, ratio, c4c, ok, n in summary:
-        print(f"| {group} | **{ratio:.2f}** | {c4c:.2f} | {ok}/{n} |")
+        comp = statistics.median(r[4] / r[1] for r in rows)
+        comp_floor = statistics.median(r[4] / r[0] for r in rows)
+        summary.append((group, ratio, c4c, sum(r[3] for r in rows), len(rows), comp, comp_floor))
+    print("\n| group | stage / floor (median) | compensated / stage | compensated / floor | CLIP4Clip / stage "
+          "(median) | exact |")
+    print("|---|---|---|---|---|---|")
+    for group, ratio, c4c, ok, n, comp, comp_floor in summary:
+        print(f"| {group} | **{ratio:.2f}** | {comp:.2f} | {comp_floor:.2f} | {c4c:.2f} | {ok}/{n} |")
+    if args.many <= 0:
+        return 0
 
     many = os.path.join(work, "many")
     os.makedirs(many, exist_ok=True)
