@@ -9,8 +9,7 @@ import pytest
 
 from fda.config import PreprocessConfig
 from fda.lab.scenes import render_scene, twin_scenes
-from fda.pipeline.masks import (clip_masks, estimate_global_motion, robust_clip_masks, robust_motion_mask,
-                                to_gray)
+from fda.pipeline.masks import clip_masks, estimate_global_motion, robust_clip_masks, robust_motion_mask
 
 SIZE = (64, 64)
 RULE = dict(tau=25, kernel=3, min_area=16, empty_mask="full")
@@ -155,4 +154,5 @@ def test_bench_masks_table_and_figure(tmp_path):
     assert pan["compensated"]["coverage"] < pan["plain"]["coverage"]
     assert res.stdout.splitlines()[1].startswith("still") and os.path.getsize(out / "bench_masks.png") > 5000
     bad = CliRunner().invoke(cli, ["bench-masks", "--out", str(out), "--settings", "plain,fancy"])
-    assert bad.exit_code == 2 and "--settings must be a comma list of plain, compensated, normalised, both" in bad.stderr
+    assert bad.exit_code == 2
+    assert "--settings must be a comma list of plain, compensated, normalised, both" in bad.stderr

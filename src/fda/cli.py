@@ -9,8 +9,8 @@ from typing import Any, Callable, Optional
 import click
 
 from fda import __version__
-from fda.config import (BENCH_KINDS, CAMERA_MOTIONS, DECODERS, GENERATE_KINDS, SCENE_CONDITIONS, GenerateConfig, PreprocessConfig,
-                        TrainConfig, field_default)
+from fda.config import (BENCH_KINDS, CAMERA_MOTIONS, DECODERS, GENERATE_KINDS, SCENE_CONDITIONS, GenerateConfig,
+                        PreprocessConfig, TrainConfig, field_default)
 from fda.errors import FdaError, path_error
 from fda.logs import setup_logging
 
@@ -144,7 +144,7 @@ def generate(**kwargs: Any) -> None:
     click.echo(summarize(result))
 
 
-# --- fda train (issue 4) -----------------------------------------------------------------------------------------
+# --- fda train ---------------------------------------------------------------------------------------------------
 
 def _train_validator() -> Optional[Callable[..., Any]]:
     """``fda.eval``'s validation as the trainer's callback, or None (logged) when fda.eval does not offer it."""
@@ -229,7 +229,7 @@ def train(**kwargs: Any) -> None:
     click.echo(result.summary())
 
 
-# --- fda eval, embed, search (issue 5) ---------------------------------------------------------------------------
+# --- fda eval, embed, search -------------------------------------------------------------------------------------
 from fda.config import EmbedConfig, EvalConfig, SearchConfig  # noqa: E402
 
 E = EvalConfig
@@ -381,8 +381,9 @@ def demo(**kwargs: Any) -> None:
                "(fda preprocess + fda train --model ViT-B-32 --pretrained openai).")
 
 
-# --- issue 6: fda visualize, masks-stats, sweep, ablate ---------------------------------------------------------
-from fda.config import AblateConfig, BenchMasksConfig, BenchMotionConfig, MasksStatsConfig, SweepConfig, VisualizeConfig  # noqa: E402
+# --- fda visualize, masks-stats, sweep, ablate, bench-motion, bench-masks -----------------------------------------
+from fda.config import (AblateConfig, BenchMasksConfig, BenchMotionConfig, MasksStatsConfig,  # noqa: E402
+                        SweepConfig, VisualizeConfig)
 
 V = VisualizeConfig
 
