@@ -22,7 +22,7 @@ def _config_class(command: str):
 def test_options_match_config_fields(command):
     cls = _config_class(command)
     assert cls is not None, f"fda {command} has no {command.title().replace('-', '')}Config in fda.config"
-    params = {p.name for p in cli.commands[command].params if p.name != "help"}
+    params = {p.name for p in cli.commands[command].params if p.name != "help" and p.expose_value}
     fields = {f.name for f in dataclasses.fields(cls)}
     assert params == fields, f"options only: {params - fields}; fields only: {fields - params}"
 

@@ -142,6 +142,16 @@ def _train_validator() -> Optional[Callable[..., Any]]:
 T = TrainConfig
 
 
+def _deprecated_loader_workers(ctx: click.Context, param: click.Parameter, value: Optional[int]) -> None:
+    """``fda train --workers N``: the old spelling of ``--loader-workers N`` (preprocess's --workers 0 means all
+    cores, train's 0 means no worker processes, hence the new name)."""
+    if value is None:
+        return
+    logging.getLogger("fda.cli").warning("fda train --workers is deprecated: use --loader-workers %d (the same "
+                                         "DataLoader workers; 0 loads in the main process)", value)
+    ctx.meta["fda_train_workers"] = value
+
+
 @cli.command()
 @click.argument("shards_dir", type=click.Path(file_okay=False))
 @click.option("--out", default=None, help="Run folder (default: a new folder under ./runs/); rerunning into one "
@@ -162,8 +172,11 @@ T = TrainConfig
               help="Pairs per process per micro-step.")
 @click.option("--accum-steps", type=int, default=_default(T, "accum_steps"), show_default=True,
               help="Micro-steps per optimiser step (gradient accumulation).")
-@click.option("--workers", type=int, default=_default(T, "workers"), show_default=True,
-              help="DataLoader worker processes per process (0: load in the main process).")
+@click.option("--loader-workers", "workers", type=int, default=_default(T, "workers"), show_default=True,
+              help="DataLoader worker processes per training process (0: load in the main process; unlike "
+              "preprocess --workers, 0 is not 'all cores').")
+@click.option("--workers", "deprecated_workers", type=int, default=None, expose_value=False, hidden=True,
+              callback=_deprecated_loader_workers)
 @click.option("--shuffle-buffer", type=int, default=_default(T, "shuffle_buffer"), show_default=True,
               help="Videos in each stream's shuffle buffer.")
 @click.option("--epochs", type=int, default=_default(T, "epochs"), show_default=True,
@@ -174,7 +187,7 @@ T = TrainConfig
               help="Learning rate of the alpha conv.")
 @click.option("--weight-decay", type=float, default=_default(T, "weight_decay"), show_default=True,
               help="AdamW weight decay (not on gains, biases, embeddings, logit scale).")
-@click.option("--warmup-steps", type=int, default=None, help="Linear warmup steps (default: 10%% of the run).")
+@click.option("--warmup-steps", type=int, default=None, help="Linear warmup steps (default: 10% of the run).")
 @click.option("--grad-clip", type=float, default=_default(T, "grad_clip"), show_default=True,
               help="Clip the gradient norm to this (0: off).")
 @click.option("--label-smoothing", type=float, default=_default(T, "label_smoothing"), show_default=True,
@@ -200,9 +213,24 @@ T = TrainConfig
               help="Write TensorBoard events to RUN_DIR/tb.")
 @click.option("--resume", default=None, help="Checkpoint file or run folder to resume (default: --out's own).")
 def train(**kwargs: Any) -> None:
-    """Train Alpha-CLIP on shards (one process, or many under torchrun -m fda train)."""
+    """Train Alpha-CLIP on shards (one process, or many under torchrun -m fda train).
+
+    Ctrl-C or SIGTERM finishes the current step, saves a checkpoint and exits 130 (143 for SIGTERM).
+
+    Resuming (rerunning into a run folder with checkpoints, or --resume) refuses a changed --model, --pretrained,
+    --alpha-checkpoint, --no-alpha, --freeze-text or data option (SHARDS_DIR, --split, --batch-size, --accum-steps,
+    --captions, --seed, --shuffle-buffer, --augment). Every other option (learning rates, --weight-decay,
+    --warmup-steps, --grad-clip, --label-smoothing, run length, the --*-every intervals, --val-split, --precision,
+    --device, --loader-workers, ...) may change: it applies from the resumed step and is recorded under "changes"
+    in RUN_DIR/train_config.json.
+    """
     from fda.train.run import run_train
 
+    ctx = click.get_current_context()
+    if "fda_train_workers" in ctx.meta:
+        if ctx.get_parameter_source("workers") == click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError("pass --loader-workers only (--workers is its deprecated spelling)")
+        kwargs["workers"] = ctx.meta["fda_train_workers"]
     cfg = build_config(TrainConfig, **kwargs)
     result = run_stage(run_train, cfg, _train_validator() if cfg.val_split != "none" else None)
     click.echo(result.summary())

@@ -22,8 +22,8 @@ MAX_FRAMES = 99  # member names carry two digits: f00 ... f98
 
 
 def flag(name: str) -> str:
-    """The CLI option for a config field: ``frames_train`` -> ``--frames-train``."""
-    return "--" + name.replace("_", "-")
+    """The CLI option for a config field: ``frames_train`` -> ``--frames-train``, ``n`` -> ``-n``."""
+    return ("-" if len(name) == 1 else "--") + name.replace("_", "-")
 
 
 def _require(ok: bool, field: str, value: Any, need: str) -> None:
@@ -205,7 +205,7 @@ class TrainConfig:
     captions: str = "all"
     batch_size: int = 128
     accum_steps: int = 1
-    workers: int = 4
+    workers: int = 4  # DataLoader workers per process: the CLI's --loader-workers (--workers: deprecated spelling)
     shuffle_buffer: int = 500
     epochs: int = 5
     max_steps: Optional[int] = None
@@ -239,7 +239,7 @@ class TrainConfig:
         for name in ("batch_size", "accum_steps", "epochs", "log_every", "keep_last", "save_every"):
             value = getattr(self, name)
             _require(isinstance(value, int) and value >= 1, name, value, "an integer >= 1")
-        _require(isinstance(self.workers, int) and self.workers >= 0, "workers", self.workers,
+        _require(isinstance(self.workers, int) and self.workers >= 0, "loader_workers", self.workers,
                  ">= 0 (0: load in the main process)")
         _require(self.shuffle_buffer >= 1, "shuffle_buffer", self.shuffle_buffer, ">= 1 video (1: no shuffle)")
         _require(self.max_steps is None or self.max_steps >= 1, "max_steps", self.max_steps, ">= 1")

@@ -146,6 +146,13 @@ def get_tokenizer(context_length: int = 77) -> Tokenizer:
     return open_clip.SimpleTokenizer(context_length=context_length)
 
 
+def normalize_pretrained(pretrained: Optional[str]) -> Optional[str]:
+    """The one rule for ``--pretrained`` in every command: ``none`` (any case) or empty means random init (None)."""
+    if pretrained is None or pretrained.strip().lower() in ("", "none"):
+        return None
+    return pretrained
+
+
 def _looks_like_path(value: str) -> bool:
     return os.sep in value or "/" in value or value.lower().endswith(_PATH_SUFFIXES)
 
@@ -187,7 +194,7 @@ def _inferred_config(weights: Weights) -> Dict[str, Any]:
                                 weights.quick_gelu)
     for name in list_models():
         doc = get_model_config(name)
-        if _same_arch(doc["model_cfg"], model_cfg):
+        if same_architecture(doc["model_cfg"], model_cfg):
             log.info("%s: architecture inferred from the file matches %s", weights.path, name)
             return {"name": name, "model_cfg": model_cfg, "fda": doc.get("fda", {})}
     base = os.path.splitext(os.path.basename(weights.path))[0]
@@ -195,8 +202,8 @@ def _inferred_config(weights: Weights) -> Dict[str, Any]:
     return {"name": f"inferred-{base}", "model_cfg": model_cfg, "fda": {"open_clip_name": None, "alpha_init": "zero"}}
 
 
-def _same_arch(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
-    """Equal ViT CLIP shapes (open_clip defaults filled in; QuickGELU not compared)."""
+def same_architecture(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
+    """Equal ViT CLIP shapes of two ``model_cfg`` blocks (open_clip defaults filled in; QuickGELU not compared)."""
     vdef = {"head_width": 64, "mlp_ratio": 4.0}
     tdef = {"mlp_ratio": 4.0}
     return (a.get("embed_dim") == b.get("embed_dim")
@@ -216,7 +223,7 @@ def load_alpha_clip(model_name: Optional[str] = None, pretrained: Optional[str] 
             inferred from its shapes) or an fda checkpoint (which records its config).
         pretrained: an open_clip pretrained tag (``openai``, downloaded by open_clip) or a local file: an
             OpenAI-format state dict (with or without ``visual.conv1_alpha.weight``), an OpenAI TorchScript archive,
-            an open_clip checkpoint, or an fda checkpoint. None: random init.
+            an open_clip checkpoint, or an fda checkpoint. None or ``"none"``: random init.
         alpha_checkpoint: an official Alpha-CLIP release checkpoint of the vision tower, loaded over ``pretrained``'s
             vision tower (the text tower stays ``pretrained``'s).
         device: where the model lives.
@@ -236,6 +243,7 @@ def load_alpha_clip(model_name: Optional[str] = None, pretrained: Optional[str] 
         raise EnvError(f"--device {device}: no CUDA device is visible; use --device cpu")
     config = get_model_config(model_name) if model_name else None
     weights: Optional[Weights] = None
+    pretrained = normalize_pretrained(pretrained)
     if pretrained:
         if os.path.isfile(pretrained):
             weights = read_weights(pretrained)
@@ -253,9 +261,9 @@ def load_alpha_clip(model_name: Optional[str] = None, pretrained: Optional[str] 
                           f"(--alpha-checkpoint), with the CLIP weights it was trained from as --pretrained")
     if weights is not None and weights.kind == "fda":
         saved = weights.meta["model_cfg"]
-        if config is not None and config.get("model_cfg") != saved.get("model_cfg"):
-            log.warning("%s records its own model config (%s); --model %s is ignored", weights.path,
-                        saved.get("name"), model_name)
+        if config is not None and not same_architecture(config.get("model_cfg", {}), saved.get("model_cfg", {})):
+            raise ConfigError(f"--pretrained {weights.path} is an fda checkpoint of {saved.get('name')} but --model is "
+                              f"{model_name}: pass --model {saved.get('name')}, or other weights")
         config = saved
         if use_alpha is None:
             use_alpha = bool(weights.meta.get("use_alpha", True))
