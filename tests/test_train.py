@@ -608,3 +608,25 @@ def test_resume_refuses_another_model_and_applies_and_records_another_lr(shards,
     assert {g["name"]: g["base_lr"] for g in saved["optimizer"]["param_groups"]}["decay"] == 1e-3  # really applied
     m = _metrics(out)
     assert [x["step"] for x in m] == [1, 2, 3, 4] and m[2]["train/lr"] > 2 * m[1]["train/lr"]
+
+
+def test_offline_weights_fail_fast_with_one_line(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from fda.cli import cli
+    from fda.model import factory
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("no download may be attempted offline")
+
+    monkeypatch.setattr(factory, "_reachable", lambda host, timeout=3.0: False)
+    monkeypatch.setattr("open_clip.download_pretrained", no_download)
+    monkeypatch.setattr(factory, "_cached_weights", lambda tag_cfg, cache_dir: None)  # whatever this machine caches
+    root = make_shards(str(tmp_path / "s"), videos=4, per_shard=4, frames=2, size=224)
+    start = time.perf_counter()
+    res = CliRunner().invoke(cli, ["train", root, "--model", "ViT-B-32", "--batch-size", "4", "--loader-workers",
+                                   "0", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 4, res.output + res.stderr
+    assert res.stderr.count("\n") == 1 and "ViT-B-32/openai are not in the local cache" in res.stderr
+    assert "--pretrained none" in res.stderr
+    assert time.perf_counter() - start < 5

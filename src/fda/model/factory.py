@@ -176,6 +176,14 @@ def _download_tag(config: Dict[str, Any], tag: str, cache_dir: Optional[str]) ->
         if theirs is not None and tuple(round(v, 6) for v in theirs) != tuple(round(v, 6) for v in ours):
             log.warning("%s/%s was trained with image %s %s; fda normalises with CLIP's %s", oc_name, tag, key,
                         theirs, ours)
+    cached = _cached_weights(tag_cfg, cache_dir)
+    if cached:
+        return cached, tag_cfg
+    host = _weights_host(tag_cfg)
+    if host and not _reachable(host):
+        raise EnvError(f"open_clip weights {oc_name}/{tag} are not in the local cache and {host} cannot be reached "
+                       f"(offline?): pass a local file with --pretrained FILE, --pretrained none for random init, or "
+                       f"use --model fda-tiny")
     try:
         path = open_clip.download_pretrained(tag_cfg, cache_dir=cache_dir)
     except Exception as err:  # noqa: BLE001 - network and hub errors come in many types
@@ -186,6 +194,73 @@ def _download_tag(config: Dict[str, Any], tag: str, cache_dir: Optional[str]) ->
         raise EnvError(f"open_clip returned no file for {oc_name}/{tag}; pass a local file with --pretrained FILE, "
                        f"or use --model fda-tiny")
     return path, tag_cfg
+
+
+def _hub_files(tag_cfg: Dict[str, Any]) -> Tuple[str, List[str]]:
+    """``(repo id, candidate file names)`` of a hub-hosted tag, safetensors first (open_clip's order)."""
+    from open_clip.pretrained import HF_WEIGHTS_NAME, _get_safe_alternatives
+
+    repo, filename = os.path.split(tag_cfg["hf_hub"])
+    filename = filename or HF_WEIGHTS_NAME
+    return repo, [*_get_safe_alternatives(filename), filename]
+
+
+def _uses_hub(tag_cfg: Dict[str, Any]) -> bool:
+    from open_clip.pretrained import has_hf_hub
+
+    return bool(tag_cfg.get("hf_hub")) and has_hf_hub()
+
+
+def _cached_weights(tag_cfg: Dict[str, Any], cache_dir: Optional[str]) -> Optional[str]:
+    """The local file of a tag's weights when open_clip (hub or URL cache) already has it, else None.
+
+    A cached hub file is returned as is: asking the hub whether it changed would block for a long time offline.
+    """
+    if "file" in tag_cfg:
+        return tag_cfg["file"]
+    if _uses_hub(tag_cfg):
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, names = _hub_files(tag_cfg)
+        for name in names:
+            found = try_to_load_from_cache(repo_id=repo, filename=name, cache_dir=cache_dir)
+            if isinstance(found, str) and os.path.isfile(found):
+                return found
+        return None
+    url = tag_cfg.get("url", "")
+    path = os.path.join(cache_dir or os.path.expanduser("~/.cache/clip"), os.path.basename(url)) if url else ""
+    return path if path and os.path.isfile(path) else None
+
+
+def _weights_host(tag_cfg: Dict[str, Any]) -> Optional[str]:
+    """The host a tag's weights would be downloaded from."""
+    from urllib.parse import urlparse
+
+    if _uses_hub(tag_cfg):
+        return urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname
+    return urlparse(tag_cfg.get("url", "")).hostname
+
+
+def _reachable(host: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to ``host``:443 opens within ``timeout`` seconds (name lookup included)."""
+    import socket
+    import threading
+
+    if host.endswith("huggingface.co") and os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    result: List[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)  # getaddrinfo has no timeout of its own
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
 
 
 def _inferred_config(weights: Weights) -> Dict[str, Any]:

@@ -487,7 +487,8 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, va
         logger.info("validation off: %s has no val or test split", cfg.shards_dir)
     # what the run really starts from: a resumed run's weights come from its checkpoint, whose config is checked
     used = effective_pretrained(cfg.pretrained, model.model_cfg)
-    resolved = {**dataclasses.asdict(cfg), "pretrained": used, "run_dir": run_dir, "world_size": dist.world_size, "device": str(device),
+    resolved = {**dataclasses.asdict(cfg), "pretrained": used, "run_dir": run_dir, "world_size": dist.world_size,
+                "device": str(device),
                 "amp_dtype": str(dtype).replace("torch.", "") if dtype else None, "total_steps": total,
                 "steps_per_epoch": steps_per_epoch, "warmup_steps": warmup, "val_split": val_split,
                 "fda_version": __version__, "model_name": model.name,
