@@ -246,15 +246,17 @@ _SPLIT_CHOICE = click.Choice(["train", "val", "test"])
 @cli.command("eval")
 @click.option("--split", type=_SPLIT_CHOICE, default=_default(E, "split"), show_default=True,
               help="Split to evaluate.")
-@click.option("--shards", default=_default(E, "shards"), show_default=True, help="Shard set folder.")
+@click.option("--shards", default=None, help="Shard set folder (default: the one the run or checkpoint was trained "
+              "on, as its train_config.json records, else ./shards).")
 @click.option("--run", default=None, help="Run folder: evaluate its best checkpoint (default: newest run).")
 @click.option("--checkpoint", default=None, help="An fda checkpoint file.")
 @click.option("--model", default=None, help="Evaluate an untrained model (zero-shot), e.g. ViT-B-32 or fda-tiny.")
-@click.option("--pretrained", default=None, help="Its weights: an open_clip tag (openai) or a file.")
+@click.option("--pretrained", default=None,
+              help="Its weights: an open_clip tag (openai), a file, or 'none' for random init (with --seed).")
 @click.option("--alpha-checkpoint", default=None, help="Official Alpha-CLIP vision weights over --pretrained.")
 @click.option("--runs-dir", default=_default(E, "runs_dir"), show_default=True, help="Where runs are looked for.")
-@click.option("--frames", type=int, default=_default(E, "frames"), show_default=True,
-              help="Frames per clip the shards must hold.")
+@click.option("--frames", type=int, default=None,
+              help="Frames per clip the shards must hold (default: what the shards' manifest says).")
 @click.option("--batch-size", type=int, default=_default(E, "batch_size"), show_default=True,
               help="Clips per forward pass.")
 @click.option("--text-batch-size", type=int, default=_default(E, "text_batch_size"), show_default=True,
@@ -286,12 +288,14 @@ M = EmbedConfig
 
 @cli.command()
 @click.option("--out", required=True, help="Folder for the embeddings (EMB_DIR).")
-@click.option("--shards", default=_default(M, "shards"), show_default=True, help="Shard set folder.")
+@click.option("--shards", default=None, help="Shard set folder (default: the one the run or checkpoint was trained "
+              "on, as its train_config.json records, else ./shards).")
 @click.option("--split", default=None, help="Comma list of splits (default: all).")
 @click.option("--run", default=None, help="Run folder: use its best checkpoint.")
 @click.option("--checkpoint", default=None, help="An fda checkpoint file.")
 @click.option("--model", default=None, help="An untrained model name (ViT-B-32, fda-tiny, ...).")
-@click.option("--pretrained", default=None, help="Its weights: an open_clip tag (openai) or a file.")
+@click.option("--pretrained", default=None,
+              help="Its weights: an open_clip tag (openai), a file, or 'none' for random init (with --seed).")
 @click.option("--alpha-checkpoint", default=None, help="Official Alpha-CLIP vision weights over --pretrained.")
 @click.option("--runs-dir", default=_default(M, "runs_dir"), show_default=True, help="Where runs are looked for.")
 @click.option("--batch-size", type=int, default=_default(M, "batch_size"), show_default=True,

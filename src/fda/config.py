@@ -272,14 +272,14 @@ class EvalConfig:
     """``fda eval``: retrieval metrics of a trained run, a checkpoint, or a never-trained model on one split."""
 
     split: str = "test"
-    shards: str = "shards"
+    shards: Optional[str] = None  # None: the shard set the run trained on, else ./shards
     run: Optional[str] = None
     checkpoint: Optional[str] = None
     model: Optional[str] = None
     pretrained: Optional[str] = None
     alpha_checkpoint: Optional[str] = None
     runs_dir: str = "runs"
-    frames: Optional[int] = 12
+    frames: Optional[int] = None  # None: whatever the shards hold
     batch_size: int = 32
     text_batch_size: int = 256
     workers: int = 2
@@ -309,7 +309,7 @@ class EmbedConfig:
     """``fda embed``: video and caption embeddings of a shard set, written in chunks for ``fda search``."""
 
     out: str
-    shards: str = "shards"
+    shards: Optional[str] = None  # None: the shard set the run trained on, else ./shards
     split: Optional[str] = None
     run: Optional[str] = None
     checkpoint: Optional[str] = None

@@ -113,19 +113,22 @@ def run_embed(cfg: EmbedConfig) -> EmbedResult:
         ConfigError: bad model options.
         EnvError: ``--index hnsw`` without faiss installed.
     """
-    from fda.eval.retrieval import encode_texts, iter_video_features, load_model, resolve_device, resolve_model_source
+    from fda.eval.retrieval import (describe_source, encode_texts, iter_video_features, load_model, resolve_device,
+                                    resolve_model_source, resolve_shards)
     from fda.shards.loader import load_split
 
     if cfg.index == "hnsw":
         _import_faiss()
-    manifest = read_manifest(cfg.shards)
-    if manifest is None:
-        raise InputError(f"{cfg.shards!r} has no {MANIFEST}: run fda preprocess first or fix --shards")
-    splits = list(cfg.splits or [s for s in ("train", "val", "test") if manifest.get("splits", {}).get(s)])
-    infos = [load_split(cfg.shards, s) for s in splits]
     source = resolve_model_source(cfg)  # type: ignore[arg-type]
+    shards = resolve_shards(cfg.shards, source)
+    manifest = read_manifest(shards)
+    if manifest is None:
+        raise InputError(f"{shards!r} has no {MANIFEST}: run fda preprocess first or fix --shards")
+    splits = list(cfg.splits or [s for s in ("train", "val", "test") if manifest.get("splits", {}).get(s)])
+    infos = [load_split(shards, s) for s in splits]
     device = resolve_device(cfg.device)
     model, identity = load_model(source, device, cfg.seed)
+    logger.info("embedding with %s: %s splits %s", describe_source(source, identity), shards, ", ".join(splits))
     from fda.model import get_tokenizer
 
     tokenizer = get_tokenizer(model.context_length)
@@ -160,12 +163,12 @@ def run_embed(cfg: EmbedConfig) -> EmbedResult:
     index_file = None
     if cfg.index == "hnsw":
         index_file = build_hnsw_index(cfg.out, videos.chunks, model.embed_dim)
-    with open(os.path.join(cfg.shards, MANIFEST), "rb") as f:
+    with open(os.path.join(shards, MANIFEST), "rb") as f:
         manifest_sha = hashlib.sha256(f.read()).hexdigest()
     doc = {"fda_version": __version__, "dim": int(model.embed_dim), "dtype": "float16", "normalized": True,
            "model": {"name": model.name, "use_alpha": bool(model.use_alpha), **identity}, "source": source,
            "logit_scale": float(model.logit_scale.detach().float().exp().cpu()),
-           "shards": {"dir": os.path.abspath(cfg.shards), "manifest_sha256": manifest_sha, "splits": splits},
+           "shards": {"dir": os.path.abspath(shards), "manifest_sha256": manifest_sha, "splits": splits},
            "videos": {"count": videos.total, "chunks": videos.chunks},
            "captions": {"count": captions.total, "chunks": captions.chunks},
            "index": {"kind": "hnsw", "file": index_file, "M": HNSW_M} if index_file else None,
