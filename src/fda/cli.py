@@ -335,14 +335,27 @@ Q = SearchConfig
               show_default=True, help="What to search.")
 @click.option("--exact", is_flag=True, default=False, help="Flat exact search even when a faiss index exists.")
 @click.option("--device", default=_default(Q, "device"), show_default=True, help="Where the text encoder runs.")
+@click.option("--json", "json", is_flag=True, default=False,
+              help="Print one JSON document ({query, video, target, hits: [{rank, id, score, text}]}) instead.")
 def search(**kwargs: Any) -> None:
-    """Top matches for a text QUERY (or --video ID) in embeddings written by fda embed."""
+    """Top matches for a text QUERY (or --video ID) in embeddings written by fda embed.
+
+    Scores are cosine similarities, clipped to [-1, 1] and rounded to 3 decimals (embeddings are stored in float16).
+    """
     from fda.eval.embeddings import run_search
 
     cfg = build_config(SearchConfig, **kwargs)
     hits = run_stage(run_search, cfg)
+    if cfg.json:
+        import json
+
+        doc = {"query": cfg.query, "video": cfg.video, "target": cfg.target,
+               "hits": [{"rank": rank, "id": hit.id, "score": hit.cosine, "text": hit.text}
+                        for rank, hit in enumerate(hits, 1)]}
+        click.echo(json.dumps(doc, ensure_ascii=False))
+        return
     for rank, hit in enumerate(hits, 1):
-        click.echo(f"{rank:>3}  {hit.score:+.4f}  {hit.id}" + (f"  {hit.text}" if hit.text else ""))
+        click.echo(f"{rank:>3}  {hit.cosine:+.3f}  {hit.id}" + (f"  {hit.text}" if hit.text else ""))
 
 
 # --- fda demo ----------------------------------------------------------------------------------------------------

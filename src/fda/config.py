@@ -355,10 +355,13 @@ class SearchConfig:
     target: str = "videos"
     exact: bool = False
     device: str = "auto"
+    json: bool = False
 
     def __post_init__(self) -> None:
         if (self.query is None) == (self.video is None):
             raise ConfigError("give a text QUERY or --video ID (exactly one)")
+        if self.query is not None and not self.query.strip():
+            raise ConfigError("QUERY is empty: give some words to search for, or --video ID")
         _require(isinstance(self.k, int) and self.k >= 1, "k", self.k, "an integer >= 1")
         _choice("target", self.target, SEARCH_TARGETS)
         _require(isinstance(self.device, str) and self.device.split(":")[0] in ("auto", "cpu", "cuda", "mps"),

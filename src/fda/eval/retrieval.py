@@ -402,7 +402,8 @@ def open_split(shards_dir: str, split: str, frames: Optional[int]) -> SplitInfo:
     if frames is not None and info.frames and info.frames != frames:
         option = "--frames-train" if split == "train" else "--frames-test"
         raise InputError(f"shards in {shards_dir!r} hold {info.frames} frames per {split} clip, --frames is {frames}: "
-                         f"pass --frames {info.frames} (or leave it out) or rerun fda preprocess with {option} {frames}")
+                         f"pass --frames {info.frames} (or leave it out) or rerun fda preprocess with {option} "
+                         f"{frames}")
     return info
 
 
