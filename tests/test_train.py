@@ -630,3 +630,23 @@ def test_offline_weights_fail_fast_with_one_line(tmp_path, monkeypatch):
     assert res.stderr.count("\n") == 1 and "ViT-B-32/openai are not in the local cache" in res.stderr
     assert "--pretrained none" in res.stderr
     assert time.perf_counter() - start < 5
+
+
+def test_workers_is_a_deprecated_spelling_of_loader_workers(shards, tmp_path):
+    from click.testing import CliRunner
+
+    from fda.cli import cli
+
+    out = str(tmp_path / "run")
+    res = CliRunner().invoke(cli, ["train", shards, "--out", out, "--model", "fda-tiny", "--pretrained", "none",
+                                   "--batch-size", "8", "--max-steps", "1", "--workers", "0", "--val-split", "none",
+                                   "--no-tensorboard"])
+    assert res.exit_code == 0, res.stderr
+    assert "--workers is deprecated: use --loader-workers 0" in res.stderr
+    assert "validation off (--val-split none)" in res.stderr and "evaluator" not in res.stderr
+    with open(os.path.join(out, "train_config.json"), encoding="utf-8") as f:
+        assert json.load(f)["workers"] == 0
+    res = CliRunner().invoke(cli, ["train", shards, "--workers", "0", "--loader-workers", "1"])
+    assert res.exit_code == 2 and "--loader-workers only" in res.stderr
+    res = CliRunner().invoke(cli, ["train", shards, "--loader-workers", "-1"])
+    assert res.exit_code == 2 and "--loader-workers must be >= 0" in res.stderr

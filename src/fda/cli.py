@@ -4,7 +4,8 @@ Stage modules are imported inside each command so that ``fda --help`` stays fast
 """
 
 import logging
-from typing import Any, Callable, Optional
+import re
+from typing import Any, Callable, List, Optional
 
 import click
 
@@ -39,7 +40,21 @@ def _default(cls: type, name: str) -> Any:
     return field_default(cls, name)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class FdaGroup(click.Group):
+    """The ``fda`` group; its ``-v``/``--verbose`` is accepted after the subcommand too (``fda train ... -v``)."""
+
+    def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
+        """Move every ``-v``, ``-vv``, ``--verbose`` before ``--`` to the front, where the group parses it."""
+        cut = args.index("--") if "--" in args else len(args)
+        head, tail = args[:cut], args[cut:]
+        verbose = [a for a in head if _VERBOSE.fullmatch(a)]
+        return super().parse_args(ctx, verbose + [a for a in head if not _VERBOSE.fullmatch(a)] + tail)
+
+
+_VERBOSE = re.compile(r"-v+|--verbose")
+
+
+@click.group(cls=FdaGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, "--version", prog_name="fda")
 @click.option("-v", "--verbose", count=True, help="More log output (-v: debug).")
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None, help="Also write the full log here.")
