@@ -651,8 +651,8 @@ RESUME_IGNORED = ("out", "resume")
 
 
 def flag_name(field: str) -> str:
-    """The option of a config field (``loader_workers`` spelled as train's ``--loader-workers``)."""
-    return {"workers": "--loader-workers"}.get(field, "--" + field.replace("_", "-"))
+    """How ``fda train`` spells a config field: ``lr`` -> ``--lr``, ``workers`` -> ``--loader-workers``."""
+    return {"workers": "--loader-workers", "shards_dir": "SHARDS_DIR"}.get(field, "--" + field.replace("_", "-"))
 
 
 def _comparable(name: str, value: Any, model_cfg: Dict[str, Any]) -> Any:
@@ -683,8 +683,12 @@ def resume_changes(saved: Dict[str, Any], cfg: TrainConfig, model_cfg: Optional[
             continue
         if name in RESUME_FIXED:
             shown = "none" if name == "pretrained" and _comparable(name, old, model_cfg) is None else old
-            raise ConfigError(f"{flag_name(name)} is {new!r} but the run being resumed used {shown!r}: pass "
-                              f"{flag_name(name)} {shown} to resume it, or start a new run (another --out)")
+            if isinstance(old, bool):
+                fix = f"{'pass' if old else 'drop'} {flag_name(name)}"
+            else:
+                fix = f"pass {'' if name == 'shards_dir' else flag_name(name) + ' '}{shown}"
+            raise ConfigError(f"{flag_name(name)} is {new!r} but the run being resumed used {shown!r}: {fix} to "
+                              f"resume it, or start a new run (another --out)")
         changed.append((name, old, new))
     return changed
 
