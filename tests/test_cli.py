@@ -24,7 +24,7 @@ def _config_class(command: str):
 def test_options_match_config_fields(command):
     cls = _config_class(command)
     assert cls is not None, f"fda {command} has no {command.title().replace('-', '')}Config in fda.config"
-    params = {p.name for p in cli.commands[command].params if p.name != "help"}
+    params = {p.name for p in cli.commands[command].params if p.name != "help" and p.expose_value}
     fields = {f.name for f in dataclasses.fields(cls)}
     assert params == fields, f"options only: {params - fields}; fields only: {fields - params}"
 
@@ -127,3 +127,52 @@ def test_other_commands_refuse_a_file_as_out_in_one_line(command, a_file, eval_s
             "demo": ["demo", "--out", a_file]}[command]
     res = CliRunner().invoke(cli, args)
     _one_line_error(res, 2, "--out", a_file)
+
+
+def test_train_help_shows_percent_and_loader_workers():
+    res = CliRunner().invoke(cli, ["train", "--help"], terminal_width=200)
+    assert res.exit_code == 0
+    assert "10% of the run" in res.output and "%%" not in res.output
+    assert "--loader-workers" in res.output and "--workers " not in res.output  # the old spelling is hidden
+
+
+def test_verbose_is_accepted_after_the_subcommand(tmp_path):
+    import logging
+
+    for args in (["-v", "preprocess", str(tmp_path / "missing")], ["preprocess", str(tmp_path / "missing"), "-v"]):
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 3, res.output
+        assert logging.getLogger().level == logging.DEBUG
+        CliRunner().invoke(cli, ["preprocess", str(tmp_path / "missing")])
+        assert logging.getLogger().level == logging.INFO
+
+
+def test_single_letter_options_are_named_with_one_dash(tmp_path):
+    res = CliRunner().invoke(cli, ["visualize", str(tmp_path), "-n", "0"])
+    assert res.exit_code == 2 and "Error: -n must be an integer >= 1" in res.stderr and "--n" not in res.stderr
+    res = CliRunner().invoke(cli, ["search", str(tmp_path), "cats", "-k", "0"])
+    assert res.exit_code == 2 and "Error: -k must be" in res.stderr
+
+
+@pytest.mark.parametrize("content,cause", [
+    (b"not a checkpoint at all\n", "not a PyTorch checkpoint"),
+    (b"", "empty or truncated file"),
+    ("tar", "a tar archive"),
+])
+def test_unreadable_checkpoint_error_names_the_file_and_the_cause(eval_shards, tmp_path, content, cause):
+    import io
+    import tarfile
+
+    path = tmp_path / "x.pt"
+    if content == "tar":
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            info = tarfile.TarInfo("v0.f00.jpg")
+            info.size = 3
+            tar.addfile(info, io.BytesIO(b"abc"))
+        content = buf.getvalue()
+    path.write_bytes(content)
+    res = CliRunner().invoke(cli, ["eval", "--checkpoint", str(path), "--shards", eval_shards])
+    assert res.exit_code == 3
+    assert res.stderr.startswith(f"Error: {path} is not an fda checkpoint: {cause}"), res.stderr
+    assert res.stderr.count("\n") == 1 and "weights_only" not in res.stderr and "ReadError" not in res.stderr

@@ -143,3 +143,31 @@ def test_corrupt_shard_is_named(eval_shards, tmp_path):
     result = run(["eval", "--shards", str(shards), "--out", str(tmp_path / "o"), *BASE])
     assert result.exit_code == 3, result.output + result.stderr
     assert "test-000000.tar" in result.stderr
+
+
+def test_eval_and_embed_take_shards_and_frames_from_the_run(eval_shards, tmp_path, monkeypatch):
+    from fda.config import TrainConfig
+    from fda.train.run import run_train
+
+    run_dir = str(tmp_path / "runs" / "tiny1")
+    run_train(TrainConfig(eval_shards, out=run_dir, model="fda-tiny", pretrained="none", batch_size=3, max_steps=1,
+                          workers=0, val_split="none", tensorboard=False))
+    monkeypatch.chdir(tmp_path)  # no ./shards here: the folder must come from the run's config
+    res = run(["eval", "--run", run_dir, "--workers", "0", "--device", "cpu"])  # test clips hold 4 frames, not 12
+    assert res.exit_code == 0, res.stderr
+    assert "step-0000001.pt (step 1)" in res.stderr and f"{eval_shards} split test" in res.stderr
+    with open(os.path.join(run_dir, "eval_test.json")) as f:
+        report = json.load(f)
+    assert report["shards"]["dir"] == os.path.abspath(eval_shards) and report["frames"] == 4
+    res = run(["embed", "--run", run_dir, "--out", str(tmp_path / "emb"), "--workers", "0", "--device", "cpu"])
+    assert res.exit_code == 0, res.stderr
+    res = run(["eval", "--run", run_dir, "--split", "train", "--frames", "3", "--device", "cpu"])
+    assert res.exit_code == 3 and "--frames-train 3" in res.stderr and "--frames-test" not in res.stderr
+
+
+@pytest.mark.parametrize("command", ["eval", "embed"])
+def test_pretrained_none_is_random_init_everywhere(eval_shards, tmp_path, command):
+    args = [command, "--shards", eval_shards, "--model", "fda-tiny", "--pretrained", "none", "--workers", "0",
+            "--device", "cpu", "--out", str(tmp_path / "out")]
+    res = run(args + (["--split", "test"] if command == "embed" else []))
+    assert res.exit_code == 0, res.stderr

@@ -387,6 +387,8 @@ def test_open_clip_tag_decides_quick_gelu_offline(monkeypatch, tmp_path, files, 
     cfg_path = tmp_path / "small-b32.json"
     cfg_path.write_text(json.dumps(doc))
     monkeypatch.setattr(open_clip, "download_pretrained", lambda cfg, cache_dir=None: files["openai_bare"])
+    monkeypatch.setattr("fda.model.factory._cached_weights", lambda cfg, cache_dir=None: None)
+    monkeypatch.setattr("fda.model.factory._reachable", lambda host, timeout=3.0: True)  # the download is faked
     model, _ = load_alpha_clip(str(cfg_path), pretrained="openai")
     assert model.model_cfg["model_cfg"]["quick_gelu"] is True
     images, alphas, tokens = inputs

@@ -116,3 +116,47 @@ def test_search_errors(tmp_path):
     assert result.exit_code == 3 and "run fda embed" in result.stderr
     result = runner.invoke(cli, ["search", str(tmp_path)])
     assert result.exit_code == 2 and "exactly one" in result.stderr
+
+
+def test_text_only_encoder_equals_the_full_model(checkpoint):
+    from fda.model import get_tokenizer
+    from fda.model.checkpoint import load_checkpoint
+    from fda.model.text import load_text_encoder
+
+    texts = ["a man is cooking", "a red square moves to the left on a grey background", ""]
+    model, _ = load_checkpoint(checkpoint)
+    with torch.no_grad():
+        full = torch.nn.functional.normalize(model.encode_text(get_tokenizer(model.context_length)(texts)), dim=-1)
+    fast = load_text_encoder(checkpoint)
+    assert fast is not None
+    np.testing.assert_allclose(fast.encode(texts), full.numpy(), atol=1e-5)
+
+
+def test_search_rejects_an_empty_query_prints_json_and_skips_open_clip(eval_shards, checkpoint, tmp_path):
+    import subprocess
+    import sys
+
+    emb = str(tmp_path / "emb")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["embed", "--shards", eval_shards, "--checkpoint", checkpoint, "--out", emb,
+                               "--split", "test", "--workers", "0"]).exit_code == 0
+    result = runner.invoke(cli, ["search", emb, "  "])
+    assert result.exit_code == 2 and "QUERY is empty" in result.stderr
+    first = json.load(open(os.path.join(emb, "videos-000000.json")))["ids"][0]
+    result = runner.invoke(cli, ["search", emb, "--video", first, "-k", "6", "--json"])
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["video"] == first and [h["rank"] for h in doc["hits"]] == [1, 2, 3, 4, 5]
+    assert all(-1.0 <= h["score"] <= 1.0 and round(h["score"], 3) == h["score"] for h in doc["hits"])
+    # a caption row a little longer than unit length (float16 rounding does this): shown as +1.000, not +1.0010
+    vector = np.load(os.path.join(emb, "videos-000000.npy"))[0].astype(np.float32)
+    captions = np.load(os.path.join(emb, "captions-000000.npy"))
+    captions[0] = (vector * 1.001).astype(np.float16)
+    np.save(os.path.join(emb, "captions-000000.npy"), captions)
+    result = runner.invoke(cli, ["search", emb, "--video", first, "--target", "captions", "-k", "1"])
+    assert result.exit_code == 0 and result.output.split()[1] == "+1.000", result.output
+    code = ("import sys; from fda.config import SearchConfig; from fda.eval.embeddings import run_search; "
+            f"hits = run_search(SearchConfig({emb!r}, 'a man is cooking', device='cpu')); "
+            "print(len(hits), [m for m in ('open_clip', 'webdataset', 'torchvision') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split(None, 1) == ["6", "[]\n"]

@@ -380,10 +380,8 @@ def _train_cmd(shards: str, out: str, *extra: str) -> List[str]:
             "--seed", "7", *extra]
 
 
-def test_kill9_and_resume_equals_uninterrupted(shards, tmp_path):
-    args = ("--max-steps", "30", "--save-every", "4", "--workers", "2")
-    ref = str(tmp_path / "ref")
-    subprocess.run(_train_cmd(shards, ref, *args), check=True, env=ENV, capture_output=True, timeout=300)
+def test_kill9_and_resume_equals_uninterrupted(shards, tmp_path, reference_run):
+    args = ("--max-steps", "30", "--save-every", "4", "--workers", "2")  # checkpoints do not change the losses
     run = str(tmp_path / "run")
     proc = subprocess.Popen(_train_cmd(shards, run, *args), env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -398,7 +396,7 @@ def test_kill9_and_resume_equals_uninterrupted(shards, tmp_path):
     done = len(_losses(run))
     assert proc.returncode == -signal.SIGKILL and 10 <= done < 30, done
     subprocess.run(_train_cmd(shards, run, *args), check=True, env=ENV, capture_output=True, timeout=300)
-    assert _losses(run) == _losses(ref)
+    assert _losses(run) == _losses(reference_run)
     assert [m["step"] for m in _metrics(run)] == list(range(1, 31))
 
 
@@ -503,3 +501,155 @@ def test_negatives_are_gathered_from_every_rank(tmp_path):
             got = json.load(f)
         assert got["rows"] == 5 and got["offset"] == offset and got["logits"] == [5, 5] and got["grad"]
         assert got["values"] == [1.0, 1.0, 1.0, 2.0, 2.0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Interrupts, failing validation, changed options on resume
+
+@pytest.fixture(scope="module")
+def reference_run(shards, tmp_path_factory) -> str:
+    """An uninterrupted 30-step run (2 loader workers) to compare resumed runs with."""
+    ref = str(tmp_path_factory.mktemp("ref") / "ref")
+    subprocess.run(_train_cmd(shards, ref, "--max-steps", "30", "--save-every", "100", "--loader-workers", "2"),
+                   check=True, env=ENV, capture_output=True, timeout=300)
+    return ref
+
+
+def _wait_for_steps(proc, run: str, steps: int, timeout: float = 120) -> None:
+    metrics = os.path.join(run, "metrics.jsonl")
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(metrics) and sum(1 for _ in open(metrics)) >= steps:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the run did not reach step {steps} (exit code {proc.poll()})")
+
+
+def test_sigint_saves_the_step_exits_130_and_resumes_exactly(shards, tmp_path, reference_run):
+    from fda.train.run import list_checkpoints
+
+    args = ("--max-steps", "30", "--save-every", "100", "--loader-workers", "2")
+    run = str(tmp_path / "run")
+    proc = subprocess.Popen(_train_cmd(shards, run, *args), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    _wait_for_steps(proc, run, 8)
+    sent = time.time()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    stopped = time.time() - sent
+    assert proc.returncode == 130, err[-2000:]
+    assert stopped < 5, stopped
+    done = len(_losses(run))
+    assert 8 <= done < 30 and [s for s, _ in list_checkpoints(run)] == [done]  # no --save-every checkpoint was due
+    assert f"interrupted by SIGINT at step {done} of 30" in err.splitlines()[-1] and "Traceback" not in err
+    with open(os.path.join(run, "train_config.json"), encoding="utf-8") as f:
+        assert json.load(f)["events"] == [{"step": done, "event": "interrupted by SIGINT"}]
+    subprocess.run(_train_cmd(shards, run, *args), check=True, env=ENV, capture_output=True, timeout=300)
+    assert _losses(run) == _losses(reference_run)
+    assert [m["step"] for m in _metrics(run)] == list(range(1, 31))
+
+    # SIGTERM (a scheduler's pre-emption): the same, with exit code 143
+    term = str(tmp_path / "term")
+    proc = subprocess.Popen(_train_cmd(shards, term, *args), env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    _wait_for_steps(proc, term, 3)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    assert [s for s, _ in list_checkpoints(term)] == [len(_losses(term))]
+
+
+def test_failing_validation_keeps_the_checkpoint_and_the_run_goes_on(tmp_path):
+    from click.testing import CliRunner
+
+    from fda.cli import cli
+
+    root = make_shards(str(tmp_path / "s"), videos=8, per_shard=8, splits=("train", "test"))
+    with open(os.path.join(root, shard_name("test", 0)), "r+b") as f:
+        f.truncate(os.path.getsize(f.name) // 2)  # a truncated validation shard
+    out = str(tmp_path / "run")
+    res = CliRunner().invoke(cli, ["train", root, "--out", out, "--model", "fda-tiny", "--pretrained", "none",
+                                   "--batch-size", "4", "--max-steps", "4", "--loader-workers", "0", "--val-every",
+                                   "2", "--save-every", "2", "--no-tensorboard"])
+    assert res.exit_code == 0, res.output + res.stderr
+    assert "trained 4 steps" in res.stdout
+    warnings = [line for line in res.stderr.splitlines() if "validation on test failed" in line]
+    assert len(warnings) == 1 and "step 2" in warnings[0] and "test-000000.tar" in warnings[0], res.stderr
+    assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["step-0000002.pt", "step-0000004.pt"]
+    with open(os.path.join(out, "train_config.json"), encoding="utf-8") as f:
+        events = json.load(f)["events"]
+    assert [(e["step"], e["event"]) for e in events] == [(2, "validation failed; off from here")]
+
+
+def test_resume_refuses_another_model_and_applies_and_records_another_lr(shards, tmp_path):
+    from fda.train.run import run_train
+
+    out = str(tmp_path / "run")
+    run_train(_cfg(shards, out, max_steps=2, pretrained="none"))
+    for kw, message in (({"model": "ViT-B-32", "pretrained": "openai"}, "--model is 'ViT-B-32' but the run being "
+                         "resumed used 'fda-tiny': pass --model fda-tiny"),
+                        ({"pretrained": "weights.pt"}, "--pretrained is 'weights.pt' but the run being resumed used "
+                         "'none'"),
+                        ({"augment": "crop-flip"}, "--augment is 'crop-flip'")):
+        with pytest.raises(ConfigError, match=message) as err:
+            run_train(_cfg(shards, out, max_steps=4, **kw))
+        assert "\n" not in str(err.value)
+    with open(os.path.join(out, "train_config.json"), encoding="utf-8") as f:
+        assert json.load(f)["model"] == "fda-tiny"  # a refused resume records nothing
+    result = run_train(_cfg(shards, out, max_steps=4, lr=1e-3, save_every=4))
+    with open(os.path.join(out, "train_config.json"), encoding="utf-8") as f:
+        resolved = json.load(f)
+    assert resolved["lr"] == 1e-3 and resolved["pretrained"] is None
+    assert resolved["changes"] == [{"step": 2, "option": "--max-steps", "from": 2, "to": 4},
+                                   {"step": 2, "option": "--lr", "from": 3e-4, "to": 1e-3},
+                                   {"step": 2, "option": "--save-every", "from": 2, "to": 4}]
+    saved = torch.load(result.checkpoint, weights_only=True)
+    assert {g["name"]: g["base_lr"] for g in saved["optimizer"]["param_groups"]}["decay"] == 1e-3  # really applied
+    m = _metrics(out)
+    assert [x["step"] for x in m] == [1, 2, 3, 4] and m[2]["train/lr"] > 2 * m[1]["train/lr"]
+    from fda.model import load_alpha_clip
+
+    with pytest.raises(ConfigError, match="is an fda checkpoint of fda-tiny but --model is ViT-B-16: pass --model "
+                       "fda-tiny"):  # was: a warning, then fda-tiny trained under the name ViT-B-16
+        load_alpha_clip("ViT-B-16", pretrained=result.checkpoint)
+
+
+def test_offline_weights_fail_fast_with_one_line(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from fda.cli import cli
+    from fda.model import factory
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("no download may be attempted offline")
+
+    monkeypatch.setattr(factory, "_reachable", lambda host, timeout=3.0: False)
+    monkeypatch.setattr("open_clip.download_pretrained", no_download)
+    monkeypatch.setattr(factory, "_cached_weights", lambda tag_cfg, cache_dir: None)  # whatever this machine caches
+    root = make_shards(str(tmp_path / "s"), videos=4, per_shard=4, frames=2, size=224)
+    start = time.perf_counter()
+    res = CliRunner().invoke(cli, ["train", root, "--model", "ViT-B-32", "--batch-size", "4", "--loader-workers",
+                                   "0", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 4, res.output + res.stderr
+    assert res.stderr.count("\n") == 1 and "ViT-B-32/openai are not in the local cache" in res.stderr
+    assert "--pretrained none" in res.stderr
+    assert time.perf_counter() - start < 5
+
+
+def test_workers_is_a_deprecated_spelling_of_loader_workers(shards, tmp_path):
+    from click.testing import CliRunner
+
+    from fda.cli import cli
+
+    out = str(tmp_path / "run")
+    res = CliRunner().invoke(cli, ["train", shards, "--out", out, "--model", "fda-tiny", "--pretrained", "none",
+                                   "--batch-size", "8", "--max-steps", "1", "--workers", "0", "--val-split", "none",
+                                   "--no-tensorboard"])
+    assert res.exit_code == 0, res.stderr
+    assert "--workers is deprecated: use --loader-workers 0" in res.stderr
+    assert "validation off (--val-split none)" in res.stderr and "evaluator" not in res.stderr
+    with open(os.path.join(out, "train_config.json"), encoding="utf-8") as f:
+        assert json.load(f)["workers"] == 0
+    res = CliRunner().invoke(cli, ["train", shards, "--workers", "0", "--loader-workers", "1"])
+    assert res.exit_code == 2 and "--loader-workers only" in res.stderr
+    res = CliRunner().invoke(cli, ["train", shards, "--loader-workers", "-1"])
+    assert res.exit_code == 2 and "--loader-workers must be >= 0" in res.stderr

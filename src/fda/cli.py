@@ -4,7 +4,8 @@ Stage modules are imported inside each command so that ``fda --help`` stays fast
 """
 
 import logging
-from typing import Any, Callable, Optional
+import re
+from typing import Any, Callable, List, Optional
 
 import click
 
@@ -40,7 +41,21 @@ def _default(cls: type, name: str) -> Any:
     return field_default(cls, name)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class FdaGroup(click.Group):
+    """The ``fda`` group; its ``-v``/``--verbose`` is accepted after the subcommand too (``fda train ... -v``)."""
+
+    def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
+        """Move every ``-v``, ``-vv``, ``--verbose`` before ``--`` to the front, where the group parses it."""
+        cut = args.index("--") if "--" in args else len(args)
+        head, tail = args[:cut], args[cut:]
+        verbose = [a for a in head if _VERBOSE.fullmatch(a)]
+        return super().parse_args(ctx, verbose + [a for a in head if not _VERBOSE.fullmatch(a)] + tail)
+
+
+_VERBOSE = re.compile(r"-v+|--verbose")
+
+
+@click.group(cls=FdaGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, "--version", prog_name="fda")
 @click.option("-v", "--verbose", count=True, help="More log output (-v: debug).")
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None, help="Also write the full log here.")
@@ -163,6 +178,16 @@ def _train_validator() -> Optional[Callable[..., Any]]:
 T = TrainConfig
 
 
+def _deprecated_loader_workers(ctx: click.Context, param: click.Parameter, value: Optional[int]) -> None:
+    """``fda train --workers N``: the old spelling of ``--loader-workers N`` (preprocess's --workers 0 means all
+    cores, train's 0 means no worker processes, hence the new name)."""
+    if value is None:
+        return
+    logging.getLogger("fda.cli").warning("fda train --workers is deprecated: use --loader-workers %d (the same "
+                                         "DataLoader workers; 0 loads in the main process)", value)
+    ctx.meta["fda_train_workers"] = value
+
+
 @cli.command()
 @click.argument("shards_dir", type=click.Path(file_okay=False))
 @click.option("--out", default=None, help="Run folder (default: a new folder under ./runs/); rerunning into one "
@@ -183,8 +208,11 @@ T = TrainConfig
               help="Pairs per process per micro-step.")
 @click.option("--accum-steps", type=int, default=_default(T, "accum_steps"), show_default=True,
               help="Micro-steps per optimiser step (gradient accumulation).")
-@click.option("--workers", type=int, default=_default(T, "workers"), show_default=True,
-              help="DataLoader worker processes per process (0: load in the main process).")
+@click.option("--loader-workers", "workers", type=int, default=_default(T, "workers"), show_default=True,
+              help="DataLoader worker processes per training process (0: load in the main process; unlike "
+              "preprocess --workers, 0 is not 'all cores').")
+@click.option("--workers", "deprecated_workers", type=int, default=None, expose_value=False, hidden=True,
+              callback=_deprecated_loader_workers)
 @click.option("--shuffle-buffer", type=int, default=_default(T, "shuffle_buffer"), show_default=True,
               help="Videos in each stream's shuffle buffer.")
 @click.option("--epochs", type=int, default=_default(T, "epochs"), show_default=True,
@@ -195,7 +223,7 @@ T = TrainConfig
               help="Learning rate of the alpha conv.")
 @click.option("--weight-decay", type=float, default=_default(T, "weight_decay"), show_default=True,
               help="AdamW weight decay (not on gains, biases, embeddings, logit scale).")
-@click.option("--warmup-steps", type=int, default=None, help="Linear warmup steps (default: 10%% of the run).")
+@click.option("--warmup-steps", type=int, default=None, help="Linear warmup steps (default: 10% of the run).")
 @click.option("--grad-clip", type=float, default=_default(T, "grad_clip"), show_default=True,
               help="Clip the gradient norm to this (0: off).")
 @click.option("--label-smoothing", type=float, default=_default(T, "label_smoothing"), show_default=True,
@@ -221,9 +249,24 @@ T = TrainConfig
               help="Write TensorBoard events to RUN_DIR/tb.")
 @click.option("--resume", default=None, help="Checkpoint file or run folder to resume (default: --out's own).")
 def train(**kwargs: Any) -> None:
-    """Train Alpha-CLIP on shards (one process, or many under torchrun -m fda train)."""
+    """Train Alpha-CLIP on shards (one process, or many under torchrun -m fda train).
+
+    Ctrl-C or SIGTERM finishes the current step, saves a checkpoint and exits 130 (143 for SIGTERM).
+
+    Resuming (rerunning into a run folder with checkpoints, or --resume) refuses a changed --model, --pretrained,
+    --alpha-checkpoint, --no-alpha, --freeze-text or data option (SHARDS_DIR, --split, --batch-size, --accum-steps,
+    --captions, --seed, --shuffle-buffer, --augment). Every other option (learning rates, --weight-decay,
+    --warmup-steps, --grad-clip, --label-smoothing, run length, the --*-every intervals, --val-split, --precision,
+    --device, --loader-workers, ...) may change: it applies from the resumed step and is recorded under "changes"
+    in RUN_DIR/train_config.json.
+    """
     from fda.train.run import run_train
 
+    ctx = click.get_current_context()
+    if "fda_train_workers" in ctx.meta:
+        if ctx.get_parameter_source("workers") == click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError("pass --loader-workers only (--workers is its deprecated spelling)")
+        kwargs["workers"] = ctx.meta["fda_train_workers"]
     cfg = build_config(TrainConfig, **kwargs)
     result = run_stage(run_train, cfg, _train_validator() if cfg.val_split != "none" else None)
     click.echo(result.summary())
@@ -239,15 +282,17 @@ _SPLIT_CHOICE = click.Choice(["train", "val", "test"])
 @cli.command("eval")
 @click.option("--split", type=_SPLIT_CHOICE, default=_default(E, "split"), show_default=True,
               help="Split to evaluate.")
-@click.option("--shards", default=_default(E, "shards"), show_default=True, help="Shard set folder.")
+@click.option("--shards", default=None, help="Shard set folder (default: the one the run or checkpoint was trained "
+              "on, as its train_config.json records, else ./shards).")
 @click.option("--run", default=None, help="Run folder: evaluate its best checkpoint (default: newest run).")
 @click.option("--checkpoint", default=None, help="An fda checkpoint file.")
 @click.option("--model", default=None, help="Evaluate an untrained model (zero-shot), e.g. ViT-B-32 or fda-tiny.")
-@click.option("--pretrained", default=None, help="Its weights: an open_clip tag (openai) or a file.")
+@click.option("--pretrained", default=None,
+              help="Its weights: an open_clip tag (openai), a file, or 'none' for random init (with --seed).")
 @click.option("--alpha-checkpoint", default=None, help="Official Alpha-CLIP vision weights over --pretrained.")
 @click.option("--runs-dir", default=_default(E, "runs_dir"), show_default=True, help="Where runs are looked for.")
-@click.option("--frames", type=int, default=_default(E, "frames"), show_default=True,
-              help="Frames per clip the shards must hold.")
+@click.option("--frames", type=int, default=None,
+              help="Frames per clip the shards must hold (default: what the shards' manifest says).")
 @click.option("--batch-size", type=int, default=_default(E, "batch_size"), show_default=True,
               help="Clips per forward pass.")
 @click.option("--text-batch-size", type=int, default=_default(E, "text_batch_size"), show_default=True,
@@ -279,12 +324,14 @@ M = EmbedConfig
 
 @cli.command()
 @click.option("--out", required=True, help="Folder for the embeddings (EMB_DIR).")
-@click.option("--shards", default=_default(M, "shards"), show_default=True, help="Shard set folder.")
+@click.option("--shards", default=None, help="Shard set folder (default: the one the run or checkpoint was trained "
+              "on, as its train_config.json records, else ./shards).")
 @click.option("--split", default=None, help="Comma list of splits (default: all).")
 @click.option("--run", default=None, help="Run folder: use its best checkpoint.")
 @click.option("--checkpoint", default=None, help="An fda checkpoint file.")
 @click.option("--model", default=None, help="An untrained model name (ViT-B-32, fda-tiny, ...).")
-@click.option("--pretrained", default=None, help="Its weights: an open_clip tag (openai) or a file.")
+@click.option("--pretrained", default=None,
+              help="Its weights: an open_clip tag (openai), a file, or 'none' for random init (with --seed).")
 @click.option("--alpha-checkpoint", default=None, help="Official Alpha-CLIP vision weights over --pretrained.")
 @click.option("--runs-dir", default=_default(M, "runs_dir"), show_default=True, help="Where runs are looked for.")
 @click.option("--batch-size", type=int, default=_default(M, "batch_size"), show_default=True,
@@ -324,14 +371,27 @@ Q = SearchConfig
               show_default=True, help="What to search.")
 @click.option("--exact", is_flag=True, default=False, help="Flat exact search even when a faiss index exists.")
 @click.option("--device", default=_default(Q, "device"), show_default=True, help="Where the text encoder runs.")
+@click.option("--json", "json", is_flag=True, default=False,
+              help="Print one JSON document ({query, video, target, hits: [{rank, id, score, text}]}) instead.")
 def search(**kwargs: Any) -> None:
-    """Top matches for a text QUERY (or --video ID) in embeddings written by fda embed."""
+    """Top matches for a text QUERY (or --video ID) in embeddings written by fda embed.
+
+    Scores are cosine similarities, clipped to [-1, 1] and rounded to 3 decimals (embeddings are stored in float16).
+    """
     from fda.eval.embeddings import run_search
 
     cfg = build_config(SearchConfig, **kwargs)
     hits = run_stage(run_search, cfg)
+    if cfg.json:
+        import json
+
+        doc = {"query": cfg.query, "video": cfg.video, "target": cfg.target,
+               "hits": [{"rank": rank, "id": hit.id, "score": hit.cosine, "text": hit.text}
+                        for rank, hit in enumerate(hits, 1)]}
+        click.echo(json.dumps(doc, ensure_ascii=False))
+        return
     for rank, hit in enumerate(hits, 1):
-        click.echo(f"{rank:>3}  {hit.score:+.4f}  {hit.id}" + (f"  {hit.text}" if hit.text else ""))
+        click.echo(f"{rank:>3}  {hit.cosine:+.3f}  {hit.id}" + (f"  {hit.text}" if hit.text else ""))
 
 
 # --- fda demo ----------------------------------------------------------------------------------------------------
@@ -361,7 +421,7 @@ D = DemoConfig
 @click.option("--lr", type=float, default=_default(D, "lr"), show_default=True, help="Learning rate.")
 @click.option("--alpha-lr", type=float, default=_default(D, "alpha_lr"), show_default=True,
               help="Learning rate of the alpha conv.")
-@click.option("--workers", type=int, default=_default(D, "workers"), show_default=True,
+@click.option("--loader-workers", type=int, default=_default(D, "loader_workers"), show_default=True,
               help="DataLoader workers while training (0: the main process).")
 @click.option("--device", default=_default(D, "device"), show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--seeds", default=_default(D, "seeds"), show_default=True,

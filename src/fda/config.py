@@ -23,8 +23,8 @@ MAX_FRAMES = 99  # member names carry two digits: f00 ... f98
 
 
 def flag(name: str) -> str:
-    """The CLI option for a config field: ``frames_train`` -> ``--frames-train``."""
-    return "--" + name.replace("_", "-")
+    """The CLI option for a config field: ``frames_train`` -> ``--frames-train``, ``n`` -> ``-n``."""
+    return ("-" if len(name) == 1 else "--") + name.replace("_", "-")
 
 
 def _require(ok: bool, field: str, value: Any, need: str) -> None:
@@ -247,7 +247,7 @@ class TrainConfig:
     captions: str = "all"
     batch_size: int = 128
     accum_steps: int = 1
-    workers: int = 4
+    workers: int = 4  # DataLoader workers per process: the CLI's --loader-workers (--workers: deprecated spelling)
     shuffle_buffer: int = 500
     epochs: int = 5
     max_steps: Optional[int] = None
@@ -281,7 +281,7 @@ class TrainConfig:
         for name in ("batch_size", "accum_steps", "epochs", "log_every", "keep_last", "save_every"):
             value = getattr(self, name)
             _require(isinstance(value, int) and value >= 1, name, value, "an integer >= 1")
-        _require(isinstance(self.workers, int) and self.workers >= 0, "workers", self.workers,
+        _require(isinstance(self.workers, int) and self.workers >= 0, "loader_workers", self.workers,
                  ">= 0 (0: load in the main process)")
         _require(self.shuffle_buffer >= 1, "shuffle_buffer", self.shuffle_buffer, ">= 1 video (1: no shuffle)")
         _require(self.max_steps is None or self.max_steps >= 1, "max_steps", self.max_steps, ">= 1")
@@ -314,14 +314,14 @@ class EvalConfig:
     """``fda eval``: retrieval metrics of a trained run, a checkpoint, or a never-trained model on one split."""
 
     split: str = "test"
-    shards: str = "shards"
+    shards: Optional[str] = None  # None: the shard set the run trained on, else ./shards
     run: Optional[str] = None
     checkpoint: Optional[str] = None
     model: Optional[str] = None
     pretrained: Optional[str] = None
     alpha_checkpoint: Optional[str] = None
     runs_dir: str = "runs"
-    frames: Optional[int] = 12
+    frames: Optional[int] = None  # None: whatever the shards hold
     batch_size: int = 32
     text_batch_size: int = 256
     workers: int = 2
@@ -351,7 +351,7 @@ class EmbedConfig:
     """``fda embed``: video and caption embeddings of a shard set, written in chunks for ``fda search``."""
 
     out: str
-    shards: str = "shards"
+    shards: Optional[str] = None  # None: the shard set the run trained on, else ./shards
     split: Optional[str] = None
     run: Optional[str] = None
     checkpoint: Optional[str] = None
@@ -397,10 +397,13 @@ class SearchConfig:
     target: str = "videos"
     exact: bool = False
     device: str = "auto"
+    json: bool = False
 
     def __post_init__(self) -> None:
         if (self.query is None) == (self.video is None):
             raise ConfigError("give a text QUERY or --video ID (exactly one)")
+        if self.query is not None and not self.query.strip():
+            raise ConfigError("QUERY is empty: give some words to search for, or --video ID")
         _require(isinstance(self.k, int) and self.k >= 1, "k", self.k, "an integer >= 1")
         _choice("target", self.target, SEARCH_TARGETS)
         _require(isinstance(self.device, str) and self.device.split(":")[0] in ("auto", "cpu", "cuda", "mps"),
@@ -428,7 +431,7 @@ class DemoConfig:
     batch_size: int = 16
     lr: float = 1e-3
     alpha_lr: float = 1e-3
-    workers: int = 0
+    loader_workers: int = 0
     device: str = "auto"
     seeds: str = "0,1"
     visualize: int = 8
@@ -451,7 +454,7 @@ class DemoConfig:
         for name in ("lr", "alpha_lr"):
             value = getattr(self, name)
             _require(0 < value < 1, name, value, "in (0, 1)")
-        _require(self.workers >= 0, "workers", self.workers, ">= 0")
+        _require(self.loader_workers >= 0, "loader_workers", self.loader_workers, ">= 0 (0: the main process)")
         parse_seeds(self.seeds)
         _require(isinstance(self.visualize, int) and self.visualize >= 0, "visualize", self.visualize,
                  ">= 0 test videos to draw (0: no pictures)")
@@ -462,7 +465,7 @@ class DemoConfig:
                                  train_videos=self.train_videos, test_videos=self.test_videos, size=self.size,
                                  fps=self.fps, frames=self.frames, model=self.model, pretrained=self.pretrained,
                                  steps=self.steps, batch_size=self.batch_size, lr=self.lr, alpha_lr=self.alpha_lr,
-                                 train_workers=self.workers, device=self.device)
+                                 train_workers=self.loader_workers, device=self.device)
 
 
 # --- visualize, masks-stats, sweep, ablate, bench-motion ----------------------------------------------------------

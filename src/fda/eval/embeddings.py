@@ -16,6 +16,7 @@ running top-k. An HNSW index (faiss, the optional extra ``fda[faiss]``) only pay
 where one flat scan reads gigabytes per query; it is approximate, and ``--exact`` bypasses it.
 """
 
+import functools
 import hashlib
 import logging
 import os
@@ -113,20 +114,23 @@ def run_embed(cfg: EmbedConfig) -> EmbedResult:
         ConfigError: bad model options.
         EnvError: ``--index hnsw`` without faiss installed.
     """
-    from fda.eval.retrieval import encode_texts, iter_video_features, load_model, resolve_device, resolve_model_source
+    from fda.eval.retrieval import (describe_source, encode_texts, iter_video_features, load_model, resolve_device,
+                                    resolve_model_source, resolve_shards)
     from fda.shards.loader import load_split
 
     if cfg.index == "hnsw":
         _import_faiss()
     make_out_dir(cfg.out)  # a file or an unwritable place fails here, before the model is loaded
-    manifest = read_manifest(cfg.shards)
-    if manifest is None:
-        raise InputError(f"{cfg.shards!r} has no {MANIFEST}: run fda preprocess first or fix --shards")
-    splits = list(cfg.splits or [s for s in ("train", "val", "test") if manifest.get("splits", {}).get(s)])
-    infos = [load_split(cfg.shards, s) for s in splits]
     source = resolve_model_source(cfg)  # type: ignore[arg-type]
+    shards = resolve_shards(cfg.shards, source)
+    manifest = read_manifest(shards)
+    if manifest is None:
+        raise InputError(f"{shards!r} has no {MANIFEST}: run fda preprocess first or fix --shards")
+    splits = list(cfg.splits or [s for s in ("train", "val", "test") if manifest.get("splits", {}).get(s)])
+    infos = [load_split(shards, s) for s in splits]
     device = resolve_device(cfg.device)
     model, identity = load_model(source, device, cfg.seed)
+    logger.info("embedding with %s: %s splits %s", describe_source(source, identity), shards, ", ".join(splits))
     from fda.model import get_tokenizer
 
     tokenizer = get_tokenizer(model.context_length)
@@ -161,12 +165,12 @@ def run_embed(cfg: EmbedConfig) -> EmbedResult:
     index_file = None
     if cfg.index == "hnsw":
         index_file = build_hnsw_index(cfg.out, videos.chunks, model.embed_dim)
-    with open(os.path.join(cfg.shards, MANIFEST), "rb") as f:
+    with open(os.path.join(shards, MANIFEST), "rb") as f:
         manifest_sha = hashlib.sha256(f.read()).hexdigest()
     doc = {"fda_version": __version__, "dim": int(model.embed_dim), "dtype": "float16", "normalized": True,
            "model": {"name": model.name, "use_alpha": bool(model.use_alpha), **identity}, "source": source,
            "logit_scale": float(model.logit_scale.detach().float().exp().cpu()),
-           "shards": {"dir": os.path.abspath(cfg.shards), "manifest_sha256": manifest_sha, "splits": splits},
+           "shards": {"dir": os.path.abspath(shards), "manifest_sha256": manifest_sha, "splits": splits},
            "videos": {"count": videos.total, "chunks": videos.chunks},
            "captions": {"count": captions.total, "chunks": captions.chunks},
            "index": {"kind": "hnsw", "file": index_file, "M": HNSW_M} if index_file else None,
@@ -210,6 +214,12 @@ class Hit:
     id: str
     score: float
     text: Optional[str] = None
+
+    @property
+    def cosine(self) -> float:
+        """The score as shown: clipped to [-1, 1] and rounded to 3 decimals (rows are stored in float16, about 3
+        significant digits, so a unit row can score 1.0001 against itself)."""
+        return round(min(1.0, max(-1.0, self.score)), 3)
 
 
 class EmbeddingStore:
@@ -296,12 +306,34 @@ def index_search(store: EmbeddingStore, query: np.ndarray, k: int, exclude: Sequ
     return hits[:k]
 
 
-def _text_query(store: EmbeddingStore, text: str, device: Any) -> np.ndarray:
-    """Encode ``text`` with the model the embeddings were made with (re-built from the record)."""
-    from fda.eval.retrieval import _sha256_file, encode_texts, load_model
+def _sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(functools.partial(f.read, 1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
+
+def _device(name: str) -> Any:
+    """``auto``: CUDA when available, else CPU (as ``fda.eval.retrieval.resolve_device``, without its imports)."""
+    import torch
+
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(name).startswith("cuda") and not torch.cuda.is_available():
+        raise EnvError(f"--device {name}: CUDA is not available here; use --device cpu")
+    return torch.device(name)
+
+
+def _text_query(store: EmbeddingStore, text: str, device_name: str) -> np.ndarray:
+    """Encode ``text`` with the model the embeddings were made with (re-built from the record).
+
+    A checkpoint's text tower alone is used when it is a plain CLIP one (:mod:`fda.model.text`: no open_clip import,
+    seconds faster); anything else builds the whole model.
+    """
     source = store.doc["source"]
     recorded = store.doc["model"]
+    device = _device(device_name)
     if source.get("checkpoint"):
         if not os.path.isfile(source["checkpoint"]):
             raise InputError(f"the checkpoint these embeddings were made with is gone ({source['checkpoint']}): "
@@ -309,6 +341,13 @@ def _text_query(store: EmbeddingStore, text: str, device: Any) -> np.ndarray:
         if _sha256_file(source["checkpoint"]) != recorded.get("checkpoint_sha256"):
             raise InputError(f"{source['checkpoint']} changed since fda embed: text queries would not match the "
                              f"stored embeddings; re-run fda embed")
+        from fda.model.text import load_text_encoder
+
+        encoder = load_text_encoder(source["checkpoint"], device)
+        if encoder is not None:
+            return encoder.encode([text])[0]
+    from fda.eval.retrieval import encode_texts, load_model
+
     model, _ = load_model(source, device, int(recorded.get("seed") or 0))
     return encode_texts(model, [text], device=device, progress=False)[0]
 
@@ -320,8 +359,6 @@ def run_search(cfg: SearchConfig) -> List[Hit]:
         InputError: no embeddings, an unknown video id, no captions embedded.
         EnvError: the index needs faiss and it is not installed.
     """
-    from fda.eval.retrieval import resolve_device
-
     store = EmbeddingStore(cfg.emb_dir)
     if store.count(cfg.target) == 0:
         raise InputError(f"{cfg.emb_dir!r} holds no {cfg.target} embeddings (fda embed --no-captions?)")
@@ -329,7 +366,7 @@ def run_search(cfg: SearchConfig) -> List[Hit]:
         query = store.video_vector(cfg.video)
         exclude: Sequence[str] = (cfg.video,) if cfg.target == "videos" else ()
     else:
-        query = _text_query(store, str(cfg.query), resolve_device(cfg.device))
+        query = _text_query(store, str(cfg.query), cfg.device)
         exclude = ()
     if cfg.target == "videos" and store.doc.get("index") and not cfg.exact:
         return index_search(store, query, cfg.k, exclude)

@@ -400,9 +400,46 @@ def open_split(shards_dir: str, split: str, frames: Optional[int]) -> SplitInfo:
     """
     info = load_split(shards_dir, split)
     if frames is not None and info.frames and info.frames != frames:
+        option = "--frames-train" if split == "train" else "--frames-test"
         raise InputError(f"shards in {shards_dir!r} hold {info.frames} frames per {split} clip, --frames is {frames}: "
-                         f"pass --frames {info.frames} or rerun fda preprocess with --frames-test {frames}")
+                         f"pass --frames {info.frames} (or leave it out) or rerun fda preprocess with {option} "
+                         f"{frames}")
     return info
+
+
+DEFAULT_SHARDS = "shards"
+
+
+def resolve_shards(shards: Optional[str], source: Dict[str, Any]) -> str:
+    """The shard set to read: ``shards`` when given, else the one the run (or checkpoint) trained on, else ./shards.
+
+    The run's shard set comes from its ``train_config.json`` (beside ``checkpoints/``).
+
+    Raises:
+        InputError: the run records a shard set that no longer exists.
+    """
+    if shards:
+        return shards
+    run_dir = source.get("run_dir")
+    if not run_dir and source.get("checkpoint"):
+        run_dir = os.path.dirname(os.path.dirname(os.path.abspath(source["checkpoint"])))
+    config = os.path.join(run_dir, "train_config.json") if run_dir else ""
+    if not config or not os.path.isfile(config):
+        return DEFAULT_SHARDS
+    try:
+        with open(config, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return DEFAULT_SHARDS
+    recorded = [p for p in ((doc.get("shards") or {}).get("dir"), doc.get("shards_dir")) if isinstance(p, str)]
+    for path in recorded:
+        if os.path.isdir(path):
+            logger.info("shards: %s (recorded in %s)", path, config)
+            return path
+    if recorded:
+        raise InputError(f"the run in {run_dir!r} trained on shards {recorded[0]!r}, which do not exist here: pass "
+                         f"--shards DIR")
+    return DEFAULT_SHARDS
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -510,6 +547,14 @@ def load_model(source: Dict[str, Any], device: torch.device, seed: int = 0) -> T
     return model, identity
 
 
+def describe_source(source: Dict[str, Any], identity: Dict[str, Any]) -> str:
+    """``checkpoint X (step N)`` or ``model M (weights W)`` for log lines."""
+    if source.get("checkpoint"):
+        step = identity.get("step")
+        return f"checkpoint {source['checkpoint']}" + (f" (step {step})" if step is not None else "")
+    return f"model {source.get('model') or '?'} (weights {source.get('pretrained') or 'none: random init'})"
+
+
 def _out_dir(cfg: EvalConfig, source: Dict[str, Any]) -> str:
     if cfg.out:
         return cfg.out
@@ -562,12 +607,15 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
         EnvError: a device that is not there.
     """
     start = time.perf_counter()
-    info = open_split(cfg.shards, cfg.split, cfg.frames)
-    with open(os.path.join(cfg.shards, MANIFEST), "rb") as f:
-        manifest_sha = hashlib.sha256(f.read()).hexdigest()
     source = resolve_model_source(cfg)
+    shards = resolve_shards(cfg.shards, source)
+    info = open_split(shards, cfg.split, cfg.frames)
+    with open(os.path.join(shards, MANIFEST), "rb") as f:
+        manifest_sha = hashlib.sha256(f.read()).hexdigest()
     device = resolve_device(cfg.device)
     model, identity = load_model(source, device, cfg.seed)
+    logger.info("evaluating %s on %s split %s (%d videos, %d frames per clip)", describe_source(source, identity),
+                shards, cfg.split, info.videos, info.frames)
     main = bool(model.use_alpha)
     variants = [main] + ([False] if cfg.baseline and main else [])
     out_dir = _out_dir(cfg, source)
@@ -602,7 +650,7 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
         "frames": info.frames,
         "model": {"name": model.name, "use_alpha": main, **identity},
         "source": source,
-        "shards": {"dir": os.path.abspath(cfg.shards), "manifest_sha256": manifest_sha, "frames": info.frames,
+        "shards": {"dir": os.path.abspath(shards), "manifest_sha256": manifest_sha, "frames": info.frames,
                    "size": info.size,
                    "mask": {k: info.config.get(k) for k in ("tau", "kernel", "min_area", "empty_mask", "diff_mode")}},
         "metrics": {k: metrics[k] for k in ("model", "baseline", "difference") if k in metrics},

@@ -98,7 +98,8 @@ def load_checkpoint(path: str, device: Union[str, torch.device] = "cpu") -> Tupl
     try:
         weights = read_weights(path)
     except InputError as err:
-        raise InputError(f"{path} is not an fda checkpoint: {err}") from None
+        cause = str(err)[len(path) + 2:] if str(err).startswith(f"{path}: ") else str(err)
+        raise InputError(f"{path} is not an fda checkpoint: {cause}") from None
     if weights.kind != "fda":
         raise InputError(f"{path} is not an fda checkpoint (it looks like a {weights.kind} file): load it with "
                          f"load_alpha_clip(pretrained=...)")

@@ -146,6 +146,13 @@ def get_tokenizer(context_length: int = 77) -> Tokenizer:
     return open_clip.SimpleTokenizer(context_length=context_length)
 
 
+def normalize_pretrained(pretrained: Optional[str]) -> Optional[str]:
+    """The one rule for ``--pretrained`` in every command: ``none`` (any case) or empty means random init (None)."""
+    if pretrained is None or pretrained.strip().lower() in ("", "none"):
+        return None
+    return pretrained
+
+
 def _looks_like_path(value: str) -> bool:
     return os.sep in value or "/" in value or value.lower().endswith(_PATH_SUFFIXES)
 
@@ -169,6 +176,14 @@ def _download_tag(config: Dict[str, Any], tag: str, cache_dir: Optional[str]) ->
         if theirs is not None and tuple(round(v, 6) for v in theirs) != tuple(round(v, 6) for v in ours):
             log.warning("%s/%s was trained with image %s %s; fda normalises with CLIP's %s", oc_name, tag, key,
                         theirs, ours)
+    cached = _cached_weights(tag_cfg, cache_dir)
+    if cached:
+        return cached, tag_cfg
+    host = _weights_host(tag_cfg)
+    if host and not _reachable(host):
+        raise EnvError(f"open_clip weights {oc_name}/{tag} are not in the local cache and {host} cannot be reached "
+                       f"(offline?): pass a local file with --pretrained FILE, --pretrained none for random init, or "
+                       f"use --model fda-tiny")
     try:
         path = open_clip.download_pretrained(tag_cfg, cache_dir=cache_dir)
     except Exception as err:  # noqa: BLE001 - network and hub errors come in many types
@@ -181,13 +196,80 @@ def _download_tag(config: Dict[str, Any], tag: str, cache_dir: Optional[str]) ->
     return path, tag_cfg
 
 
+def _hub_files(tag_cfg: Dict[str, Any]) -> Tuple[str, List[str]]:
+    """``(repo id, candidate file names)`` of a hub-hosted tag, safetensors first (open_clip's order)."""
+    from open_clip.pretrained import HF_WEIGHTS_NAME, _get_safe_alternatives
+
+    repo, filename = os.path.split(tag_cfg["hf_hub"])
+    filename = filename or HF_WEIGHTS_NAME
+    return repo, [*_get_safe_alternatives(filename), filename]
+
+
+def _uses_hub(tag_cfg: Dict[str, Any]) -> bool:
+    from open_clip.pretrained import has_hf_hub
+
+    return bool(tag_cfg.get("hf_hub")) and has_hf_hub()
+
+
+def _cached_weights(tag_cfg: Dict[str, Any], cache_dir: Optional[str]) -> Optional[str]:
+    """The local file of a tag's weights when open_clip (hub or URL cache) already has it, else None.
+
+    A cached hub file is returned as is: asking the hub whether it changed would block for a long time offline.
+    """
+    if "file" in tag_cfg:
+        return tag_cfg["file"]
+    if _uses_hub(tag_cfg):
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, names = _hub_files(tag_cfg)
+        for name in names:
+            found = try_to_load_from_cache(repo_id=repo, filename=name, cache_dir=cache_dir)
+            if isinstance(found, str) and os.path.isfile(found):
+                return found
+        return None
+    url = tag_cfg.get("url", "")
+    path = os.path.join(cache_dir or os.path.expanduser("~/.cache/clip"), os.path.basename(url)) if url else ""
+    return path if path and os.path.isfile(path) else None
+
+
+def _weights_host(tag_cfg: Dict[str, Any]) -> Optional[str]:
+    """The host a tag's weights would be downloaded from."""
+    from urllib.parse import urlparse
+
+    if _uses_hub(tag_cfg):
+        return urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname
+    return urlparse(tag_cfg.get("url", "")).hostname
+
+
+def _reachable(host: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to ``host``:443 opens within ``timeout`` seconds (name lookup included)."""
+    import socket
+    import threading
+
+    if host.endswith("huggingface.co") and os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    result: List[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)  # getaddrinfo has no timeout of its own
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
 def _inferred_config(weights: Weights) -> Dict[str, Any]:
     """A config document for weights given without a model name: inferred shapes, named after a shipped match."""
     model_cfg = infer_model_cfg(weights.state_dict, quick_gelu=True if weights.quick_gelu is None else
                                 weights.quick_gelu)
     for name in list_models():
         doc = get_model_config(name)
-        if _same_arch(doc["model_cfg"], model_cfg):
+        if same_architecture(doc["model_cfg"], model_cfg):
             log.info("%s: architecture inferred from the file matches %s", weights.path, name)
             return {"name": name, "model_cfg": model_cfg, "fda": doc.get("fda", {})}
     base = os.path.splitext(os.path.basename(weights.path))[0]
@@ -195,8 +277,8 @@ def _inferred_config(weights: Weights) -> Dict[str, Any]:
     return {"name": f"inferred-{base}", "model_cfg": model_cfg, "fda": {"open_clip_name": None, "alpha_init": "zero"}}
 
 
-def _same_arch(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
-    """Equal ViT CLIP shapes (open_clip defaults filled in; QuickGELU not compared)."""
+def same_architecture(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
+    """Equal ViT CLIP shapes of two ``model_cfg`` blocks (open_clip defaults filled in; QuickGELU not compared)."""
     vdef = {"head_width": 64, "mlp_ratio": 4.0}
     tdef = {"mlp_ratio": 4.0}
     return (a.get("embed_dim") == b.get("embed_dim")
@@ -216,7 +298,7 @@ def load_alpha_clip(model_name: Optional[str] = None, pretrained: Optional[str] 
             inferred from its shapes) or an fda checkpoint (which records its config).
         pretrained: an open_clip pretrained tag (``openai``, downloaded by open_clip) or a local file: an
             OpenAI-format state dict (with or without ``visual.conv1_alpha.weight``), an OpenAI TorchScript archive,
-            an open_clip checkpoint, or an fda checkpoint. None: random init.
+            an open_clip checkpoint, or an fda checkpoint. None or ``"none"``: random init.
         alpha_checkpoint: an official Alpha-CLIP release checkpoint of the vision tower, loaded over ``pretrained``'s
             vision tower (the text tower stays ``pretrained``'s).
         device: where the model lives.
@@ -236,6 +318,7 @@ def load_alpha_clip(model_name: Optional[str] = None, pretrained: Optional[str] 
         raise EnvError(f"--device {device}: no CUDA device is visible; use --device cpu")
     config = get_model_config(model_name) if model_name else None
     weights: Optional[Weights] = None
+    pretrained = normalize_pretrained(pretrained)
     if pretrained:
         if os.path.isfile(pretrained):
             weights = read_weights(pretrained)
@@ -253,9 +336,9 @@ def load_alpha_clip(model_name: Optional[str] = None, pretrained: Optional[str] 
                           f"(--alpha-checkpoint), with the CLIP weights it was trained from as --pretrained")
     if weights is not None and weights.kind == "fda":
         saved = weights.meta["model_cfg"]
-        if config is not None and config.get("model_cfg") != saved.get("model_cfg"):
-            log.warning("%s records its own model config (%s); --model %s is ignored", weights.path,
-                        saved.get("name"), model_name)
+        if config is not None and not same_architecture(config.get("model_cfg", {}), saved.get("model_cfg", {})):
+            raise ConfigError(f"--pretrained {weights.path} is an fda checkpoint of {saved.get('name')} but --model is "
+                              f"{model_name}: pass --model {saved.get('name')}, or other weights")
         config = saved
         if use_alpha is None:
             use_alpha = bool(weights.meta.get("use_alpha", True))

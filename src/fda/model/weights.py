@@ -137,9 +137,7 @@ def read_weights(path: str) -> Weights:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - pickle errors have many types
-            msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise InputError(f"{path}: not a checkpoint fda can read with torch.load(weights_only=True): {msg}") \
-                from None
+            raise InputError(f"{path}: {load_error_cause(err)}") from None
     if not isinstance(obj, Mapping):
         raise InputError(f"{path}: expected a state dict or a checkpoint dict, got {type(obj).__name__}")
     if "fda_version" in obj and "model_cfg" in obj and "state_dict" in obj:
@@ -171,6 +169,26 @@ def read_weights(path: str) -> Weights:
         quick_gelu = _open_clip_name_quick_gelu(meta.get("name"))
     log.info("%s: %s checkpoint, %d tensors", path, kind, len(sd))
     return Weights(path, kind, _tensors_only(sd, path), quick_gelu, meta, alpha_naming=alpha_naming)
+
+
+def load_error_cause(err: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in a few words (torch's own messages run to paragraphs)."""
+    text = " ".join(str(err).split())
+    if "failed finding central directory" in text or "PytorchStreamReader failed" in text:
+        return "truncated or corrupt (not a complete checkpoint archive): copy or save it again"
+    if "legacy .tar format" in text:
+        return "a tar archive (an fda shard, or a pre-1.6 PyTorch file), not a checkpoint fda reads"
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"it pickles Python objects ({found.group(1)}) that torch.load(weights_only=True) refuses: save a "
+                f"plain state dict")
+    if isinstance(err, EOFError) or "Ran out of input" in text:
+        return "empty or truncated file"
+    if "Weights only load failed" in text or type(err).__name__ == "UnpicklingError" or isinstance(
+            err, (KeyError, ValueError)):
+        return "not a PyTorch checkpoint"
+    first = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0] if text else type(err).__name__
+    return f"cannot be read with torch.load ({type(err).__name__}: {first[:160]})"
 
 
 def _open_clip_name_quick_gelu(name: Any) -> Optional[bool]:

@@ -175,7 +175,8 @@ def check_plan(info: SplitInfo, batch_size: int, world_size: int, workers: int, 
     if fewest < batch_size:
         raise ConfigError(f"--batch-size {batch_size} needs that many distinct videos per data stream, but with "
                           f"{world_size} process(es) x {max(1, workers)} worker(s) over {len(info.shards)} shard(s) "
-                          f"of {info.videos} videos one stream sees only {fewest}: lower --batch-size or --workers")
+                          f"of {info.videos} videos one stream sees only {fewest}: lower --batch-size or "
+                          f"--loader-workers")
 
 
 def logical_worker(physical: int, workers: int, skip: int) -> int:
@@ -360,7 +361,7 @@ def _batch_unique(pairs: Iterator[Dict[str, Any]], batch_size: int) -> Iterator[
             held.append(pair)
             if len(held) > limit:
                 raise InputError(f"cannot fill a batch of {batch_size} distinct videos: {len(held)} pairs held back "
-                                 f"(too few videos per data stream): lower --batch-size or --workers")
+                                 f"(too few videos per data stream): lower --batch-size or --loader-workers")
             continue
         batch.append(pair)
         videos.add(pair["video"])

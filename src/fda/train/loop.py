@@ -31,6 +31,10 @@ class NonFiniteLossError(FdaError):
     exit_code = 3
 
 
+def _never() -> bool:
+    return False
+
+
 @dataclass
 class LoopSpec:
     """What the loop needs besides the config, model, optimiser and data.
@@ -47,6 +51,8 @@ class LoopSpec:
         scaler: a ``torch.amp.GradScaler`` for fp16, else None.
         no_sync: ``no_sync() -> context manager`` to skip DDP's all-reduce on accumulation micro-steps.
         global_batch: pairs per optimiser step over all ranks (for samples/s).
+        should_stop: ``should_stop() -> bool``, asked after every step (and its checkpoint and validation): True
+            ends the loop early, at a step boundary (an interrupt); the caller saves and reports.
     """
 
     total_steps: int
@@ -59,6 +65,7 @@ class LoopSpec:
     scaler: Optional[Any] = None
     no_sync: Callable[[], Any] = contextlib.nullcontext
     global_batch: int = 0
+    should_stop: Callable[[], bool] = _never
 
 
 def _finite(value: torch.Tensor) -> bool:
@@ -68,7 +75,7 @@ def _finite(value: torch.Tensor) -> bool:
 def train(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator[Dict[str, Any]],
           spec: LoopSpec, *, on_log: Optional[Callable[[int, Dict[str, float]], None]] = None,
           on_validate: Optional[Callable[[int], Optional[Dict[str, float]]]] = None,
-          on_checkpoint: Optional[Callable[[int, Optional[Dict[str, float]]], None]] = None) -> int:
+          on_checkpoint: Optional[Callable[[int], None]] = None) -> int:
     """Run optimiser steps ``spec.start_step .. spec.total_steps - 1``.
 
     Args:
@@ -78,19 +85,19 @@ def train(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer, 
         batches: endless iterator of loader batches, positioned at ``spec.start_step``.
         spec: see :class:`LoopSpec`.
         on_log: called after every step with ``train/*`` metrics.
-        on_validate: called when validation is due; returns metrics (or None when there is nothing to validate).
-        on_checkpoint: called every ``cfg.save_every`` steps and after the last, with the step count done and the
-            latest validation metrics of that step (or None).
+        on_validate: called when validation is due, after that step's checkpoint (a failing validation cannot lose
+            the step); returns metrics (or None when there is nothing to validate).
+        on_checkpoint: called every ``cfg.save_every`` steps and after the last, with the step count done.
 
     Returns:
-        The number of steps done (``spec.total_steps``).
+        The number of steps done: ``spec.total_steps``, or fewer when ``spec.should_stop`` ended the loop.
 
     Raises:
         NonFiniteLossError: the loss or gradient norm was NaN/inf; nothing was stepped or saved for that step.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     step = spec.start_step
-    while step < spec.total_steps:
+    while step < spec.total_steps and not spec.should_stop():
         t_start = time.perf_counter()
         clip_lr = set_lr(optimizer, step, spec.warmup_steps, spec.total_steps)
         wait, loss_sum, recall_sum = 0.0, 0.0, 0.0
@@ -138,10 +145,12 @@ def train(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer, 
                    "train/epoch": step / spec.steps_per_epoch}
         if on_log is not None:
             on_log(step, metrics)
-        val_due = (step % cfg.val_every == 0) if cfg.val_every else (step % spec.steps_per_epoch == 0)
-        val_metrics = on_validate(step) if (on_validate is not None and (val_due or step == spec.total_steps)) else None
+        # checkpoint first: whatever validation does, the step is on disk
         if on_checkpoint is not None and (step % cfg.save_every == 0 or step == spec.total_steps):
-            on_checkpoint(step, val_metrics)
+            on_checkpoint(step)
+        val_due = (step % cfg.val_every == 0) if cfg.val_every else (step % spec.steps_per_epoch == 0)
+        if on_validate is not None and (val_due or step == spec.total_steps):
+            on_validate(step)
     return step
 
 

@@ -13,7 +13,13 @@ A run folder holds::
 
 Rerunning into a RUN_DIR that has checkpoints (or ``--resume``) restores model, optimiser, grad scaler, step, RNG
 states and the data position; the loader and every per-step random draw depend only on (seed, step), so a resumed
-CPU run reproduces the uninterrupted run's losses exactly.
+CPU run reproduces the uninterrupted run's losses exactly. A resume refuses options that would make the checkpoint
+mean something else (:data:`RESUME_FIXED`) and applies the others from the resumed step on, recording each change in
+``train_config.json`` (``changes``).
+
+SIGINT or SIGTERM (Ctrl-C, ``kill``, a scheduler's pre-emption) finishes the current step, writes a step checkpoint
+and ends with :class:`TrainInterrupted` (exit code 130 or 143); a second signal aborts at once. The step checkpoint
+is written before validation, and a failing validation is logged and switched off, so neither loses training.
 """
 
 import contextlib
@@ -25,6 +31,8 @@ import json
 import logging
 import os
 import re
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -35,7 +43,7 @@ from fda import __version__
 from fda.config import TrainConfig, make_out_dir
 from fda.errors import ConfigError, EnvError, FdaError, InputError
 from fda.shards.loader import SplitInfo, batches_per_epoch, build_train_pipeline, check_plan, load_split
-from fda.shards.schema import read_manifest, write_json_atomic
+from fda.shards.schema import read_json, read_manifest, write_json_atomic
 from fda.train.loop import LoopSpec, NonFiniteLossError, step_seed, train
 from fda.train.optim import build_optimizer, default_warmup, freeze_text_tower
 
@@ -47,6 +55,44 @@ Validate = Callable[[torch.nn.Module, str, str, torch.device], Dict[str, float]]
 CKPT_RE = re.compile(r"^step-(\d+)\.pt$")
 BEST = "best.pt"
 R1_KEYS = ("eval/t2v_R@1", "t2v_R@1", "t2v/R@1", "R@1")
+
+
+class TrainInterrupted(FdaError):
+    """SIGINT/SIGTERM stopped the run at a step boundary after saving it; the exit code is 128 + the signal number."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class StopSignals:
+    """While active (a ``with`` block), SIGINT/SIGTERM only ask the run to stop after the current step.
+
+    Handlers are installed only in the main thread of the main interpreter (signal's own rule); elsewhere ``signum``
+    stays None. A second signal raises :class:`KeyboardInterrupt` (abort without saving).
+    """
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self._old: Dict[int, Any] = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        logger.warning("%s: stopping after this step and saving a checkpoint (send it again to abort without saving)",
+                       signal.Signals(signum).name)
 
 
 @dataclass
@@ -194,6 +240,10 @@ def tokenize_batch(tokenizer: Callable[[List[str]], torch.Tensor], batch: Dict[s
 
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # decoding is PIL work; torch threads in workers only oversubscribe the cores
+    # Ctrl-C reaches the whole process group: the main process stops at a step boundary and shuts its workers down;
+    # a worker dying on the signal first would turn that into a DataLoader error
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _loader_error(err: Exception) -> Exception:
@@ -253,15 +303,23 @@ def _build_model(cfg: TrainConfig, info: SplitInfo, device: torch.device,
     if isinstance(size, int) and info.size and info.size < size:  # before any download
         raise InputError(f"shards in {info.shards_dir} are {info.size} px but {cfg.model} takes {size} px: rerun "
                          f"fda preprocess --size {size} (or larger)")
-    pretrained = cfg.pretrained
-    if pretrained and pretrained.lower() == "none":
-        pretrained = None
-    if pretrained == "openai" and not config.get("fda", {}).get("open_clip_name"):
+    pretrained = effective_pretrained(cfg.pretrained, config)
+    if cfg.pretrained and pretrained is None and cfg.pretrained.lower() != "none":
         logger.info("--model %s has no OpenAI weights: starting from random weights", cfg.model)
-        pretrained = None
     model, tokenizer = load_alpha_clip(cfg.model, pretrained, cfg.alpha_checkpoint, device,
                                        use_alpha=not cfg.no_alpha)
     return model, tokenizer, {}
+
+
+def effective_pretrained(pretrained: Optional[str], config: Dict[str, Any]) -> Optional[str]:
+    """The weights a run really starts from: None for ``none`` (any case), and for ``openai`` on a model without
+    OpenAI weights (fda-tiny); otherwise ``pretrained``."""
+    from fda.model.factory import normalize_pretrained
+
+    pretrained = normalize_pretrained(pretrained)
+    if pretrained == "openai" and not config.get("fda", {}).get("open_clip_name"):
+        return None
+    return pretrained
 
 
 def check_shards_fit(info: SplitInfo, model: Any) -> None:
@@ -310,6 +368,7 @@ def run_train(cfg: TrainConfig, validate: Optional[Validate] = None) -> TrainRes
         ConfigError: inconsistent options (batch larger than a stream's videos, fp16 on CPU, ...).
         EnvError: no device, weights that cannot be downloaded.
         NonFiniteLossError: the loss diverged; the last good checkpoint is kept.
+        TrainInterrupted: SIGINT/SIGTERM; the step reached is saved (exit code 130/143).
     """
     if cfg.out:
         make_out_dir(cfg.out)  # a file or an unwritable place fails here, in one line, before any model is built
@@ -330,7 +389,8 @@ def run_train(cfg: TrainConfig, validate: Optional[Validate] = None) -> TrainRes
         tdist.init_process_group(backend=backend)
         pg = tdist
     try:
-        return _run(cfg, dist, device, info, validate)
+        with StopSignals() as stop:
+            return _run(cfg, dist, device, info, validate, stop)
     finally:
         if pg is not None and pg.is_initialized():
             pg.destroy_process_group()
@@ -354,8 +414,20 @@ def _barrier(dist: Dist) -> None:
         tdist.barrier()
 
 
-def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, validate: Optional[Validate]
-         ) -> TrainResult:
+def _stop_requested(dist: Dist, stop: StopSignals, device: torch.device) -> int:
+    """The signal that asks to stop (0: none), agreed on by every rank so that all stop at the same step."""
+    signum = stop.signum or 0
+    if not dist.active:
+        return signum
+    import torch.distributed as tdist
+
+    flag = torch.tensor([signum], dtype=torch.int64, device=device if device.type == "cuda" else "cpu")
+    tdist.all_reduce(flag, op=tdist.ReduceOp.MAX)
+    return int(flag.item())
+
+
+def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, validate: Optional[Validate],
+         stop: StopSignals) -> TrainResult:
     resume_dir = None
     if cfg.resume:
         resume_dir = _run_dir_of(cfg.resume) if os.path.isfile(cfg.resume) else cfg.resume
@@ -389,9 +461,17 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, va
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     start = 0
     best = None
+    history: Dict[str, List[Dict[str, Any]]] = {"changes": [], "events": []}
     if ckpt:
         start = _restore(ckpt, cfg, dist, optimizer, scaler, steps_per_epoch)
-        best = ckpt.get("best_r1")
+        best = _best_so_far(ckpt, _run_dir_of(resume_from), start)  # type: ignore[arg-type]
+        history = _history(_run_dir_of(resume_from), start)  # type: ignore[arg-type]
+        changed = resume_changes(ckpt.get("train_cfg") or {}, cfg, ckpt.get("model_cfg") or {})
+        if changed:
+            logger.info("resuming at step %d with changed options, applied from this step on: %s", start,
+                        ", ".join(f"{flag_name(k)} {old!r} -> {new!r}" for k, old, new in changed))
+            history["changes"] += [{"step": start, "option": flag_name(k), "from": old, "to": new}
+                                   for k, old, new in changed]
     if start >= total:
         logger.info("nothing to do: the run is at step %d of %d", start, total)
     forward: Any = model
@@ -401,15 +481,25 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, va
         forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     val_split = _val_split(cfg) if validate is not None else None
-    if validate is None:
-        logger.info("no periodic validation (no evaluator wired in)")
-    resolved = {**dataclasses.asdict(cfg), "run_dir": run_dir, "world_size": dist.world_size, "device": str(device),
+    if cfg.val_split == "none":
+        logger.info("validation off (--val-split none)")
+    elif validate is None:
+        logger.info("validation off: no evaluator wired in")
+    elif val_split is None:
+        logger.info("validation off: %s has no val or test split", cfg.shards_dir)
+    # what the run really starts from: a resumed run's weights come from its checkpoint, whose config is checked
+    used = effective_pretrained(cfg.pretrained, model.model_cfg)
+    resolved = {**dataclasses.asdict(cfg), "pretrained": used, "run_dir": run_dir, "world_size": dist.world_size,
+                "device": str(device),
                 "amp_dtype": str(dtype).replace("torch.", "") if dtype else None, "total_steps": total,
                 "steps_per_epoch": steps_per_epoch, "warmup_steps": warmup, "val_split": val_split,
                 "fda_version": __version__, "model_name": model.name,
                 "shards": {"split": info.split, "videos": info.videos, "captions": info.captions,
                            "frames": info.frames, "size": info.size, "shards": len(info.shards),
-                           "config": info.config}}
+                           "dir": os.path.abspath(info.shards_dir), "config": info.config},
+                **history}
+    if used != cfg.pretrained:
+        resolved["pretrained_requested"] = cfg.pretrained
     logs = RunLogs(run_dir, start, tensorboard=cfg.tensorboard) if dist.main else None
     if dist.main:
         write_json_atomic(os.path.join(run_dir, "train_config.json"), resolved)
@@ -429,7 +519,8 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, va
         tokens = batch["tokens"].to(device, non_blocking=True)
         return images, (alphas if model.use_alpha else None), tokens
 
-    state: Dict[str, Any] = {"last_ckpt": resume_from, "metrics": {}, "best": best}
+    state: Dict[str, Any] = {"last_ckpt": resume_from, "last_step": start, "metrics": {}, "best": best,
+                             "val_split": val_split}
 
     def on_log(step: int, metrics: Dict[str, float]) -> None:
         if device.type == "cuda":
@@ -444,15 +535,35 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, va
                             metrics["train/logit_scale"], metrics["train/batch_t2v_R@1"],
                             metrics["train/samples_per_s"], 100 * metrics["train/data_wait"])
 
+    def record(event: Dict[str, Any]) -> None:
+        resolved["events"].append(event)
+        if dist.main:
+            write_json_atomic(os.path.join(run_dir, "train_config.json"), resolved)
+
     def on_validate(step: int) -> Optional[Dict[str, float]]:
-        if val_split is None:
+        if state["val_split"] is None:
             return None
         result = None
+        error = None
         if dist.main:
             model.eval()
-            with torch.no_grad():
-                raw = validate(model, cfg.shards_dir, val_split, device)  # type: ignore[misc]
-            model.train()
+            try:
+                with torch.no_grad():
+                    raw = validate(model, cfg.shards_dir, val_split, device)  # type: ignore[misc]
+            except Exception as err:  # noqa: BLE001 - the step is saved; any validation failure only ends validation
+                error = (str(err).strip().splitlines() or [type(err).__name__])[-1][:300]
+                if not isinstance(err, FdaError):
+                    logger.debug("validation error", exc_info=True)
+            finally:
+                model.train()
+        error = _agree(dist, error)
+        if error is not None:
+            logger.warning("step %d: validation on %s failed, validation is off for the rest of the run (training "
+                           "goes on, checkpoint %s is saved): %s", step, val_split, state["last_ckpt"], error)
+            state["val_split"] = None
+            record({"step": step, "event": "validation failed; off from here", "error": error})
+            return None
+        if dist.main:
             result = {(k if k.startswith("eval/") else f"eval/{k}"): float(v) for k, v in raw.items()
                       if isinstance(v, (int, float))}
             if logs is not None:
@@ -468,13 +579,14 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, va
         _barrier(dist)
         return result
 
-    def on_checkpoint(step: int, val_metrics: Optional[Dict[str, float]]) -> None:
+    def on_checkpoint(step: int) -> None:
+        path = os.path.join(run_dir, "checkpoints", f"step-{step:07d}.pt")
         if dist.main:
-            path = os.path.join(run_dir, "checkpoints", f"step-{step:07d}.pt")
-            _save(path, step, model, optimizer, scaler, cfg, dist, steps_per_epoch, val_metrics, state)
+            _save(path, step, model, optimizer, scaler, cfg, dist, steps_per_epoch, None, state)
             for _, old in list_checkpoints(run_dir)[:-cfg.keep_last]:
                 os.remove(old)
-            state["last_ckpt"] = path
+        state["last_ckpt"] = path
+        state["last_step"] = step
 
     batches = data_stream(info, cfg, dist, tokenizer, start_epoch=start // steps_per_epoch,
                           start_batch=(start % steps_per_epoch) * cfg.accum_steps, batches_epoch=batches_epoch,
@@ -484,10 +596,21 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, va
     spec = LoopSpec(total_steps=total, warmup_steps=warmup, steps_per_epoch=steps_per_epoch, prepare=prepare,
                     forward=forward, start_step=start, autocast=autocast, scaler=scaler,
                     no_sync=forward.no_sync if dist.active else contextlib.nullcontext,
-                    global_batch=cfg.batch_size * cfg.accum_steps * dist.world_size)
+                    global_batch=cfg.batch_size * cfg.accum_steps * dist.world_size,
+                    should_stop=functools.partial(_stop_requested, dist, stop, device))
     try:
         steps = train(cfg, model, optimizer, batches, spec, on_log=on_log,
                       on_validate=on_validate if val_split else None, on_checkpoint=on_checkpoint)
+        signum = _stop_requested(dist, stop, device) if steps < total else 0
+        if signum:
+            name = signal.Signals(signum).name
+            if steps > state["last_step"]:
+                on_checkpoint(steps)
+            _barrier(dist)
+            record({"step": steps, "event": f"interrupted by {name}"})
+            saved = f"saved {state['last_ckpt']}" if steps > start else "no step finished, nothing saved"
+            raise TrainInterrupted(f"interrupted by {name} at step {steps} of {total}: {saved}; to resume, rerun with "
+                                   f"the same options and --out {run_dir}", signum)
     except NonFiniteLossError as err:
         kept = state["last_ckpt"] or "none written yet"
         raise NonFiniteLossError(f"{err} (last good checkpoint: {kept})") from None
@@ -521,19 +644,91 @@ def _save(path: str, step: int, model: Any, optimizer: torch.optim.Optimizer, sc
     logger.debug("checkpoint %s", path)
 
 
-# The fields a resumed run must share with the interrupted one for its data and steps to line up.
-_MUST_MATCH = ("shards_dir", "split", "batch_size", "accum_steps", "captions", "seed", "no_alpha")
+RESUME_FIXED = ("model", "pretrained", "alpha_checkpoint", "no_alpha", "freeze_text", "shards_dir", "split",
+                "batch_size", "accum_steps", "captions", "seed", "shuffle_buffer", "augment")
+"""Options a resume refuses to change: the model and its weights, and what shapes the data and its order."""
+
+RESUME_IGNORED = ("out", "resume")
+"""Where the run lives: not options of the run itself."""
+
+
+def flag_name(field: str) -> str:
+    """How ``fda train`` spells a config field: ``lr`` -> ``--lr``, ``workers`` -> ``--loader-workers``."""
+    return {"workers": "--loader-workers", "shards_dir": "SHARDS_DIR"}.get(field, "--" + field.replace("_", "-"))
+
+
+def _comparable(name: str, value: Any, model_cfg: Dict[str, Any]) -> Any:
+    if name == "shards_dir" and isinstance(value, str):
+        return os.path.abspath(value)
+    if name == "model" and isinstance(value, str):
+        return value.replace("/", "-")
+    if name == "pretrained":
+        return effective_pretrained(value, model_cfg)
+    return value
+
+
+def resume_changes(saved: Dict[str, Any], cfg: TrainConfig, model_cfg: Optional[Dict[str, Any]] = None
+                   ) -> List[Tuple[str, Any, Any]]:
+    """``(field, recorded, now)`` for every option that differs from the resumed run's and may change.
+
+    Raises:
+        ConfigError: an option of :data:`RESUME_FIXED` differs (the first one, with the recorded value to pass).
+    """
+    model_cfg = model_cfg or {}
+    changed = []
+    for f in dataclasses.fields(cfg):
+        name = f.name
+        if name not in saved or name in RESUME_IGNORED:
+            continue
+        old, new = saved[name], getattr(cfg, name)
+        if _comparable(name, old, model_cfg) == _comparable(name, new, model_cfg):
+            continue
+        if name in RESUME_FIXED:
+            shown = "none" if name == "pretrained" and _comparable(name, old, model_cfg) is None else old
+            if isinstance(old, bool):
+                fix = f"{'pass' if old else 'drop'} {flag_name(name)}"
+            else:
+                fix = f"pass {'' if name == 'shards_dir' else flag_name(name) + ' '}{shown}"
+            raise ConfigError(f"{flag_name(name)} is {new!r} but the run being resumed used {shown!r}: {fix} to "
+                              f"resume it, or start a new run (another --out)")
+        changed.append((name, old, new))
+    return changed
+
+
+def _history(run_dir: str, start: int) -> Dict[str, List[Dict[str, Any]]]:
+    """The changes and events an earlier ``train_config.json`` of this run recorded up to ``start``."""
+    path = os.path.join(run_dir, "train_config.json")
+    try:
+        doc = read_json(path) if os.path.isfile(path) else {}
+    except (OSError, ValueError, FdaError):
+        doc = {}
+    return {key: [e for e in doc.get(key) or [] if isinstance(e, dict) and e.get("step", 0) <= start]
+            for key in ("changes", "events")}
+
+
+def _best_so_far(ckpt: Dict[str, Any], run_dir: str, start: int) -> Optional[float]:
+    """The best validation R@1 up to ``start``: the checkpoint's, or best.pt's when validation after it (at the
+    same step) found a better one (the step checkpoint is written before its validation)."""
+    best = ckpt.get("best_r1")
+    path = os.path.join(run_dir, "checkpoints", BEST)
+    if os.path.isfile(path):
+        try:
+            meta = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # noqa: BLE001 - an unreadable best.pt is simply replaced by the next best
+            return best
+        r1 = _r1(meta.get("val_metrics"))
+        if r1 is not None and int(meta.get("step", 0)) <= start and (best is None or r1 > best):
+            best = r1
+    return best
 
 
 def _restore(ckpt: Dict[str, Any], cfg: TrainConfig, dist: Dist, optimizer: torch.optim.Optimizer, scaler: Any,
              steps_per_epoch: int) -> int:
-    """Load optimiser, scaler and RNG states; check the data position still means the same; return the step."""
-    saved = ckpt.get("train_cfg") or {}
-    for name in _MUST_MATCH:
-        if name in saved and saved[name] != getattr(cfg, name) and not (
-                name == "shards_dir" and os.path.abspath(saved[name]) == os.path.abspath(cfg.shards_dir)):
-            raise ConfigError(f"--{name.replace('_', '-')} is {getattr(cfg, name)!r} but the run being resumed used "
-                              f"{saved[name]!r}: pass the same value or start a new run (--out)")
+    """Check the options against the checkpoint's, load optimiser, scaler and RNG states; return the step.
+
+    The optimiser keeps this run's learning rates and weight decay (a changed ``--lr`` applies from here on).
+    """
+    resume_changes(ckpt.get("train_cfg") or {}, cfg, ckpt.get("model_cfg") or {})
     data = ckpt.get("data") or {}
     if data.get("steps_per_epoch") not in (None, steps_per_epoch):
         raise ConfigError(f"resuming with {steps_per_epoch} steps per epoch, the run had "
@@ -541,12 +736,16 @@ def _restore(ckpt: Dict[str, Any], cfg: TrainConfig, dist: Dist, optimizer: torc
     for what, now in (("world_size", dist.world_size), ("workers", cfg.workers)):
         if data.get(what) not in (None, now):
             logger.warning("the interrupted run had %s %s, this one %s: training continues at the same step, but "
-                           "the batches after it differ from an uninterrupted run", what, data[what], now)
+                           "the batches after it differ from an uninterrupted run",
+                           flag_name(what) if what == "workers" else what, data[what], now)
+    hyper = [{k: g[k] for k in ("lr", "base_lr", "weight_decay")} for g in optimizer.param_groups]
     try:
         optimizer.load_state_dict(ckpt["optimizer"])
     except (KeyError, ValueError) as err:
         raise InputError(f"cannot restore the optimiser from the checkpoint ({err}): the trainable parameters "
                          f"changed (--freeze-text, --no-alpha?); use the same options or start a new run") from None
+    for group, values in zip(optimizer.param_groups, hyper):
+        group.update(values)  # load_state_dict brings back the old rates; this run's options win
     if scaler is not None and ckpt.get("grad_scaler"):
         scaler.load_state_dict(ckpt["grad_scaler"])
     rng = ckpt.get("rng") or {}
