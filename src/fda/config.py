@@ -663,6 +663,20 @@ def parse_names(value: str, option: str, choices: Sequence[str]) -> Tuple[str, .
     return parts
 
 
+def _scene_checks(cfg: Any) -> None:
+    """Shared checks of the generated scenes and their preprocessing (``fda bench-motion``, ``fda bench-masks``)."""
+    _require(isinstance(cfg.data_seed, int) and cfg.data_seed >= 0, "data_seed", cfg.data_seed, "an integer >= 0")
+    _require(isinstance(cfg.size, int) and 16 <= cfg.size <= 1024 and cfg.size % 2 == 0, "size", cfg.size,
+             "an even integer in 16..1024")
+    _require(isinstance(cfg.fps, int) and 1 <= cfg.fps <= 60, "fps", cfg.fps, "an integer in 1..60")
+    _require(isinstance(cfg.seconds, (int, float)) and 0 < cfg.seconds <= 60 and cfg.fps * cfg.seconds >= 2,
+             "seconds", cfg.seconds, f"in (0, 60] and long enough for 2 frames at --fps {cfg.fps}")
+    _require(isinstance(cfg.frames, int) and 2 <= cfg.frames <= MAX_FRAMES, "frames", cfg.frames,
+             f"an integer in 2..{MAX_FRAMES}")
+    _require(0 <= cfg.tau <= 255, "tau", cfg.tau, "in 0..255 (grey levels)")
+    _require(cfg.workers >= 0, "workers", cfg.workers, ">= 0 (0: all cores)")
+
+
 @dataclass(frozen=True)
 class BenchMotionConfig:
     """``fda bench-motion``: the masks ablation on the benchmark scenes, with controls, over several seeds.
@@ -703,23 +717,13 @@ class BenchMotionConfig:
         arms = parse_names(self.arms, "--arms", BENCH_ARMS)
         _require(len(arms) >= 2 and "no-alpha" in arms, "arms", self.arms,
                  "a comma list holding no-alpha (the reference) and at least one other arm")
-        _require(isinstance(self.data_seed, int) and self.data_seed >= 0, "data_seed", self.data_seed,
-                 "an integer >= 0")
         for name in ("train_videos", "test_videos"):
             value = getattr(self, name)
             _require(isinstance(value, int) and value >= 4 and value % 2 == 0, name, value,
                      "an even integer >= 4 (clips come in twins)")
         _require(self.batch_size <= self.train_videos, "batch_size", self.batch_size,
                  f"<= --train-videos ({self.train_videos}): a batch never holds a video twice")
-        _require(isinstance(self.size, int) and 16 <= self.size <= 1024 and self.size % 2 == 0, "size", self.size,
-                 "an even integer in 16..1024")
-        _require(isinstance(self.fps, int) and 1 <= self.fps <= 60, "fps", self.fps, "an integer in 1..60")
-        _require(isinstance(self.seconds, (int, float)) and 0 < self.seconds <= 60 and self.fps * self.seconds >= 2,
-                 "seconds", self.seconds, f"in (0, 60] and long enough for 2 frames at --fps {self.fps}")
-        _require(isinstance(self.frames, int) and 2 <= self.frames <= MAX_FRAMES, "frames", self.frames,
-                 f"an integer in 2..{MAX_FRAMES}")
-        _require(0 <= self.tau <= 255, "tau", self.tau, "in 0..255 (grey levels)")
-        _require(self.workers >= 0, "workers", self.workers, ">= 0 (0: all cores)")
+        _scene_checks(self)
         _budget_checks(self)
 
     @property
@@ -759,17 +763,7 @@ class BenchMasksConfig:
         parse_names(self.settings, "--settings", MASK_SETTINGS)
         _require(isinstance(self.videos, int) and self.videos >= 2 and self.videos % 2 == 0, "videos", self.videos,
                  "an even integer >= 2 (clips come in twins)")
-        _require(isinstance(self.size, int) and 16 <= self.size <= 1024 and self.size % 2 == 0, "size", self.size,
-                 "an even integer in 16..1024")
-        _require(isinstance(self.fps, int) and 1 <= self.fps <= 60, "fps", self.fps, "an integer in 1..60")
-        _require(isinstance(self.seconds, (int, float)) and 0 < self.seconds <= 60 and self.fps * self.seconds >= 2,
-                 "seconds", self.seconds, f"in (0, 60] and long enough for 2 frames at --fps {self.fps}")
-        _require(isinstance(self.frames, int) and 2 <= self.frames <= MAX_FRAMES, "frames", self.frames,
-                 f"an integer in 2..{MAX_FRAMES}")
-        _require(0 <= self.tau <= 255, "tau", self.tau, "in 0..255 (grey levels)")
-        _require(isinstance(self.data_seed, int) and self.data_seed >= 0, "data_seed", self.data_seed,
-                 "an integer >= 0")
-        _require(self.workers >= 0, "workers", self.workers, ">= 0 (0: all cores)")
+        _scene_checks(self)
 
     @property
     def condition_list(self) -> Tuple[str, ...]:
