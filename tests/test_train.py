@@ -468,6 +468,10 @@ def test_unreadable_shards_in_a_worker_give_a_one_line_error(tmp_path):
     with pytest.raises(InputError, match=r"^no readable sample in shard\(s\) of this data stream") as err:
         run_train(_cfg(root, str(tmp_path / "run"), workers=1, batch_size=4))
     assert "\n" not in str(err.value)
+    # the failed epoch's loader workers are gone (a leftover one kept the interpreter from exiting)
+    import multiprocessing
+
+    assert not [p for p in multiprocessing.active_children() if "pt_data_worker" in p.name or p.daemon]
 
 
 def _gather_worker(rank: int, world: int, init: str, out: str) -> None:

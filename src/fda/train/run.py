@@ -241,9 +241,9 @@ def tokenize_batch(tokenizer: Callable[[List[str]], torch.Tensor], batch: Dict[s
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # decoding is PIL work; torch threads in workers only oversubscribe the cores
     # Ctrl-C reaches the whole process group: the main process stops at a step boundary and shuts its workers down;
-    # a worker dying on the signal first would turn that into a DataLoader error
+    # a worker dying on the signal first would turn that into a DataLoader error. SIGTERM keeps its default: it is
+    # how a worker is ended (multiprocessing's terminate at exit), so ignoring it could leave the process unable to exit.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _loader_error(err: Exception) -> Exception:
@@ -284,7 +284,12 @@ def data_stream(info: SplitInfo, cfg: TrainConfig, dist: Dist, tokenizer: Any, *
                     raise _loader_error(err) from None
                 yield batch
         finally:
-            del iterator  # stops the workers of this epoch
+            # Stop this epoch's workers now: after an error the traceback still references the iterator, and its
+            # workers would otherwise wait on their queues until the interpreter exits.
+            shutdown = getattr(iterator, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+            del iterator
 
 
 # ---------------------------------------------------------------------------------------------------------------
