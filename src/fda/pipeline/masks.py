@@ -113,6 +113,7 @@ MAX_SHIFT_SHARE = 0.25  # of the frame's short side
 STILL_PX = 0.5  # a fit that moves no pixel by more than this is no camera motion
 MIN_GAIN = 0.9  # the warp must cut the mean difference over the shared pixels to below this share of the plain one
 FIT_SIDE = 128  # frames this large are fitted at half size
+MAX_CORNERS = 120  # tracked per frame: enough for RANSAC, and tracking cost grows with the count
 
 
 def estimate_global_motion(gray: np.ndarray, partner_gray: np.ndarray) -> Tuple[Optional[np.ndarray], Dict[str, Any]]:
@@ -134,7 +135,7 @@ def estimate_global_motion(gray: np.ndarray, partner_gray: np.ndarray) -> Tuple[
         size = (int(round(w * scale)), int(round(h * scale)))
         gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
         partner_gray = cv2.resize(partner_gray, size, interpolation=cv2.INTER_AREA)
-    pts = cv2.goodFeaturesToTrack(partner_gray, maxCorners=300, qualityLevel=0.005, minDistance=2, blockSize=3)
+    pts = cv2.goodFeaturesToTrack(partner_gray, maxCorners=MAX_CORNERS, qualityLevel=0.005, minDistance=2, blockSize=3)
     if pts is None or len(pts) < MIN_INLIERS:
         return None, {"reason": f"too few corners to track ({0 if pts is None else len(pts)})"}
     moved, status, _ = cv2.calcOpticalFlowPyrLK(partner_gray, gray, pts, None, winSize=(15, 15), maxLevel=3)
