@@ -1,7 +1,7 @@
 """Benchmark of the training loader (shards) against on-the-fly loaders that decode the source videos, same clips.
 
-Generates MSR-VTT-like clips with ffmpeg (``bench_preprocess.make_clips``: 320x240, 25 fps, 8-20 s, H.264 MP4, VFR
-MP4, MKV, H.264 and xvid AVI), writes them once with ``fda preprocess`` (``--frames`` frames + frame-difference
+Generates MSR-VTT-like clips with ffmpeg (``make_clips``: 320x240, 25 fps, 8-20 s, H.264 MP4 with a moving box over
+the patterns of ``bench_preprocess``), writes them once with ``fda preprocess`` (``--frames`` frames + frame-difference
 masks at 224 px), then measures samples per second in one process (= per DataLoader worker):
 
 - shards: ``fda.shards.loader.build_train_pipeline`` (tar read, caption draw, shuffle, no-repeat batching, JPEG/PNG
@@ -18,6 +18,7 @@ Prints markdown (paste it into BENCHMARKS.md).
 """
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -31,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_preprocess import clip4clip, make_clips  # noqa: E402
+from bench_preprocess import SOURCES, clip4clip, make_clip  # noqa: E402
 
 from fda.config import PreprocessConfig  # noqa: E402
 from fda.pipeline.masks import clip_masks  # noqa: E402
@@ -42,6 +43,26 @@ from fda.shards.loader import build_train_pipeline, load_split  # noqa: E402
 
 MASK = dict(tau=25.0, kernel=3, min_area=16, empty_mask="full")
 
+
+
+def make_clips(root: str, count: int) -> list:
+    """``count`` clips in the MSR-VTT layout, every one in the 1k-A test list; returns ``[(video_id, path)]``."""
+    os.makedirs(os.path.join(root, "videos", "all"), exist_ok=True)
+    ids = []
+    for i in range(count):
+        vid = f"video{i}"
+        path = os.path.join(root, "videos", "all", f"{vid}.mp4")
+        make_clip(path, "320x240", 8 + (i * 5) % 13, SOURCES[i % len(SOURCES)], rate=25)
+        ids.append((vid, path))
+    with open(os.path.join(root, "MSRVTT_data.json"), "w") as f:
+        json.dump({"videos": [{"video_id": v} for v, _ in ids],
+                   "sentences": [{"video_id": v, "caption": f"clip {v}", "sen_id": 0} for v, _ in ids]}, f)
+    with open(os.path.join(root, "MSRVTT_train.9k.csv"), "w") as f:
+        f.write("video_id\n")
+    with open(os.path.join(root, "MSRVTT_JSFUSION_test.csv"), "w") as f:
+        rows = "".join(f"ret{i},msr{i},{v},clip {v}\n" for i, (v, _) in enumerate(ids))
+        f.write("key,vid_key,video_id,sentence\n" + rows)
+    return ids
 
 def on_the_fly(path: str, frames: int, size: int = 224) -> np.ndarray:
     """fda's own exact decode + masks, per sample (what preprocessing saves the loader)."""
