@@ -213,7 +213,7 @@ def paragraph_shards(tmp_path_factory, ffmpeg_exe) -> str:
 
 
 @pytest.mark.slow
-def test_paragraphs_at_32_frames_train_and_eval_square(paragraph_shards, tmp_path):
+def test_paragraphs_at_32_and_64_frames_train_and_eval_square(paragraph_shards, tmp_path):
     from fda.model import count_truncated, get_tokenizer
 
     manifest = json.load(open(os.path.join(paragraph_shards, "manifest.json")))
@@ -237,6 +237,18 @@ def test_paragraphs_at_32_frames_train_and_eval_square(paragraph_shards, tmp_pat
     # fda-tiny's context is 16 tokens: the two long paragraphs are cut, "A square moves." is not
     assert report["truncation"]["context_length"] == 16 and report["truncation"]["captions_truncated"] == 2
     assert "2 of 3 captions are longer than the model's 16-token context" in res.output
+    # 64 frames per test clip (the field's ActivityNet setting): preprocess and eval an untrained tiny model
+    from fda.config import PreprocessConfig
+    from fda.pipeline.preprocess import run_preprocess
+
+    root = manifest["dataset_root"]
+    out64 = str(tmp_path / "shards64")
+    run_preprocess(PreprocessConfig(root, out=out64, size=32, frames_test=64, split="test", workers=1))
+    res = run(["eval", "--shards", out64, "--model", "fda-tiny", "--workers", "0", "--device", "cpu",
+               "--batch-size", "2", "--out", str(tmp_path / "eval64")])
+    assert res.exit_code == 0, res.output + res.stderr
+    report = json.load(open(tmp_path / "eval64" / "eval_test.json"))
+    assert report["frames"] == 64 and report["protocol"]["name"] == "square"
     tok = get_tokenizer(16)
     assert count_truncated(["A square moves.", LONG], 16) == 1
     assert count_truncated(["word " * 14], 16) == 0 and count_truncated(["word " * 15], 16) == 1  # 14 + 2 = 16
