@@ -84,7 +84,7 @@ OFFICIAL_COUNTS = {
     ("msvd", "train", ""): 1200,
     ("msvd", "val", ""): 100,
     ("msvd", "test", ""): 670,
-    # as the papers report them (CLIP4Clip and the works it cites)
+    # as the retrieval papers usually quote them (not checked against the released files here): only logged
     ("activitynet", "train", ""): 10009,
     ("activitynet", "test", ""): 4917,
     ("didemo", "train", ""): 8395,
