@@ -43,8 +43,11 @@ from fda.shards.schema import MANIFEST, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
-PROTOCOLS = {"square": "one caption per video: square matrix, ground truth on the diagonal (MSR-VTT 1k-A)",
-             "multi": "several captions per video: T2V over every caption, V2T by each video's best caption (MSVD)"}
+PROTOCOLS = {
+    "square": "one caption per video: square matrix, ground truth on the diagonal (MSR-VTT 1k-A; one paragraph per "
+              "video: ActivityNet, DiDeMo)",
+    "multi": "several captions per video: T2V over every caption, V2T by each video's best caption (MSVD)",
+}
 CHECKPOINT_NAMES = ("checkpoints/best.pt", "best.pt")
 DENSE_LIMIT = 50_000_000  # matrix entries below which the dense DSL path is used (same numbers, less overhead)
 
