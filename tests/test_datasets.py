@@ -336,7 +336,8 @@ def test_folder_captions_files_jsonl_keys_and_odd_files(tmp_path):
 
 def test_bad_arguments_and_roots(tmp_path):
     _msrvtt(tmp_path)
-    with pytest.raises(ConfigError, match="--layout must be one of msrvtt, msvd, folder, got 'kinetics'"):
+    with pytest.raises(ConfigError, match="--layout must be one of msrvtt, msvd, activitynet, didemo, lsmdc, folder, "
+                                          "got 'kinetics'"):
         load_dataset(str(tmp_path), "kinetics")
     with pytest.raises(ConfigError, match="--msrvtt-train must be one of 9k, 7k"):
         load_dataset(str(tmp_path), msrvtt_train="10k")
@@ -356,3 +357,164 @@ def test_bad_arguments_and_roots(tmp_path):
     with pytest.raises(InputError) as err:
         load_dataset(str(empty))
     assert "\n" not in str(err.value) and "--layout" in str(err.value) and "MSRVTT_data.json" in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ActivityNet Captions, DiDeMo, LSMDC (files as CLIP4Clip's dataloaders read them)
+
+
+ANET = {  # the shape of train.json / val_1.json: raw sentences keep their leading and trailing spaces
+    "v_QOlSCBRmfWY": {"duration": 82.73, "timestamps": [[0.83, 19.86], [17.37, 60.81], [56.26, 79.42]],
+                      "sentences": ["A young woman is seen standing in a room and leads into her dancing.",
+                                    " The girl dances around the room while the camera captures her movements.",
+                                    " She continues dancing around the room and ends by laying on the floor."]},
+    "v_ehGHCYKzyZ8": {"duration": 61.72, "timestamps": [[0, 61.72]], "sentences": ["A man plays a drum. "]},
+    "v_nocaption0": {"duration": 10.0, "timestamps": [], "sentences": []},
+}
+
+
+def _activitynet(root, *, prefixed: bool):
+    _write(root / "train_ids.json", json.dumps(["v_QOlSCBRmfWY", "v_nocaption0", "v_notinjson", "v_QOlSCBRmfWY"]))
+    _write(root / "train.json", json.dumps({k: ANET[k] for k in ("v_QOlSCBRmfWY", "v_nocaption0")}))
+    _write(root / "val_ids.json", json.dumps(["v_ehGHCYKzyZ8", "v_missingfile"]))
+    _write(root / "val_1.json", json.dumps({"v_ehGHCYKzyZ8": ANET["v_ehGHCYKzyZ8"],
+                                            "v_missingfile": {"duration": 5, "timestamps": [[0, 5]],
+                                                              "sentences": ["Nobody is here."]}}))
+    for vid in ("v_QOlSCBRmfWY", "v_nocaption0", "v_notinjson", "v_ehGHCYKzyZ8"):
+        _touch(root / "videos" / f"{vid if prefixed else vid[2:]}.mp4")
+
+
+@pytest.mark.parametrize("prefixed", [True, False])
+def test_activitynet(tmp_path, prefixed):
+    _activitynet(tmp_path, prefixed=prefixed)
+    assert detect_layout(str(tmp_path)) == "activitynet"
+    ds = load_dataset(str(tmp_path))
+    assert ds.layout == "activitynet" and list(ds.items) == ["train", "test"]  # val_1 is the test split
+    train = ds.items["train"]
+    assert [it.video_id for it in train] == ["v_QOlSCBRmfWY", "v_nocaption0", "v_notinjson"]  # repeat dropped
+    name = "v_QOlSCBRmfWY" if prefixed else "QOlSCBRmfWY"
+    assert train[0].source == f"videos/{name}.mp4" and train[0].path == str(tmp_path / "videos" / f"{name}.mp4")
+    assert train[0].captions == ("A young woman is seen standing in a room and leads into her dancing. The girl "
+                                 "dances around the room while the camera captures her movements. She continues "
+                                 "dancing around the room and ends by laying on the floor.",)  # one paragraph
+    assert train[1].captions == () and train[2].captions == ()  # no sentences; not in train.json
+    test = ds.items["test"]
+    assert [(it.video_id, it.captions) for it in test] == [
+        ("v_ehGHCYKzyZ8", ("A man plays a drum.",)), ("v_missingfile", ("Nobody is here.",))]
+    assert test[1].path is None and test[1].source == "v_missingfile.mp4"
+    assert all(it.window_end is None for items in ds.items.values() for it in items)
+    with pytest.raises(ConfigError, match="activitynet dataset has no 'val' split"):
+        load_dataset(str(tmp_path), splits=["val"])
+
+
+def test_activitynet_bad_files(tmp_path):
+    _activitynet(tmp_path, prefixed=True)
+    _write(tmp_path / "val_1.json", json.dumps({"v_ehGHCYKzyZ8": {"sentences": "not a list"}}))
+    with pytest.raises(InputError, match=r"val_1.json: v_ehGHCYKzyZ8.sentences must be a list of strings"):
+        load_dataset(str(tmp_path))
+    _write(tmp_path / "val_ids.json", json.dumps({"v_a": 1}))
+    with pytest.raises(InputError, match=r"val_ids.json: expected a JSON list of video ids"):
+        load_dataset(str(tmp_path), splits=["test"])
+    os.remove(tmp_path / "train.json")
+    with pytest.raises(InputError, match="train.json not found"):
+        load_dataset(str(tmp_path), splits=["train"])
+
+
+DIDEMO_VIDEOS = ["25811224@N05_4464006497_e3b39637a2.mov", "10015567@N08_3655084291_d8b58466fa.mp4",
+                 "1234@N00_99_abc.avi"]
+
+
+def _didemo(root):
+    def entry(video, description, times):
+        return {"annotation_id": 1, "description": description, "times": times, "video": video,
+                "dl_link": "https://www.flickr.com/video_download.gne?id=x", "num_segments": 6}
+
+    data = {"train": [entry(DIDEMO_VIDEOS[0], "the girl turns around", [[2, 2], [2, 2], [1, 2], [2, 2]]),
+                      entry("not_listed.mp4", "ignored", [[0, 0]]),
+                      entry(DIDEMO_VIDEOS[0], "  camera zooms in ", [[0, 1], [0, 1], [0, 0], [0, 1]])],
+            "val": [entry(DIDEMO_VIDEOS[1], "a dog jumps", [[3, 3]])],
+            "test": [entry(DIDEMO_VIDEOS[2], "a car passes", [[5, 5]])]}
+    lists = {"train": [DIDEMO_VIDEOS[0]], "val": [DIDEMO_VIDEOS[1]], "test": [DIDEMO_VIDEOS[2], "gone@N1_2_3.mp4"]}
+    for split in ("train", "val", "test"):
+        _write(root / "didemo" / f"{split}_list.txt", "".join(f"{v}\n" for v in lists[split]))
+        _write(root / "didemo" / f"{split}_data.json", json.dumps(data[split]))
+    _touch(root / "videos" / DIDEMO_VIDEOS[0])
+    _touch(root / "videos" / "25811224@N05_4464006497_e3b39637a2.mp4")  # a re-encoded copy: the exact name wins
+    _touch(root / "videos" / "10015567@N08_3655084291_d8b58466fa.mp4")
+    _touch(root / "videos" / "1234@N00_99_abc.mp4")  # listed as .avi, re-encoded to mp4: found by stem
+
+
+def test_didemo(tmp_path):
+    _didemo(tmp_path)
+    assert detect_layout(str(tmp_path)) == "didemo"  # train_list.txt + test_list.txt alone would say msvd
+    ds = load_dataset(str(tmp_path))
+    assert ds.layout == "didemo" and list(ds.items) == ["train", "val", "test"]
+    (train,) = ds.items["train"]
+    assert train.video_id == DIDEMO_VIDEOS[0] and train.source == f"videos/{DIDEMO_VIDEOS[0]}"
+    assert train.captions == ("the girl turns around camera zooms in",)  # descriptions in file order, one paragraph
+    assert train.window_end == 30.0
+    (val,) = ds.items["val"]
+    assert val.captions == ("a dog jumps",) and val.source == f"videos/{DIDEMO_VIDEOS[1]}"
+    found, gone = ds.items["test"]
+    assert found.source == "videos/1234@N00_99_abc.mp4" and found.captions == ("a car passes",)
+    assert gone.path is None and gone.source == "gone@N1_2_3.mp4" and gone.captions == ()
+    assert all(it.window_end == 30.0 for items in ds.items.values() for it in items)
+
+
+def test_didemo_bad_files(tmp_path):
+    _didemo(tmp_path)
+    _write(tmp_path / "didemo" / "test_data.json", json.dumps([{"video": DIDEMO_VIDEOS[2], "times": [[0, 0]]}]))
+    with pytest.raises(InputError, match=r"test_data.json: entry 0 must be an object with string 'video' and "
+                                         r"'description'"):
+        load_dataset(str(tmp_path))
+    _write(tmp_path / "didemo" / "test_data.json", "[")
+    with pytest.raises(InputError, match="test_data.json is not valid JSON"):
+        load_dataset(str(tmp_path))
+
+
+LSMDC_ROWS = {
+    "train": [("0001_American_Beauty_00.00.51.926-00.00.54.129", "SOMEONE sits at the table."),
+              ("0001_American_Beauty_00.00.51.926-00.00.54.129", "He stares."),
+              ("0002_As_Good_As_It_Gets_00.01.10.000-00.01.12.000", "SOMEONE opens the door.")],
+    "val": [("1001_Flight_00.00.10.100-00.00.12.200", "A plane lands.")],
+    "test": [("1010_TITANIC_00.41.32.072-00.41.40.196", "SOMEONE leans over the rail."),
+             ("1010_TITANIC_00.42.00.000-00.42.05.000", "The ship sails on.")],
+}
+
+
+def _lsmdc(root):
+    names = {"train": "LSMDC16_annos_training.csv", "val": "LSMDC16_annos_val.csv",
+             "test": "LSMDC16_challenge_1000_publictect.csv"}
+    for split, rows in LSMDC_ROWS.items():
+        lines = "".join(f"{clip}\t00.00.51.926\t00.00.54.129\t00.00.51.000\t00.00.55.000\t{text}\n"
+                        for clip, text in rows)
+        _write(root / names[split], lines + "\n")
+    for rows in LSMDC_ROWS.values():
+        for clip, _ in rows:
+            if clip != "1010_TITANIC_00.42.00.000-00.42.05.000":
+                _touch(root / "avi" / clip.rsplit("_", 1)[0] / f"{clip}.avi")
+    _touch(root / "elsewhere" / "0001_American_Beauty_00.00.51.926-00.00.54.129.avi")  # not its movie's folder
+
+
+def test_lsmdc(tmp_path):
+    _lsmdc(tmp_path)
+    assert detect_layout(str(tmp_path)) == "lsmdc"
+    ds = load_dataset(str(tmp_path))
+    assert ds.layout == "lsmdc" and list(ds.items) == ["train", "val", "test"]
+    beauty, good = ds.items["train"]
+    assert beauty.video_id == "0001_American_Beauty_00.00.51.926-00.00.54.129"
+    assert beauty.captions == ("SOMEONE sits at the table.", "He stares.")  # one caption per row
+    assert beauty.source == "avi/0001_American_Beauty/0001_American_Beauty_00.00.51.926-00.00.54.129.avi"
+    assert good.source.startswith("avi/0002_As_Good_As_It_Gets/")
+    titanic, missing = ds.items["test"]
+    assert titanic.captions == ("SOMEONE leans over the rail.",) and titanic.path is not None
+    assert missing.path is None and missing.source == "1010_TITANIC/1010_TITANIC_00.42.00.000-00.42.05.000.avi"
+
+
+def test_lsmdc_rows_must_have_six_tab_separated_fields(tmp_path):
+    _lsmdc(tmp_path)
+    _write(tmp_path / "LSMDC16_annos_val.csv", "1001_Flight_00.00.10.100-00.00.12.200,0,1,0,1,A plane lands.\n")
+    with pytest.raises(InputError, match=r"LSMDC16_annos_val.csv line 1: expected 6 tab-separated fields \(clip_id, "
+                                         r"start_aligned, .*sentence\), got 1") as err:
+        load_dataset(str(tmp_path))
+    assert "\n" not in str(err.value)

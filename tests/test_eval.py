@@ -171,3 +171,85 @@ def test_pretrained_none_is_random_init_everywhere(eval_shards, tmp_path, comman
             "--device", "cpu", "--out", str(tmp_path / "out")]
     res = run(args + (["--split", "test"] if command == "embed" else []))
     assert res.exit_code == 0, res.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Paragraph retrieval with many frames: an ActivityNet-layout set, 32 frames per clip, train then eval
+
+
+LONG = " ".join(["the square keeps moving to the right across the textured background"] * 8)  # 88 words
+
+
+@pytest.fixture(scope="module")
+def paragraph_shards(tmp_path_factory, ffmpeg_exe) -> str:
+    """ActivityNet Captions files (official formats) over 6 real 4 s clips, preprocessed at 32 frames per clip."""
+    from conftest import encode_video
+    from fda.config import PreprocessConfig
+    from fda.pipeline.preprocess import run_preprocess
+
+    root = tmp_path_factory.mktemp("anet")
+    rng = np.random.default_rng(0)
+    ids = [f"v_clip{i}" for i in range(6)]
+    for i, vid in enumerate(ids):
+        frames = np.repeat(rng.integers(0, 120, (1, 48, 64, 3), dtype=np.uint8), 40, axis=0)
+        for t in range(40):  # a bright square moving right, at a height that tells the clips apart
+            frames[t, 4 + 6 * i:12 + 6 * i, t:t + 8] = 255
+        encode_video(ffmpeg_exe, str(root / f"{vid[2:] if i % 2 else vid}.mp4"), frames)  # with and without v_
+    sentences = {"v_clip3": [LONG + ".", " And then it stops."],
+                 "v_clip4": ["A square slides along a row near the top of the frame,",
+                             " then it keeps sliding right until it leaves the picture behind it."],
+                 "v_clip5": ["A square moves."]}
+    captions = {vid: {"duration": 4.0, "timestamps": [[0, 4]] * len(s), "sentences": s}
+                for vid, s in sentences.items()}
+    train = {vid: {"duration": 4.0, "timestamps": [[0, 2], [2, 4]],
+                   "sentences": [f"A square moves in clip {vid}.", " It goes right."]} for vid in ids[:3]}
+    (root / "train_ids.json").write_text(json.dumps(ids[:3]))
+    (root / "train.json").write_text(json.dumps(train))
+    (root / "val_ids.json").write_text(json.dumps(ids[3:]))
+    (root / "val_1.json").write_text(json.dumps(captions))
+    out = str(root / "shards")
+    run_preprocess(PreprocessConfig(str(root), out=out, size=32, frames_train=32, frames_test=32, workers=1))
+    return out
+
+
+@pytest.mark.slow
+def test_paragraphs_at_32_and_64_frames_train_and_eval_square(paragraph_shards, tmp_path):
+    from fda.model import count_truncated, get_tokenizer
+
+    manifest = json.load(open(os.path.join(paragraph_shards, "manifest.json")))
+    assert manifest["layout"] == "activitynet"
+    test = manifest["splits"]["test"]
+    assert (test["videos"], test["captions"], test["frames"]) == (3, 3, 32)  # one paragraph per video
+    assert test["captions_truncated"] == 1 and test["caption_words_max"] == 88 + 4  # words + 2 > 77
+    assert manifest["splits"]["train"]["captions_truncated"] == 0
+    assert manifest["caption_truncation"]["counted_by"] == "words"
+
+    run_dir = str(tmp_path / "run")
+    res = run(["train", paragraph_shards, "--out", run_dir, "--model", "fda-tiny", "--batch-size", "3",
+               "--max-steps", "2", "--loader-workers", "0", "--val-split", "none", "--no-tensorboard"])
+    assert res.exit_code == 0, res.output + res.stderr
+    res = run(["eval", "--run", run_dir, "--workers", "0", "--device", "cpu", "--batch-size", "2",
+               "--out", str(tmp_path / "eval")])
+    assert res.exit_code == 0, res.output + res.stderr
+    report = json.load(open(tmp_path / "eval" / "eval_test.json"))
+    assert report["frames"] == 32 and report["counts"] == {"videos": 3, "captions": 3}
+    assert report["protocol"]["name"] == "square"
+    # fda-tiny's context is 16 tokens: the two long paragraphs are cut, "A square moves." is not
+    assert report["truncation"]["context_length"] == 16 and report["truncation"]["captions_truncated"] == 2
+    assert "2 of 3 captions are longer than the model's 16-token context" in res.output
+    # 64 frames per test clip (the field's ActivityNet setting): preprocess and eval an untrained tiny model
+    from fda.config import PreprocessConfig
+    from fda.pipeline.preprocess import run_preprocess
+
+    root = manifest["dataset_root"]
+    out64 = str(tmp_path / "shards64")
+    run_preprocess(PreprocessConfig(root, out=out64, size=32, frames_test=64, split="test", workers=1))
+    res = run(["eval", "--shards", out64, "--model", "fda-tiny", "--workers", "0", "--device", "cpu",
+               "--batch-size", "2", "--out", str(tmp_path / "eval64")])
+    assert res.exit_code == 0, res.output + res.stderr
+    report = json.load(open(tmp_path / "eval64" / "eval_test.json"))
+    assert report["frames"] == 64 and report["protocol"]["name"] == "square"
+    tok = get_tokenizer(16)
+    assert count_truncated(["A square moves.", LONG], 16) == 1
+    assert count_truncated(["word " * 14], 16) == 0 and count_truncated(["word " * 15], 16) == 1  # 14 + 2 = 16
+    assert int((tok(["word " * 15])[0] == 49407).nonzero()[0][0]) == 15  # cut: EOT in the last slot

@@ -397,10 +397,10 @@ def test_fixed_videos_are_redone_and_retry_failed_retries_the_rest(ffmpeg_exe, t
     _captions(root, [("good.mp4", "fine", "test"), ("broken.mp4", "broken", "test"), ("flaky.mp4", "flaky", "test")])
     real = pre._sample_and_decode
 
-    def flaky(path, count, cfg):
+    def flaky(path, count, cfg, window_end=None):
         if path.endswith("flaky.mp4"):
             raise pre.VideoError("a passing hiccup")
-        return real(path, count, cfg)
+        return real(path, count, cfg, window_end)
 
     monkeypatch.setattr(pre, "_sample_and_decode", flaky)
     out = tmp_path / "out"
@@ -579,3 +579,60 @@ def test_workers_start_after_the_parent_used_opencv_threads(motion_root, tmp_pat
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout.split()[-1]) > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# DiDeMo: sampling keeps to the annotated first 30 s
+
+
+def _didemo_root(root, ffmpeg_exe, seconds=40, fps=1):
+    """A DiDeMo layout (official file formats) with one real test clip whose frame ``i`` has grey level 6i + 4."""
+    name = "4567@N00_1234_abcdef.mov"
+    os.makedirs(os.path.join(root, "videos"), exist_ok=True)
+    for split in ("train", "test"):
+        with open(os.path.join(root, f"{split}_list.txt"), "w") as f:
+            f.write(f"{name}\n" if split == "test" else "")
+        with open(os.path.join(root, f"{split}_data.json"), "w") as f:
+            json.dump([{"description": "a grey screen brightens", "times": [[0, 1], [0, 1], [0, 0], [0, 1]],
+                        "video": name, "num_segments": 6}] if split == "test" else [], f)
+    values = (np.arange(seconds * fps) * 6 + 4).astype(np.uint8)
+    frames = np.broadcast_to(values[:, None, None, None], (len(values), 48, 64, 3)).copy()
+    encode_video(ffmpeg_exe, os.path.join(root, "videos", name.replace(".mov", ".mp4")), frames, fps=fps,
+                 extra=("-crf", "0", "-g", "1"))
+    return root
+
+
+def test_didemo_samples_only_the_first_30_seconds(tmp_path, ffmpeg_exe):
+    root = _didemo_root(str(tmp_path / "didemo"), ffmpeg_exe)  # 40 s at 1 fps: frame i is presented at i s
+    run_preprocess(_cfg(root, tmp_path / "window", split="test", frames_test=4))
+    (sample,) = _samples(str(tmp_path / "window"), "test")
+    meta = sample["meta"]
+    assert meta["num_frames"] == 40
+    assert meta["indices"] == [3, 11, 18, 26] and max(meta["partners"]) < 30  # over frames 0..29, not 0..39
+    assert meta["window"]["end"] == 30.0 and meta["window"]["frames"] == 30
+    grey = sample["frames"][..., 0].reshape(4, -1).mean(axis=1)
+    assert np.allclose(grey, np.array(meta["indices"]) * 6 + 4, atol=3)  # the decoded frames are those frames
+    manifest = json.load(open(tmp_path / "window" / "manifest.json"))
+    assert manifest["layout"] == "didemo" and manifest["splits"]["test"]["captions"] == 1
+
+    run_preprocess(_cfg(root, tmp_path / "full", split="test", frames_test=4, full_duration=True))
+    (sample,) = _samples(str(tmp_path / "full"), "test")
+    assert sample["meta"]["indices"] == [5, 15, 25, 35] and "window" not in sample["meta"]
+    with pytest.raises(ConfigError, match="--full-duration applies to --layout didemo only"):
+        PreprocessConfig(root, layout="msvd", full_duration=True)
+
+
+def test_full_duration_on_another_layout_is_a_config_error(motion_root, tmp_path):
+    res = CliRunner().invoke(cli, ["preprocess", motion_root, "--out", str(tmp_path), "--full-duration"])
+    assert res.exit_code == 2 and "--full-duration applies to the didemo layout only" in res.stderr
+
+
+def test_frames_before_counts_frames_presented_before_the_end():
+    from fda.pipeline.sampling import frames_before
+
+    times = np.arange(40, dtype=np.float64) / 1.0
+    assert frames_before(times, 30.0) == 30  # times 0..29 s; the frame at exactly 30 s is out
+    assert frames_before(times + 0.5, 30.0) == 30
+    assert frames_before(np.arange(10) / 25.0, 30.0) == 10  # a short clip: all of it
+    assert frames_before(np.array([0.0, 31.0, 32.0]), 30.0) == 2  # at least two frames, for a mask
+    assert frames_before(np.array([0.0]), 30.0) == 1

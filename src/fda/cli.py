@@ -10,8 +10,8 @@ from typing import Any, Callable, List, Optional
 import click
 
 from fda import __version__
-from fda.config import (BENCH_KINDS, CAMERA_MOTIONS, DECODERS, GENERATE_KINDS, SCENE_CONDITIONS, GenerateConfig,
-                        PreprocessConfig, TrainConfig, field_default)
+from fda.config import (BENCH_KINDS, CAMERA_MOTIONS, DECODERS, GENERATE_KINDS, LAYOUTS, SCENE_CONDITIONS,
+                        GenerateConfig, PreprocessConfig, TrainConfig, field_default)
 from fda.errors import FdaError, path_error
 from fda.logs import setup_logging
 
@@ -75,7 +75,7 @@ P = PreprocessConfig
 @cli.command()
 @click.argument("dataset_root", type=click.Path(file_okay=False))
 @click.option("--out", default=_default(P, "out"), show_default=True, help="Folder for shards and manifest.")
-@click.option("--layout", type=click.Choice(["msrvtt", "msvd", "folder"]), default=None,
+@click.option("--layout", type=click.Choice(LAYOUTS), default=None,
               help="Dataset layout (default: detected).")
 @click.option("--msrvtt-train", type=click.Choice(["9k", "7k"]), default=_default(P, "msrvtt_train"),
               show_default=True, help="MSR-VTT training list.")
@@ -122,6 +122,8 @@ P = PreprocessConfig
 @click.option("--overwrite", is_flag=True, default=False, help="Delete earlier output in --out and start over.")
 @click.option("--retry-failed", is_flag=True, default=False,
               help="Also redo finished shards that recorded failed videos (changed inputs are redone anyway).")
+@click.option("--full-duration", is_flag=True, default=False,
+              help="didemo: sample the whole clip (default: only frames presented before 30 s, the annotated part).")
 def preprocess(**kwargs: Any) -> None:
     """Decode videos once into WebDataset shards of frames plus frame-difference alpha masks."""
     from fda.pipeline.preprocess import run_preprocess
@@ -529,7 +531,7 @@ W = SweepConfig
 @click.argument("dataset_root", type=click.Path(file_okay=False))
 @click.option("--tau", default=_default(W, "tau"), show_default=True, help="Comma list of thresholds (grey levels).")
 @click.option("--out", default=_default(W, "out"), show_default=True, help="Folder for shards, runs, table, figure.")
-@click.option("--layout", type=click.Choice(["msrvtt", "msvd", "folder"]), default=None,
+@click.option("--layout", type=click.Choice(LAYOUTS), default=None,
               help="Dataset layout (default: detected).")
 @click.option("--split", default=None, help="Comma list of splits to preprocess (default: all).")
 @click.option("--size", type=int, default=_default(W, "size"), show_default=True, help="Frame size in the shards.")

@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 from fda.errors import ConfigError, path_error
 
-LAYOUTS = ("msrvtt", "msvd", "folder")
+LAYOUTS = ("msrvtt", "msvd", "activitynet", "didemo", "lsmdc", "folder")
 SPLITS = ("train", "val", "test")
 DECODERS = ("pyav",)
 ENGINES = ("local", "ray")
@@ -106,6 +106,7 @@ class PreprocessConfig:
     limit: Optional[int] = None
     overwrite: bool = False
     retry_failed: bool = False
+    full_duration: bool = False  # didemo only: sample the whole clip, not only its annotated first 30 s
 
     def __post_init__(self) -> None:
         if self.layout is not None:
@@ -136,6 +137,9 @@ class PreprocessConfig:
         _require(self.limit is None or self.limit >= 1, "limit", self.limit, ">= 1")
         if self.ray_address is not None and self.engine != "ray":
             raise ConfigError(f"--ray-address needs --engine ray, got --engine {self.engine}")
+        if self.full_duration and self.layout not in (None, "didemo"):
+            raise ConfigError(f"--full-duration applies to --layout didemo only (the layout whose clips were "
+                              f"annotated on their first 30 s), got --layout {self.layout}: drop --full-duration")
 
     @property
     def splits(self) -> Optional[Tuple[str, ...]]:
@@ -156,7 +160,10 @@ class PreprocessConfig:
         keep = ("layout", "msrvtt_train", "captions", "split", "frames_train", "frames_test", "size", "tau",
                 "kernel", "min_area", "empty_mask", "diff_mode", "camera_motion", "normalize_brightness",
                 "jpeg_quality", "samples_per_shard", "limit", "decoder", "min_decodable")
-        return {k: getattr(self, k) for k in keep}
+        fields = {k: getattr(self, k) for k in keep}
+        if self.full_duration:  # recorded only when on, so every other shard set keeps its recorded fingerprint
+            fields["full_duration"] = True
+        return fields
 
 
 GENERATE_KINDS = ("demo", "motion", "null", "appearance")

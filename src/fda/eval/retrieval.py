@@ -43,8 +43,11 @@ from fda.shards.schema import MANIFEST, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
-PROTOCOLS = {"square": "one caption per video: square matrix, ground truth on the diagonal (MSR-VTT 1k-A)",
-             "multi": "several captions per video: T2V over every caption, V2T by each video's best caption (MSVD)"}
+PROTOCOLS = {
+    "square": "one caption per video: square matrix, ground truth on the diagonal (MSR-VTT 1k-A; one paragraph per "
+              "video: ActivityNet, DiDeMo)",
+    "multi": "several captions per video: T2V over every caption, V2T by each video's best caption (MSVD)",
+}
 CHECKPOINT_NAMES = ("checkpoints/best.pt", "best.pt")
 DENSE_LIMIT = 50_000_000  # matrix entries below which the dense DSL path is used (same numbers, less overhead)
 
@@ -636,10 +639,17 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
                          f"captions, the manifest says {info.videos} and {info.captions}: rerun fda preprocess")
     metrics = metrics_report(features, cfg.split, scale=logit_scale_of(model), dsl=cfg.dsl, main=main,
                              baseline=cfg.baseline)
+    from fda.model import count_truncated
+
     report = {
         "fda_version": __version__,
         "split": cfg.split,
         "counts": {"videos": metrics["videos"], "captions": metrics["captions"]},
+        "truncation": {"captions_truncated": count_truncated(features.captions, model.context_length),
+                       "context_length": model.context_length,
+                       "rule": "open_clip SimpleTokenizer: a caption whose BPE tokens + start/end exceed "
+                               "context_length keeps its first context_length - 2 tokens and ends with EOT "
+                               "(CLIP4Clip cuts the same way at max_words)"},
         "protocol": {"name": metrics["protocol"], "description": PROTOCOLS[metrics["protocol"]],
                      "ties": "square and V2T: every tied position counted (CLIP4Clip compute_metrics); multi-caption "
                              "T2V: a tie counts against the caption",
@@ -683,6 +693,10 @@ def render_table(report: Dict[str, Any]) -> str:
     main_label = "fda (alpha)" if report["model"]["use_alpha"] else "model (no alpha)"
     lines = [f"{report['split']} split: {report['counts']['videos']} videos, {report['counts']['captions']} captions; "
              f"{report['protocol']['description']}"]
+    cut = report.get("truncation", {}).get("captions_truncated")
+    if cut:
+        lines.append(f"{cut} of {report['counts']['captions']} captions are longer than the model's "
+                     f"{report['truncation']['context_length']}-token context and were cut to it")
     names = {"t2v": "Text-to-video", "v2t": "Video-to-text"}
     head = " ".join(f"{k:>7}" for k in METRIC_KEYS)
     for d in DIRECTIONS:

@@ -16,6 +16,7 @@ _EXPORTS = {
     "build_model": "fda.model.factory",
     "get_model_config": "fda.model.factory",
     "get_tokenizer": "fda.model.factory",
+    "count_truncated": "fda.model.factory",
     "save_checkpoint": "fda.model.checkpoint",
     "load_checkpoint": "fda.model.checkpoint",
     "VideoAlphaCLIP": "fda.model.video_clip",

@@ -20,7 +20,7 @@ import json
 import logging
 import os
 from importlib import resources
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -144,6 +144,22 @@ def get_tokenizer(context_length: int = 77) -> Tokenizer:
     import open_clip
 
     return open_clip.SimpleTokenizer(context_length=context_length)
+
+
+def count_truncated(texts: Sequence[str], context_length: int, tokenizer: Any = None) -> int:
+    """How many ``texts`` the tokenizer cuts: BPE tokens plus the start and end tokens exceed ``context_length``.
+
+    A cut caption keeps its first ``context_length - 2`` BPE tokens and ends with EOT (open_clip's rule, the same as
+    CLIP4Clip's cut at ``max_words``, which keeps ``max_words - 2`` tokens).
+
+    Args:
+        texts: captions.
+        context_length: the model's text context.
+        tokenizer: a tokenizer with ``encode(text) -> list[int]``; default: :func:`get_tokenizer`.
+    """
+    encode = (tokenizer if tokenizer is not None and hasattr(tokenizer, "encode")
+              else get_tokenizer(context_length)).encode
+    return sum(1 for text in texts if len(encode(text)) + 2 > context_length)
 
 
 def normalize_pretrained(pretrained: Optional[str]) -> Optional[str]:

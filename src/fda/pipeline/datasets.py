@@ -1,6 +1,7 @@
 """Dataset layouts: which videos belong to which split, with which captions, and where their files are.
 
-Three layouts are understood (DATASETS.md §1-3 has the official formats):
+Six layouts are understood (DATASETS.md §1-3 and the README's "Dataset layouts" have the official formats;
+``activitynet``, ``didemo`` and ``lsmdc`` are read as CLIP4Clip's ``dataloaders/`` read them):
 
 - ``msrvtt``: ``MSRVTT_data.json`` (CLIP4Clip ``sentences`` schema or COCO-style ``annotations``; the
   Frozen-in-Time name ``MSR_VTT.json`` is accepted too), ``MSRVTT_train.9k.csv`` / ``MSRVTT_train.7k.csv``
@@ -9,6 +10,18 @@ Three layouts are understood (DATASETS.md §1-3 has the official formats):
   There is no val split (the 9k and 7k lists already hold the official validation videos).
 - ``msvd``: ``raw-captions.pkl`` (video id -> list of token lists, joined with spaces) and
   ``train_list.txt`` / ``val_list.txt`` / ``test_list.txt`` (one id per line).
+- ``activitynet`` (ActivityNet Captions): ``train_ids.json`` / ``val_ids.json`` (JSON lists of ``v_<id>``) and
+  ``train.json`` / ``val_1.json`` (``{"v_<id>": {"duration", "timestamps", "sentences"}}``). One paragraph per
+  video: its sentences, stripped, joined with single spaces. ``val_1`` is the test split (CLIP4Clip's "val"); there
+  is no val split. A video file is found by stem, with or without the ``v_`` prefix.
+- ``didemo``: ``train_list.txt`` / ``val_list.txt`` / ``test_list.txt`` (video file names) and ``train_data.json``
+  / ``val_data.json`` / ``test_data.json`` (a list of ``{"video", "times", "description"}``). One paragraph per
+  video: its descriptions in file order, joined with single spaces. Items carry ``window_end=30``: the videos were
+  annotated on their first 30 s. A file is found by its exact name, else by the name's stem.
+- ``lsmdc``: ``LSMDC16_annos_training.csv`` / ``LSMDC16_annos_val.csv`` / ``LSMDC16_challenge_1000_publictect.csv``,
+  no header, one caption per line, 6 tab-separated fields ``clip_id, start_aligned, end_aligned, start_extracted,
+  end_extracted, sentence``; a clip id may have several lines (several captions). Clips are found by stem,
+  preferably in their movie's folder (``<clip_id minus its last _part>/<clip_id>.avi``).
 - ``folder``: your own videos plus a captions file, ``captions.csv`` (header ``video,caption[,split]``) or
   ``captions.jsonl`` (keys ``video``, ``caption`` (a string) or ``captions`` (a list), optional ``split``) at the
   root (not both), or any file given by ``captions=``. Several rows per video give several captions; a video whose
@@ -37,12 +50,11 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from fda.config import LAYOUTS, SPLITS
 from fda.errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
 
-LAYOUTS = ("msrvtt", "msvd", "folder")
-SPLITS = ("train", "val", "test")
 # Preference order when several files share a stem: mp4, webm, then the rest alphabetically.
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".3gp", ".avi", ".flv", ".m4v", ".mkv", ".mov", ".mpeg", ".mpg", ".ogv",
                     ".ts", ".wmv")  # matched case-insensitively
@@ -55,6 +67,14 @@ MSVD_CAPTIONS = "raw-captions.pkl"
 MSVD_LISTS = {"train": "train_list.txt", "val": "val_list.txt", "test": "test_list.txt"}
 FOLDER_CAPTIONS = ("captions.csv", "captions.jsonl")
 JSONL_CAPTION_KEYS = ("caption", "captions")  # a string, or a list of strings, under either key
+ANET_IDS = {"train": "train_ids.json", "test": "val_ids.json"}
+ANET_CAPTIONS = {"train": "train.json", "test": "val_1.json"}  # val_1 is the field's test split
+DIDEMO_LISTS = MSVD_LISTS  # the same three names as MSVD: the *_data.json files tell the layouts apart
+DIDEMO_DATA = {"train": "train_data.json", "val": "val_data.json", "test": "test_data.json"}
+DIDEMO_SECONDS = 30.0  # DiDeMo videos were annotated on their first 30 s (LisaAnne/LocalizingMoments README)
+LSMDC_CSV = {"train": "LSMDC16_annos_training.csv", "val": "LSMDC16_annos_val.csv",
+             "test": "LSMDC16_challenge_1000_publictect.csv"}
+LSMDC_FIELDS = ("clip_id", "start_aligned", "end_aligned", "start_extracted", "end_extracted", "sentence")
 
 # Official split sizes (DATASETS.md); a different count is logged, not an error (subsets are legitimate).
 OFFICIAL_COUNTS = {
@@ -64,6 +84,15 @@ OFFICIAL_COUNTS = {
     ("msvd", "train", ""): 1200,
     ("msvd", "val", ""): 100,
     ("msvd", "test", ""): 670,
+    # as the retrieval papers usually quote them (not checked against the released files here): only logged
+    ("activitynet", "train", ""): 10009,
+    ("activitynet", "test", ""): 4917,
+    ("didemo", "train", ""): 8395,
+    ("didemo", "val", ""): 1065,
+    ("didemo", "test", ""): 1004,
+    ("lsmdc", "train", ""): 101079,
+    ("lsmdc", "val", ""): 7408,
+    ("lsmdc", "test", ""): 1000,
 }
 
 
@@ -78,6 +107,8 @@ class VideoItem:
         captions: every caption, in the dataset's order; empty when the dataset gives none.
         source: the file's path relative to the dataset root (``/`` separators), or the expected name when the
             file is missing; meant for records and error messages.
+        window_end: seconds: the dataset annotated only the frames presented before this time (DiDeMo: 30), so
+            sampling may keep to them; ``None``: the whole clip.
     """
 
     video_id: str
@@ -85,6 +116,7 @@ class VideoItem:
     path: Optional[str]
     captions: Tuple[str, ...]
     source: str
+    window_end: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +124,7 @@ class Dataset:
     """A loaded dataset.
 
     Attributes:
-        layout: ``msrvtt``, ``msvd`` or ``folder``.
+        layout: one of :data:`fda.config.LAYOUTS`.
         root: real path of the dataset root.
         items: per split (in ``train``, ``val``, ``test`` order), the videos in the split file's order
             (MSR-VTT test: the JSFUSION csv row order).
@@ -176,6 +208,10 @@ class _VideoIndex:
     def __len__(self) -> int:
         return len(self._by_stem)
 
+    def candidates(self, stem: str) -> List[str]:
+        """Relative paths of every file named ``stem`` (any extension, any folder)."""
+        return list(self._by_stem.get(_nfc(stem), []))
+
     def lookup(self, stem: str, subdir: Optional[str] = None) -> Optional[str]:
         """Relative path of the preferred file named ``stem`` (optionally only inside ``subdir``), or None."""
         candidates = self._by_stem.get(_nfc(stem), [])
@@ -188,10 +224,21 @@ class _VideoIndex:
             logger.debug("video %r has %d files; using %s", stem, len(candidates), best)
         return best
 
-    def item(self, video_id: str, split: str, captions: Sequence[str], expected: str) -> VideoItem:
-        rel = self.lookup(video_id)
+    def named(self, name: str) -> Optional[str]:
+        """Relative path of the file called exactly ``name`` (shallowest first), else of the preferred file whose
+        stem is ``name``'s stem (a video re-encoded to another container keeps its stem), or None."""
+        stem, ext = os.path.splitext(name)
+        exact = [c for c in self._by_stem.get(_nfc(stem), []) if _nfc(c.rsplit("/", 1)[-1]) == _nfc(name)]
+        if exact and ext.lower() in VIDEO_EXTENSIONS:
+            return min(exact, key=lambda c: (c.count("/"), c))
+        return self.lookup(stem if ext.lower() in VIDEO_EXTENSIONS else name)
+
+    def item(self, video_id: str, split: str, captions: Sequence[str], expected: str, *,
+             rel: Optional[str] = None, window_end: Optional[float] = None) -> VideoItem:
+        if rel is None:
+            rel = self.lookup(video_id)
         path = os.path.realpath(os.path.join(self.root, *rel.split("/"))) if rel is not None else None
-        return VideoItem(video_id, split, path, tuple(captions), rel if rel is not None else expected)
+        return VideoItem(video_id, split, path, tuple(captions), rel if rel is not None else expected, window_end)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -277,10 +324,19 @@ def _markers(root: str) -> Dict[str, List[str]]:
     if msrvtt:
         found["msrvtt"] = msrvtt
     lists = [n for n in MSVD_LISTS.values() if _find_annotation(root, n)]
+    didemo = [n for n in DIDEMO_DATA.values() if _find_annotation(root, n)]
     if _find_annotation(root, MSVD_CAPTIONS):
         found["msvd"] = [MSVD_CAPTIONS, *lists]
-    elif {"train_list.txt", "test_list.txt"} <= set(lists):
+    elif {"train_list.txt", "test_list.txt"} <= set(lists) and not didemo:
         found["msvd"] = lists
+    if didemo:
+        found["didemo"] = didemo + [n for n in lists if "msvd" not in found]
+    anet = [n for n in (*ANET_IDS.values(), ANET_CAPTIONS["test"]) if _find_annotation(root, n)]
+    if anet:
+        found["activitynet"] = anet
+    lsmdc = [n for n in LSMDC_CSV.values() if _find_annotation(root, n)]
+    if lsmdc:
+        found["lsmdc"] = lsmdc
     folder = [n for n in FOLDER_CAPTIONS if os.path.lexists(os.path.join(root, n))
               and not os.path.isdir(os.path.join(root, n))]
     if folder:
@@ -295,7 +351,7 @@ def detect_layout(root: str) -> str:
         root: dataset root folder.
 
     Returns:
-        ``msrvtt``, ``msvd`` or ``folder``.
+        One of :data:`fda.config.LAYOUTS`.
 
     Raises:
         InputError: ``root`` is not a folder, or holds no known annotation file.
@@ -310,8 +366,9 @@ def detect_layout(root: str) -> str:
         return layout
     if not found:
         raise InputError(f"cannot tell the layout of {root}: found none of MSRVTT_data.json/MSRVTT_*.csv (msrvtt), "
-                         f"{MSVD_CAPTIONS} (msvd), captions.csv/captions.jsonl (folder) at the root or one folder "
-                         f"down: add them, or pass --layout and --captions")
+                         f"{MSVD_CAPTIONS} (msvd), train_ids.json/val_ids.json/val_1.json (activitynet), "
+                         f"*_data.json (didemo), LSMDC16_*.csv (lsmdc), captions.csv/captions.jsonl (folder) at the "
+                         f"root or one folder down: add them, or pass --layout and --captions")
     names = "; ".join(f"{k}: {', '.join(v)}" for k, v in found.items())
     raise ConfigError(f"{root} holds the files of several layouts ({names}): pass --layout "
                       f"{'|'.join(found)}")
@@ -345,7 +402,7 @@ def load_dataset(root: str, layout: Optional[str] = None, *, msrvtt_train: str =
 
     Args:
         root: dataset root folder.
-        layout: ``msrvtt``, ``msvd`` or ``folder``; detected when ``None`` (``folder`` when ``captions`` is given).
+        layout: one of :data:`fda.config.LAYOUTS`; detected when ``None`` (``folder`` when ``captions`` is given).
         msrvtt_train: MSR-VTT training list, ``9k`` or ``7k``.
         captions: captions file of a ``folder`` dataset (CSV or JSONL); a relative path is tried against the
             current directory, then ``root``. Default: ``captions.csv`` or ``captions.jsonl`` at the root.
@@ -377,6 +434,12 @@ def load_dataset(root: str, layout: Optional[str] = None, *, msrvtt_train: str =
         items = _load_msrvtt(root, msrvtt_train, splits, files)
     elif layout == "msvd":
         items = _load_msvd(root, splits, files)
+    elif layout == "activitynet":
+        items = _load_activitynet(root, splits, files)
+    elif layout == "didemo":
+        items = _load_didemo(root, splits, files)
+    elif layout == "lsmdc":
+        items = _load_lsmdc(root, splits, files)
     else:
         items, duplicates = _load_folder(root, captions, splits, files)
     for split, lst in items.items():
@@ -507,6 +570,135 @@ def _msvd_captions(path: str) -> Dict[str, List[str]]:
                 texts.append(text)
         out[str(vid)] = texts
     return out
+
+
+def _read_json(path: str) -> Any:
+    try:
+        return json.loads(_read_text(path))
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path} is not valid JSON (line {err.lineno}: {err.msg}): re-download or fix it") from None
+
+
+def paragraph(sentences: Iterable[str]) -> str:
+    """One paragraph from a video's sentences: each stripped, empty ones dropped, joined with single spaces.
+
+    CLIP4Clip joins the raw sentences with ``" "``; ActivityNet's sentences carry leading and trailing spaces, so
+    its paragraphs hold double spaces. The tokenizer splits on any whitespace, so both give the same tokens.
+    """
+    return " ".join(" ".join(s.split()) for s in sentences if s and s.strip())
+
+
+def _load_activitynet(root: str, splits: Optional[Sequence[str]], files: List[str]) -> Dict[str, List[VideoItem]]:
+    wanted = _check_splits(splits, tuple(ANET_IDS), "activitynet")
+    index = _VideoIndex(root)
+    items: Dict[str, List[VideoItem]] = {}
+    for split in wanted:
+        ids_path = _need(_find_annotation(root, ANET_IDS[split]), ANET_IDS[split], root, 'a JSON list of "v_<id>"')
+        files.append(ids_path)
+        ids = _read_json(ids_path)
+        if not isinstance(ids, list) or not all(isinstance(v, str) for v in ids):
+            raise InputError(f"{ids_path}: expected a JSON list of video ids (\"v_<id>\"), got "
+                             f"{str(ids)[:80]}")
+        ids = _dedupe((v.strip() for v in ids if v.strip()), ids_path)
+        cap_path = _need(_find_annotation(root, ANET_CAPTIONS[split]), ANET_CAPTIONS[split], root,
+                         '{"v_<id>": {"duration", "timestamps", "sentences"}}')
+        files.append(cap_path)
+        data = _read_json(cap_path)
+        if not isinstance(data, dict):
+            raise InputError(f"{cap_path}: expected a JSON object of \"v_<id>\" -> {{\"duration\", \"timestamps\", "
+                             f"\"sentences\"}}, got {type(data).__name__}")
+        out = []
+        for vid in ids:
+            entry = data.get(vid)
+            captions: Tuple[str, ...] = ()
+            if entry is not None:
+                sentences = entry.get("sentences") if isinstance(entry, dict) else None
+                if not isinstance(sentences, list) or not all(isinstance(t, str) for t in sentences):
+                    raise InputError(f"{cap_path}: {vid}.sentences must be a list of strings, got "
+                                     f"{str(sentences)[:80]}")
+                text = paragraph(sentences)
+                captions = (text,) if text else ()
+            other = vid[2:] if vid.startswith("v_") else "v_" + vid  # CLIP4Clip names files without the prefix
+            rel = index.lookup(vid) or index.lookup(other)
+            out.append(index.item(vid, split, captions, f"{vid}.mp4", rel=rel))
+        items[split] = out
+    return items
+
+
+def _load_didemo(root: str, splits: Optional[Sequence[str]], files: List[str]) -> Dict[str, List[VideoItem]]:
+    wanted = _check_splits(splits, tuple(DIDEMO_DATA), "didemo")
+    index = _VideoIndex(root)
+    items: Dict[str, List[VideoItem]] = {}
+    for split in wanted:
+        list_path = _need(_find_annotation(root, DIDEMO_LISTS[split]), DIDEMO_LISTS[split], root,
+                          "one video file name per line")
+        files.append(list_path)
+        names = _read_list(list_path)
+        data_path = _need(_find_annotation(root, DIDEMO_DATA[split]), DIDEMO_DATA[split], root,
+                          'a JSON list of {"video", "times", "description"}')
+        files.append(data_path)
+        data = _read_json(data_path)
+        if not isinstance(data, list):
+            raise InputError(f"{data_path}: expected a JSON list of {{\"video\", \"times\", \"description\"}}, got "
+                             f"{type(data).__name__}")
+        descriptions: Dict[str, List[str]] = {}
+        for i, entry in enumerate(data):
+            if not isinstance(entry, dict) or not isinstance(entry.get("video"), str) \
+                    or not isinstance(entry.get("description"), str):
+                raise InputError(f"{data_path}: entry {i} must be an object with string 'video' and 'description', "
+                                 f"got {str(entry)[:80]}")
+            descriptions.setdefault(entry["video"].strip(), []).append(entry["description"])
+        out = []
+        for name in names:
+            text = paragraph(descriptions.get(name, ()))
+            out.append(index.item(name, split, (text,) if text else (), name, rel=index.named(name),
+                                  window_end=DIDEMO_SECONDS))
+        items[split] = out
+    return items
+
+
+def _lsmdc_rows(path: str) -> Dict[str, List[str]]:
+    """clip id -> its sentences in line order, from an LSMDC16 tab-separated file (no header)."""
+    clips: Dict[str, List[str]] = {}
+    for line_no, line in enumerate(_read_text(path).splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        fields = line.split("\t")
+        if len(fields) != len(LSMDC_FIELDS):
+            raise InputError(f"{path} line {line_no}: expected {len(LSMDC_FIELDS)} tab-separated fields "
+                             f"({', '.join(LSMDC_FIELDS)}), got {len(fields)}: keep the file as LSMDC ships it")
+        clip_id, sentence = fields[0].strip(), " ".join(fields[-1].split())
+        if not clip_id:
+            raise InputError(f"{path} line {line_no}: empty clip id: fix or delete the line")
+        caps = clips.setdefault(clip_id, [])
+        if sentence:
+            caps.append(sentence)
+    return clips
+
+
+def lsmdc_movie(clip_id: str) -> str:
+    """The movie folder of an LSMDC clip: its id without the last ``_<start>-<end>`` part
+    (``0001_American_Beauty_00.00.51.926-00.00.54.129`` -> ``0001_American_Beauty``)."""
+    return clip_id.rsplit("_", 1)[0] if "_" in clip_id else clip_id
+
+
+def _load_lsmdc(root: str, splits: Optional[Sequence[str]], files: List[str]) -> Dict[str, List[VideoItem]]:
+    wanted = _check_splits(splits, tuple(LSMDC_CSV), "lsmdc")
+    index = _VideoIndex(root)
+    items: Dict[str, List[VideoItem]] = {}
+    for split in wanted:
+        path = _need(_find_annotation(root, LSMDC_CSV[split]), LSMDC_CSV[split], root,
+                     "tab-separated clip_id, 4 times, sentence")
+        files.append(path)
+        out = []
+        for clip_id, sentences in _lsmdc_rows(path).items():
+            movie = lsmdc_movie(clip_id)
+            in_movie = [c for c in index.candidates(clip_id) if c.rsplit("/", 2)[-2:-1] == [movie]]
+            rel = min(in_movie, key=_preference) if in_movie else index.lookup(clip_id)
+            out.append(index.item(clip_id, split, sentences, f"{movie}/{clip_id}.avi", rel=rel))
+        items[split] = out
+    return items
 
 
 def _regular_file(path: str, what: str, fix: str) -> str:

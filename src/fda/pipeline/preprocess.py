@@ -38,13 +38,22 @@ from fda.config import PreprocessConfig, flag, make_out_dir
 from fda.errors import ConfigError, InputError, Interrupted
 from fda.pipeline.datasets import Dataset, VideoItem, load_dataset, not_regular
 from fda.pipeline.masks import clip_masks, robust_clip_masks
-from fda.pipeline.sampling import needed_frames, partner_indices, sample_frame_indices
+from fda.pipeline.sampling import frames_before, needed_frames, partner_indices, sample_frame_indices
 from fda.pipeline.video import VideoError, check_decoder, decode_frames, find_ffmpeg, ffmpeg_version, probe
 from fda.shards.schema import (CONFIG, MANIFEST, SCHEMA_VERSION, file_digest, read_json, sample_key, shard_name,
                                stats_name, write_json_atomic)
 from fda.shards.writer import PARTIAL, ShardWriter, sample_members
 
 log = logging.getLogger(__name__)
+
+CLIP_CONTEXT = 77  # the text context of every CLIP model (fda's tiny test models have less: fda eval counts exactly)
+TRUNCATION_NOTE = {
+    "context_length": CLIP_CONTEXT,
+    "counted_by": "words",
+    "rule": "a split's captions_truncated counts its captions whose whitespace-separated words + 2 (start and end "
+            "tokens) exceed context_length: a lower bound on what the tokenizer cuts, since CLIP's BPE gives at "
+            "least one token per word; fda eval reports the exact count for the model's own tokenizer and context",
+}
 
 
 @dataclass(frozen=True)
@@ -134,9 +143,11 @@ def _ranges(values: Sequence[int]) -> List[List[int]]:
     return out
 
 
-def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig):
+def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig, window_end: Optional[float] = None):
     """Probe, sample, decode; a damaged clip is resampled over the frames that decoded, or fails below
-    ``cfg.min_decodable``. Returns ``(info, total, indices, partners, frames, decode_meta)``."""
+    ``cfg.min_decodable``. With ``window_end``, samples and their partners are only frames presented before
+    ``window_end`` seconds (from the first frame). Returns ``(info, total, indices, partners, frames, decode_meta)``;
+    ``decode_meta["window"]`` (only with ``window_end``) records the window and how many frames it held."""
     info = probe(path)
     declared = max(info.num_packets, info.declared_frames)
     if info.present < cfg.min_decodable:
@@ -147,8 +158,9 @@ def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig):
     total = info.num_packets
     if total < 2:
         raise VideoError("only 1 frame: a frame-difference mask needs at least 2")
-    indices = sample_frame_indices(total, count)
-    partners = partner_indices(indices, total, cfg.diff_mode)
+    span = total if window_end is None else frames_before(info.frame_times(), window_end)  # frames [0, span)
+    indices = sample_frame_indices(span, count)
+    partners = partner_indices(indices, span, cfg.diff_mode)
     needed = needed_frames(indices, partners)
     dec = decode_frames(path, needed, cfg.size, info)
     lost: List[int] = []
@@ -162,6 +174,8 @@ def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig):
             raise VideoError(f"only {len(good)} of {declared} frames decodable ({dec.errors} decode errors; "
                              f"--min-decodable {cfg.min_decodable})")
         usable = np.asarray(good, np.int64)
+        if window_end is not None:
+            usable = usable[usable < span] if np.count_nonzero(usable < span) >= 2 else usable[:2]
         pick = sample_frame_indices(len(usable), count)
         pick_partners = partner_indices(pick, len(usable), cfg.diff_mode)
         indices, partners = usable[pick], usable[pick_partners]
@@ -183,6 +197,9 @@ def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig):
                    "sar": [dec.sar.numerator, dec.sar.denominator], "deinterlaced": dec.deinterlaced > 0,
                    "frames_lost": len(lost) + declared - total, "lost_at": _ranges(lost),
                    "truncated_frames": declared - total, "decode_errors": dec.errors}
+    if window_end is not None:
+        decode_meta["window"] = {"start": 0.0, "end": float(window_end), "frames": int(min(span, total)),
+                                 "rule": "frames presented before 'end' seconds, counted from the first frame"}
     return info, total, indices, partners, frames, decode_meta
 
 
@@ -206,8 +223,9 @@ def process_video_multi(item: VideoItem, cfgs: Sequence[PreprocessConfig]
             raise VideoError(f"{item.source} is {kind}, not a regular file: list the video file itself")
         if not item.captions:
             raise VideoError("no caption")
+        window_end = None if cfg0.full_duration else item.window_end
         info, total, indices, partners, decoded, decode_meta = _sample_and_decode(
-            item.path, cfg0.frames_for(item.split), cfg0)
+            item.path, cfg0.frames_for(item.split), cfg0, window_end)
         frames = np.stack([decoded[int(i)] for i in indices])  # [T, H, W, 3] RGB
         other = np.stack([decoded[int(i)] for i in partners])  # [T, H, W, 3] the frames they are differenced with
         jpegs = [_encode_jpeg(f, cfg0.jpeg_quality) for f in frames]  # the same bytes for every config
@@ -480,9 +498,10 @@ def _what_changed(old: Any, new: Dict[str, Any]) -> Optional[str]:
         return "it records no input fingerprint (written by an older fda)"
     if old["digest"] == new["digest"]:
         return None
-    for name, value in new["options"].items():
-        if old.get("options", {}).get(name) != value:
-            return f"{flag(name)} was {old.get('options', {}).get(name)!r}, now {value!r}"
+    before_options = old.get("options", {})
+    for name in list(new["options"]) + [k for k in before_options if k not in new["options"]]:
+        if before_options.get(name) != new["options"].get(name):
+            return f"{flag(name)} was {before_options.get(name)!r}, now {new['options'].get(name)!r}"
     before = {v["video_id"]: v for v in old.get("videos", [])}
     now = {v["video_id"]: v for v in new["videos"]}
     for vid, v in now.items():
@@ -543,7 +562,8 @@ def _prepare_out(cfg: PreprocessConfig, dataset: Dataset) -> None:
         if old.get("schema_version") != SCHEMA_VERSION:
             raise ConfigError(f"{cfg.out} holds shards of schema version {old.get('schema_version')}; this fda writes "
                               f"{SCHEMA_VERSION}: pass --overwrite to start over or choose another --out")
-        for name, value in wanted["data"].items():
+        for name in list(wanted["data"]) + [k for k in old["data"] if k not in wanted["data"]]:
+            value = wanted["data"].get(name)
             if old["data"].get(name) != value:
                 raise ConfigError(f"{cfg.out} holds shards made with {flag(name)} {old['data'].get(name)!r}, this run "
                                   f"asks {value!r}: pass --overwrite to start over or choose another --out")
@@ -662,15 +682,20 @@ def build_manifest(cfg: PreprocessConfig, dataset: Dataset, listed: Dict[str, in
         for s in stats:
             failures += [{"split": split, **{k: v[k] for k in ("video_id", "source", "error")}}
                          for v in s["videos"] if v["status"] != "ok"]
+        ok = {v["video_id"] for s in stats for v in s["videos"] if v["status"] == "ok"}
+        words = [len(c.split()) for item in dataset.items[split] if item.video_id in ok for c in item.captions]
         splits[split] = {"frames": cfg.frames_for(split), "size": cfg.size, "listed": listed.get(split, 0),
                          "videos": sum(s["samples"] for s in stats), "captions": sum(s["captions"] for s in stats),
-                         "failed": sum(1 for f in failures if f["split"] == split), "shards": shards}
+                         "failed": sum(1 for f in failures if f["split"] == split), "shards": shards,
+                         "captions_truncated": sum(1 for w in words if w + 2 > CLIP_CONTEXT),
+                         "caption_words_max": max(words, default=0)}
     return {"schema_version": SCHEMA_VERSION, "fda_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "dataset_root": dataset.root, "layout": dataset.layout,
             "annotations": [{"path": path, **file_digest(path)} for path in dataset.annotations],
             "duplicate_captions_dropped": dataset.duplicate_captions,
             "config": dataclasses.asdict(cfg), "mask": _mask_params(cfg), "ffmpeg": ffmpeg,
+            "caption_truncation": TRUNCATION_NOTE,
             "splits": splits, "failures": failures}
 
 
@@ -741,6 +766,9 @@ def run_preprocess_multi(cfgs: Sequence[PreprocessConfig]) -> List[PreprocessRes
     decoder_version = check_decoder(cfg.decoder)
     dataset = load_dataset(cfg.dataset_root, cfg.layout, msrvtt_train=cfg.msrvtt_train, captions=cfg.captions,
                            splits=cfg.splits)
+    if cfg.full_duration and dataset.layout != "didemo":
+        raise ConfigError(f"--full-duration applies to the didemo layout only, and {cfg.dataset_root} is "
+                          f"{dataset.layout}: drop --full-duration")
     dataset, dup_failures = _key_collisions(dataset)
     tasks, listed = _plan(dataset, cfg)
     if sum(listed.values()) + len(dup_failures) == 0:

@@ -63,3 +63,19 @@ def partner_indices(indices: np.ndarray, num_frames: int, mode: str = "adjacent"
 def needed_frames(indices: np.ndarray, partners: np.ndarray) -> List[int]:
     """Sorted unique frame numbers that must be decoded (samples and their partners)."""
     return sorted(set(int(i) for i in indices) | set(int(i) for i in partners))
+
+
+def frames_before(times: np.ndarray, seconds: float) -> int:
+    """How many frames are presented before ``seconds``: the length of the window ``[0, seconds)`` that sampling
+    keeps to when a dataset annotated only the start of its clips (DiDeMo: 30 s).
+
+    Args:
+        times: float64 [N] presentation times in seconds from the first frame, non-decreasing.
+        seconds: end of the window (exclusive).
+
+    Returns:
+        The number of frames with time ``< seconds``, at least ``min(2, N)`` (a mask needs two frames).
+    """
+    times = np.asarray(times, dtype=np.float64)
+    inside = int(np.searchsorted(times, seconds, side="left"))
+    return max(inside, min(2, len(times)))

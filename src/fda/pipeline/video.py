@@ -122,6 +122,15 @@ class VideoInfo:
     declared_frames: int = 0
     present: float = 1.0
     demux_error: Optional[str] = None
+    time_base: Optional[Fraction] = None
+
+    def frame_times(self) -> np.ndarray:
+        """float64 [num_packets]: each frame's presentation time in seconds, counted from the first frame, in
+        presentation order; from the timestamps when they number the frames, else ``i / fps``."""
+        if self.pts and self.time_base:
+            pts = np.sort(np.asarray(self.pts, np.int64))
+            return (pts - pts[0]).astype(np.float64) * float(self.time_base)
+        return np.arange(self.num_packets, dtype=np.float64) / (self.fps if self.fps > 0 else 1.0)
 
     @property
     def ranks(self) -> Optional[np.ndarray]:
@@ -220,7 +229,7 @@ def probe(path: str) -> VideoInfo:
         usable = not cc.has_b_frames
     return VideoInfo(len(pts), fps, duration, width, height, codec, tuple(pts) if usable else (), tuple(keyframes),
                      Fraction(sar.numerator, sar.denominator) if sar else Fraction(1), interlaced, declared_frames,
-                     present, demux_error)
+                     present, demux_error, Fraction(tb.numerator, tb.denominator) if tb else None)
 
 
 def _field_order_interlaced(field_order) -> bool:
