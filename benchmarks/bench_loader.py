@@ -44,7 +44,6 @@ from fda.shards.loader import build_train_pipeline, load_split  # noqa: E402
 MASK = dict(tau=25.0, kernel=3, min_area=16, empty_mask="full")
 
 
-
 def make_clips(root: str, count: int) -> list:
     """``count`` clips in the MSR-VTT layout, every one in the 1k-A test list; returns ``[(video_id, path)]``."""
     os.makedirs(os.path.join(root, "videos", "all"), exist_ok=True)
@@ -63,6 +62,7 @@ def make_clips(root: str, count: int) -> list:
         rows = "".join(f"ret{i},msr{i},{v},clip {v}\n" for i, (v, _) in enumerate(ids))
         f.write("key,vid_key,video_id,sentence\n" + rows)
     return ids
+
 
 def on_the_fly(path: str, frames: int, size: int = 224) -> np.ndarray:
     """fda's own exact decode + masks, per sample (what preprocessing saves the loader)."""

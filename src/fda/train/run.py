@@ -242,7 +242,7 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # decoding is PIL work; torch threads in workers only oversubscribe the cores
     # Ctrl-C reaches the whole process group: the main process stops at a step boundary and shuts its workers down;
     # a worker dying on the signal first would turn that into a DataLoader error. SIGTERM keeps its default: it is
-    # how a worker is ended (multiprocessing's terminate at exit), so ignoring it could leave the process unable to exit.
+    # how a worker is ended (multiprocessing's terminate at exit); ignoring it could leave the process unable to exit.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
