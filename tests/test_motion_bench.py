@@ -164,3 +164,13 @@ def test_bench_motion_rejects_bad_options(tmp_path):
     assert res.exit_code == 2 and "--sets must be a comma list of motion, null, appearance" in res.stderr
     res = runner.invoke(cli, ["bench-motion", "--out", str(tmp_path), "--test-videos", "7"])
     assert res.exit_code == 2 and "--test-videos must be an even integer >= 4" in res.stderr
+
+
+def test_a_condition_keeps_its_data_and_runs_apart_from_the_still_set(tmp_path):
+    from fda.config import BenchMotionConfig
+    from fda.lab.motion_bench import set_dir
+
+    still = BenchMotionConfig(out=str(tmp_path))
+    pan = BenchMotionConfig(out=str(tmp_path), condition="pan")
+    assert set_dir(still, "motion") == str(tmp_path / "motion")
+    assert set_dir(pan, "motion") == str(tmp_path / "motion-pan")  # finished still runs are never reused for pan

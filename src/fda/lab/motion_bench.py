@@ -24,6 +24,7 @@ Outputs in ``--out``: ``bench_motion.json`` (config, budget, machine, every run,
 
 import csv
 import dataclasses
+import json
 import logging
 import os
 import platform
@@ -130,10 +131,6 @@ def truth_region(clip: Dict[str, Any], frames: Sequence[int], size: int) -> np.n
 # Shard sets
 
 
-def _split_urls(shards_dir: str, manifest: Dict[str, Any]) -> Dict[str, List[str]]:
-    return {split: split_shards(manifest, split) for split in manifest.get("splits", {})}
-
-
 def derive_mask_set(src: str, dst: str, mode: str, seed: int = 0) -> str:
     """Copy a shard set, replacing every mask: all ones (``full``) or another clip's (``shuffled``).
 
@@ -153,8 +150,6 @@ def derive_mask_set(src: str, dst: str, mode: str, seed: int = 0) -> str:
     Raises:
         InputError: ``src`` is no finished shard set, or clips of a split hold different frame counts.
     """
-    import json
-
     if os.path.isfile(os.path.join(dst, MANIFEST)):
         return dst
     manifest = read_json(os.path.join(src, MANIFEST)) if os.path.isfile(os.path.join(src, MANIFEST)) else None
@@ -162,22 +157,27 @@ def derive_mask_set(src: str, dst: str, mode: str, seed: int = 0) -> str:
         raise InputError(f"{src!r} has no manifest.json: not a finished shard set, run fda preprocess")
     os.makedirs(dst, exist_ok=True)
     rng = np.random.default_rng([seed, 23])
-    for split, names in _split_urls(src, manifest).items():
-        samples = [raw for name in names for raw in iter_raw_samples(os.path.join(src, name))]
+    for split in manifest.get("splits", {}):
+        names = split_shards(manifest, split)
+        per_shard = [list(iter_raw_samples(os.path.join(src, name))) for name in names]  # read once
+        samples = [raw for shard in per_shard for raw in shard]
         metas = [json.loads(raw[META]) for raw in samples]
         counts = {len(m["indices"]) for m in metas}
         if len(counts) > 1:
             raise InputError(f"split {split} of {src!r} mixes clips of {sorted(counts)} frames: cannot swap masks")
         donors = derangement(len(samples), rng) if mode == "shuffled" else np.arange(len(samples))
+        full_png: Dict[int, bytes] = {}  # one all-ones PNG per frame size
         pos = 0
-        for name in names:
+        for name, shard in zip(names, per_shard):
             with ShardWriter(os.path.join(dst, name)) as writer:
-                for raw in iter_raw_samples(os.path.join(src, name)):
+                for raw in shard:
                     meta, donor = metas[pos], samples[int(donors[pos])]
                     num = len(meta["indices"])
                     if mode == "full":
                         size = int(meta["size"])
-                        masks = [encode_mask(np.ones((size, size), np.uint8))] * num
+                        if size not in full_png:
+                            full_png[size] = encode_mask(np.ones((size, size), np.uint8))
+                        masks = [full_png[size]] * num
                         meta["mask"].update(derived={"mode": "full", "from": None}, coverage=[1.0] * num)
                     else:
                         masks = [donor[mask_member(i)] for i in range(num)]
@@ -343,13 +343,19 @@ def summarize_arm(runs: Sequence[Dict[str, Any]], reference: Sequence[Dict[str, 
     return out
 
 
-def plot_bench(rows: Sequence[Dict[str, Any]], arms: Sequence[str], path: str, title: str) -> None:
-    """Two panels (twin accuracy t2v, R@1 t2v): bars per set and arm, std over seeds as error bars."""
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (imported on first use: it is slow to import)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_bench(rows: Sequence[Dict[str, Any]], arms: Sequence[str], path: str, title: str) -> None:
+    """Two panels (twin accuracy t2v, R@1 t2v): bars per set and arm, std over seeds as error bars."""
+    plt = _pyplot()
     sets = list(dict.fromkeys(r["set"] for r in rows))
     colours = {"masks": "tab:red", "no-alpha": "tab:gray", "full": "tab:blue", "shuffled": "tab:olive",
                "compensated": "tab:purple"}
@@ -392,6 +398,11 @@ def _stale(data: str, wanted: Dict[str, Any]) -> bool:
     return summary is None or any(summary.get(k) != v for k, v in wanted.items())
 
 
+def set_dir(cfg: BenchMotionConfig, kind: str) -> str:
+    """The folder of one set's data, shards and runs (``<out>/<kind>``, or ``<out>/<kind>-<condition>``)."""
+    return os.path.join(cfg.out, kind if cfg.condition == "still" else f"{kind}-{cfg.condition}")
+
+
 def prepare_set(cfg: BenchMotionConfig, kind: str) -> Tuple[Dict[str, str], Dict[str, Dict[str, Any]]]:
     """Generate and preprocess one set (both reused when finished).
 
@@ -401,7 +412,7 @@ def prepare_set(cfg: BenchMotionConfig, kind: str) -> Tuple[Dict[str, str], Dict
     from fda.lab.scenes import run_generate
     from fda.pipeline.preprocess import run_preprocess
 
-    base = os.path.join(cfg.out, kind if cfg.condition == "still" else f"{kind}-{cfg.condition}")
+    base = set_dir(cfg, kind)
     data, shards = os.path.join(base, "data"), os.path.join(base, "shards", "masks")
     gen = GenerateConfig(out_dir=data, kind=kind, train=cfg.train_videos, test=cfg.test_videos, seed=cfg.data_seed,
                          size=f"{cfg.size}x{cfg.size}", fps=cfg.fps, seconds=cfg.seconds, condition=cfg.condition)
@@ -426,14 +437,19 @@ def prepare_set(cfg: BenchMotionConfig, kind: str) -> Tuple[Dict[str, str], Dict
 Rows = List[Dict[str, Any]]
 
 
-def run_set(cfg: BenchMotionConfig, kind: str, device: Any) -> Tuple[Rows, Rows, Dict[str, float]]:
-    """Every arm and seed of one set: ``(rows per arm, every run, the test masks' scores)``."""
-    shard_sets, clips = prepare_set(cfg, kind)
+def run_set(cfg: BenchMotionConfig, kind: str, device: Any,
+            prepared: Optional[Tuple[Dict[str, str], Dict[str, Dict[str, Any]]]] = None
+            ) -> Tuple[Rows, Rows, Dict[str, float]]:
+    """Every arm and seed of one set: ``(rows per arm, every run, the test masks' scores)``.
+
+    ``prepared`` is :func:`prepare_set`'s result when the caller already has it.
+    """
+    shard_sets, clips = prepared or prepare_set(cfg, kind)
     scores = mask_truth_scores(shard_sets["masks"], "test", clips)
     per_arm: Dict[str, List[Dict[str, Any]]] = {}
     for arm in cfg.arm_list:
         for seed in cfg.seed_list:
-            run_dir = os.path.join(cfg.out, kind, "runs", f"{arm}-seed{seed}")
+            run_dir = os.path.join(set_dir(cfg, kind), "runs", f"{arm}-seed{seed}")
             trained = _train(cfg, shard_sets[arm], run_dir, seed, no_alpha=arm == "no-alpha")
             row = {"set": kind, "arm": arm, "seed": seed, "run_dir": trained.run_dir, "steps": trained.steps,
                    **evaluate_run(trained.checkpoint, shard_sets[arm], clips, device=device,
@@ -521,11 +537,7 @@ class BenchMasksResult:
 
 def plot_mask_quality(scores: Dict[str, Dict[str, Dict[str, float]]], path: str, title: str) -> None:
     """Three heat maps (precision, recall, coverage): rows = conditions, columns = settings."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     conds = list(scores)
     settings = list(scores[conds[0]])
     fig, axes = plt.subplots(1, 3, figsize=(11, 0.45 * len(conds) + 1.8))

@@ -42,7 +42,7 @@ from fda.pipeline.sampling import frames_before, needed_frames, partner_indices,
 from fda.pipeline.video import VideoError, check_decoder, decode_frames, find_ffmpeg, ffmpeg_version, probe
 from fda.shards.schema import (CONFIG, MANIFEST, SCHEMA_VERSION, file_digest, read_json, sample_key, shard_name,
                                stats_name, write_json_atomic)
-from fda.shards.writer import PARTIAL, ShardWriter, sample_members
+from fda.shards.writer import PARTIAL, ShardWriter, encode_mask, sample_members
 
 log = logging.getLogger(__name__)
 
@@ -122,13 +122,6 @@ def _encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise VideoError("JPEG encoding failed")
-    return buf.tobytes()
-
-
-def _encode_mask(mask: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", mask * np.uint8(255), [cv2.IMWRITE_PNG_BILEVEL, 1])
-    if not ok:
-        raise VideoError("PNG encoding failed")
     return buf.tobytes()
 
 
@@ -249,7 +242,7 @@ def process_video_multi(item: VideoItem, cfgs: Sequence[PreprocessConfig]
                                               empty_mask=cfg.empty_mask)
             meta = {**base, "mask": {**_mask_params(cfg), "fallback": fell_back.tolist(),
                                      "coverage": [round(float(m.mean()), 6) for m in masks], **extra}}
-            out.append(sample_members(key, meta, item.captions, jpegs, [_encode_mask(m) for m in masks]))
+            out.append(sample_members(key, meta, item.captions, jpegs, [encode_mask(m) for m in masks]))
         return out, record
     except VideoError as err:
         record.update(status="failed", error=str(err))
