@@ -30,7 +30,7 @@ import tempfile
 import torch
 
 from fda.config import TrainConfig
-from fda.pipeline.synthetic import make_msrvtt_demo
+from fda.lab.synthetic import make_msrvtt_demo
 from fda.train.run import run_train
 
 

@@ -91,7 +91,7 @@ def test_budget_config_errors():
 
 
 def test_ablate_difference_spread_is_the_spread_of_per_seed_differences():
-    from fda.experiments import COLUMNS, AblateResult, difference_row
+    from fda.lab.experiments import COLUMNS, AblateResult, difference_row
 
     masked = [{"seed": 0, **dict.fromkeys(COLUMNS, 10.0)}, {"seed": 1, **dict.fromkeys(COLUMNS, 30.0)}]
     plain = [{"seed": 1, **dict.fromkeys(COLUMNS, 12.07)}, {"seed": 0, **dict.fromkeys(COLUMNS, 16.32)}]

@@ -15,7 +15,7 @@ from fda.lab.motion_bench import (derangement, derive_mask_set, mask_truth_score
                                   truth_region, twin_accuracy)
 from fda.shards.reader import decode_sample
 from fda.shards.schema import MANIFEST, read_json, split_shards
-from fda.viz import iter_raw_samples
+from fda.lab.viz import iter_raw_samples
 
 
 def test_twin_accuracy_on_a_hand_made_matrix():

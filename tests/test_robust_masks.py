@@ -105,7 +105,7 @@ def test_preprocess_records_the_camera_and_keeps_the_default_meta(tmp_path):
     from fda.lab.scenes import make_bench_set
     from fda.pipeline.preprocess import run_preprocess
     from fda.shards.reader import decode_sample
-    from fda.viz import iter_raw_samples
+    from fda.lab.viz import iter_raw_samples
 
     data = str(tmp_path / "pan")
     make_bench_set(data, "motion", n_train=2, n_test=2, condition="pan", captions_per_video=1)

@@ -11,7 +11,7 @@ from PIL import Image
 from fda.cli import cli
 from fda.config import MasksStatsConfig, PreprocessConfig, VisualizeConfig
 from fda.errors import ConfigError, InputError
-from fda.viz import LABEL_H, frame_sheet, iter_metas, overlay, run_masks_stats, run_visualize
+from fda.lab.viz import LABEL_H, frame_sheet, iter_metas, overlay, run_masks_stats, run_visualize
 
 
 @pytest.fixture(scope="session")

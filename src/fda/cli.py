@@ -154,7 +154,7 @@ G = GenerateConfig
 def generate(**kwargs: Any) -> None:
     """Write a synthetic MSR-VTT-layout data set of encoded videos with known content and captions."""
     from fda.lab.scenes import run_generate
-    from fda.pipeline.synthetic import summarize
+    from fda.lab.synthetic import summarize
 
     cfg = build_config(GenerateConfig, **kwargs)
     result = run_stage(run_generate, cfg)
@@ -432,7 +432,7 @@ D = DemoConfig
               help="Test videos to draw with their masks at the end (0: none).")
 def demo(**kwargs: Any) -> None:
     """The method on a controlled synthetic set: masks vs --no-alpha, twin accuracy and R@1 over seeds."""
-    from fda.demo import run_demo
+    from fda.lab.demo import run_demo
 
     cfg = build_config(DemoConfig, **kwargs)
     result = run_stage(run_demo, cfg)
@@ -462,7 +462,7 @@ V = VisualizeConfig
 @click.option("--fps", type=float, default=_default(V, "fps"), show_default=True, help="Frame rate of the animation.")
 def visualize(**kwargs: Any) -> None:
     """Frames with their masks overlaid: a PNG sheet and an animation per video, and an index.html linking them."""
-    from fda.viz import run_visualize
+    from fda.lab.viz import run_visualize
 
     cfg = build_config(VisualizeConfig, **kwargs)
     result = run_stage(run_visualize, cfg)
@@ -480,7 +480,7 @@ S = MasksStatsConfig
 @click.option("--bins", type=int, default=_default(S, "bins"), show_default=True, help="Histogram bins.")
 def masks_stats(**kwargs: Any) -> None:
     """Mask coverage and full-mask fallback share per split, per shard set (tau), from the sample metas."""
-    from fda.viz import run_masks_stats
+    from fda.lab.viz import run_masks_stats
 
     cfg = build_config(MasksStatsConfig, **kwargs)
     result = run_stage(run_masks_stats, cfg)
@@ -563,7 +563,7 @@ W = SweepConfig
 @click.option("--overwrite", is_flag=True, default=False, help="Rewrite the shard sets in --out.")
 def sweep(**kwargs: Any) -> None:
     """R@1 against tau: shard sets per tau from one decode, same training budget each, eval, table and figure."""
-    from fda.experiments import run_sweep
+    from fda.lab.experiments import run_sweep
 
     cfg = build_config(SweepConfig, **kwargs)
     result = run_stage(run_sweep, cfg)
@@ -584,7 +584,7 @@ A = AblateConfig
 @_budget_options(A)
 def ablate(**kwargs: Any) -> None:
     """Masks vs no masks: the same budget with Alpha-CLIP and with --no-alpha, evaluated on the same split."""
-    from fda.experiments import run_ablate
+    from fda.lab.experiments import run_ablate
 
     cfg = build_config(AblateConfig, **kwargs)
     result = run_stage(run_ablate, cfg)

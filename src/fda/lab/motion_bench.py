@@ -40,7 +40,7 @@ from fda.errors import InputError
 from fda.shards.reader import decode_sample
 from fda.shards.schema import CONFIG, MANIFEST, META, mask_member, read_json, split_shards, write_json_atomic
 from fda.shards.writer import ShardWriter, encode_mask
-from fda.viz import iter_raw_samples
+from fda.lab.viz import iter_raw_samples
 
 log = logging.getLogger(__name__)
 
@@ -383,7 +383,7 @@ def plot_bench(rows: Sequence[Dict[str, Any]], arms: Sequence[str], path: str, t
 
 
 def _load_clips(data_root: str) -> Dict[str, Dict[str, Any]]:
-    from fda.pipeline.synthetic import META_FILE
+    from fda.lab.synthetic import META_FILE
 
     meta = read_json(os.path.join(data_root, META_FILE))
     return {c["video_id"]: {**c, "size": meta["size"]} for c in meta["clips"]}
@@ -391,7 +391,7 @@ def _load_clips(data_root: str) -> Dict[str, Dict[str, Any]]:
 
 def _stale(data: str, wanted: Dict[str, Any]) -> bool:
     """Whether the generated set in ``data`` is missing or was made with other settings than ``wanted``."""
-    from fda.pipeline.synthetic import META_FILE
+    from fda.lab.synthetic import META_FILE
 
     path = os.path.join(data, META_FILE)
     summary = read_json(path) if os.path.isfile(path) else None

@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 
 from fda.errors import ConfigError
-from fda.pipeline.synthetic import (SHAPES, _SYNONYMS, _check_counts, _check_size, draw_shape, encode_frames,
+from fda.lab.synthetic import (SHAPES, _SYNONYMS, _check_counts, _check_size, draw_shape, encode_frames,
                                     make_msrvtt_demo, shape_extent, write_msrvtt_set)
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class SceneObject:
 
     Attributes:
         colour: a palette name.
-        shape: one of :data:`fda.pipeline.synthetic.SHAPES`.
+        shape: one of :data:`fda.lab.synthetic.SHAPES`.
         centre: ``(x, y)`` midpoint of its path (where it sits if it does not move).
         axis: 0 for a horizontal path, 1 for a vertical one.
         sign: +1 (right/down) or -1 (left/up).
@@ -377,7 +377,7 @@ def make_bench_set(root: str, kind: str, *, n_train: int = 192, n_test: int = 64
         condition: what the camera and the sensor do (:data:`CONDITIONS`); ``still`` by default.
 
     Returns:
-        Summary, as :func:`fda.pipeline.synthetic.make_msrvtt_demo`.
+        Summary, as :func:`fda.lab.synthetic.make_msrvtt_demo`.
 
     Raises:
         ConfigError: odd counts, a size that cannot hold the paths, a palette that fails :func:`check_palette`.

@@ -57,7 +57,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     result.lines.append(table)
     if cfg.visualize:
         from fda.config import VisualizeConfig
-        from fda.viz import run_visualize
+        from fda.lab.viz import run_visualize
 
         viz = run_visualize(VisualizeConfig(shard_sets["masks"], out=os.path.join(cfg.out, "viz"), split="test",
                                             n=cfg.visualize))

@@ -178,7 +178,7 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
         ConfigError, InputError, EnvError: from the stages (preprocess, train, eval), one line each.
     """
     from fda.pipeline.sweep import preprocess_taus
-    from fda.viz import mask_stats
+    from fda.lab.viz import mask_stats
 
     make_out_dir(cfg.out)
     pre_cfgs = [cfg.preprocess_config(tau, os.path.join(cfg.out, "shards", _tag(tau))) for tau in cfg.taus]
@@ -263,7 +263,7 @@ def run_ablate(cfg: AblateConfig) -> AblateResult:
     Raises:
         ConfigError, InputError, EnvError: from train and eval, one line each.
     """
-    from fda.viz import mask_stats
+    from fda.lab.viz import mask_stats
 
     make_out_dir(cfg.out)
     result = AblateResult(cfg.out)
