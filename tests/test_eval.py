@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from fda.cli import cli
 from fda.eval.metrics import METRIC_KEYS, retrieval_metrics
-from fda.eval.retrieval import encode_split, evaluate_split, open_split, validate
+from fda.eval.encoding import encode_split, open_split
+from fda.eval.evaluate import evaluate_split, validate
 
 BASE = ["--model", "fda-tiny", "--frames", "4", "--workers", "0", "--device", "cpu"]
 
