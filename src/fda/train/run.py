@@ -478,11 +478,6 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, pl
     optimizer = build_optimizer(model, lr=cfg.lr, alpha_lr=cfg.alpha_lr, weight_decay=cfg.weight_decay)
     dtype = amp_dtype(cfg.precision, device)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    forward: Any = model
-    if dist.active:
-        from torch.nn.parallel import DistributedDataParallel
-
-        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     # where a resumed run stands: step, best score, the changes and events recorded so far
     start, best, history = 0, None, {"changes": [], "events": []}
@@ -503,6 +498,11 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, pl
                     cfg.batch_size * cfg.accum_steps * dist.world_size, cfg.captions, run.path)
 
     # train
+    forward: Any = model
+    if dist.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     state = RunState(start=start, step=start, checkpoint=resume_from, saved_step=start, best=best, val_split=val_split)
     hooks = RunHooks(cfg, dist, device, run, plan, model, optimizer, scaler, state, resolved, logs, validate)
     epoch, batch = plan.position(start)
