@@ -21,24 +21,24 @@ is written before validation, and a failing validation is logged and switched of
 import contextlib
 import dataclasses
 import functools
-import itertools
 import json
 import logging
 import os
 import signal
-import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Tuple
+from typing import Any, Dict, List, Optional, Protocol, Tuple
 
 import torch
 
 from fda import __version__
 from fda.config import TrainConfig, make_out_dir
-from fda.errors import ConfigError, EnvError, FdaError, InputError
+from fda.errors import ConfigError, FdaError, InputError
 from fda.model.device import resolve_device
 from fda.runs import RunDir, resume_source
-from fda.shards.loader import SplitInfo, batches_per_epoch, build_train_pipeline, check_plan, load_split
+from fda.shards.loader import SplitInfo, batches_per_epoch, check_plan, load_split
 from fda.shards.schema import read_manifest, write_json_atomic
+from fda.train.data import data_stream
+from fda.train.dist import Dist, StopSignals, agree, barrier, dist_from_env, stop_requested
 from fda.train.loop import LoopSpec, NonFiniteLossError, step_seed, train
 from fda.train.optim import build_optimizer, default_warmup, freeze_text_tower
 
@@ -69,36 +69,6 @@ class TrainInterrupted(FdaError):
         self.exit_code = 128 + signum
 
 
-class StopSignals:
-    """While active (a ``with`` block), SIGINT/SIGTERM only ask the run to stop after the current step.
-
-    Handlers are installed only in the main thread of the main interpreter (signal's own rule); elsewhere ``signum``
-    stays None. A second signal raises :class:`KeyboardInterrupt` (abort without saving).
-    """
-
-    def __init__(self) -> None:
-        self.signum: Optional[int] = None
-        self._old: Dict[int, Any] = {}
-
-    def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        self._old = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
-        logger.warning("%s: stopping after this step and saving a checkpoint (send it again to abort without saving)",
-                       signal.Signals(signum).name)
-
-
 @dataclass
 class TrainResult:
     """What a finished run leaves behind."""
@@ -113,39 +83,6 @@ class TrainResult:
         loss = self.metrics.get("train/loss")
         tail = f", last loss {loss:.4f}" if loss is not None else ""
         return f"trained {self.steps} steps into {self.run_dir} (checkpoint {self.checkpoint}{tail})"
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Environment: processes and device.
-
-@dataclass(frozen=True)
-class Dist:
-    """This process's place in a (possibly single-process) run."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        """True on rank 0 (the one that writes files)."""
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        """True when a process group is in use."""
-        return self.world_size > 1
-
-
-def dist_from_env() -> Dist:
-    """Read torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (single process when absent)."""
-    try:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", str(rank)))
-    except ValueError as err:
-        raise EnvError(f"bad torchrun environment ({err}): launch with torchrun or unset RANK/WORLD_SIZE") from None
-    return Dist(rank=rank, world_size=max(1, world), local_rank=local)
 
 
 def amp_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
@@ -224,68 +161,6 @@ class RunState:
     best: Optional[float]
     val_split: Optional[str]
     metrics: Dict[str, float] = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Data.
-
-def tokenize_batch(tokenizer: Callable[[List[str]], torch.Tensor], batch: Dict[str, Any]) -> Dict[str, Any]:
-    """``batch_fn`` for the loader: tokenise the captions inside the worker."""
-    return {"tokens": tokenizer(batch["captions"])}
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)  # decoding is PIL work; torch threads in workers only oversubscribe the cores
-    # Ctrl-C reaches the whole process group: the main process stops at a step boundary and shuts its workers down;
-    # a worker dying on the signal first would turn that into a DataLoader error. SIGTERM keeps its default: it is
-    # how a worker is ended (multiprocessing's terminate at exit); ignoring it could leave the process unable to exit.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _loader_error(err: Exception) -> Exception:
-    """A DataLoader re-raises a worker's FdaError with the worker traceback as message: keep the original line."""
-    if isinstance(err, FdaError):
-        lines = [ln for ln in str(err).splitlines() if ln.strip()]
-        last = lines[-1] if lines else str(err)
-        if ": " in last and last.split(": ", 1)[0].endswith(type(err).__name__):
-            last = last.split(": ", 1)[1]
-        clean = type(err)(last)
-        return clean
-    return err
-
-
-def data_stream(info: SplitInfo, cfg: TrainConfig, dist: Dist, tokenizer: Any, *, start_epoch: int, start_batch: int,
-                batches_epoch: int, pin_memory: bool = False) -> Iterator[Dict[str, Any]]:
-    """Endless batches for this rank: ``batches_epoch`` per epoch, from ``(start_epoch, start_batch)`` on.
-
-    Each epoch gets its own pipeline and DataLoader (the epoch seeds the shard deal and every shuffle), so a
-    position is just ``(epoch, batch)``.
-    """
-    from torch.utils.data import DataLoader
-
-    batch_fn = functools.partial(tokenize_batch, tokenizer)
-    for epoch in itertools.count(start_epoch):
-        skip = start_batch if epoch == start_epoch else 0
-        pipeline = build_train_pipeline(info, batch_size=cfg.batch_size, captions=cfg.captions, seed=cfg.seed,
-                                        epoch=epoch, rank=dist.rank, world_size=dist.world_size, workers=cfg.workers,
-                                        shuffle_buffer=cfg.shuffle_buffer, skip=skip, batch_fn=batch_fn)
-        loader = DataLoader(pipeline, batch_size=None, num_workers=cfg.workers, pin_memory=pin_memory,
-                            worker_init_fn=_worker_init if cfg.workers else None)
-        iterator = iter(loader)
-        try:
-            for _ in range(batches_epoch - skip):
-                try:
-                    batch = next(iterator)
-                except FdaError as err:
-                    raise _loader_error(err) from None
-                yield batch
-        finally:
-            # Stop this epoch's workers now: after an error the traceback still references the iterator, and its
-            # workers would otherwise wait on their queues until the interpreter exits.
-            shutdown = getattr(iterator, "_shutdown_workers", None)
-            if shutdown is not None:
-                shutdown()
-            del iterator
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -430,43 +305,13 @@ def run_train(cfg: TrainConfig, validate: Optional[Validate] = None) -> TrainRes
             pg.destroy_process_group()
 
 
-def _agree(dist: Dist, value: Any) -> Any:
-    """Rank 0's ``value`` on every rank."""
-    if not dist.active:
-        return value
-    import torch.distributed as tdist
-
-    box = [value]
-    tdist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def _barrier(dist: Dist) -> None:
-    if dist.active:
-        import torch.distributed as tdist
-
-        tdist.barrier()
-
-
-def _stop_requested(dist: Dist, stop: StopSignals, device: torch.device) -> int:
-    """The signal that asks to stop (0: none), agreed on by every rank so that all stop at the same step."""
-    signum = stop.signum or 0
-    if not dist.active:
-        return signum
-    import torch.distributed as tdist
-
-    flag = torch.tensor([signum], dtype=torch.int64, device=device if device.type == "cuda" else "cpu")
-    tdist.all_reduce(flag, op=tdist.ReduceOp.MAX)
-    return int(flag.item())
-
-
 def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, plan: RunPlan,
          validate: Optional[Validate], stop: StopSignals) -> TrainResult:
     # the run folder (--out, else the one --resume names, else a new one) and the checkpoint to resume from
     resume_dir = None
     if cfg.resume:
         resume_dir = RunDir.of_checkpoint(cfg.resume).path if os.path.isfile(cfg.resume) else cfg.resume
-    run = RunDir(_agree(dist, cfg.out or resume_dir or RunDir.new(cfg.model).path))
+    run = RunDir(agree(dist, cfg.out or resume_dir or RunDir.new(cfg.model).path))
     resume_from = resume_source(cfg.resume, run)
     if resume_from:
         logger.info("resuming from %s", resume_from)
@@ -515,11 +360,11 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, pl
                     autocast=autocast, scaler=scaler,
                     no_sync=forward.no_sync if dist.active else contextlib.nullcontext,
                     global_batch=cfg.batch_size * cfg.accum_steps * dist.world_size,
-                    should_stop=functools.partial(_stop_requested, dist, stop, device))
+                    should_stop=functools.partial(stop_requested, dist, stop, device))
     try:
         steps = train(cfg, model, optimizer, batches, spec, on_log=hooks.on_log,
                       on_validate=hooks.on_validate if val_split else None, on_checkpoint=hooks.on_checkpoint)
-        signum = _stop_requested(dist, stop, device) if steps < plan.total_steps else 0
+        signum = stop_requested(dist, stop, device) if steps < plan.total_steps else 0
         if signum:
             hooks.interrupted(steps, signum)
     except NonFiniteLossError as err:
@@ -627,7 +472,7 @@ class RunHooks:
                     logger.debug("validation error", exc_info=True)
             finally:
                 self.model.train()
-        error = _agree(self.dist, error)
+        error = agree(self.dist, error)
         if error is not None:
             logger.warning("step %d: validation on %s failed, validation is off for the rest of the run (training "
                            "goes on, checkpoint %s is saved): %s", step, state.val_split, state.checkpoint, error)
@@ -648,7 +493,7 @@ class RunHooks:
                 self.save(self.run.best, step, result)
                 logger.info("step %d: best validation %s so far (%.2f), saved %s", step, self.validate.best_key,
                             score, self.run.best)
-        _barrier(self.dist)
+        barrier(self.dist)
         return result
 
     def interrupted(self, steps: int, signum: int) -> None:
@@ -656,7 +501,7 @@ class RunHooks:
         name = signal.Signals(signum).name
         if steps > self.state.saved_step:
             self.on_checkpoint(steps)
-        _barrier(self.dist)
+        barrier(self.dist)
         self.record({"step": steps, "event": f"interrupted by {name}"})
         saved = f"saved {self.state.checkpoint}" if steps > self.state.start else "no step finished, nothing saved"
         raise TrainInterrupted(f"interrupted by {name} at step {steps} of {self.plan.total_steps}: {saved}; to "
