@@ -75,7 +75,7 @@ def checkpoint(tmp_path_factory) -> str:
 
 
 def test_embed_then_search_returns_the_planted_match(eval_shards, checkpoint, tmp_path):
-    from fda.eval.retrieval import encode_texts
+    from fda.eval.encoding import encode_texts
     from fda.model.checkpoint import load_checkpoint
 
     emb = str(tmp_path / "emb")

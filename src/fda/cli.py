@@ -173,20 +173,6 @@ def generate(**kwargs: Any) -> None:
 
 # --- fda train ---------------------------------------------------------------------------------------------------
 
-def _train_validator() -> Optional[Callable[..., Any]]:
-    """``fda.eval``'s validation as the trainer's callback, or None (logged) when fda.eval does not offer it."""
-    try:
-        from fda.eval.retrieval import evaluate_split, flat_metrics
-    except ImportError as err:
-        logging.getLogger("fda.cli").info("periodic validation off: fda.eval has no evaluate_split (%s)", err)
-        return None
-
-    def validate(model: Any, shards_dir: str, split: str, device: Any) -> Any:
-        return flat_metrics(evaluate_split(model, shards_dir, split, device=device))
-
-    return validate
-
-
 @cli.command()
 @config_options(TrainConfig)
 def train(**kwargs: Any) -> None:
@@ -201,10 +187,11 @@ def train(**kwargs: Any) -> None:
     --device, --loader-workers, ...) may change: it applies from the resumed step and is recorded under "changes"
     in RUN_DIR/train_config.json.
     """
+    from fda.eval.evaluate import validate
     from fda.train.run import run_train
 
     cfg = build_config(TrainConfig, **kwargs)
-    result = run_stage(run_train, cfg, _train_validator() if cfg.val_split != "none" else None)
+    result = run_stage(run_train, cfg, validate if cfg.val_split != "none" else None)
     click.echo(result.summary())
 
 

@@ -31,7 +31,7 @@ class DemoResult:
 
 def run_demo(cfg: DemoConfig) -> DemoResult:
     """Run generate -> preprocess -> train (masks, no-alpha; per seed) -> twin accuracy and R@k under ``cfg.out``."""
-    from fda.eval.retrieval import resolve_device
+    from fda.model.device import resolve_device
     from fda.lab.motion_bench import BenchMotionResult, prepare_set, run_set, set_dir
     from fda.shards.schema import MANIFEST, read_json
 

@@ -21,13 +21,12 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from fda.config import AblateConfig, Budget, EvalConfig, SweepConfig, make_out_dir
+from fda.eval.metrics import DIRECTIONS, METRIC_KEYS, metric_name
 from fda.shards.schema import write_json_atomic
 
 log = logging.getLogger(__name__)
 
-KEYS = ("R@1", "R@5", "R@10", "MdR", "MnR")
-DIRS = ("t2v", "v2t")
-COLUMNS = [f"{d}_{k}" for d in DIRS for k in KEYS]
+COLUMNS = [metric_name(d, k) for d in DIRECTIONS for k in METRIC_KEYS]
 
 
 def _tag(tau: float) -> str:
@@ -61,7 +60,7 @@ def train_and_eval(shards_dir: str, run_dir: str, budget: Budget, *, seed: int, 
     metrics = ev.report["metrics"]["model"]
     row: Dict[str, Any] = {"run_dir": trained.run_dir, "seed": seed, "no_alpha": no_alpha, "steps": trained.steps,
                            "report": ev.report_path}
-    row.update({f"{d}_{k}": float(metrics[d][k]) for d in DIRS for k in KEYS})
+    row.update({metric_name(d, k): float(metrics[d][k]) for d in DIRECTIONS for k in METRIC_KEYS})
     log.info("%s: t2v R@1 %.2f, v2t R@1 %.2f", run_dir, row["t2v_R@1"], row["v2t_R@1"])
     return row
 
@@ -102,7 +101,7 @@ def _fmt(row: Dict[str, Any], col: str) -> str:
 
 def render_rows(rows: Sequence[Dict[str, Any]], label: str) -> str:
     """A plain-text table: one line per arm, R@1/R@5/R@10/MdR both ways (mean±std over seeds when several)."""
-    cols = [f"{d}_{k}" for d in DIRS for k in ("R@1", "R@5", "R@10", "MdR")]
+    cols = [metric_name(d, k) for d in DIRECTIONS for k in ("R@1", "R@5", "R@10", "MdR")]
     width = 14 if any(r.get("seeds", 1) > 1 for r in rows) else 9
     lines = [f"{'':<24}" + "".join(f"{c:>{width}}" for c in cols)]
     for row in rows:
@@ -148,10 +147,11 @@ def plot_sweep(rows: Sequence[Dict[str, Any]], baseline: Optional[Dict[str, Any]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     taus = [r["tau"] for r in rows]
     for d, colour, name in (("t2v", "tab:blue", "text-to-video"), ("v2t", "tab:orange", "video-to-text")):
-        ax.errorbar(taus, [r[f"{d}_R@1"] for r in rows], yerr=[r[f"{d}_R@1_std"] for r in rows], marker="o",
+        r1 = metric_name(d, "R@1")
+        ax.errorbar(taus, [r[r1] for r in rows], yerr=[r[r1 + "_std"] for r in rows], marker="o",
                     color=colour, capsize=3, label=f"{name} R@1 (masks)")
         if baseline:
-            ax.axhline(baseline[f"{d}_R@1"], color=colour, linestyle="--", linewidth=1.2,
+            ax.axhline(baseline[r1], color=colour, linestyle="--", linewidth=1.2,
                        label=f"{name} R@1, no mask (--no-alpha)")
     ax.set_xlabel("tau (grey levels)")
     ax.set_ylabel("R@1 (%)")
@@ -235,7 +235,7 @@ class AblateResult:
 def plot_ablation(rows: Sequence[Dict[str, Any]], path: str, title: str) -> None:
     """Grouped bars: R@1/R@5/R@10 both ways, masks vs no masks, std over seeds as error bars."""
     plt = _pyplot()
-    cols = [f"{d}_{k}" for d in DIRS for k in ("R@1", "R@5", "R@10")]
+    cols = [metric_name(d, k) for d in DIRECTIONS for k in ("R@1", "R@5", "R@10")]
     x = np.arange(len(cols))
     width = 0.38
     fig, ax = plt.subplots(figsize=(7.2, 4.0))

@@ -36,6 +36,7 @@ import numpy as np
 
 from fda.config import BenchMasksConfig, BenchMotionConfig, GenerateConfig, make_out_dir
 from fda.errors import InputError
+from fda.eval.metrics import DIRECTIONS, metric_name
 from fda.shards.reader import decode_sample
 from fda.shards.schema import CONFIG, MANIFEST, META, mask_member, read_json, split_shards, write_json_atomic
 from fda.shards.writer import ShardWriter, encode_mask
@@ -46,7 +47,8 @@ log = logging.getLogger(__name__)
 ARM_LABELS = {"masks": "masks (frame difference)", "no-alpha": "no alpha (--no-alpha)",
               "full": "full masks (no information)", "shuffled": "shuffled masks (another clip's)",
               "compensated": "camera-compensated masks"}
-METRICS = ("twin_t2v", "twin_v2t", "t2v_R@1", "t2v_R@5", "t2v_MdR", "v2t_R@1", "v2t_R@5", "v2t_MdR")
+RANKS = ("R@1", "R@5", "MdR")
+METRICS = ("twin_t2v", "twin_v2t", *(metric_name(d, k) for d in DIRECTIONS for k in RANKS))
 REFERENCE = "no-alpha"
 # Two-sided 95 % Student t quantiles by degrees of freedom (no scipy dependency); beyond 30, the normal 1.96.
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
@@ -258,8 +260,8 @@ def evaluate_run(checkpoint: str, shards_dir: str, clips: Dict[str, Dict[str, An
     Raises:
         InputError: the test split is not one caption per video, or a video has no twin in the split.
     """
+    from fda.eval.encoding import encode_split
     from fda.eval.metrics import retrieval_metrics
-    from fda.eval.retrieval import encode_split
     from fda.model.checkpoint import load_checkpoint
     from fda.shards.loader import load_split
 
@@ -278,7 +280,7 @@ def evaluate_run(checkpoint: str, shards_dir: str, clips: Dict[str, Dict[str, An
     sim = features.text @ features.video[bool(model.use_alpha)].T  # [captions, videos], caption i is video i's
     ranks = retrieval_metrics(sim)
     row = twin_accuracy(sim, twin)
-    row.update({f"{d}_{k}": float(ranks[d][k]) for d in ("t2v", "v2t") for k in ("R@1", "R@5", "MdR")})
+    row.update({metric_name(d, k): float(ranks[d][k]) for d in DIRECTIONS for k in RANKS})
     return row
 
 
@@ -462,7 +464,7 @@ def run_bench_motion(cfg: BenchMotionConfig) -> BenchMotionResult:
     Raises:
         ConfigError, InputError, EnvError: from the stages (generate, preprocess, train), one line each.
     """
-    from fda.eval.retrieval import resolve_device
+    from fda.model.device import resolve_device
 
     start = time.perf_counter()
     make_out_dir(cfg.out)
