@@ -181,7 +181,7 @@ def _positive(cfg: Any, *names: str) -> None:
         _require(isinstance(value, int) and value >= 1, name, value, "an integer >= 1")
 
 
-def _device(value: Any) -> None:
+def _check_device_name(value: Any) -> None:
     _require(isinstance(value, str) and value.split(":")[0] in DEVICES, "device", value,
              "auto, cpu, cuda, cuda:N or mps")
 
@@ -441,7 +441,7 @@ class TrainConfig:
         _choice("captions", self.captions, CAPTION_MODES)
         _choice("augment", self.augment, AUGMENTS)
         _choice("precision", self.precision, PRECISIONS)
-        _device(self.device)
+        _check_device_name(self.device)
         _positive(self, "batch_size", "accum_steps", "epochs", "log_every", "keep_last", "save_every")
         _require(isinstance(self.workers, int) and self.workers >= 0, "loader_workers", self.workers,
                  ">= 0 (0: load in the main process)")
@@ -507,7 +507,7 @@ class EvalConfig:
         _positive(self, "batch_size", "text_batch_size")
         _require(isinstance(self.workers, int) and self.workers >= 0, "workers", self.workers,
                  ">= 0 decoding threads (0: decode in the main thread)")
-        _device(self.device)
+        _check_device_name(self.device)
 
 
 @dataclass(frozen=True)
@@ -540,7 +540,7 @@ class EmbedConfig:
         _positive(self, "batch_size", "text_batch_size", "chunk_size")
         _choice("index", self.index, INDEX_KINDS)
         _require(isinstance(self.workers, int) and self.workers >= 0, "workers", self.workers, ">= 0")
-        _device(self.device)
+        _check_device_name(self.device)
 
     @property
     def splits(self) -> Optional[Tuple[str, ...]]:
@@ -569,7 +569,7 @@ class SearchConfig:
             raise ConfigError("QUERY is empty: give some words to search for, or --video ID")
         _require(isinstance(self.k, int) and self.k >= 1, "k", self.k, "an integer >= 1")
         _choice("target", self.target, SEARCH_TARGETS)
-        _device(self.device)
+        _check_device_name(self.device)
 
 
 # --- visualize, masks-stats ---------------------------------------------------------------------------------------
