@@ -7,7 +7,7 @@ Library entry points:
 * :func:`run_eval` is ``fda eval``: it resolves the model (a run's best checkpoint, a checkpoint file, or a model
   that was never trained), caches features keyed by model and shards, writes a JSON report and renders a table.
 
-The split is read with an explicit ``webdataset`` pipeline in manifest order with ``reraise_exception``: every
+The split is read with :func:`fda.shards.reader.iter_samples` in manifest order with ``reraise_exception``: every
 sample must count, so a corrupt or short shard is an :class:`~fda.errors.InputError` naming it. Video ``i`` is the
 ``i``-th sample written; captions follow in video order and ``text_to_video`` maps them back. A split where every
 video has exactly one caption (MSR-VTT 1k-A) is ranked with the square protocol, any other with the multi-caption
@@ -29,17 +29,17 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-import webdataset as wds
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
+from webdataset.handlers import reraise_exception
 
 from fda import __version__
 from fda.config import EvalConfig
 from fda.errors import EnvError, InputError
 from fda.eval.metrics import DIRECTIONS, METRIC_KEYS, dsl_retrieval_metrics, embedding_retrieval_metrics
-from fda.shards.loader import SplitInfo, load_split
-from fda.shards.reader import decode_sample
-from fda.shards.schema import MANIFEST, write_json_atomic
+from fda.shards.manifest import SplitInfo, load_split
+from fda.shards.reader import decode_sample, iter_samples
+from fda.shards.schema import MANIFEST, shown_mask, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -58,18 +58,14 @@ DENSE_LIMIT = 50_000_000  # matrix entries below which the dense DSL path is use
 
 def _raw_samples(url: str) -> Iterator[Dict[str, Any]]:
     """Raw samples of one shard, in the order written (no shuffle; errors raised)."""
-    pipeline = wds.DataPipeline(
-        wds.SimpleShardList([url]),  # exactly this shard
-        wds.tarfile_to_samples(handler=wds.reraise_exception),  # tar -> {__key__, member: bytes}; never skip
-    )
-    return iter(pipeline)
+    return iter_samples([url], handler=reraise_exception)  # tar -> {__key__, member: bytes}; never skip
 
 
 def iter_split_batches(info: SplitInfo, batch_size: int, *, workers: int = 0) -> Iterator[List[Dict[str, Any]]]:
     """Decoded samples of a split, in manifest order, ``batch_size`` at a time.
 
     Args:
-        info: the split, from :func:`fda.shards.loader.load_split`.
+        info: the split, from :func:`fda.shards.manifest.load_split`.
         batch_size: samples per yielded list.
         workers: decoding threads (0: decode in this thread).
 
@@ -662,7 +658,7 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
         "source": source,
         "shards": {"dir": os.path.abspath(shards), "manifest_sha256": manifest_sha, "frames": info.frames,
                    "size": info.size,
-                   "mask": {k: info.config.get(k) for k in ("tau", "kernel", "min_area", "empty_mask", "diff_mode")}},
+                   "mask": shown_mask(info.config)},
         "metrics": {k: metrics[k] for k in ("model", "baseline", "difference") if k in metrics},
         "options": dataclasses.asdict(cfg),
         "features_cached": cached,

@@ -42,8 +42,9 @@ import torch
 from fda import __version__
 from fda.config import TrainConfig, make_out_dir
 from fda.errors import ConfigError, EnvError, FdaError, InputError
-from fda.shards.loader import SplitInfo, batches_per_epoch, build_train_pipeline, check_plan, load_split
-from fda.shards.schema import read_json, read_manifest, write_json_atomic
+from fda.shards.loader import batches_per_epoch, build_train_pipeline, check_plan
+from fda.shards.manifest import SplitInfo, load_manifest, load_split
+from fda.shards.schema import read_json, write_json_atomic
 from fda.train.loop import LoopSpec, NonFiniteLossError, step_seed, train
 from fda.train.optim import build_optimizer, default_warmup, freeze_text_tower
 
@@ -345,7 +346,7 @@ def check_shards_fit(info: SplitInfo, model: Any) -> None:
 def _val_split(cfg: TrainConfig) -> Optional[str]:
     if cfg.val_split == "none":
         return None
-    splits = (read_manifest(cfg.shards_dir) or {}).get("splits", {})
+    splits = load_manifest(cfg.shards_dir).get("splits", {})
     if cfg.val_split == "auto":
         return next((s for s in ("val", "test") if splits.get(s)), None)
     if not splits.get(cfg.val_split):
