@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List
 import cv2
 import numpy as np
 from webdataset.handlers import reraise_exception
-from webdataset.tariterators import tarfile_samples
+from webdataset.tariterators import base_plus_ext, tarfile_samples
 
 from fda.errors import InputError
 from fda.shards.schema import CAPTIONS, META, SCHEMA_VERSION, frame_member, mask_member
@@ -65,7 +65,7 @@ def decode_sample(sample: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _is_meta(name: str) -> bool:
-    return name.split("/")[-1].partition(".")[2] == META
+    return base_plus_ext(name)[1] == META  # webdataset's own split: the key up to the first dot, then the suffix
 
 
 def iter_samples(urls: Iterable[str], *, handler: Handler = reraise_exception, meta_only: bool = False,
