@@ -20,24 +20,162 @@ def _config_class(command: str):
     return getattr(config, name, None)
 
 
+def _leaf_paths(cls, exclude=()):
+    """Every field of ``cls`` that must be an option: nested configs' fields in place of the nested field."""
+    paths = []
+    for f in dataclasses.fields(cls):
+        if f.name in exclude:
+            continue
+        nest = f.metadata.get("nest")
+        if nest is None:
+            paths.append(f.name)
+            continue
+        names = {g.name for g in dataclasses.fields(f.type)}
+        assert set(nest.exclude) <= names, f"{cls.__name__}.{f.name} excludes unknown fields"
+        assert set(nest.aliases) <= names, f"{cls.__name__}.{f.name} has aliases of unknown fields"
+        paths += [f"{f.name}__{p}" for p in _leaf_paths(f.type, nest.exclude)]
+    return paths
+
+
 @pytest.mark.parametrize("command", sorted(cli.commands))
 def test_options_match_config_fields(command):
     cls = _config_class(command)
     assert cls is not None, f"fda {command} has no {command.title().replace('-', '')}Config in fda.config"
-    params = {p.name for p in cli.commands[command].params if p.name != "help" and p.expose_value}
-    fields = {f.name for f in dataclasses.fields(cls)}
+    names = [p.name for p in cli.commands[command].params if p.name != "help" and p.expose_value]
+    params, fields = set(names), set(_leaf_paths(cls))
     assert params == fields, f"options only: {params - fields}; fields only: {fields - params}"
+    assert len(names) == len(params), "a field reached by two options"
+    spellings = [o for p in cli.commands[command].params for o in p.opts + p.secondary_opts]
+    assert len(spellings) == len(set(spellings)), f"fda {command}: two options spelled alike"
+
+
+# Each command's required arguments, and the config they must give when nothing else is passed.
+REQUIRED = {
+    "preprocess": (["root"], lambda: config.PreprocessConfig("root")),
+    "generate": (["out"], lambda: config.GenerateConfig("out")),
+    "train": (["shards"], lambda: config.TrainConfig("shards")),
+    "eval": ([], lambda: config.EvalConfig()),
+    "embed": (["--out", "emb"], lambda: config.EmbedConfig("emb")),
+    "search": (["emb", "cats"], lambda: config.SearchConfig("emb", "cats")),
+    "demo": ([], lambda: config.DemoConfig()),
+    "visualize": (["shards"], lambda: config.VisualizeConfig("shards")),
+    "masks-stats": (["a", "b"], lambda: config.MasksStatsConfig(("a", "b"))),
+    "sweep": (["root"], lambda: config.SweepConfig(config.PreprocessConfig("root"))),
+    "ablate": (["shards"], lambda: config.AblateConfig("shards")),
+    "bench-motion": ([], lambda: config.BenchMotionConfig()),
+    "bench-masks": ([], lambda: config.BenchMasksConfig()),
+}
+
+
+def _parse(command, args):
+    """The config ``fda COMMAND ARGS`` builds, without running the command."""
+    from fda.cli import build_config
+
+    ctx = cli.commands[command].make_context(command, list(args))
+    with ctx:
+        return build_config(_config_class(command), **ctx.params)
+
+
+def _at(cfg, dest):
+    for name in dest.split("__"):
+        cfg = getattr(cfg, name)
+    return cfg
 
 
 @pytest.mark.parametrize("command", sorted(cli.commands))
 def test_option_defaults_come_from_the_fields(command):
-    cls = _config_class(command)
-    defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    args, expected = REQUIRED[command]
+    default = expected()
+    assert _parse(command, args) == default
     for param in cli.commands[command].params:
-        if isinstance(param, click.Argument):
+        if isinstance(param, click.Argument) or not param.expose_value:
             continue
-        if param.name in defaults and not getattr(param, "multiple", False) and param.default is not None:
-            assert param.default == defaults[param.name], f"--{param.name}: {param.default} != {defaults[param.name]}"
+        if not getattr(param, "multiple", False) and param.default is not None:
+            assert param.default == _at(default, param.name), f"--{param.name}: {param.default}"
+
+
+def test_composite_defaults_come_from_their_nested_instances():
+    bench, demo = config.BenchMotionConfig(), config.DemoConfig()
+    assert bench.budget == config.SCENE_BUDGET and bench.budget.train.model == "fda-small"
+    assert (demo.budget.steps, demo.budget.seeds, demo.budget.train.lr) == (200, "0,1", 1e-3)
+    assert config.BenchMasksConfig().scenes.frames == 6 and bench.scenes.frames == 4
+    sweep_help = CliRunner().invoke(cli, ["bench-motion", "--help"], terminal_width=200).output
+    assert "fda-small" in sweep_help and "[default: 150]" in sweep_help
+
+
+def test_choices_are_the_constants_they_are_validated_against():
+    constants = [v for k, v in vars(config).items() if k.isupper() and isinstance(v, tuple)]
+    seen = 0
+    for command in cli.commands.values():
+        for param in command.params:
+            if isinstance(param.type, click.Choice):
+                cls = _config_class(command.name)
+                spec = next(f.spec for f in config.cli_fields(cls) if f.dest == param.name)
+                assert tuple(param.type.choices) == spec.choices, param.name
+                assert any(spec.choices is c for c in constants), f"{command.name} --{param.name}: not a constant"
+                seen += 1
+    assert seen >= 30
+    import inspect
+
+    import fda.cli
+
+    assert "click.Choice([" not in inspect.getsource(fda.cli)
+
+
+ALIASES = [(c, f.flag, a, f.dest) for c in sorted(cli.commands) for f in config.cli_fields(_config_class(c))
+           for a in f.aliases]
+
+
+def test_every_command_that_trains_spells_dataloader_workers_alike():
+    assert {(c, a) for c, _, a, _ in ALIASES} == {("train", "--workers"), ("sweep", "--train-workers"),
+                                                  ("ablate", "--train-workers"), ("bench-motion", "--train-workers"),
+                                                  ("demo", "--train-workers")}
+    assert {flag for _, flag, _, _ in ALIASES} == {"--loader-workers"}
+
+
+@pytest.mark.parametrize("command,new,alias,dest", ALIASES)
+def test_old_spellings_still_parse_with_a_warning(command, new, alias, dest, caplog):
+    args = REQUIRED[command][0]
+    with caplog.at_level("WARNING", logger="fda.cli"):
+        old = _parse(command, [*args, alias, "3"])
+    assert _at(old, dest) == 3 and old == _parse(command, [*args, new, "3"])
+    assert f"fda {command} {alias} is deprecated: use {new} 3" in caplog.text
+    res = CliRunner().invoke(cli, [command, *args, alias, "1", new, "2"])
+    assert res.exit_code == 2 and f"pass {new} only ({alias} is its deprecated spelling)" in res.stderr
+
+
+def test_sweep_takes_every_preprocess_and_train_option():
+    cfg = _parse("sweep", ["root", "--tau", "0,25", "--captions", "caps.csv", "--msrvtt-train", "7k",
+                           "--jpeg-quality", "70", "--augment", "crop-flip", "--precision", "fp32",
+                           "--accum-steps", "2", "--workers", "3", "--train-workers", "1", "--steps", "5"])
+    pre = cfg.preprocess_config(25.0, "out/tau25")
+    assert (pre.dataset_root, pre.captions, pre.msrvtt_train, pre.jpeg_quality, pre.workers, pre.tau, pre.out) == (
+        "root", "caps.csv", "7k", 70, 3, 25.0, "out/tau25")
+    run = cfg.budget.run_config("shards", "run", seed=4, no_alpha=True)
+    assert (run.augment, run.precision, run.accum_steps, run.workers, run.max_steps, run.seed, run.no_alpha) == (
+        "crop-flip", "fp32", 2, 1, 5, 4, True)
+    bench = _parse("bench-motion", ["--augment", "crop-flip", "--loader-workers", "2", "--train-videos", "8",
+                                    "--batch-size", "4"])
+    run = bench.budget.run_config("shards", "run", seed=0, no_alpha=False, shuffle_buffer=8)
+    expected = ("crop-flip", 2, 8, "fda-small", 150)
+    assert (run.augment, run.workers, run.shuffle_buffer, run.model, run.max_steps) == expected
+
+
+@pytest.mark.parametrize("args,message", [
+    (["sweep", "root", "--jpeg-quality", "0"], "--jpeg-quality must be in 1..100, got 0"),
+    (["sweep", "root", "--train-workers", "-1"], "--loader-workers must be >= 0"),
+    (["ablate", "shards", "--steps", "0"], "--steps must be an integer >= 1"),
+    (["bench-motion", "--device", "tpu"], "--device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
+    (["demo", "--size", "33"], "--size must be an even integer in 16..1024, got 33"),
+])
+def test_a_bad_composed_option_is_a_one_line_error(args, message):
+    res = CliRunner().invoke(cli, args)
+    _one_line_error(res, 2, message)
+
+
+def test_recorded_train_configs_load_back():
+    recorded = dataclasses.asdict(config.TrainConfig("shards", workers=2))
+    assert "workers" in recorded and config.TrainConfig(**recorded).workers == 2
 
 
 def test_version_and_help_are_fast_and_light():

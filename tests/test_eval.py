@@ -10,8 +10,9 @@ import torch
 from click.testing import CliRunner
 
 from fda.cli import cli
-from fda.eval.metrics import METRIC_KEYS, retrieval_metrics
-from fda.eval.retrieval import encode_split, evaluate_split, open_split, validate
+from fda.eval.encoding import encode_split, open_split
+from fda.eval.evaluate import evaluate_split, validate
+from fda.eval.metrics import BEST_METRIC, METRIC_KEYS, retrieval_metrics
 
 BASE = ["--model", "fda-tiny", "--frames", "4", "--workers", "0", "--device", "cpu"]
 
@@ -253,3 +254,32 @@ def test_paragraphs_at_32_and_64_frames_train_and_eval_square(paragraph_shards, 
     assert count_truncated(["A square moves.", LONG], 16) == 1
     assert count_truncated(["word " * 14], 16) == 0 and count_truncated(["word " * 15], 16) == 1  # 14 + 2 = 16
     assert int((tok(["word " * 15])[0] == 49407).nonzero()[0][0]) == 15  # cut: EOT in the last slot
+
+
+@pytest.mark.parametrize("val_split", ["auto", "none"])
+def test_fda_train_passes_evals_validation_callback(eval_shards, tmp_path, monkeypatch, val_split):
+    """The callback fda train hands the trainer is fda.eval's tested one (and none with --val-split none)."""
+    import fda.train.run
+
+    passed = {}
+
+    class Done:
+        def summary(self):
+            return "done"
+
+    def fake_run_train(cfg, validate_fn=None):
+        passed["validate"] = validate_fn
+        return Done()
+
+    monkeypatch.setattr(fda.train.run, "run_train", fake_run_train)
+    res = run(["train", eval_shards, "--out", str(tmp_path / "run"), "--model", "fda-tiny", "--val-split", val_split])
+    assert res.exit_code == 0, res.output + res.stderr
+    assert passed["validate"] is (validate if val_split == "auto" else None)
+    if val_split == "auto":
+        assert passed["validate"].best_key == BEST_METRIC == "eval/t2v_R@1"
+
+
+def test_a_device_that_is_not_there_is_a_one_line_environment_error(eval_shards, tmp_path):
+    res = run(["eval", "--shards", eval_shards, "--out", str(tmp_path / "o"), *BASE[:-1], "cuda:7"])
+    assert res.exit_code == 4, res.output + res.stderr
+    assert res.stderr.startswith("Error: --device cuda:7: ") and res.stderr.count("\n") == 1

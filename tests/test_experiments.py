@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from fda.cli import cli
-from fda.config import AblateConfig, PreprocessConfig, SweepConfig
+from fda.config import AblateConfig, Budget, PreprocessConfig, SweepConfig
 from fda.errors import ConfigError
 
 TINY_BUDGET = ["--model", "fda-tiny", "--pretrained", "none", "--steps", "2", "--batch-size", "2", "--lr", "1e-3",
@@ -83,11 +83,11 @@ def test_cli_ablate_has_both_arms(data, tmp_path):
 
 def test_budget_config_errors():
     with pytest.raises(ConfigError, match="--tau"):
-        SweepConfig("x", tau="a,b")
+        SweepConfig(PreprocessConfig("x"), tau="a,b")
     with pytest.raises(ConfigError, match="--seeds"):
-        AblateConfig("x", seeds="0,-1")
+        AblateConfig("x", budget=Budget(seeds="0,-1"))
     with pytest.raises(ConfigError, match="--steps"):
-        AblateConfig("x", steps=0)
+        AblateConfig("x", budget=Budget(steps=0))
 
 
 def test_ablate_difference_spread_is_the_spread_of_per_seed_differences():

@@ -37,6 +37,7 @@ FORBIDDEN = [
     ("eval", ("fda.train", "fda.cli")),
     ("shards", ("fda.model", "fda.train", "fda.eval", "fda.pipeline", "fda.cli", "torch", "open_clip")),
     ("config", ("fda.shards", "fda.model", "fda.train", "fda.eval", "fda.pipeline", "fda.cli")),
+    ("runs", ("fda.shards", "fda.model", "fda.train", "fda.eval", "fda.pipeline", "fda.cli", "torch", "open_clip")),
     ("errors", ("fda.",)),
     ("logs", ("fda.",)),
     ("lab/viz.py", ("fda.model", "fda.train", "fda.eval", "fda.lab.experiments", "fda.cli", "torch", "open_clip")),
@@ -44,7 +45,8 @@ FORBIDDEN = [
 ]
 
 
-@pytest.mark.parametrize("package", ["pipeline", "shards", "model", "train", "eval", "config", "errors", "logs"])
+@pytest.mark.parametrize("package", ["pipeline", "shards", "model", "train", "eval", "runs", "config", "errors",
+                                     "logs"])
 def test_the_core_never_imports_the_application_layer(package):
     bad = [f"{path.relative_to(SRC)} imports {name}" for path in _modules(package) for name in _imports(path)
            if name == "fda.lab" or name.startswith("fda.lab.")]

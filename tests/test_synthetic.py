@@ -13,7 +13,7 @@ from fda.config import GenerateConfig
 from fda.errors import ConfigError, InputError
 from fda.pipeline.datasets import load_dataset
 from fda.lab.synthetic import (COLOURS, META_FILE, ClipSpec, ObjectSpec, captions_for,
-                                    make_msrvtt_demo, render_clip, render_frames)
+                               make_msrvtt_demo, render_clip, render_frames)
 
 TINY = dict(size=(64, 48), fps=8, seconds=1)  # 8 frames of 64x48: a few kB, tens of ms per video
 

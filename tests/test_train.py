@@ -318,7 +318,8 @@ def test_no_alpha_differs_only_in_the_alpha_path(shards, tmp_path):
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(shards, tmp_path, monkeypatch):
     from fda.train import loop
-    from fda.train.run import list_checkpoints, run_train
+    from fda.runs import RunDir
+    from fda.train.run import run_train
 
     real = loop.contrastive_loss
     calls = {"n": 0}
@@ -333,8 +334,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(shards, tmp_path, mon
     with pytest.raises(loop.NonFiniteLossError, match=r"loss is nan at step 5.*step-0000004\.pt") as err:
         run_train(_cfg(shards, out, max_steps=8, save_every=2))
     assert err.value.exit_code == 3 and "\n" not in str(err.value)
-    assert [s for s, _ in list_checkpoints(out)] == [2, 4]
-    assert torch.load(list_checkpoints(out)[-1][1], weights_only=True)["step"] == 4
+    assert [s for s, _ in RunDir(out).checkpoints()] == [2, 4]
+    assert torch.load(RunDir(out).checkpoints()[-1][1], weights_only=True)["step"] == 4
 
 
 def test_shards_the_model_cannot_take_are_refused(tmp_path):
@@ -517,7 +518,7 @@ def _wait_for_steps(proc, run: str, steps: int, timeout: float = 120) -> None:
 
 
 def test_sigint_saves_the_step_exits_130_and_resumes_exactly(shards, tmp_path, reference_run):
-    from fda.train.run import list_checkpoints
+    from fda.runs import RunDir
 
     args = ("--max-steps", "30", "--save-every", "100", "--loader-workers", "2")
     run = str(tmp_path / "run")
@@ -531,7 +532,7 @@ def test_sigint_saves_the_step_exits_130_and_resumes_exactly(shards, tmp_path, r
     assert proc.returncode == 130, err[-2000:]
     assert stopped < 5, stopped
     done = len(_losses(run))
-    assert 8 <= done < 30 and [s for s, _ in list_checkpoints(run)] == [done]  # no --save-every checkpoint was due
+    assert 8 <= done < 30 and [s for s, _ in RunDir(run).checkpoints()] == [done]  # no --save-every checkpoint was due
     assert f"interrupted by SIGINT at step {done} of 30" in err.splitlines()[-1] and "Traceback" not in err
     with open(os.path.join(run, "train_config.json"), encoding="utf-8") as f:
         assert json.load(f)["events"] == [{"step": done, "event": "interrupted by SIGINT"}]
@@ -546,7 +547,7 @@ def test_sigint_saves_the_step_exits_130_and_resumes_exactly(shards, tmp_path, r
     _wait_for_steps(proc, term, 3)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 143
-    assert [s for s, _ in list_checkpoints(term)] == [len(_losses(term))]
+    assert [s for s, _ in RunDir(term).checkpoints()] == [len(_losses(term))]
 
 
 def test_failing_validation_keeps_the_checkpoint_and_the_run_goes_on(tmp_path):

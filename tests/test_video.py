@@ -11,7 +11,7 @@ import pytest
 
 from conftest import encode_video, index_frames
 from fda.pipeline.sampling import needed_frames, partner_indices, sample_frame_indices
-from fda.pipeline.video import (VideoError, center_square, decode_frames, display_transform, orient, probe,
+from fda.pipeline.video import (Video, VideoError, center_square, decode_frames, display_transform, orient, probe,
                                 rotation_degrees)
 
 N = 29  # grey level 8 * i + 4 fits in uint8
@@ -328,3 +328,23 @@ def test_missing_file(tmp_path):
     with pytest.raises(VideoError, match="not found"):
         probe(str(tmp_path / "nope.mp4"))
     assert not os.path.exists(tmp_path / "nope.mp4")
+
+
+@pytest.mark.parametrize("name", list(SKIP_CASES))
+def test_an_open_video_is_decoded_from_the_file_it_probed(skip_clips, name):
+    # The probe's container is rewound for the first pass (no second open) and gives the same frames.
+    path = skip_clips[name]
+    info = probe(path)
+    indices = sample_frame_indices(info.num_packets, 12)
+    needed = needed_frames(indices, partner_indices(indices, info.num_packets))
+    full = decode_frames(path, needed, 48, info, full=True)
+    with Video(path) as video:
+        assert video.info == info
+        dec = video.decode(needed, 48)
+        assert video.opens == 1, "the first decode pass opened the file again instead of rewinding it"
+        again = video.decode(needed, 48, full=True)  # a later pass opens the file afresh
+        assert video.opens == 2
+    for got in (dec, again):
+        assert sorted(got.frames) == needed
+        for i in needed:
+            assert np.array_equal(got.frames[i], full.frames[i]), f"frame {i} differs"

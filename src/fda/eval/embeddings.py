@@ -16,8 +16,6 @@ running top-k. An HNSW index (faiss, the optional extra ``fda[faiss]``) only pay
 where one flat scan reads gigabytes per query; it is approximate, and ``--exact`` bypasses it.
 """
 
-import functools
-import hashlib
 import logging
 import os
 import shutil
@@ -114,14 +112,15 @@ def run_embed(cfg: EmbedConfig) -> EmbedResult:
         ConfigError: bad model options.
         EnvError: ``--index hnsw`` without faiss installed.
     """
-    from fda.eval.retrieval import (describe_source, encode_texts, iter_video_features, load_model, resolve_device,
-                                    resolve_model_source, resolve_shards)
+    from fda.eval.encoding import encode_texts, iter_video_features
+    from fda.eval.source import describe_source, load_model, resolve_model_source, resolve_shards, sha256_file
+    from fda.model.device import resolve_device
     from fda.shards.manifest import load_manifest, load_split
 
     if cfg.index == "hnsw":
         _import_faiss()
     make_out_dir(cfg.out)  # a file or an unwritable place fails here, before the model is loaded
-    source = resolve_model_source(cfg)  # type: ignore[arg-type]
+    source = resolve_model_source(cfg)
     shards = resolve_shards(cfg.shards, source)
     manifest = load_manifest(shards)
     splits = list(cfg.splits or [s for s in ("train", "val", "test") if manifest.get("splits", {}).get(s)])
@@ -163,8 +162,7 @@ def run_embed(cfg: EmbedConfig) -> EmbedResult:
     index_file = None
     if cfg.index == "hnsw":
         index_file = build_hnsw_index(cfg.out, videos.chunks, model.embed_dim)
-    with open(os.path.join(shards, MANIFEST), "rb") as f:
-        manifest_sha = hashlib.sha256(f.read()).hexdigest()
+    manifest_sha = sha256_file(os.path.join(shards, MANIFEST))
     doc = {"fda_version": __version__, "dim": int(model.embed_dim), "dtype": "float16", "normalized": True,
            "model": {"name": model.name, "use_alpha": bool(model.use_alpha), **identity}, "source": source,
            "logit_scale": float(model.logit_scale.detach().float().exp().cpu()),
@@ -304,39 +302,23 @@ def index_search(store: EmbeddingStore, query: np.ndarray, k: int, exclude: Sequ
     return hits[:k]
 
 
-def _sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(functools.partial(f.read, 1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _device(name: str) -> Any:
-    """``auto``: CUDA when available, else CPU (as ``fda.eval.retrieval.resolve_device``, without its imports)."""
-    import torch
-
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(name).startswith("cuda") and not torch.cuda.is_available():
-        raise EnvError(f"--device {name}: CUDA is not available here; use --device cpu")
-    return torch.device(name)
-
-
 def _text_query(store: EmbeddingStore, text: str, device_name: str) -> np.ndarray:
     """Encode ``text`` with the model the embeddings were made with (re-built from the record).
 
     A checkpoint's text tower alone is used when it is a plain CLIP one (:mod:`fda.model.text`: no open_clip import,
     seconds faster); anything else builds the whole model.
     """
+    from fda.eval.source import sha256_file
+    from fda.model.device import resolve_device
+
     source = store.doc["source"]
     recorded = store.doc["model"]
-    device = _device(device_name)
+    device = resolve_device(device_name)
     if source.get("checkpoint"):
         if not os.path.isfile(source["checkpoint"]):
             raise InputError(f"the checkpoint these embeddings were made with is gone ({source['checkpoint']}): "
                              f"text queries need it; search with --video ID, or re-run fda embed")
-        if _sha256_file(source["checkpoint"]) != recorded.get("checkpoint_sha256"):
+        if sha256_file(source["checkpoint"]) != recorded.get("checkpoint_sha256"):
             raise InputError(f"{source['checkpoint']} changed since fda embed: text queries would not match the "
                              f"stored embeddings; re-run fda embed")
         from fda.model.text import load_text_encoder
@@ -344,7 +326,8 @@ def _text_query(store: EmbeddingStore, text: str, device_name: str) -> np.ndarra
         encoder = load_text_encoder(source["checkpoint"], device)
         if encoder is not None:
             return encoder.encode([text])[0]
-    from fda.eval.retrieval import encode_texts, load_model
+    from fda.eval.encoding import encode_texts
+    from fda.eval.source import load_model
 
     model, _ = load_model(source, device, int(recorded.get("seed") or 0))
     return encode_texts(model, [text], device=device, progress=False)[0]

@@ -45,8 +45,25 @@ METRIC_KEYS = ("R@1", "R@5", "R@10", "MdR", "MnR")
 DIRECTIONS = ("t2v", "v2t")
 BLOCK_ROWS = 2048
 BLOCK_COLS = 8192
+EVAL_PREFIX = "eval/"
 
 Metrics = Dict[str, Dict[str, float]]
+
+
+def metric_name(direction: str, key: str, *, prefix: str = "", variant: str = "") -> str:
+    """The flat name of one number, the only spelling used in logs, checkpoints, reports' rows and experiments.
+
+    Args:
+        direction: one of :data:`DIRECTIONS`.
+        key: one of :data:`METRIC_KEYS`.
+        prefix: ``""`` (a table column: ``t2v_R@1``) or :data:`EVAL_PREFIX` (a logged metric: ``eval/t2v_R@1``).
+        variant: ``""``, ``"dsl_"``, ``"baseline_"`` or ``"baseline_dsl_"`` (``eval/baseline_dsl_t2v_R@1``).
+    """
+    return f"{prefix}{variant}{direction}_{key}"
+
+
+BEST_METRIC = metric_name("t2v", "R@1", prefix=EVAL_PREFIX)
+"""The validation number (higher is better) that picks a training run's best checkpoint."""
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -31,25 +31,27 @@ class DemoResult:
 
 def run_demo(cfg: DemoConfig) -> DemoResult:
     """Run generate -> preprocess -> train (masks, no-alpha; per seed) -> twin accuracy and R@k under ``cfg.out``."""
-    from fda.eval.retrieval import resolve_device
+    from fda.model.device import resolve_device
     from fda.lab.motion_bench import BenchMotionResult, prepare_set, run_set, set_dir
     from fda.shards.manifest import load_manifest
 
     make_out_dir(cfg.out)
     bench = cfg.bench_config()
+    scenes, budget = cfg.scenes, cfg.budget
     result = DemoResult(cfg.out)
     prepared = prepare_set(bench, cfg.kind)
     shard_sets = prepared[0]
     manifest = load_manifest(shard_sets["masks"])
     counts = {s: v.get("videos", 0) for s, v in manifest.get("splits", {}).items()}
     result.lines.append(f"1/4 generate: {cfg.train_videos + cfg.test_videos} {cfg.kind} clips in twins "
-                        f"({cfg.size}x{cfg.size}, {cfg.fps} fps) in {os.path.join(set_dir(bench, cfg.kind), 'data')}")
+                        f"({scenes.size}x{scenes.size}, {scenes.fps} fps) in "
+                        f"{os.path.join(set_dir(bench, cfg.kind), 'data')}")
     result.lines.append(f"2/4 preprocess: {counts.get('train', 0)} train, {counts.get('test', 0)} test clips, "
-                        f"{cfg.frames} frames and masks each, in {shard_sets['masks']}")
-    rows, runs, scores = run_set(bench, cfg.kind, resolve_device(cfg.device), prepared)
+                        f"{scenes.frames} frames and masks each, in {shard_sets['masks']}")
+    rows, runs, scores = run_set(bench, cfg.kind, resolve_device(budget.train.device), prepared)
     result.rows = rows
-    result.lines.append(f"3/4 train: {cfg.model}, {cfg.steps} steps x batch {cfg.batch_size}, with masks and with "
-                        f"--no-alpha, seeds {cfg.seeds} ({len(runs)} runs in "
+    result.lines.append(f"3/4 train: {budget.train.model}, {budget.steps} steps x batch {budget.train.batch_size}, "
+                        f"with masks and with --no-alpha, seeds {budget.seeds} ({len(runs)} runs in "
                         f"{os.path.join(set_dir(bench, cfg.kind), 'runs')})")
     table = BenchMotionResult(cfg.out, rows=rows, masks={cfg.kind: scores}).table()
     result.lines.append(f"4/4 eval on the {counts.get('test', 0)} test clips (twin accuracy: a caption scores its "

@@ -21,15 +21,14 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from fda.config import AblateConfig, EvalConfig, PreprocessConfig, SweepConfig, TrainConfig, make_out_dir
+from fda.config import AblateConfig, Budget, EvalConfig, PreprocessConfig, SweepConfig, make_out_dir
 from fda.errors import ConfigError
+from fda.eval.metrics import DIRECTIONS, METRIC_KEYS, metric_name
 from fda.shards.schema import MaskParams, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-KEYS = ("R@1", "R@5", "R@10", "MdR", "MnR")
-DIRS = ("t2v", "v2t")
-COLUMNS = [f"{d}_{k}" for d in DIRS for k in KEYS]
+COLUMNS = [metric_name(d, k) for d in DIRECTIONS for k in METRIC_KEYS]
 
 
 def _tag(tau: float) -> str:
@@ -76,14 +75,14 @@ def preprocess_taus(cfgs: Sequence[PreprocessConfig]) -> SweepShards:
     return SweepShards(results, time.perf_counter() - start)
 
 
-def train_and_eval(shards_dir: str, run_dir: str, cfg: Any, *, seed: int, no_alpha: bool, split: str,
+def train_and_eval(shards_dir: str, run_dir: str, budget: Budget, *, seed: int, no_alpha: bool, split: str,
                    eval_split: str) -> Dict[str, Any]:
-    """Train one arm with ``cfg``'s budget and evaluate it on ``eval_split``.
+    """Train one arm with ``budget`` and evaluate it on ``eval_split``.
 
     Args:
         shards_dir: the shard set.
         run_dir: the run folder (a finished run there is reused: the trainer resumes at its last step).
-        cfg: a :class:`SweepConfig` or :class:`AblateConfig` (the budget fields).
+        budget: the experiment's training budget.
         seed: training seed.
         no_alpha: train the plain CLIP meanP baseline instead of Alpha-CLIP.
         split: training split.
@@ -95,21 +94,15 @@ def train_and_eval(shards_dir: str, run_dir: str, cfg: Any, *, seed: int, no_alp
     from fda.eval.retrieval import run_eval
     from fda.train.run import run_train
 
-    steps = cfg.steps
-    train_cfg = TrainConfig(shards_dir=shards_dir, out=run_dir, split=split, val_split="none", model=cfg.model,
-                            pretrained=cfg.pretrained, no_alpha=no_alpha, batch_size=cfg.batch_size,
-                            workers=cfg.train_workers, epochs=cfg.epochs, max_steps=steps, lr=cfg.lr,
-                            alpha_lr=cfg.alpha_lr, weight_decay=cfg.weight_decay, seed=seed,
-                            save_every=steps or 1000, keep_last=1, log_every=max(1, (steps or 100) // 5),
-                            tensorboard=False, device=cfg.device)
+    train_cfg = budget.run_config(shards_dir, run_dir, seed=seed, no_alpha=no_alpha, split=split)
     trained = run_train(train_cfg)
     ev = run_eval(EvalConfig(split=eval_split, shards=shards_dir, run=trained.run_dir, frames=None,
-                             batch_size=cfg.eval_batch_size, workers=0, device=cfg.device, cache=False,
+                             batch_size=budget.eval_batch_size, workers=0, device=budget.train.device, cache=False,
                              out=trained.run_dir, seed=seed))
     metrics = ev.report["metrics"]["model"]
     row: Dict[str, Any] = {"run_dir": trained.run_dir, "seed": seed, "no_alpha": no_alpha, "steps": trained.steps,
                            "report": ev.report_path}
-    row.update({f"{d}_{k}": float(metrics[d][k]) for d in DIRS for k in KEYS})
+    row.update({metric_name(d, k): float(metrics[d][k]) for d in DIRECTIONS for k in METRIC_KEYS})
     log.info("%s: t2v R@1 %.2f, v2t R@1 %.2f", run_dir, row["t2v_R@1"], row["v2t_R@1"])
     return row
 
@@ -150,7 +143,7 @@ def _fmt(row: Dict[str, Any], col: str) -> str:
 
 def render_rows(rows: Sequence[Dict[str, Any]], label: str) -> str:
     """A plain-text table: one line per arm, R@1/R@5/R@10/MdR both ways (mean±std over seeds when several)."""
-    cols = [f"{d}_{k}" for d in DIRS for k in ("R@1", "R@5", "R@10", "MdR")]
+    cols = [metric_name(d, k) for d in DIRECTIONS for k in ("R@1", "R@5", "R@10", "MdR")]
     width = 14 if any(r.get("seeds", 1) > 1 for r in rows) else 9
     lines = [f"{'':<24}" + "".join(f"{c:>{width}}" for c in cols)]
     for row in rows:
@@ -196,10 +189,11 @@ def plot_sweep(rows: Sequence[Dict[str, Any]], baseline: Optional[Dict[str, Any]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     taus = [r["tau"] for r in rows]
     for d, colour, name in (("t2v", "tab:blue", "text-to-video"), ("v2t", "tab:orange", "video-to-text")):
-        ax.errorbar(taus, [r[f"{d}_R@1"] for r in rows], yerr=[r[f"{d}_R@1_std"] for r in rows], marker="o",
+        r1 = metric_name(d, "R@1")
+        ax.errorbar(taus, [r[r1] for r in rows], yerr=[r[r1 + "_std"] for r in rows], marker="o",
                     color=colour, capsize=3, label=f"{name} R@1 (masks)")
         if baseline:
-            ax.axhline(baseline[f"{d}_R@1"], color=colour, linestyle="--", linewidth=1.2,
+            ax.axhline(baseline[r1], color=colour, linestyle="--", linewidth=1.2,
                        label=f"{name} R@1, no mask (--no-alpha)")
     ax.set_xlabel("tau (grey levels)")
     ax.set_ylabel("R@1 (%)")
@@ -228,16 +222,18 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
     result = SweepResult(cfg.out)
     runs: List[Dict[str, Any]] = []
     for tau, shards_dir in zip(cfg.taus, shards.outs):
-        arm = [train_and_eval(shards_dir, os.path.join(cfg.out, "runs", f"{_tag(tau)}-seed{seed}"), cfg, seed=seed,
-                              no_alpha=False, split="train", eval_split="test") for seed in cfg.seed_list]
+        arm = [train_and_eval(shards_dir, os.path.join(cfg.out, "runs", f"{_tag(tau)}-seed{seed}"), cfg.budget,
+                              seed=seed, no_alpha=False, split="train", eval_split="test")
+               for seed in cfg.budget.seed_list]
         runs += [{**r, "tau": tau} for r in arm]
         stats = mask_stats(shards_dir, "test").as_dict()
         result.rows.append({"arm": f"tau {tau:g}", "tau": tau, "shards": shards_dir,
                             "coverage_mean": stats["coverage_mean"], "fallback_share": stats["fallback_share"],
                             **summarize_runs(arm)})
     if cfg.baseline:
-        arm = [train_and_eval(shards.outs[0], os.path.join(cfg.out, "runs", f"no-alpha-seed{seed}"), cfg, seed=seed,
-                              no_alpha=True, split="train", eval_split="test") for seed in cfg.seed_list]
+        arm = [train_and_eval(shards.outs[0], os.path.join(cfg.out, "runs", f"no-alpha-seed{seed}"), cfg.budget,
+                              seed=seed, no_alpha=True, split="train", eval_split="test")
+               for seed in cfg.budget.seed_list]
         runs += [{**r, "tau": None} for r in arm]
         result.baseline = {"arm": "no mask (--no-alpha)", "tau": None, **summarize_runs(arm)}
     result.json_path = os.path.join(cfg.out, "sweep.json")
@@ -280,7 +276,7 @@ class AblateResult:
 def plot_ablation(rows: Sequence[Dict[str, Any]], path: str, title: str) -> None:
     """Grouped bars: R@1/R@5/R@10 both ways, masks vs no masks, std over seeds as error bars."""
     plt = _pyplot()
-    cols = [f"{d}_{k}" for d in DIRS for k in ("R@1", "R@5", "R@10")]
+    cols = [metric_name(d, k) for d in DIRECTIONS for k in ("R@1", "R@5", "R@10")]
     x = np.arange(len(cols))
     width = 0.38
     fig, ax = plt.subplots(figsize=(7.2, 4.0))
@@ -310,9 +306,9 @@ def run_ablate(cfg: AblateConfig) -> AblateResult:
     result = AblateResult(cfg.out)
     runs: List[Dict[str, Any]] = []
     for no_alpha, name, label in ((False, "alpha", "masks (Alpha-CLIP)"), (True, "no-alpha", "no mask (--no-alpha)")):
-        arm = [train_and_eval(cfg.shards_dir, os.path.join(cfg.out, "runs", f"{name}-seed{seed}"), cfg, seed=seed,
-                              no_alpha=no_alpha, split=cfg.split, eval_split=cfg.eval_split)
-               for seed in cfg.seed_list]
+        arm = [train_and_eval(cfg.shards_dir, os.path.join(cfg.out, "runs", f"{name}-seed{seed}"), cfg.budget,
+                              seed=seed, no_alpha=no_alpha, split=cfg.split, eval_split=cfg.eval_split)
+               for seed in cfg.budget.seed_list]
         runs += arm
         result.rows.append({"arm": label, "no_alpha": no_alpha, **summarize_runs(arm)})
     result.difference = difference_row([r for r in runs if not r["no_alpha"]], [r for r in runs if r["no_alpha"]])
@@ -325,5 +321,6 @@ def run_ablate(cfg: AblateConfig) -> AblateResult:
                                          "runs": runs})
     _write_csv(result.csv_path, result.rows, ["arm", "no_alpha"])
     plot_ablation(result.rows, result.figure,
-                  f"{os.path.basename(os.path.normpath(cfg.shards_dir))}: masks vs none ({len(cfg.seed_list)} seed(s))")
+                  f"{os.path.basename(os.path.normpath(cfg.shards_dir))}: masks vs none "
+                  f"({len(cfg.budget.seed_list)} seed(s))")
     return result

@@ -34,9 +34,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from fda.config import (BenchMasksConfig, BenchMotionConfig, GenerateConfig, PreprocessConfig, TrainConfig,
-                        make_out_dir)
+from fda.config import BenchMasksConfig, BenchMotionConfig, GenerateConfig, make_out_dir
 from fda.errors import InputError
+from fda.eval.metrics import DIRECTIONS, metric_name
 from fda.shards.manifest import load_manifest, split_shards
 from fda.shards.reader import iter_samples, unreadable_shard
 from fda.shards.schema import CONFIG, MANIFEST, META, mask_member, read_json, write_json_atomic
@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 ARM_LABELS = {"masks": "masks (frame difference)", "no-alpha": "no alpha (--no-alpha)",
               "full": "full masks (no information)", "shuffled": "shuffled masks (another clip's)",
               "compensated": "camera-compensated masks"}
-METRICS = ("twin_t2v", "twin_v2t", "t2v_R@1", "t2v_R@5", "t2v_MdR", "v2t_R@1", "v2t_R@5", "v2t_MdR")
+RANKS = ("R@1", "R@5", "MdR")
+METRICS = ("twin_t2v", "twin_v2t", *(metric_name(d, k) for d in DIRECTIONS for k in RANKS))
 REFERENCE = "no-alpha"
 # Two-sided 95 % Student t quantiles by degrees of freedom (no scipy dependency); beyond 30, the normal 1.96.
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
@@ -245,13 +246,8 @@ def mask_truth_scores(shards_dir: str, split: str, clips: Dict[str, Dict[str, An
 def _train(cfg: BenchMotionConfig, shards_dir: str, run_dir: str, seed: int, no_alpha: bool) -> Any:
     from fda.train.run import run_train
 
-    steps = cfg.steps
-    return run_train(TrainConfig(
-        shards_dir=shards_dir, out=run_dir, split="train", val_split="none", model=cfg.model,
-        pretrained=cfg.pretrained, no_alpha=no_alpha, batch_size=cfg.batch_size, workers=cfg.train_workers,
-        shuffle_buffer=cfg.train_videos, epochs=cfg.epochs, max_steps=steps, lr=cfg.lr, alpha_lr=cfg.alpha_lr,
-        weight_decay=cfg.weight_decay, seed=seed, save_every=steps or 1000, keep_last=1,
-        log_every=max(1, (steps or 100) // 5), tensorboard=False, device=cfg.device))
+    return run_train(cfg.budget.run_config(shards_dir, run_dir, seed=seed, no_alpha=no_alpha,
+                                           shuffle_buffer=cfg.train_videos))
 
 
 def evaluate_run(checkpoint: str, shards_dir: str, clips: Dict[str, Dict[str, Any]], *, device: Any,
@@ -261,8 +257,8 @@ def evaluate_run(checkpoint: str, shards_dir: str, clips: Dict[str, Dict[str, An
     Raises:
         InputError: the test split is not one caption per video, or a video has no twin in the split.
     """
+    from fda.eval.encoding import encode_split
     from fda.eval.metrics import retrieval_metrics
-    from fda.eval.retrieval import encode_split
     from fda.model.checkpoint import load_checkpoint
     from fda.shards.manifest import load_split
 
@@ -281,7 +277,7 @@ def evaluate_run(checkpoint: str, shards_dir: str, clips: Dict[str, Dict[str, An
     sim = features.text @ features.video[bool(model.use_alpha)].T  # [captions, videos], caption i is video i's
     ranks = retrieval_metrics(sim)
     row = twin_accuracy(sim, twin)
-    row.update({f"{d}_{k}": float(ranks[d][k]) for d in ("t2v", "v2t") for k in ("R@1", "R@5", "MdR")})
+    row.update({metric_name(d, k): float(ranks[d][k]) for d in DIRECTIONS for k in RANKS})
     return row
 
 
@@ -411,23 +407,24 @@ def prepare_set(cfg: BenchMotionConfig, kind: str) -> Tuple[Dict[str, str], Dict
 
     base = set_dir(cfg, kind)
     data, shards = os.path.join(base, "data"), os.path.join(base, "shards", "masks")
-    gen = GenerateConfig(out_dir=data, kind=kind, train=cfg.train_videos, test=cfg.test_videos, seed=cfg.data_seed,
-                         size=f"{cfg.size}x{cfg.size}", fps=cfg.fps, seconds=cfg.seconds, condition=cfg.condition)
-    fresh = _stale(data, {"kind": kind, "seed": cfg.data_seed, "train": cfg.train_videos, "test": cfg.test_videos,
-                          "size": [cfg.size, cfg.size], "fps": cfg.fps, "seconds": cfg.seconds,
+    scenes = cfg.scenes
+    gen = GenerateConfig(out_dir=data, kind=kind, train=cfg.train_videos, test=cfg.test_videos, seed=scenes.data_seed,
+                         size=f"{scenes.size}x{scenes.size}", fps=scenes.fps, seconds=scenes.seconds,
+                         condition=cfg.condition)
+    fresh = _stale(data, {"kind": kind, "seed": scenes.data_seed, "train": cfg.train_videos, "test": cfg.test_videos,
+                          "size": [scenes.size, scenes.size], "fps": scenes.fps, "seconds": scenes.seconds,
                           "condition": cfg.condition})
     if fresh:
         run_generate(gen)
-    common = dict(dataset_root=data, size=cfg.size, tau=cfg.tau, frames_train=cfg.frames, frames_test=cfg.frames,
-                  workers=cfg.workers, overwrite=fresh)
-    run_preprocess(PreprocessConfig(out=shards, **common))
+    run_preprocess(scenes.preprocess_config(data, shards, overwrite=fresh))
     sets = {"masks": shards, "no-alpha": shards}
     if "compensated" in cfg.arm_list:
         sets["compensated"] = os.path.join(base, "shards", "compensated")
-        run_preprocess(PreprocessConfig(out=sets["compensated"], camera_motion="compensate", **common))
+        run_preprocess(scenes.preprocess_config(data, sets["compensated"], camera_motion="compensate",
+                                                overwrite=fresh))
     for mode in ("full", "shuffled"):
         if mode in cfg.arm_list:
-            sets[mode] = derive_mask_set(shards, os.path.join(base, "shards", mode), mode, seed=cfg.data_seed)
+            sets[mode] = derive_mask_set(shards, os.path.join(base, "shards", mode), mode, seed=scenes.data_seed)
     return sets, _load_clips(data)
 
 
@@ -445,12 +442,12 @@ def run_set(cfg: BenchMotionConfig, kind: str, device: Any,
     scores = mask_truth_scores(shard_sets["masks"], "test", clips)
     per_arm: Dict[str, List[Dict[str, Any]]] = {}
     for arm in cfg.arm_list:
-        for seed in cfg.seed_list:
+        for seed in cfg.budget.seed_list:
             run_dir = os.path.join(set_dir(cfg, kind), "runs", f"{arm}-seed{seed}")
             trained = _train(cfg, shard_sets[arm], run_dir, seed, no_alpha=arm == "no-alpha")
             row = {"set": kind, "arm": arm, "seed": seed, "run_dir": trained.run_dir, "steps": trained.steps,
                    **evaluate_run(trained.checkpoint, shard_sets[arm], clips, device=device,
-                                  batch_size=cfg.eval_batch_size)}
+                                  batch_size=cfg.budget.eval_batch_size)}
             log.info("%s / %s / seed %d: twin t2v %.1f, R@1 t2v %.1f", kind, arm, seed, row["twin_t2v"],
                      row["t2v_R@1"])
             per_arm.setdefault(arm, []).append(row)
@@ -464,11 +461,11 @@ def run_bench_motion(cfg: BenchMotionConfig) -> BenchMotionResult:
     Raises:
         ConfigError, InputError, EnvError: from the stages (generate, preprocess, train), one line each.
     """
-    from fda.eval.retrieval import resolve_device
+    from fda.model.device import resolve_device
 
     start = time.perf_counter()
     make_out_dir(cfg.out)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.budget.train.device)
     result = BenchMotionResult(cfg.out)
     for kind in cfg.set_list:
         rows, runs, result.masks[kind] = run_set(cfg, kind, device)
@@ -481,9 +478,11 @@ def run_bench_motion(cfg: BenchMotionConfig) -> BenchMotionResult:
     result.json_path = os.path.join(cfg.out, "bench_motion.json")
     result.csv_path = os.path.join(cfg.out, "bench_motion.csv")
     result.figure = os.path.join(cfg.out, "bench_motion.png")
-    budget = {k: getattr(cfg, k) for k in ("model", "pretrained", "steps", "epochs", "batch_size", "lr", "alpha_lr",
-                                           "weight_decay", "seeds", "train_videos", "test_videos", "frames",
-                                           "condition")}
+    train = cfg.budget.train
+    budget = {"model": train.model, "pretrained": train.pretrained, "steps": cfg.budget.steps, "epochs": train.epochs,
+              "batch_size": train.batch_size, "lr": train.lr, "alpha_lr": train.alpha_lr,
+              "weight_decay": train.weight_decay, "seeds": cfg.budget.seeds, "train_videos": cfg.train_videos,
+              "test_videos": cfg.test_videos, "frames": cfg.scenes.frames, "condition": cfg.condition}
     write_json_atomic(result.json_path, {
         "config": dataclasses.asdict(cfg), "budget": budget, "seconds": result.seconds,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, device {device}",
@@ -498,7 +497,8 @@ def run_bench_motion(cfg: BenchMotionConfig) -> BenchMotionResult:
                              *[row["diff"][m][k] for m in ("twin_t2v", "t2v_R@1") for k in ("mean", "lo", "hi")]])
     camera = "" if cfg.condition == "still" else f", condition {cfg.condition}"
     plot_bench(result.rows, cfg.arm_list, result.figure,
-               f"{cfg.model}, {cfg.steps} steps x batch {cfg.batch_size}, {len(cfg.seed_list)} seed(s); "
+               f"{cfg.budget.train.model}, {cfg.budget.steps} steps x batch {cfg.budget.train.batch_size}, "
+               f"{len(cfg.budget.seed_list)} seed(s); "
                f"{cfg.train_videos} train / {cfg.test_videos} test clips per set{camera}")
     return result
 
@@ -568,23 +568,23 @@ def run_bench_masks(cfg: BenchMasksConfig) -> BenchMasksResult:
 
     start = time.perf_counter()
     make_out_dir(cfg.out)
+    scenes = cfg.scenes
     result = BenchMasksResult(cfg.out)
     for cond in cfg.condition_list:
         data = os.path.join(cfg.out, cond, "data")
-        fresh = _stale(data, {"kind": "motion", "seed": cfg.data_seed, "test": cfg.videos, "size": [cfg.size, cfg.size],
-                              "fps": cfg.fps, "seconds": cfg.seconds, "condition": cond})
+        fresh = _stale(data, {"kind": "motion", "seed": scenes.data_seed, "test": cfg.videos,
+                              "size": [scenes.size, scenes.size], "fps": scenes.fps, "seconds": scenes.seconds,
+                              "condition": cond})
         if fresh:
-            make_bench_set(data, "motion", n_train=2, n_test=cfg.videos, seed=cfg.data_seed, captions_per_video=1,
-                           size=(cfg.size, cfg.size), fps=cfg.fps, seconds=cfg.seconds, condition=cond)
+            make_bench_set(data, "motion", n_train=2, n_test=cfg.videos, seed=scenes.data_seed, captions_per_video=1,
+                           size=(scenes.size, scenes.size), fps=scenes.fps, seconds=scenes.seconds, condition=cond)
         clips = _load_clips(data)
         result.scores[cond] = {}
         for setting in cfg.setting_list:
             camera, normalise = SETTINGS[setting]
             shards = os.path.join(cfg.out, cond, "shards", setting)
-            run_preprocess(PreprocessConfig(dataset_root=data, out=shards, size=cfg.size, tau=cfg.tau,
-                                            frames_train=cfg.frames, frames_test=cfg.frames, split="test",
-                                            camera_motion=camera, normalize_brightness=normalise,
-                                            workers=cfg.workers, overwrite=fresh))
+            run_preprocess(scenes.preprocess_config(data, shards, split="test", camera_motion=camera,
+                                                    normalize_brightness=normalise, overwrite=fresh))
             result.scores[cond][setting] = mask_truth_scores(shards, "test", clips)
     result.seconds = round(time.perf_counter() - start, 1)
     result.json_path = os.path.join(cfg.out, "bench_masks.json")
@@ -592,5 +592,5 @@ def run_bench_masks(cfg: BenchMasksConfig) -> BenchMasksResult:
     write_json_atomic(result.json_path, {"config": dataclasses.asdict(cfg), "seconds": result.seconds,
                                          "scores": result.scores})
     plot_mask_quality(result.scores, result.figure,
-                      f"mask quality against ground truth: {cfg.videos} motion clips per condition, tau {cfg.tau:g}")
+                      f"mask quality against ground truth: {cfg.videos} motion clips per condition, tau {scenes.tau:g}")
     return result

@@ -41,7 +41,7 @@ import numpy as np
 
 from fda.errors import ConfigError
 from fda.lab.synthetic import (SHAPES, _SYNONYMS, _check_counts, _check_size, draw_shape, encode_frames,
-                                    make_msrvtt_demo, shape_extent, write_msrvtt_set)
+                               make_msrvtt_demo, shape_extent, write_msrvtt_set)
 
 logger = logging.getLogger(__name__)
 

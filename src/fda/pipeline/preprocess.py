@@ -45,7 +45,7 @@ from fda.errors import ConfigError, InputError, Interrupted
 from fda.pipeline.datasets import Dataset, VideoItem, load_dataset, not_regular
 from fda.pipeline.masks import clip_masks, robust_clip_masks
 from fda.pipeline.sampling import frames_before, needed_frames, partner_indices, sample_frame_indices
-from fda.pipeline.video import VideoError, check_decoder, decode_frames, find_ffmpeg, ffmpeg_version, probe
+from fda.pipeline.video import Video, VideoError, check_decoder, find_ffmpeg, ffmpeg_version
 from fda.shards.schema import (CONFIG, MANIFEST, SCHEMA_VERSION, MaskParams, file_digest, read_json, sample_key,
                                shard_name, stats_name, write_json_atomic)
 from fda.shards.writer import PARTIAL, ShardWriter, encode_frame, encode_mask, sample_members
@@ -185,51 +185,52 @@ def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig, window_end:
     ``cfg.min_decodable``. With ``window_end``, samples and their partners are only frames presented before
     ``window_end`` seconds (from the first frame). Returns ``(info, total, indices, partners, frames, decode_meta)``;
     ``decode_meta["window"]`` (only with ``window_end``) records the window and how many frames it held."""
-    info = probe(path)
-    declared = max(info.num_packets, info.declared_frames)
-    if info.present < cfg.min_decodable:
-        held = (f"{info.num_packets} of its {info.declared_frames} frames" if info.declared_frames else
-                f"{100 * info.present:.0f}% of its {info.duration:.2f} s")
-        raise VideoError(f"truncated file: it holds {held} (--min-decodable {cfg.min_decodable})"
-                         + (f"; read error: {info.demux_error}" if info.demux_error else ""))
-    total = info.num_packets
-    if total < 2:
-        raise VideoError("only 1 frame: a frame-difference mask needs at least 2")
-    span = total if window_end is None else frames_before(info.frame_times(), window_end)  # frames [0, span)
-    indices = sample_frame_indices(span, count)
-    partners = partner_indices(indices, span, cfg.diff_mode)
-    needed = needed_frames(indices, partners)
-    dec = decode_frames(path, needed, cfg.size, info)
-    lost: List[int] = []
-    frames = dec.frames
-    if dec.full and (dec.good is None or len(dec.good) != total or any(i not in dec.frames for i in needed)):
-        good = dec.good or []
-        # No decode error: the codec simply makes fewer (or more) frames than there are packets (field-coded
-        # video, packed frames); the clip is the frames it made. Errors: the missing frames are lost.
-        renumber = dec.errors == 0
-        if len(good) < 2 or (not renumber and len(good) < cfg.min_decodable * declared):
-            raise VideoError(f"only {len(good)} of {declared} frames decodable ({dec.errors} decode errors; "
-                             f"--min-decodable {cfg.min_decodable})")
-        usable = np.asarray(good, np.int64)
-        if window_end is not None:
-            usable = usable[usable < span] if np.count_nonzero(usable < span) >= 2 else usable[:2]
-        pick = sample_frame_indices(len(usable), count)
-        pick_partners = partner_indices(pick, len(usable), cfg.diff_mode)
-        indices, partners = usable[pick], usable[pick_partners]
+    with Video(path) as video:  # probed and decoded from one open file
+        info = video.info
+        declared = max(info.num_packets, info.declared_frames)
+        if info.present < cfg.min_decodable:
+            held = (f"{info.num_packets} of its {info.declared_frames} frames" if info.declared_frames else
+                    f"{100 * info.present:.0f}% of its {info.duration:.2f} s")
+            raise VideoError(f"truncated file: it holds {held} (--min-decodable {cfg.min_decodable})"
+                             + (f"; read error: {info.demux_error}" if info.demux_error else ""))
+        total = info.num_packets
+        if total < 2:
+            raise VideoError("only 1 frame: a frame-difference mask needs at least 2")
+        span = total if window_end is None else frames_before(info.frame_times(), window_end)  # frames [0, span)
+        indices = sample_frame_indices(span, count)
+        partners = partner_indices(indices, span, cfg.diff_mode)
         needed = needed_frames(indices, partners)
-        if any(i not in dec.frames for i in needed):
-            dec = decode_frames(path, needed, cfg.size, info, full=True)
-        missing = [i for i in needed if i not in dec.frames]
-        if missing:
-            raise VideoError(f"frames {missing[:5]} decoded once but not again (unstable decode)")
-        if renumber:
-            log.debug("%s: %d packets, %d frames; numbering the frames", path, total, len(good))
-            frames = {int(p): dec.frames[int(usable[p])] for p in set(pick.tolist()) | set(pick_partners.tolist())}
-            declared += len(good) - total  # a truncated tail stays counted
-            indices, partners, total = pick, pick_partners, len(good)
-        else:
-            lost = sorted(set(range(total)) - set(good))
-            frames = dec.frames
+        dec = video.decode(needed, cfg.size)
+        lost: List[int] = []
+        frames = dec.frames
+        if dec.full and (dec.good is None or len(dec.good) != total or any(i not in dec.frames for i in needed)):
+            good = dec.good or []
+            # No decode error: the codec simply makes fewer (or more) frames than there are packets (field-coded
+            # video, packed frames); the clip is the frames it made. Errors: the missing frames are lost.
+            renumber = dec.errors == 0
+            if len(good) < 2 or (not renumber and len(good) < cfg.min_decodable * declared):
+                raise VideoError(f"only {len(good)} of {declared} frames decodable ({dec.errors} decode errors; "
+                                 f"--min-decodable {cfg.min_decodable})")
+            usable = np.asarray(good, np.int64)
+            if window_end is not None:
+                usable = usable[usable < span] if np.count_nonzero(usable < span) >= 2 else usable[:2]
+            pick = sample_frame_indices(len(usable), count)
+            pick_partners = partner_indices(pick, len(usable), cfg.diff_mode)
+            indices, partners = usable[pick], usable[pick_partners]
+            needed = needed_frames(indices, partners)
+            if any(i not in dec.frames for i in needed):
+                dec = video.decode(needed, cfg.size, full=True)
+            missing = [i for i in needed if i not in dec.frames]
+            if missing:
+                raise VideoError(f"frames {missing[:5]} decoded once but not again (unstable decode)")
+            if renumber:
+                log.debug("%s: %d packets, %d frames; numbering the frames", path, total, len(good))
+                frames = {int(p): dec.frames[int(usable[p])] for p in set(pick.tolist()) | set(pick_partners.tolist())}
+                declared += len(good) - total  # a truncated tail stays counted
+                indices, partners, total = pick, pick_partners, len(good)
+            else:
+                lost = sorted(set(range(total)) - set(good))
+                frames = dec.frames
     decode_meta = {"rotation": dec.rotation, "flip": dec.flip,
                    "sar": [dec.sar.numerator, dec.sar.denominator], "deinterlaced": dec.deinterlaced > 0,
                    "frames_lost": len(lost) + declared - total, "lost_at": _ranges(lost),

@@ -25,12 +25,14 @@ Failures are values: :class:`VideoError` carries a one-line reason that the call
 """
 
 import bisect
+import itertools
 import logging
 import os
 import re
 import shutil
 import struct
 import subprocess
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -161,13 +163,99 @@ def probe(path: str) -> VideoInfo:
     Raises:
         VideoError: the file is missing, empty, not a media file, has no video stream or no frames.
     """
-    if not os.path.isfile(path):
-        raise VideoError("file not found")
-    if os.path.getsize(path) == 0:
-        raise VideoError("empty file (0 bytes)")
-    demux_error = None
-    try:
-        with _open(path) as container:
+    with Video(path) as video:
+        return video.info
+
+
+class Video:
+    """An open video: probed on opening (:func:`probe`'s :class:`VideoInfo` in ``info``), then decoded from the same
+    open file (:meth:`decode`).
+
+    Opening a file costs FFmpeg a stream-info pass that decodes its first picture (a 60-70 ms intra frame in a
+    high-detail 720p clip), so the first decode pass rewinds the probed container instead of opening the file again.
+    The rewind is checked: the first packet it demuxes must be the first packet the probe saw, else (and for every
+    later pass, e.g. a full decode after a skipping one gave up) the file is opened afresh.
+
+    Raises:
+        VideoError: as :func:`probe`.
+    """
+
+    def __init__(self, path: str, info: Optional[VideoInfo] = None) -> None:
+        self.path = path
+        self.opens = 0
+        self._container = None
+        self._first: Optional[Tuple[Optional[int], Optional[int], int]] = None
+        if info is not None:  # probed before: every pass opens the file
+            self.info = info
+            return
+        if not os.path.isfile(path):
+            raise VideoError("file not found")
+        if os.path.getsize(path) == 0:
+            raise VideoError("empty file (0 bytes)")
+        try:
+            self._container = _open(path)
+            self.opens = 1
+        except Exception as err:  # noqa: BLE001 - PyAV raises many types; all mean "cannot open"
+            raise VideoError(f"cannot open: {_one_line(err)}") from None
+        try:
+            self.info = self._probe(self._container)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> "Video":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the probed container if no decode pass took it."""
+        container, self._container = self._container, None
+        if container is not None:
+            container.close()
+
+    def decode(self, needed: Iterable[int], size: int, *, full: bool = False) -> "Decoded":
+        """:func:`decode_frames` of this video, the first pass reading the already open file."""
+        return _decode(self, needed, size, full)
+
+    @contextmanager
+    def packets(self):
+        """``(stream, packets)`` of a fresh pass over the video stream from its first packet.
+
+        The first pass rewinds the probed container; later passes, or a rewind that does not land on the first
+        packet, open the file again.
+        """
+        container, self._container = self._container, None
+        packets = None
+        if container is not None and self.info.demux_error is None and self._first is not None:
+            try:
+                stream = container.streams.video[0]
+                container.seek(0)
+                it = (p for p in container.demux(stream) if p.size)
+                head = next(it, None)
+                if head is not None and (head.pts, head.dts, head.size) == self._first:
+                    packets = itertools.chain([head], it)
+            except Exception:  # noqa: BLE001 - a container that cannot rewind is opened again
+                packets = None
+        if packets is None:
+            if container is not None:
+                container.close()
+            try:
+                container = _open(self.path)
+            except Exception as err:  # noqa: BLE001 - PyAV raises many types; all mean "cannot open"
+                raise VideoError(f"cannot open: {_one_line(err)}") from None
+            self.opens += 1
+            stream = container.streams.video[0]
+            packets = (p for p in container.demux(stream) if p.size)
+        try:
+            yield stream, packets
+        finally:
+            container.close()
+
+    def _probe(self, container) -> VideoInfo:
+        demux_error = None
+        try:
             if not container.streams.video:
                 raise VideoError("no video stream (audio-only or not a video)")
             stream = container.streams.video[0]
@@ -190,6 +278,8 @@ def probe(path: str) -> VideoInfo:
                         continue  # a dropped frame (AVI): no picture
                     if packet.is_keyframe:
                         keyframes.append(len(pts))
+                    if not pts:
+                        self._first = (packet.pts, packet.dts, packet.size)
                     pts.append(packet.pts)
                     if packet.pts is not None:
                         end = packet.pts + (packet.duration or 0)
@@ -209,27 +299,27 @@ def probe(path: str) -> VideoInfo:
             # Only the video stream's own duration (or a container holding nothing else) can date the last frame.
             declared_duration = (duration if stream.duration is not None or len(container.streams) == 1 else 0.0)
             container_format = container.format.name
-    except VideoError:
-        raise
-    except Exception as err:  # noqa: BLE001 - PyAV raises many types; all mean "cannot open"
-        raise VideoError(f"cannot open: {_one_line(err)}") from None
-    if not pts:
-        raise VideoError("no video frames" + (f" ({demux_error})" if demux_error else ""))
-    if not width or not height:
-        raise VideoError("video stream has no frame size")
-    if declared_frames:
-        present = min(1.0, all_packets / declared_frames)
-    elif covered is not None and declared_duration > 0 and len(pts) > 1:
-        present = min(1.0, covered / declared_duration)
-    else:
-        present = 1.0
-    usable = all(p is not None for p in pts) and len(set(pts)) == len(pts)
-    if usable and "avi" in container_format.split(","):
-        # AVI stores no presentation time: with reordered frames the demuxer's "pts" is the decode order.
-        usable = not cc.has_b_frames
-    return VideoInfo(len(pts), fps, duration, width, height, codec, tuple(pts) if usable else (), tuple(keyframes),
-                     Fraction(sar.numerator, sar.denominator) if sar else Fraction(1), interlaced, declared_frames,
-                     present, demux_error, Fraction(tb.numerator, tb.denominator) if tb else None)
+        except VideoError:
+            raise
+        except Exception as err:  # noqa: BLE001 - PyAV raises many types; all mean "cannot open"
+            raise VideoError(f"cannot open: {_one_line(err)}") from None
+        if not pts:
+            raise VideoError("no video frames" + (f" ({demux_error})" if demux_error else ""))
+        if not width or not height:
+            raise VideoError("video stream has no frame size")
+        if declared_frames:
+            present = min(1.0, all_packets / declared_frames)
+        elif covered is not None and declared_duration > 0 and len(pts) > 1:
+            present = min(1.0, covered / declared_duration)
+        else:
+            present = 1.0
+        usable = all(p is not None for p in pts) and len(set(pts)) == len(pts)
+        if usable and "avi" in container_format.split(","):
+            # AVI stores no presentation time: with reordered frames the demuxer's "pts" is the decode order.
+            usable = not cc.has_b_frames
+        return VideoInfo(len(pts), fps, duration, width, height, codec, tuple(pts) if usable else (), tuple(keyframes),
+                         Fraction(sar.numerator, sar.denominator) if sar else Fraction(1), interlaced, declared_frames,
+                         present, demux_error, Fraction(tb.numerator, tb.denominator) if tb else None)
 
 
 def _field_order_interlaced(field_order) -> bool:
@@ -496,8 +586,9 @@ def _plan(info: VideoInfo, ranks: np.ndarray, wanted: Sequence[int]) -> np.ndarr
     return send
 
 
-def _decode_skipping(path: str, info: VideoInfo, wanted: Sequence[int], decode_set: set,
+def _decode_skipping(video: "Video", wanted: Sequence[int], decode_set: set,
                      convert: _Converter) -> Dict[int, np.ndarray]:
+    info = video.info
     ranks = info.ranks
     if ranks is None:
         raise _NeedFull()
@@ -531,17 +622,14 @@ def _decode_skipping(path: str, info: VideoInfo, wanted: Sequence[int], decode_s
             raise _NeedFull() from None
         take(frames)
 
-    with _open(path) as container:
-        stream = container.streams.video[0]
+    with video.packets() as (stream, packets):
         cc = stream.codec_context
         cc.thread_count = 1
         pos = 0
         mode = ""
         sending = started = False
         # Dropped packets cost only their demux (all of a clip's packets demux in 1-10 ms), so no seeking.
-        for packet in container.demux(stream):
-            if packet.size == 0:
-                continue
+        for packet in packets:
             if pos > last_sent:
                 break
             if send[pos]:
@@ -585,8 +673,8 @@ def _convert_ready(held: Dict[int, object], wanted: set, out: Dict[int, np.ndarr
             del held[r]
 
 
-def _decode_full(path: str, info: VideoInfo, wanted: Sequence[int], convert: _Converter,
-                 by_pts: bool = True) -> Decoded:
+def _decode_full(video: "Video", wanted: Sequence[int], convert: _Converter, by_pts: bool = True) -> Decoded:
+    info = video.info
     ranks = info.ranks if by_pts else None
     rank_of_pts = {p: int(r) for p, r in zip(info.pts, ranks)} if ranks is not None else None
     wanted_set = set(wanted)
@@ -612,14 +700,11 @@ def _decode_full(path: str, info: VideoInfo, wanted: Sequence[int], convert: _Co
                 held[r] = fr
                 _convert_ready(held, wanted_set, out, convert, info.num_packets, done=False)
 
-    with _open(path) as container:
-        stream = container.streams.video[0]
+    with video.packets() as (stream, packets):
         cc = stream.codec_context
         cc.thread_count = 1
         try:
-            for packet in container.demux(stream):
-                if packet.size == 0:
-                    continue
+            for packet in packets:
                 try:
                     frames = cc.decode(packet)
                 except Exception:  # noqa: BLE001 - a packet the codec rejects: counted, decoding goes on
@@ -642,6 +727,8 @@ def decode_frames(path: str, needed: Iterable[int], size: int, info: Optional[Vi
     Decodes only what the needed frames depend on unless ``full`` (or the clip's timestamps cannot number its
     frames, or the skipping decode meets an error); a full decode also counts every frame and error, so the caller
     can tell a damaged clip (``Decoded.good`` shorter than ``info.num_packets``) and resample over what decoded.
+    ``info`` is the clip's :func:`probe` (probed here when left out); :meth:`Video.decode` does the same on a
+    video that is already open.
 
     Returns:
         :class:`Decoded`; a needed frame that did not decode is absent from ``frames``.
@@ -649,8 +736,12 @@ def decode_frames(path: str, needed: Iterable[int], size: int, info: Optional[Vi
     Raises:
         VideoError: the file cannot be opened or decoded at all.
     """
-    if info is None:
-        info = probe(path)
+    with Video(path, info) as video:
+        return video.decode(needed, size, full=full)
+
+
+def _decode(video: Video, needed: Iterable[int], size: int, full: bool) -> Decoded:
+    info = video.info
     wanted = sorted({int(i) for i in needed})
     convert = _Converter(size, info.sar)
     try:
@@ -661,7 +752,7 @@ def decode_frames(path: str, needed: Iterable[int], size: int, info: Optional[Vi
             if neighbours:
                 decode_set |= {w - 1 for w in wanted if w > 0} | {w + 1 for w in wanted if w + 1 < info.num_packets}
             try:
-                result = Decoded(_decode_skipping(path, info, wanted, decode_set, convert))
+                result = Decoded(_decode_skipping(video, wanted, decode_set, convert))
             except _NeedNeighbours:
                 if neighbours:
                     break
@@ -671,10 +762,10 @@ def decode_frames(path: str, needed: Iterable[int], size: int, info: Optional[Vi
         if result is None:
             try:
                 convert = _Converter(size, info.sar)
-                result = _decode_full(path, info, wanted, convert)
+                result = _decode_full(video, wanted, convert)
             except _Renumber:
                 convert = _Converter(size, info.sar)
-                result = _decode_full(path, info, wanted, convert, by_pts=False)
+                result = _decode_full(video, wanted, convert, by_pts=False)
     except VideoError:
         raise
     except Exception as err:  # noqa: BLE001 - decoder libraries raise many types

@@ -3,13 +3,9 @@
 One process or many: under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) :func:`run_train` opens the process
 group itself (nccl on GPU, gloo on CPU) and closes it at the end; nothing distributed happens at import.
 
-A run folder holds::
-
-    RUN_DIR/train_config.json        the resolved config (+ world size, steps, manifest summary)
-    RUN_DIR/metrics.jsonl            one line per step: train/* metrics (and eval/* when validated)
-    RUN_DIR/tb/                      TensorBoard events (same keys)
-    RUN_DIR/checkpoints/step-0000100.pt   the last --keep-last checkpoints, written atomically
-    RUN_DIR/checkpoints/best.pt      the best by validation t2v R@1
+The run folder's layout (``train_config.json``, ``metrics.jsonl``, ``tb/``, ``checkpoints/step-0000100.pt`` keeping
+the last ``--keep-last``, ``checkpoints/best.pt`` by validation) is :class:`fda.runs.RunDir`'s, which ``fda eval``
+reads too. Checkpoints are written atomically.
 
 Rerunning into a RUN_DIR that has checkpoints (or ``--resume``) restores model, optimiser, grad scaler, step, RNG
 states and the data position; the loader and every per-step random draw depend only on (seed, step), so a resumed
@@ -25,37 +21,45 @@ is written before validation, and a failing validation is logged and switched of
 import contextlib
 import dataclasses
 import functools
-import glob
-import itertools
 import json
 import logging
 import os
-import re
 import signal
-import threading
-import time
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Protocol, Tuple
 
 import torch
 
 from fda import __version__
 from fda.config import TrainConfig, make_out_dir
-from fda.errors import ConfigError, EnvError, FdaError, InputError
-from fda.shards.loader import batches_per_epoch, build_train_pipeline, check_plan
+from fda.errors import ConfigError, FdaError, InputError
+from fda.model.device import resolve_device
+from fda.runs import RunDir, resume_source
+from fda.shards.loader import batches_per_epoch, check_plan
 from fda.shards.manifest import SplitInfo, load_manifest, load_split
-from fda.shards.schema import read_json, write_json_atomic
+from fda.shards.schema import write_json_atomic
+from fda.train.data import data_stream
+from fda.train.dist import Dist, StopSignals, agree, barrier, dist_from_env, stop_requested
 from fda.train.loop import LoopSpec, NonFiniteLossError, step_seed, train
 from fda.train.optim import build_optimizer, default_warmup, freeze_text_tower
 
 logger = logging.getLogger(__name__)
 
-Validate = Callable[[torch.nn.Module, str, str, torch.device], Dict[str, float]]
-"""``validate(model, shards_dir, split, device) -> {"t2v_R@1": ..., ...}``: the CLI wires ``fda.eval`` in."""
 
-CKPT_RE = re.compile(r"^step-(\d+)\.pt$")
-BEST = "best.pt"
-R1_KEYS = ("eval/t2v_R@1", "t2v_R@1", "t2v/R@1", "R@1")
+class Validate(Protocol):
+    """Periodic validation, passed in by the caller (the CLI passes ``fda.eval.evaluate.validate``).
+
+    ``validate(model, shards_dir, split, device) -> {"eval/t2v_R@1": ..., ...}``; the number named ``best_key``
+    (higher is better) picks ``best.pt``.
+    """
+
+    @property
+    def best_key(self) -> str:
+        """The metric that picks the best checkpoint."""
+
+    def __call__(self, model: torch.nn.Module, shards_dir: str, split: str,
+                 device: torch.device) -> Dict[str, float]:
+        """Metrics of ``model`` on ``split``."""
 
 
 class TrainInterrupted(FdaError):
@@ -64,36 +68,6 @@ class TrainInterrupted(FdaError):
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.exit_code = 128 + signum
-
-
-class StopSignals:
-    """While active (a ``with`` block), SIGINT/SIGTERM only ask the run to stop after the current step.
-
-    Handlers are installed only in the main thread of the main interpreter (signal's own rule); elsewhere ``signum``
-    stays None. A second signal raises :class:`KeyboardInterrupt` (abort without saving).
-    """
-
-    def __init__(self) -> None:
-        self.signum: Optional[int] = None
-        self._old: Dict[int, Any] = {}
-
-    def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        self._old = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
-        logger.warning("%s: stopping after this step and saving a checkpoint (send it again to abort without saving)",
-                       signal.Signals(signum).name)
 
 
 @dataclass
@@ -112,60 +86,6 @@ class TrainResult:
         return f"trained {self.steps} steps into {self.run_dir} (checkpoint {self.checkpoint}{tail})"
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Environment: processes and device.
-
-@dataclass(frozen=True)
-class Dist:
-    """This process's place in a (possibly single-process) run."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        """True on rank 0 (the one that writes files)."""
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        """True when a process group is in use."""
-        return self.world_size > 1
-
-
-def dist_from_env() -> Dist:
-    """Read torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (single process when absent)."""
-    try:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", str(rank)))
-    except ValueError as err:
-        raise EnvError(f"bad torchrun environment ({err}): launch with torchrun or unset RANK/WORLD_SIZE") from None
-    return Dist(rank=rank, world_size=max(1, world), local_rank=local)
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto``: cuda (this process's GPU), then mps, then cpu; an explicit device must exist.
-
-    Raises:
-        EnvError: ``cuda`` or ``mps`` was asked for and is not available.
-    """
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise EnvError(f"--device {name}: no CUDA device is available; use --device cpu or auto")
-        return torch.device(name) if ":" in name else torch.device("cuda", local_rank % torch.cuda.device_count())
-    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise EnvError("--device mps: MPS is not available; use --device cpu or auto")
-    return torch.device(name)
-
-
 def amp_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
     """Autocast dtype: ``auto`` is bf16 on CUDA and full precision elsewhere; None means no autocast.
 
@@ -180,117 +100,68 @@ def amp_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Run folder and checkpoints.
+# Length and state of a run.
 
-def default_run_dir(cfg: TrainConfig) -> str:
-    """``runs/<date>-<time>-<model>``, unique."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = os.path.join("runs", f"{stamp}-{re.sub(r'[^A-Za-z0-9_-]+', '_', cfg.model)}")
-    path, n = base, 1
-    while os.path.exists(path):
-        n += 1
-        path = f"{base}-{n}"
-    return path
+@dataclass(frozen=True)
+class RunPlan:
+    """How long a run is, from the manifest's counts (computed once, before anything is built).
 
-
-def list_checkpoints(run_dir: str) -> List[Tuple[int, str]]:
-    """``(step, path)`` of a run's step checkpoints, oldest first."""
-    found = []
-    for path in glob.glob(os.path.join(run_dir, "checkpoints", "step-*.pt")):
-        m = CKPT_RE.match(os.path.basename(path))
-        if m:
-            found.append((int(m.group(1)), path))
-    return sorted(found)
-
-
-def _resume_source(cfg: TrainConfig, run_dir: str) -> Optional[str]:
-    """The checkpoint to resume from: ``--resume`` (a file or a run folder), else the run folder's newest."""
-    if cfg.resume:
-        if os.path.isfile(cfg.resume):
-            return cfg.resume
-        if os.path.isdir(cfg.resume):
-            found = list_checkpoints(cfg.resume)
-            if not found:
-                raise InputError(f"--resume {cfg.resume}: no checkpoints/step-*.pt in it: pass a checkpoint file")
-            return found[-1][1]
-        raise InputError(f"--resume {cfg.resume}: no such file or folder")
-    found = list_checkpoints(run_dir)
-    return found[-1][1] if found else None
-
-
-def _run_dir_of(checkpoint: str) -> str:
-    return os.path.dirname(os.path.dirname(os.path.abspath(checkpoint)))
-
-
-def _r1(metrics: Optional[Dict[str, float]]) -> Optional[float]:
-    if not metrics:
-        return None
-    for key in R1_KEYS:
-        if key in metrics:
-            return float(metrics[key])
-    return None
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Data.
-
-def tokenize_batch(tokenizer: Callable[[List[str]], torch.Tensor], batch: Dict[str, Any]) -> Dict[str, Any]:
-    """``batch_fn`` for the loader: tokenise the captions inside the worker."""
-    return {"tokens": tokenizer(batch["captions"])}
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)  # decoding is PIL work; torch threads in workers only oversubscribe the cores
-    # Ctrl-C reaches the whole process group: the main process stops at a step boundary and shuts its workers down;
-    # a worker dying on the signal first would turn that into a DataLoader error. SIGTERM keeps its default: it is
-    # how a worker is ended (multiprocessing's terminate at exit); ignoring it could leave the process unable to exit.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _loader_error(err: Exception) -> Exception:
-    """A DataLoader re-raises a worker's FdaError with the worker traceback as message: keep the original line."""
-    if isinstance(err, FdaError):
-        lines = [ln for ln in str(err).splitlines() if ln.strip()]
-        last = lines[-1] if lines else str(err)
-        if ": " in last and last.split(": ", 1)[0].endswith(type(err).__name__):
-            last = last.split(": ", 1)[1]
-        clean = type(err)(last)
-        return clean
-    return err
-
-
-def data_stream(info: SplitInfo, cfg: TrainConfig, dist: Dist, tokenizer: Any, *, start_epoch: int, start_batch: int,
-                batches_epoch: int, pin_memory: bool = False) -> Iterator[Dict[str, Any]]:
-    """Endless batches for this rank: ``batches_epoch`` per epoch, from ``(start_epoch, start_batch)`` on.
-
-    Each epoch gets its own pipeline and DataLoader (the epoch seeds the shard deal and every shuffle), so a
-    position is just ``(epoch, batch)``.
+    Attributes:
+        accum_steps: loader batches per optimiser step.
+        steps_per_epoch: optimiser steps per epoch.
+        total_steps: the step the run ends at.
+        warmup_steps: linear warmup length.
     """
-    from torch.utils.data import DataLoader
 
-    batch_fn = functools.partial(tokenize_batch, tokenizer)
-    for epoch in itertools.count(start_epoch):
-        skip = start_batch if epoch == start_epoch else 0
-        pipeline = build_train_pipeline(info, batch_size=cfg.batch_size, captions=cfg.captions, seed=cfg.seed,
-                                        epoch=epoch, rank=dist.rank, world_size=dist.world_size, workers=cfg.workers,
-                                        shuffle_buffer=cfg.shuffle_buffer, skip=skip, batch_fn=batch_fn)
-        loader = DataLoader(pipeline, batch_size=None, num_workers=cfg.workers, pin_memory=pin_memory,
-                            worker_init_fn=_worker_init if cfg.workers else None)
-        iterator = iter(loader)
-        try:
-            for _ in range(batches_epoch - skip):
-                try:
-                    batch = next(iterator)
-                except FdaError as err:
-                    raise _loader_error(err) from None
-                yield batch
-        finally:
-            # Stop this epoch's workers now: after an error the traceback still references the iterator, and its
-            # workers would otherwise wait on their queues until the interpreter exits.
-            shutdown = getattr(iterator, "_shutdown_workers", None)
-            if shutdown is not None:
-                shutdown()
-            del iterator
+    accum_steps: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+
+    @classmethod
+    def of(cls, cfg: TrainConfig, info: SplitInfo, world_size: int) -> "RunPlan":
+        """The plan of ``cfg`` on ``info`` with ``world_size`` processes."""
+        steps_per_epoch = max(1, batches_per_epoch(info, cfg.captions, cfg.batch_size, world_size) // cfg.accum_steps)
+        total = cfg.max_steps or cfg.epochs * steps_per_epoch
+        warmup = cfg.warmup_steps if cfg.warmup_steps is not None else default_warmup(total)
+        return cls(cfg.accum_steps, steps_per_epoch, total, warmup)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Loader batches per rank per epoch: whole optimiser steps (the remainder is dropped)."""
+        return self.steps_per_epoch * self.accum_steps
+
+    @property
+    def epochs(self) -> int:
+        """Epochs the run touches (the last may be partial)."""
+        return -(-self.total_steps // self.steps_per_epoch)
+
+    def position(self, step: int) -> Tuple[int, int]:
+        """``(epoch, loader batch within it)`` where step ``step`` starts."""
+        return step // self.steps_per_epoch, (step % self.steps_per_epoch) * self.accum_steps
+
+
+@dataclass
+class RunState:
+    """What changes as a run goes.
+
+    Attributes:
+        start: the step the run started (or resumed) at.
+        step: the last step done.
+        checkpoint: the last step checkpoint written, or the one resumed from.
+        saved_step: the step of ``checkpoint`` (the resumed step at first).
+        best: the best validation score so far (``Validate.best_key``).
+        val_split: the split validated on; None when validation is off (or was switched off by a failure).
+        metrics: the last step's ``train/*`` metrics.
+    """
+
+    start: int
+    step: int
+    checkpoint: Optional[str]
+    saved_step: int
+    best: Optional[float]
+    val_split: Optional[str]
+    metrics: Dict[str, float] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -298,23 +169,37 @@ def data_stream(info: SplitInfo, cfg: TrainConfig, dist: Dist, tokenizer: Any, *
 
 def _build_model(cfg: TrainConfig, info: SplitInfo, device: torch.device,
                  resume_from: Optional[str]) -> Tuple[Any, Any, Dict]:
-    """``(model, tokenizer, checkpoint or {})``; a resumed run rebuilds the model from its checkpoint."""
+    """``(model, tokenizer, checkpoint or {})``; a resumed run rebuilds the model from its checkpoint.
+
+    The shards are checked against the model's config before any weights are downloaded or read.
+    """
     from fda.model import get_model_config, get_tokenizer, load_alpha_clip, load_checkpoint
 
     if resume_from:
         model, ckpt = load_checkpoint(resume_from, device)
+        check_shards_fit(info, model.model_cfg)
         return model, get_tokenizer(model.context_length), ckpt
     config = get_model_config(cfg.model)
-    size = config.get("model_cfg", {}).get("vision_cfg", {}).get("image_size")
-    if isinstance(size, int) and info.size and info.size < size:  # before any download
-        raise InputError(f"shards in {info.shards_dir} are {info.size} px but {cfg.model} takes {size} px: rerun "
-                         f"fda preprocess --size {size} (or larger)")
+    check_shards_fit(info, config)
     pretrained = effective_pretrained(cfg.pretrained, config)
     if cfg.pretrained and pretrained is None and cfg.pretrained.lower() != "none":
         logger.info("--model %s has no OpenAI weights: starting from random weights", cfg.model)
     model, tokenizer = load_alpha_clip(cfg.model, pretrained, cfg.alpha_checkpoint, device,
                                        use_alpha=not cfg.no_alpha)
     return model, tokenizer, {}
+
+
+def _prepare_for_training(model: Any, cfg: TrainConfig) -> None:
+    """Switch off what ``cfg`` freezes and put the model in training mode."""
+    if cfg.no_alpha:
+        model.use_alpha = False
+        for p in model.alpha_parameters():
+            p.requires_grad_(False)  # an unused conv would only confuse DDP and weight decay
+    if cfg.freeze_text:
+        freeze_text_tower(model)
+    if cfg.grad_checkpointing:
+        model.clip.set_grad_checkpointing(True)
+    model.train()
 
 
 def effective_pretrained(pretrained: Optional[str], config: Dict[str, Any]) -> Optional[str]:
@@ -328,18 +213,26 @@ def effective_pretrained(pretrained: Optional[str], config: Dict[str, Any]) -> O
     return pretrained
 
 
-def check_shards_fit(info: SplitInfo, model: Any) -> None:
-    """Refuse shards the model cannot take: frames smaller than its input, or more frames than it pools.
+def check_shards_fit(info: SplitInfo, model_cfg: Dict[str, Any]) -> None:
+    """Refuse shards a model cannot take: frames smaller than its input, or more frames than it pools.
+
+    Args:
+        info: the split.
+        model_cfg: the model's config document (``{"name", "model_cfg": {open_clip schema}, "fda": {...}}``), as
+            :func:`fda.model.get_model_config` returns it and a checkpoint records it.
 
     Raises:
         InputError: the message names the shard value, the model value and the fix.
     """
-    if info.size and info.size < model.image_size:
-        raise InputError(f"shards in {info.shards_dir} are {info.size} px but {model.name} takes "
-                         f"{model.image_size} px: rerun fda preprocess --size {model.image_size} (or larger)")
-    max_frames = model.model_cfg.get("fda", {}).get("max_frames")
+    name = model_cfg.get("name", "?")
+    size = model_cfg.get("model_cfg", {}).get("vision_cfg", {}).get("image_size")
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    if isinstance(size, int) and info.size and info.size < size:
+        raise InputError(f"shards in {info.shards_dir} are {info.size} px but {name} takes {size} px: rerun "
+                         f"fda preprocess --size {size} (or larger)")
+    max_frames = model_cfg.get("fda", {}).get("max_frames")
     if info.frames < 1 or (max_frames and info.frames > max_frames):
-        raise InputError(f"shards in {info.shards_dir} have {info.frames} frames per clip but {model.name} takes "
+        raise InputError(f"shards in {info.shards_dir} have {info.frames} frames per clip but {name} takes "
                          f"1..{max_frames or 'any'}: rerun fda preprocess --frames-train N")
 
 
@@ -355,6 +248,18 @@ def _val_split(cfg: TrainConfig) -> Optional[str]:
     return cfg.val_split
 
 
+def _validation_split(cfg: TrainConfig, validate: Optional[Validate]) -> Optional[str]:
+    """The split to validate on, or None (and why, logged)."""
+    val_split = _val_split(cfg) if validate is not None else None
+    if cfg.val_split == "none":
+        logger.info("validation off (--val-split none)")
+    elif validate is None:
+        logger.info("validation off: no evaluator wired in")
+    elif val_split is None:
+        logger.info("validation off: %s has no val or test split", cfg.shards_dir)
+    return val_split
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The run.
 
@@ -363,8 +268,8 @@ def run_train(cfg: TrainConfig, validate: Optional[Validate] = None) -> TrainRes
 
     Args:
         cfg: the run configuration.
-        validate: optional ``validate(model, shards_dir, split, device) -> metrics`` for periodic validation (the CLI
-            passes ``fda.eval``'s); called on rank 0 only, in eval mode, under ``torch.no_grad``.
+        validate: optional periodic validation (the CLI passes ``fda.eval.evaluate.validate``); called on rank 0
+            only, in eval mode, under ``torch.no_grad``.
 
     Returns:
         The run folder, steps done, last checkpoint and last metrics.
@@ -381,9 +286,8 @@ def run_train(cfg: TrainConfig, validate: Optional[Validate] = None) -> TrainRes
     dist = dist_from_env()
     device = resolve_device(cfg.device, dist.local_rank)
     info = load_split(cfg.shards_dir, cfg.split)  # fails fast, before any process group or model
-    steps_per_epoch = max(1, batches_per_epoch(info, cfg.captions, cfg.batch_size, dist.world_size) // cfg.accum_steps)
-    epochs = -(-(cfg.max_steps or cfg.epochs * steps_per_epoch) // steps_per_epoch)
-    for epoch in range(min(epochs, 1000)):  # every epoch's shard deal must let each stream fill a batch
+    plan = RunPlan.of(cfg, info, dist.world_size)
+    for epoch in range(min(plan.epochs, 1000)):  # every epoch's shard deal must let each stream fill a batch
         check_plan(info, cfg.batch_size, dist.world_size, cfg.workers, cfg.seed, epoch, cfg.captions)
     pg = None
     if dist.active:
@@ -396,109 +300,94 @@ def run_train(cfg: TrainConfig, validate: Optional[Validate] = None) -> TrainRes
         pg = tdist
     try:
         with StopSignals() as stop:
-            return _run(cfg, dist, device, info, validate, stop)
+            return _run(cfg, dist, device, info, plan, validate, stop)
     finally:
         if pg is not None and pg.is_initialized():
             pg.destroy_process_group()
 
 
-def _agree(dist: Dist, value: Any) -> Any:
-    """Rank 0's ``value`` on every rank."""
-    if not dist.active:
-        return value
-    import torch.distributed as tdist
-
-    box = [value]
-    tdist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def _barrier(dist: Dist) -> None:
-    if dist.active:
-        import torch.distributed as tdist
-
-        tdist.barrier()
-
-
-def _stop_requested(dist: Dist, stop: StopSignals, device: torch.device) -> int:
-    """The signal that asks to stop (0: none), agreed on by every rank so that all stop at the same step."""
-    signum = stop.signum or 0
-    if not dist.active:
-        return signum
-    import torch.distributed as tdist
-
-    flag = torch.tensor([signum], dtype=torch.int64, device=device if device.type == "cuda" else "cpu")
-    tdist.all_reduce(flag, op=tdist.ReduceOp.MAX)
-    return int(flag.item())
-
-
-def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, validate: Optional[Validate],
-         stop: StopSignals) -> TrainResult:
+def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, plan: RunPlan,
+         validate: Optional[Validate], stop: StopSignals) -> TrainResult:
+    # the run folder (--out, else the one --resume names, else a new one) and the checkpoint to resume from
     resume_dir = None
     if cfg.resume:
-        resume_dir = _run_dir_of(cfg.resume) if os.path.isfile(cfg.resume) else cfg.resume
-    run_dir = cfg.out or resume_dir
-    run_dir = _agree(dist, run_dir or default_run_dir(cfg))
-    resume_from = _resume_source(cfg, run_dir)
+        resume_dir = RunDir.of_checkpoint(cfg.resume).path if os.path.isfile(cfg.resume) else cfg.resume
+    run = RunDir(agree(dist, cfg.out or resume_dir or RunDir.new(cfg.model).path))
+    resume_from = resume_source(cfg.resume, run)
     if resume_from:
         logger.info("resuming from %s", resume_from)
+
+    # model, optimiser, precision
     torch.manual_seed(cfg.seed)  # a randomly initialised model is the same for the same seed (and on every rank)
     model, tokenizer, ckpt = _build_model(cfg, info, device, resume_from)
-    check_shards_fit(info, model)
-    if cfg.no_alpha:
-        model.use_alpha = False
-        for p in model.alpha_parameters():
-            p.requires_grad_(False)  # an unused conv would only confuse DDP and weight decay
-    if cfg.freeze_text:
-        freeze_text_tower(model)
-    if cfg.grad_checkpointing:
-        model.clip.set_grad_checkpointing(True)
-    model.train()
-
-    # length of the run, from the manifest's counts
-    batches_epoch = batches_per_epoch(info, cfg.captions, cfg.batch_size, dist.world_size)
-    steps_per_epoch = max(1, batches_epoch // cfg.accum_steps)
-    batches_epoch = steps_per_epoch * cfg.accum_steps
-    total = cfg.max_steps or cfg.epochs * steps_per_epoch
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else default_warmup(total)
-
+    _prepare_for_training(model, cfg)
     optimizer = build_optimizer(model, lr=cfg.lr, alpha_lr=cfg.alpha_lr, weight_decay=cfg.weight_decay)
     dtype = amp_dtype(cfg.precision, device)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    start = 0
-    best = None
-    history: Dict[str, List[Dict[str, Any]]] = {"changes": [], "events": []}
-    if ckpt:
-        start = _restore(ckpt, cfg, dist, optimizer, scaler, steps_per_epoch)
-        best = _best_so_far(ckpt, _run_dir_of(resume_from), start)  # type: ignore[arg-type]
-        history = _history(_run_dir_of(resume_from), start)  # type: ignore[arg-type]
-        changed = resume_changes(ckpt.get("train_cfg") or {}, cfg, ckpt.get("model_cfg") or {})
-        if changed:
-            logger.info("resuming at step %d with changed options, applied from this step on: %s", start,
-                        ", ".join(f"{flag_name(k)} {old!r} -> {new!r}" for k, old, new in changed))
-            history["changes"] += [{"step": start, "option": flag_name(k), "from": old, "to": new}
-                                   for k, old, new in changed]
-    if start >= total:
-        logger.info("nothing to do: the run is at step %d of %d", start, total)
+
+    # where a resumed run stands: step, best score, the changes and events recorded so far
+    start, best, history = 0, None, {"changes": [], "events": []}
+    if resume_from and ckpt:
+        start, best, history = _resume(ckpt, RunDir.of_checkpoint(resume_from), cfg, dist, optimizer, scaler, plan,
+                                       validate.best_key if validate is not None else None)
+    if start >= plan.total_steps:
+        logger.info("nothing to do: the run is at step %d of %d", start, plan.total_steps)
+
+    # record the resolved config, open the logs
+    val_split = _validation_split(cfg, validate)
+    resolved = _resolved_config(cfg, model, run, dist, device, dtype, plan, info, val_split, history)
+    logs = RunLogs(run, start, tensorboard=cfg.tensorboard) if dist.main else None
+    if dist.main:
+        write_json_atomic(run.config, resolved)
+        logger.info("training %s on %s (%d process(es)): %d steps, %d per epoch, global batch %d, %s captions; "
+                    "run folder %s", model.name, device, dist.world_size, plan.total_steps, plan.steps_per_epoch,
+                    cfg.batch_size * cfg.accum_steps * dist.world_size, cfg.captions, run.path)
+
+    # train
     forward: Any = model
     if dist.active:
         from torch.nn.parallel import DistributedDataParallel
 
         forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    state = RunState(start=start, step=start, checkpoint=resume_from, saved_step=start, best=best, val_split=val_split)
+    hooks = RunHooks(cfg, dist, device, run, plan, model, optimizer, scaler, state, resolved, logs, validate)
+    epoch, batch = plan.position(start)
+    batches = data_stream(info, cfg, dist, tokenizer, start_epoch=epoch, start_batch=batch,
+                          batches_epoch=plan.batches_per_epoch, pin_memory=device.type == "cuda")
+    autocast = (functools.partial(torch.autocast, device.type, dtype=dtype) if dtype is not None
+                else contextlib.nullcontext)
+    spec = LoopSpec(total_steps=plan.total_steps, warmup_steps=plan.warmup_steps,
+                    steps_per_epoch=plan.steps_per_epoch, prepare=hooks.prepare, forward=forward, start_step=start,
+                    autocast=autocast, scaler=scaler,
+                    no_sync=forward.no_sync if dist.active else contextlib.nullcontext,
+                    global_batch=cfg.batch_size * cfg.accum_steps * dist.world_size,
+                    should_stop=functools.partial(stop_requested, dist, stop, device))
+    try:
+        steps = train(cfg, model, optimizer, batches, spec, on_log=hooks.on_log,
+                      on_validate=hooks.on_validate if val_split else None, on_checkpoint=hooks.on_checkpoint)
+        signum = stop_requested(dist, stop, device) if steps < plan.total_steps else 0
+        if signum:
+            hooks.interrupted(steps, signum)
+    except NonFiniteLossError as err:
+        kept = state.checkpoint or "none written yet"
+        raise NonFiniteLossError(f"{err} (last good checkpoint: {kept})") from None
+    finally:
+        batches.close()
+        if logs is not None:
+            logs.close()
+    return TrainResult(run_dir=run.path, steps=steps, checkpoint=state.checkpoint, metrics=state.metrics)
 
-    val_split = _val_split(cfg) if validate is not None else None
-    if cfg.val_split == "none":
-        logger.info("validation off (--val-split none)")
-    elif validate is None:
-        logger.info("validation off: no evaluator wired in")
-    elif val_split is None:
-        logger.info("validation off: %s has no val or test split", cfg.shards_dir)
+
+def _resolved_config(cfg: TrainConfig, model: Any, run: RunDir, dist: Dist, device: torch.device,
+                     dtype: Optional[torch.dtype], plan: RunPlan, info: SplitInfo, val_split: Optional[str],
+                     history: Dict[str, List[Dict[str, Any]]]) -> Dict[str, Any]:
+    """``train_config.json``: the options plus what the run really uses (weights, device, steps, shards)."""
     # what the run really starts from: a resumed run's weights come from its checkpoint, whose config is checked
     used = effective_pretrained(cfg.pretrained, model.model_cfg)
-    resolved = {**dataclasses.asdict(cfg), "pretrained": used, "run_dir": run_dir, "world_size": dist.world_size,
+    resolved = {**dataclasses.asdict(cfg), "pretrained": used, "run_dir": run.path, "world_size": dist.world_size,
                 "device": str(device),
-                "amp_dtype": str(dtype).replace("torch.", "") if dtype else None, "total_steps": total,
-                "steps_per_epoch": steps_per_epoch, "warmup_steps": warmup, "val_split": val_split,
+                "amp_dtype": str(dtype).replace("torch.", "") if dtype else None, "total_steps": plan.total_steps,
+                "steps_per_epoch": plan.steps_per_epoch, "warmup_steps": plan.warmup_steps, "val_split": val_split,
                 "fda_version": __version__, "model_name": model.name,
                 "shards": {"split": info.split, "videos": info.videos, "captions": info.captions,
                            "frames": info.frames, "size": info.size, "shards": len(info.shards),
@@ -506,149 +395,151 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, va
                 **history}
     if used != cfg.pretrained:
         resolved["pretrained_requested"] = cfg.pretrained
-    logs = RunLogs(run_dir, start, tensorboard=cfg.tensorboard) if dist.main else None
-    if dist.main:
-        write_json_atomic(os.path.join(run_dir, "train_config.json"), resolved)
-        logger.info("training %s on %s (%d process(es)): %d steps, %d per epoch, global batch %d, %s captions; "
-                    "run folder %s", model.name, device, dist.world_size, total, steps_per_epoch,
-                    cfg.batch_size * cfg.accum_steps * dist.world_size, cfg.captions, run_dir)
+    return resolved
 
-    def prepare(batch: Dict[str, Any], step: int, micro: int):
+
+@dataclass
+class RunHooks:
+    """What the loop calls during one run: batch preparation, logging, checkpoints, validation.
+
+    Rank 0 writes every file; the other ranks only take part in the collective steps (barriers, agreement).
+    """
+
+    cfg: TrainConfig
+    dist: Dist
+    device: torch.device
+    run: RunDir
+    plan: RunPlan
+    model: Any
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    state: RunState
+    resolved: Dict[str, Any]
+    logs: Optional["RunLogs"]
+    validate: Optional[Validate]
+
+    def prepare(self, batch: Dict[str, Any], step: int, micro: int) -> Tuple[torch.Tensor, Any, torch.Tensor]:
+        """``LoopSpec.prepare``: a loader batch on the device, augmented with randomness drawn from the step."""
         from fda.model.transforms import random_resized_crop_flip, shard_batch_to_inputs
 
-        seed = step_seed(cfg.seed, dist.rank, step, micro)
+        model = self.model
+        seed = step_seed(self.cfg.seed, self.dist.rank, step, micro)
         torch.manual_seed(seed)  # dropout and anything else drawing from the global generator
-        images, alphas = shard_batch_to_inputs(batch["frames"], batch["masks"], model.image_size, device=device)
-        if cfg.augment == "crop-flip":
+        images, alphas = shard_batch_to_inputs(batch["frames"], batch["masks"], model.image_size, device=self.device)
+        if self.cfg.augment == "crop-flip":
             gen = torch.Generator().manual_seed(seed)
             images, alphas = random_resized_crop_flip(images, alphas, model.image_size, generator=gen)
-        tokens = batch["tokens"].to(device, non_blocking=True)
+        tokens = batch["tokens"].to(self.device, non_blocking=True)
         return images, (alphas if model.use_alpha else None), tokens
 
-    state: Dict[str, Any] = {"last_ckpt": resume_from, "last_step": start, "metrics": {}, "best": best,
-                             "val_split": val_split}
+    def on_log(self, step: int, metrics: Dict[str, float]) -> None:
+        """Every step: keep the metrics; rank 0 writes them (and a console line every ``--log-every``)."""
+        if self.device.type == "cuda":
+            metrics["train/max_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 30
+        self.state.step, self.state.metrics = step, metrics
+        if self.logs is None:
+            return
+        self.logs.write(step, metrics)
+        if step % self.cfg.log_every == 0 or step == self.plan.total_steps:
+            logger.info("step %d/%d epoch %.2f loss %.4f lr %.2e alpha-lr %.2e scale %.1f batch-R@1 %.1f "
+                        "%.1f samples/s data-wait %.0f%%", step, self.plan.total_steps, metrics["train/epoch"],
+                        metrics["train/loss"], metrics["train/lr"], metrics["train/alpha_lr"],
+                        metrics["train/logit_scale"], metrics["train/batch_t2v_R@1"],
+                        metrics["train/samples_per_s"], 100 * metrics["train/data_wait"])
 
-    def on_log(step: int, metrics: Dict[str, float]) -> None:
-        if device.type == "cuda":
-            metrics["train/max_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
-        state["metrics"] = metrics
-        if logs is not None:
-            logs.write(step, metrics)
-            if step % cfg.log_every == 0 or step == total:
-                logger.info("step %d/%d epoch %.2f loss %.4f lr %.2e alpha-lr %.2e scale %.1f batch-R@1 %.1f "
-                            "%.1f samples/s data-wait %.0f%%", step, total, metrics["train/epoch"],
-                            metrics["train/loss"], metrics["train/lr"], metrics["train/alpha_lr"],
-                            metrics["train/logit_scale"], metrics["train/batch_t2v_R@1"],
-                            metrics["train/samples_per_s"], 100 * metrics["train/data_wait"])
+    def on_checkpoint(self, step: int) -> None:
+        """Write the step checkpoint and drop those beyond ``--keep-last``."""
+        path = self.run.step_checkpoint(step)
+        if self.dist.main:
+            self.save(path, step)
+            self.run.prune(self.cfg.keep_last)
+        self.state.checkpoint, self.state.saved_step = path, step
 
-    def record(event: Dict[str, Any]) -> None:
-        resolved["events"].append(event)
-        if dist.main:
-            write_json_atomic(os.path.join(run_dir, "train_config.json"), resolved)
-
-    def on_validate(step: int) -> Optional[Dict[str, float]]:
-        if state["val_split"] is None:
+    def on_validate(self, step: int) -> Optional[Dict[str, float]]:
+        """Validate on rank 0; a new best score is saved as ``best.pt``; a failure switches validation off."""
+        state = self.state
+        if state.val_split is None or self.validate is None:
             return None
-        result = None
+        raw: Dict[str, float] = {}
         error = None
-        if dist.main:
-            model.eval()
+        if self.dist.main:
+            self.model.eval()
             try:
                 with torch.no_grad():
-                    raw = validate(model, cfg.shards_dir, val_split, device)  # type: ignore[misc]
+                    raw = self.validate(self.model, self.cfg.shards_dir, state.val_split, self.device)
             except Exception as err:  # noqa: BLE001 - the step is saved; any validation failure only ends validation
                 error = (str(err).strip().splitlines() or [type(err).__name__])[-1][:300]
                 if not isinstance(err, FdaError):
                     logger.debug("validation error", exc_info=True)
             finally:
-                model.train()
-        error = _agree(dist, error)
+                self.model.train()
+        error = agree(self.dist, error)
         if error is not None:
             logger.warning("step %d: validation on %s failed, validation is off for the rest of the run (training "
-                           "goes on, checkpoint %s is saved): %s", step, val_split, state["last_ckpt"], error)
-            state["val_split"] = None
-            record({"step": step, "event": "validation failed; off from here", "error": error})
+                           "goes on, checkpoint %s is saved): %s", step, state.val_split, state.checkpoint, error)
+            state.val_split = None
+            self.record({"step": step, "event": "validation failed; off from here", "error": error})
             return None
-        if dist.main:
+        result = None
+        if self.dist.main:
             result = {(k if k.startswith("eval/") else f"eval/{k}"): float(v) for k, v in raw.items()
                       if isinstance(v, (int, float))}
-            if logs is not None:
-                logs.write(step, result)
-            logger.info("step %d validation on %s: %s", step, val_split,
+            if self.logs is not None:
+                self.logs.write(step, result)
+            logger.info("step %d validation on %s: %s", step, state.val_split,
                         ", ".join(f"{k[5:]} {v:.2f}" for k, v in result.items() if "R@" in k))
-            r1 = _r1(result)
-            if r1 is not None and (state["best"] is None or r1 > state["best"]):
-                state["best"] = r1
-                path = os.path.join(run_dir, "checkpoints", BEST)
-                _save(path, step, model, optimizer, scaler, cfg, dist, steps_per_epoch, result, state)
-                logger.info("step %d: best validation R@1 so far (%.2f), saved %s", step, r1, path)
-        _barrier(dist)
+            score = result.get(self.validate.best_key)
+            if score is not None and (state.best is None or score > state.best):
+                state.best = score
+                self.save(self.run.best, step, result)
+                logger.info("step %d: best validation %s so far (%.2f), saved %s", step, self.validate.best_key,
+                            score, self.run.best)
+        barrier(self.dist)
         return result
 
-    def on_checkpoint(step: int) -> None:
-        path = os.path.join(run_dir, "checkpoints", f"step-{step:07d}.pt")
-        if dist.main:
-            _save(path, step, model, optimizer, scaler, cfg, dist, steps_per_epoch, None, state)
-            for _, old in list_checkpoints(run_dir)[:-cfg.keep_last]:
-                os.remove(old)
-        state["last_ckpt"] = path
-        state["last_step"] = step
+    def interrupted(self, steps: int, signum: int) -> None:
+        """After a stop signal: save the step reached, record the event, raise :class:`TrainInterrupted`."""
+        name = signal.Signals(signum).name
+        if steps > self.state.saved_step:
+            self.on_checkpoint(steps)
+        barrier(self.dist)
+        self.record({"step": steps, "event": f"interrupted by {name}"})
+        saved = f"saved {self.state.checkpoint}" if steps > self.state.start else "no step finished, nothing saved"
+        raise TrainInterrupted(f"interrupted by {name} at step {steps} of {self.plan.total_steps}: {saved}; to "
+                               f"resume, rerun with the same options and --out {self.run.path}", signum)
 
-    batches = data_stream(info, cfg, dist, tokenizer, start_epoch=start // steps_per_epoch,
-                          start_batch=(start % steps_per_epoch) * cfg.accum_steps, batches_epoch=batches_epoch,
-                          pin_memory=device.type == "cuda")
-    autocast = (functools.partial(torch.autocast, device.type, dtype=dtype) if dtype is not None
-                else contextlib.nullcontext)
-    spec = LoopSpec(total_steps=total, warmup_steps=warmup, steps_per_epoch=steps_per_epoch, prepare=prepare,
-                    forward=forward, start_step=start, autocast=autocast, scaler=scaler,
-                    no_sync=forward.no_sync if dist.active else contextlib.nullcontext,
-                    global_batch=cfg.batch_size * cfg.accum_steps * dist.world_size,
-                    should_stop=functools.partial(_stop_requested, dist, stop, device))
-    try:
-        steps = train(cfg, model, optimizer, batches, spec, on_log=on_log,
-                      on_validate=on_validate if val_split else None, on_checkpoint=on_checkpoint)
-        signum = _stop_requested(dist, stop, device) if steps < total else 0
-        if signum:
-            name = signal.Signals(signum).name
-            if steps > state["last_step"]:
-                on_checkpoint(steps)
-            _barrier(dist)
-            record({"step": steps, "event": f"interrupted by {name}"})
-            saved = f"saved {state['last_ckpt']}" if steps > start else "no step finished, nothing saved"
-            raise TrainInterrupted(f"interrupted by {name} at step {steps} of {total}: {saved}; to resume, rerun with "
-                                   f"the same options and --out {run_dir}", signum)
-    except NonFiniteLossError as err:
-        kept = state["last_ckpt"] or "none written yet"
-        raise NonFiniteLossError(f"{err} (last good checkpoint: {kept})") from None
-    finally:
-        batches.close()
-        if logs is not None:
-            logs.close()
-    return TrainResult(run_dir=run_dir, steps=steps, checkpoint=state["last_ckpt"], metrics=state["metrics"])
+    def record(self, event: Dict[str, Any]) -> None:
+        """Append an event to ``train_config.json``."""
+        self.resolved["events"].append(event)
+        if self.dist.main:
+            write_json_atomic(self.run.config, self.resolved)
+
+    def save(self, path: str, step: int, val_metrics: Optional[Dict[str, float]] = None) -> None:
+        """Write a self-describing, resumable checkpoint (atomically, through ``fda.model.save_checkpoint``)."""
+        from fda.model import save_checkpoint
+
+        cfg = self.cfg
+        epoch, batch = self.plan.position(step)
+        extra = {
+            "train_cfg": dataclasses.asdict(cfg),
+            "step": step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {"kind": "warmup-cosine", "step": step},
+            "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "data": {"epoch": epoch, "batch": batch, "steps_per_epoch": self.plan.steps_per_epoch,
+                     "world_size": self.dist.world_size, "workers": cfg.workers, "seed": cfg.seed,
+                     "captions": cfg.captions, "batch_size": cfg.batch_size},
+            "val_metrics": dict(val_metrics) if val_metrics else None,
+            "best_r1": self.state.best,
+        }
+        save_checkpoint(path, self.model, **extra)
+        logger.debug("checkpoint %s", path)
 
 
-def _save(path: str, step: int, model: Any, optimizer: torch.optim.Optimizer, scaler: Any, cfg: TrainConfig,
-          dist: Dist, steps_per_epoch: int, val_metrics: Optional[Dict[str, float]], state: Dict[str, Any]) -> None:
-    """Write a self-describing, resumable checkpoint (atomically, through ``fda.model.save_checkpoint``)."""
-    from fda.model import save_checkpoint
-
-    extra = {
-        "train_cfg": dataclasses.asdict(cfg),
-        "step": step,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": {"kind": "warmup-cosine", "step": step},
-        "grad_scaler": scaler.state_dict() if scaler is not None else None,
-        "rng": {"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-        "data": {"epoch": step // steps_per_epoch, "batch": (step % steps_per_epoch) * cfg.accum_steps,
-                 "steps_per_epoch": steps_per_epoch, "world_size": dist.world_size, "workers": cfg.workers,
-                 "seed": cfg.seed, "captions": cfg.captions, "batch_size": cfg.batch_size},
-        "val_metrics": dict(val_metrics) if val_metrics else None,
-        "best_r1": state["best"],
-    }
-    save_checkpoint(path, model, **extra)
-    logger.debug("checkpoint %s", path)
-
+# ---------------------------------------------------------------------------------------------------------------
+# Resuming.
 
 RESUME_FIXED = ("model", "pretrained", "alpha_checkpoint", "no_alpha", "freeze_text", "shards_dir", "split",
                 "batch_size", "accum_steps", "captions", "seed", "shuffle_buffer", "augment")
@@ -701,40 +592,54 @@ def resume_changes(saved: Dict[str, Any], cfg: TrainConfig, model_cfg: Optional[
     return changed
 
 
-def _history(run_dir: str, start: int) -> Dict[str, List[Dict[str, Any]]]:
+def _resume(ckpt: Dict[str, Any], origin: RunDir, cfg: TrainConfig, dist: Dist, optimizer: torch.optim.Optimizer,
+            scaler: Any, plan: RunPlan,
+            best_key: Optional[str]) -> Tuple[int, Optional[float], Dict[str, List[Dict[str, Any]]]]:
+    """Restore a checkpoint's training state; ``(step, best score so far, history)`` of the run it came from."""
+    start, changed = _restore(ckpt, cfg, dist, optimizer, scaler, plan.steps_per_epoch)
+    best = _best_so_far(ckpt, origin, start, best_key)
+    history = _history(origin, start)
+    if changed:
+        logger.info("resuming at step %d with changed options, applied from this step on: %s", start,
+                    ", ".join(f"{flag_name(k)} {old!r} -> {new!r}" for k, old, new in changed))
+        history["changes"] += [{"step": start, "option": flag_name(k), "from": old, "to": new}
+                               for k, old, new in changed]
+    return start, best, history
+
+
+def _history(run: RunDir, start: int) -> Dict[str, List[Dict[str, Any]]]:
     """The changes and events an earlier ``train_config.json`` of this run recorded up to ``start``."""
-    path = os.path.join(run_dir, "train_config.json")
-    try:
-        doc = read_json(path) if os.path.isfile(path) else {}
-    except (OSError, ValueError, FdaError):
-        doc = {}
+    doc = run.read_config()
     return {key: [e for e in doc.get(key) or [] if isinstance(e, dict) and e.get("step", 0) <= start]
             for key in ("changes", "events")}
 
 
-def _best_so_far(ckpt: Dict[str, Any], run_dir: str, start: int) -> Optional[float]:
-    """The best validation R@1 up to ``start``: the checkpoint's, or best.pt's when validation after it (at the
+def _best_so_far(ckpt: Dict[str, Any], run: RunDir, start: int, best_key: Optional[str]) -> Optional[float]:
+    """The best validation score up to ``start``: the checkpoint's, or best.pt's when validation after it (at the
     same step) found a better one (the step checkpoint is written before its validation)."""
     best = ckpt.get("best_r1")
-    path = os.path.join(run_dir, "checkpoints", BEST)
-    if os.path.isfile(path):
-        try:
-            meta = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception:  # noqa: BLE001 - an unreadable best.pt is simply replaced by the next best
-            return best
-        r1 = _r1(meta.get("val_metrics"))
-        if r1 is not None and int(meta.get("step", 0)) <= start and (best is None or r1 > best):
-            best = r1
+    if best_key is None or not os.path.isfile(run.best):
+        return best
+    try:
+        meta = torch.load(run.best, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - an unreadable best.pt is simply replaced by the next best
+        return best
+    score = (meta.get("val_metrics") or {}).get(best_key)
+    if score is not None and int(meta.get("step", 0)) <= start and (best is None or score > best):
+        best = float(score)
     return best
 
 
 def _restore(ckpt: Dict[str, Any], cfg: TrainConfig, dist: Dist, optimizer: torch.optim.Optimizer, scaler: Any,
-             steps_per_epoch: int) -> int:
-    """Check the options against the checkpoint's, load optimiser, scaler and RNG states; return the step.
+             steps_per_epoch: int) -> Tuple[int, List[Tuple[str, Any, Any]]]:
+    """Check the options against the checkpoint's, load optimiser, scaler and RNG states.
 
     The optimiser keeps this run's learning rates and weight decay (a changed ``--lr`` applies from here on).
+
+    Returns:
+        ``(step, changed options)`` (see :func:`resume_changes`).
     """
-    resume_changes(ckpt.get("train_cfg") or {}, cfg, ckpt.get("model_cfg") or {})
+    changed = resume_changes(ckpt.get("train_cfg") or {}, cfg, ckpt.get("model_cfg") or {})
     data = ckpt.get("data") or {}
     if data.get("steps_per_epoch") not in (None, steps_per_epoch):
         raise ConfigError(f"resuming with {steps_per_epoch} steps per epoch, the run had "
@@ -759,15 +664,15 @@ def _restore(ckpt: Dict[str, Any], cfg: TrainConfig, dist: Dist, optimizer: torc
         torch.set_rng_state(rng["torch"])
     if rng.get("cuda") and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    return int(ckpt.get("step", 0))
+    return int(ckpt.get("step", 0)), changed
 
 
 class RunLogs:
     """``metrics.jsonl`` plus TensorBoard events; a resumed run drops what the interrupted one logged past its step."""
 
-    def __init__(self, run_dir: str, start_step: int, tensorboard: bool = True) -> None:
-        make_out_dir(run_dir)
-        self.path = os.path.join(run_dir, "metrics.jsonl")
+    def __init__(self, run: RunDir, start_step: int, tensorboard: bool = True) -> None:
+        make_out_dir(run.path)
+        self.path = run.metrics
         if os.path.exists(self.path):
             with open(self.path, encoding="utf-8") as f:
                 kept = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= start_step]
@@ -779,7 +684,7 @@ class RunLogs:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(os.path.join(run_dir, "tb"), purge_step=start_step + 1 if start_step else None)
+                self.tb = SummaryWriter(run.tensorboard, purge_step=start_step + 1 if start_step else None)
             except ImportError:
                 logger.warning("tensorboard is not installed: no TensorBoard events (pip install tensorboard)")
 

@@ -1,0 +1,149 @@
+"""Which model an ``fda eval`` or ``fda embed`` reads, and the shard set that goes with it.
+
+A model source is a plain dict (it is written into reports and ``embeddings.json`` and read back by ``fda search``):
+``{"kind": "checkpoint", "checkpoint", "run_dir"}`` for a trained model (a run's best checkpoint or a file), or
+``{"kind": "model", "model", "pretrained", "alpha_checkpoint", "run_dir": None, "checkpoint": None}`` for a model that
+was never trained here. Runs are found through :class:`fda.runs.RunDir`, the trainer's own layout.
+"""
+
+import hashlib
+import logging
+import os
+from typing import Any, Dict, Optional, Protocol, Tuple
+
+import torch
+
+from fda.errors import InputError
+from fda.runs import RunDir, newest_run
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SHARDS = "shards"
+
+
+class ModelOptions(Protocol):
+    """The options that name a model (``EvalConfig`` and ``EmbedConfig`` both have them)."""
+
+    @property
+    def model(self) -> Optional[str]:
+        """A model name to build untrained (zero-shot)."""
+
+    @property
+    def pretrained(self) -> Optional[str]:
+        """Its weights: an open_clip tag, a file, or ``none``."""
+
+    @property
+    def alpha_checkpoint(self) -> Optional[str]:
+        """Alpha-CLIP vision weights over ``pretrained``."""
+
+    @property
+    def checkpoint(self) -> Optional[str]:
+        """An fda checkpoint file."""
+
+    @property
+    def run(self) -> Optional[str]:
+        """A run folder (its best checkpoint)."""
+
+    @property
+    def runs_dir(self) -> str:
+        """Where the newest run is looked for when nothing else is named."""
+
+
+def sha256_file(path: str) -> str:
+    """The SHA-256 of a file, read 1 MiB at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_model_source(options: ModelOptions) -> Dict[str, Any]:
+    """Which model to read: ``--model``/``--pretrained``, else ``--checkpoint``, else a run's (``--run`` or the newest).
+
+    Returns:
+        The source dict (module docstring).
+
+    Raises:
+        InputError: no run, no checkpoint in the run, or a missing file.
+    """
+    if options.model or options.pretrained:
+        return {"kind": "model", "model": options.model, "pretrained": options.pretrained,
+                "alpha_checkpoint": options.alpha_checkpoint, "run_dir": None, "checkpoint": None}
+    if options.checkpoint:
+        if not os.path.isfile(options.checkpoint):
+            raise InputError(f"--checkpoint file not found: {options.checkpoint}")
+        return {"kind": "checkpoint", "checkpoint": options.checkpoint, "run_dir": options.run}
+    run = RunDir(options.run) if options.run else newest_run(options.runs_dir)
+    if not os.path.isdir(run.path):
+        raise InputError(f"--run folder not found: {run.path}")
+    checkpoint = run.eval_checkpoint()
+    if checkpoint is None:
+        raise InputError(f"run {run.path!r} has no checkpoint (.pt): train it first or pass --checkpoint FILE")
+    return {"kind": "checkpoint", "checkpoint": checkpoint, "run_dir": run.path}
+
+
+def resolve_shards(shards: Optional[str], source: Dict[str, Any]) -> str:
+    """The shard set to read: ``shards`` when given, else the one the run (or checkpoint) trained on, else ./shards.
+
+    The run's shard set comes from its ``train_config.json`` (beside ``checkpoints/``).
+
+    Raises:
+        InputError: the run records a shard set that no longer exists.
+    """
+    if shards:
+        return shards
+    if source.get("run_dir"):
+        run = RunDir(source["run_dir"])
+    elif source.get("checkpoint"):
+        run = RunDir.of_checkpoint(source["checkpoint"])
+    else:
+        return DEFAULT_SHARDS
+    doc = run.read_config()
+    recorded = [p for p in ((doc.get("shards") or {}).get("dir"), doc.get("shards_dir")) if isinstance(p, str)]
+    for path in recorded:
+        if os.path.isdir(path):
+            logger.info("shards: %s (recorded in %s)", path, run.config)
+            return path
+    if recorded:
+        raise InputError(f"the run in {run.path!r} trained on shards {recorded[0]!r}, which do not exist here: pass "
+                         f"--shards DIR")
+    return DEFAULT_SHARDS
+
+
+def load_model(source: Dict[str, Any], device: torch.device, seed: int = 0) -> Tuple[Any, Dict[str, Any]]:
+    """Build the model a source names; returns ``(model, identity)`` where identity keys the feature cache.
+
+    A model without weights (``--model fda-tiny`` alone) is initialised from ``seed`` without touching the global
+    RNG, so its numbers are reproducible.
+
+    Raises:
+        InputError: the checkpoint is not an fda checkpoint or does not fit its config.
+        ConfigError: an unknown model name or tag.
+    """
+    if source["kind"] == "checkpoint":
+        from fda.model.checkpoint import load_checkpoint
+
+        model, ckpt = load_checkpoint(source["checkpoint"], device=device)
+        identity = {"checkpoint": os.path.abspath(source["checkpoint"]),
+                    "checkpoint_sha256": sha256_file(source["checkpoint"]), "step": ckpt.get("step")}
+        return model, identity
+    from fda.model import load_alpha_clip
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model, _ = load_alpha_clip(source["model"], source["pretrained"], source["alpha_checkpoint"], device=device)
+    identity: Dict[str, Any] = {"model": model.name, "pretrained": source["pretrained"],
+                                "alpha_checkpoint": source["alpha_checkpoint"], "seed": seed}
+    for key in ("pretrained", "alpha_checkpoint"):
+        if source[key] and os.path.isfile(source[key]):
+            identity[f"{key}_sha256"] = sha256_file(source[key])
+    return model, identity
+
+
+def describe_source(source: Dict[str, Any], identity: Dict[str, Any]) -> str:
+    """``checkpoint X (step N)`` or ``model M (weights W)`` for log lines."""
+    if source.get("checkpoint"):
+        step = identity.get("step")
+        return f"checkpoint {source['checkpoint']}" + (f" (step {step})" if step is not None else "")
+    return f"model {source.get('model') or '?'} (weights {source.get('pretrained') or 'none: random init'})"
