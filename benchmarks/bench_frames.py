@@ -33,7 +33,8 @@ from bench_preprocess import SOURCES, make_clip  # noqa: E402
 
 from fda.config import PreprocessConfig  # noqa: E402
 from fda.pipeline.preprocess import run_preprocess  # noqa: E402
-from fda.shards.loader import build_train_pipeline, load_split  # noqa: E402
+from fda.shards.loader import build_train_pipeline  # noqa: E402
+from fda.shards.manifest import load_split  # noqa: E402
 from fda.shards.reader import decode_sample  # noqa: E402
 
 

@@ -39,7 +39,8 @@ from fda.pipeline.masks import clip_masks  # noqa: E402
 from fda.pipeline.preprocess import run_preprocess  # noqa: E402
 from fda.pipeline.sampling import needed_frames, partner_indices, sample_frame_indices  # noqa: E402
 from fda.pipeline.video import decode_frames, probe  # noqa: E402
-from fda.shards.loader import build_train_pipeline, load_split  # noqa: E402
+from fda.shards.loader import build_train_pipeline  # noqa: E402
+from fda.shards.manifest import load_split  # noqa: E402
 
 MASK = dict(tau=25.0, kernel=3, min_area=16, empty_mask="full")
 

@@ -29,7 +29,7 @@ def data(tmp_path_factory) -> str:
 
 def test_sweep_shards_equal_preprocess_byte_for_byte(data, tmp_path):
     from fda.pipeline.preprocess import run_preprocess
-    from fda.pipeline.sweep import preprocess_taus
+    from fda.lab.experiments import preprocess_taus
 
     common = dict(size=32, frames_train=2, frames_test=4, workers=1, samples_per_shard=3)
     cfgs = [PreprocessConfig(data, out=str(tmp_path / f"t{t:g}"), tau=t, **common) for t in (0.0, 12.5)]

@@ -13,9 +13,9 @@ from fda.config import PreprocessConfig
 from fda.errors import InputError
 from fda.lab.motion_bench import (derangement, derive_mask_set, mask_truth_scores, paired_interval, summarize_arm,
                                   truth_region, twin_accuracy)
-from fda.shards.reader import decode_sample
-from fda.shards.schema import MANIFEST, read_json, split_shards
-from fda.lab.viz import iter_raw_samples
+from fda.shards.manifest import split_shards
+from fda.shards.reader import decode_sample, iter_samples
+from fda.shards.schema import MANIFEST, read_json
 
 
 def test_twin_accuracy_on_a_hand_made_matrix():
@@ -97,7 +97,7 @@ def bench_shards(tmp_path_factory):
 def _samples(shards, split):
     manifest = read_json(os.path.join(shards, MANIFEST))
     return [decode_sample(raw) for name in split_shards(manifest, split)
-            for raw in iter_raw_samples(os.path.join(shards, name))]
+            for raw in iter_samples([os.path.join(shards, name)])]
 
 
 def test_shuffled_masks_come_from_another_clip_and_frames_stay(bench_shards, tmp_path):

@@ -301,6 +301,30 @@ def test_missing_root(tmp_path):
     assert res.exit_code in (2, 3) and "Traceback" not in res.stderr
 
 
+def test_one_decode_for_several_mask_settings_equals_one_run_per_setting(motion_root, tmp_path):
+    import dataclasses
+
+    from fda.pipeline.preprocess import preprocess_shard_sets
+    from fda.shards.schema import MaskParams
+
+    plain = _cfg(motion_root, tmp_path / "plain", samples_per_shard=3)
+    robust = _cfg(motion_root, tmp_path / "robust", samples_per_shard=3, tau=12.0, kernel=0, empty_mask="zero",
+                  camera_motion="compensate", normalize_brightness=True)
+    sets = [(str(tmp_path / "a"), MaskParams.from_config(plain)), (str(tmp_path / "b"), MaskParams.from_config(robust))]
+    results = preprocess_shard_sets(plain, sets)
+    assert [r.out for r in results] == [out for out, _ in sets]
+    run_preprocess(plain)
+    run_preprocess(robust)
+    for out, alone in ((tmp_path / "a", plain.out), (tmp_path / "b", robust.out)):
+        assert _tree(str(out)) == _tree(alone) and len(_tree(alone)) == 3
+        assert open(out / "config.json").read() == open(os.path.join(alone, "config.json")).read()
+    assert [s["meta"]["mask"]["tau"] for s in _samples(str(tmp_path / "b"), "test")] == [12.0, 12.0]
+    with pytest.raises(ConfigError, match="--diff-mode chooses the frames that are decoded"):
+        preprocess_shard_sets(plain, [(str(tmp_path / "c"), dataclasses.replace(sets[0][1], diff_mode="sampled"))])
+    with pytest.raises(ConfigError, match="its own --out"):
+        preprocess_shard_sets(plain, [sets[0], (sets[0][0], sets[1][1])])
+
+
 def test_two_workers_give_the_same_shards(motion_root, tmp_path):
     run_preprocess(_cfg(motion_root, tmp_path / "one", samples_per_shard=1))
     run_preprocess(_cfg(motion_root, tmp_path / "two", samples_per_shard=1, workers=2))

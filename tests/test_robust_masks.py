@@ -104,8 +104,7 @@ def test_a_failed_fit_falls_back_to_the_plain_rule_and_is_recorded():
 def test_preprocess_records_the_camera_and_keeps_the_default_meta(tmp_path):
     from fda.lab.scenes import make_bench_set
     from fda.pipeline.preprocess import run_preprocess
-    from fda.shards.reader import decode_sample
-    from fda.lab.viz import iter_raw_samples
+    from fda.shards.reader import decode_sample, iter_samples
 
     data = str(tmp_path / "pan")
     make_bench_set(data, "motion", n_train=2, n_test=2, condition="pan", captions_per_video=1)
@@ -115,7 +114,7 @@ def test_preprocess_records_the_camera_and_keeps_the_default_meta(tmp_path):
                                     normalize_brightness=True, **common))
 
     def metas(out):
-        return [decode_sample(raw)["meta"] for raw in iter_raw_samples(os.path.join(out, "test-000000.tar"))]
+        return [decode_sample(raw)["meta"] for raw in iter_samples([os.path.join(out, "test-000000.tar")])]
 
     plain, comp = metas(str(tmp_path / "plain")), metas(str(tmp_path / "comp"))
     assert not {"camera_motion", "normalize_brightness", "camera", "compensated"} & set(plain[0]["mask"])

@@ -17,6 +17,7 @@ from PIL import Image
 from fda.config import TrainConfig
 from fda.errors import ConfigError, InputError
 from fda.shards import loader as L
+from fda.shards.manifest import ShardInfo, load_split
 from fda.shards.schema import MANIFEST, shard_name, write_json_atomic
 from fda.shards.writer import ShardWriter, sample_members
 
@@ -104,22 +105,8 @@ def _take(pipeline, n: int) -> List[Dict]:
 # ---------------------------------------------------------------------------------------------------------------
 # Loader
 
-def test_load_split_errors(tmp_path, shards):
-    with pytest.raises(InputError, match="does not exist"):
-        L.load_split(str(tmp_path / "nope"), "train")
-    with pytest.raises(InputError, match="no manifest.json"):
-        L.load_split(str(tmp_path), "train")
-    with pytest.raises(InputError, match="no 'val' split"):
-        L.load_split(shards, "val")
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    write_json_atomic(str(empty / MANIFEST), {"splits": {"train": {"shards": [{"name": "x.tar", "samples": 0}]}}})
-    with pytest.raises(InputError, match="no samples"):
-        L.load_split(str(empty), "train")
-
-
 def test_plan_covers_every_shard_once_and_balances():
-    infos = [L.ShardInfo(f"s{i}.tar", 10, 10 * (1 + i % 3)) for i in range(7)]
+    infos = [ShardInfo(f"s{i}.tar", 10, 10 * (1 + i % 3)) for i in range(7)]
     plan = L.plan_slots(infos, 3, seed=1, epoch=0)
     urls = sorted(u for slot in plan for u, _, _ in slot)
     assert urls == sorted(s.url for s in infos)
@@ -142,7 +129,7 @@ def test_worker_skip_partitions_the_skipped_batches():
 
 
 def test_pipeline_batches_all_pairs_without_repeats(shards):
-    info = L.load_split(shards, "train")
+    info = load_split(shards, "train")
     assert (info.videos, info.captions, info.frames, info.size) == (24, 72, 4, 32)
     pipe = L.build_train_pipeline(info, batch_size=8, seed=3, shuffle_buffer=6)
     batches = _take(pipe, L.batches_per_epoch(info, "all", 8, 1))
@@ -162,7 +149,7 @@ def test_pipeline_batches_all_pairs_without_repeats(shards):
 
 
 def test_random_captions_one_pair_per_video_visit(shards):
-    info = L.load_split(shards, "train")
+    info = load_split(shards, "train")
     assert L.batches_per_epoch(info, "random", 8, 1) == 3
     batches = _take(L.build_train_pipeline(info, batch_size=8, captions="random", seed=0), 3)
     keys = [k for b in batches for k in b["keys"]]
@@ -170,7 +157,7 @@ def test_random_captions_one_pair_per_video_visit(shards):
 
 
 def test_skip_resumes_the_stream_exactly(shards):
-    info = L.load_split(shards, "train")
+    info = load_split(shards, "train")
     full = _take(L.build_train_pipeline(info, batch_size=4, seed=5, epoch=1), 7)
     rest = _take(L.build_train_pipeline(info, batch_size=4, seed=5, epoch=1, skip=3), 4)
     assert [b["keys"] for b in rest] == [b["keys"] for b in full[3:]]
@@ -180,7 +167,7 @@ def test_skip_resumes_the_stream_exactly(shards):
 def test_skip_with_dataloader_workers(shards):
     from torch.utils.data import DataLoader
 
-    info = L.load_split(shards, "train")
+    info = load_split(shards, "train")
 
     def keys(skip, n):
         pipe = L.build_train_pipeline(info, batch_size=4, seed=2, workers=2, skip=skip)
@@ -194,7 +181,7 @@ def test_skip_with_dataloader_workers(shards):
 
 
 def test_batch_larger_than_a_stream_is_refused(shards):
-    info = L.load_split(shards, "train")
+    info = load_split(shards, "train")
     with pytest.raises(ConfigError, match="--batch-size 20"):
         L.build_train_pipeline(info, batch_size=20, workers=2)
 
@@ -208,7 +195,7 @@ def test_corrupt_shard_is_skipped_with_a_warning(tmp_path, caplog):
         f.truncate(len(data) // 3)
         f.seek(len(data) // 4)
         f.write(b"\x00garbage" * 64)
-    info = L.load_split(root, "train")
+    info = load_split(root, "train")
     with caplog.at_level("WARNING", logger="fda.shards.loader"):
         batches = _take(L.build_train_pipeline(info, batch_size=8, seed=0, shuffle_buffer=4), 4)
     assert all(len(b["keys"]) == 8 for b in batches)
@@ -285,7 +272,7 @@ def _train_recall(checkpoint: str, shards: str) -> float:
     from fda.model.transforms import shard_batch_to_inputs
 
     model, _ = load_checkpoint(checkpoint)
-    info = L.load_split(shards, "train")
+    info = load_split(shards, "train")
     batch = _take(L.build_train_pipeline(info, batch_size=info.videos, captions="random", seed=0), 1)[0]
     images, alphas = shard_batch_to_inputs(batch["frames"], batch["masks"], model.image_size)
     with torch.no_grad():

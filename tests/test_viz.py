@@ -27,7 +27,7 @@ def motion_data(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def two_tau_shards(motion_data, tmp_path_factory):
     """The same clips at tau 0 and tau 25 (32 px, 2 train / 4 test frames), from one decode."""
-    from fda.pipeline.sweep import preprocess_taus
+    from fda.lab.experiments import preprocess_taus
 
     out = tmp_path_factory.mktemp("viz_shards")
     cfgs = [PreprocessConfig(motion_data, out=str(out / f"tau{t:g}"), size=32, frames_train=2, frames_test=4, tau=t,

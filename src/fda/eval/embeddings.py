@@ -27,7 +27,7 @@ import numpy as np
 from fda import __version__
 from fda.config import EmbedConfig, SearchConfig, make_out_dir
 from fda.errors import EnvError, InputError
-from fda.shards.schema import MANIFEST, read_json, read_manifest, write_json_atomic
+from fda.shards.schema import MANIFEST, read_json, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -115,18 +115,16 @@ def run_embed(cfg: EmbedConfig) -> EmbedResult:
     from fda.eval.encoding import encode_texts, iter_video_features
     from fda.eval.source import describe_source, load_model, resolve_model_source, resolve_shards, sha256_file
     from fda.model.device import resolve_device
-    from fda.shards.loader import load_split
+    from fda.shards.manifest import load_manifest, load_split
 
     if cfg.index == "hnsw":
         _import_faiss()
     make_out_dir(cfg.out)  # a file or an unwritable place fails here, before the model is loaded
     source = resolve_model_source(cfg)
     shards = resolve_shards(cfg.shards, source)
-    manifest = read_manifest(shards)
-    if manifest is None:
-        raise InputError(f"{shards!r} has no {MANIFEST}: run fda preprocess first or fix --shards")
+    manifest = load_manifest(shards)
     splits = list(cfg.splits or [s for s in ("train", "val", "test") if manifest.get("splits", {}).get(s)])
-    infos = [load_split(shards, s) for s in splits]
+    infos = [load_split(shards, s, manifest) for s in splits]
     device = resolve_device(cfg.device)
     model, identity = load_model(source, device, cfg.seed)
     logger.info("embedding with %s: %s splits %s", describe_source(source, identity), shards, ", ".join(splits))

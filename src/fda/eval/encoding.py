@@ -1,6 +1,6 @@
 """Encoding a split: read its shards in manifest order and turn videos and captions into unit-length embeddings.
 
-The split is read with an explicit ``webdataset`` pipeline in manifest order with ``reraise_exception``: every
+The split is read with :func:`fda.shards.reader.iter_samples` in manifest order with ``reraise_exception``: every
 sample must count, so a corrupt or short shard is an :class:`~fda.errors.InputError` naming it. Video ``i`` is the
 ``i``-th sample written; captions follow in video order and ``text_to_video`` maps them back.
 """
@@ -15,13 +15,13 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-import webdataset as wds
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
+from webdataset.handlers import reraise_exception
 
 from fda.errors import InputError
-from fda.shards.loader import SplitInfo, load_split
-from fda.shards.reader import decode_sample
+from fda.shards.manifest import SplitInfo, load_split
+from fda.shards.reader import decode_sample, iter_samples
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -30,18 +30,14 @@ from fda.shards.reader import decode_sample
 
 def _raw_samples(url: str) -> Iterator[Dict[str, Any]]:
     """Raw samples of one shard, in the order written (no shuffle; errors raised)."""
-    pipeline = wds.DataPipeline(
-        wds.SimpleShardList([url]),  # exactly this shard
-        wds.tarfile_to_samples(handler=wds.reraise_exception),  # tar -> {__key__, member: bytes}; never skip
-    )
-    return iter(pipeline)
+    return iter_samples([url], handler=reraise_exception)  # tar -> {__key__, member: bytes}; never skip
 
 
 def iter_split_batches(info: SplitInfo, batch_size: int, *, workers: int = 0) -> Iterator[List[Dict[str, Any]]]:
     """Decoded samples of a split, in manifest order, ``batch_size`` at a time.
 
     Args:
-        info: the split, from :func:`fda.shards.loader.load_split`.
+        info: the split, from :func:`fda.shards.manifest.load_split`.
         batch_size: samples per yielded list.
         workers: decoding threads (0: decode in this thread).
 

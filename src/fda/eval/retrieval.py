@@ -24,7 +24,7 @@ from fda.eval.evaluate import logit_scale_of, metrics_report
 from fda.eval.metrics import DIRECTIONS, METRIC_KEYS
 from fda.eval.source import describe_source, load_model, resolve_model_source, resolve_shards, sha256_file
 from fda.model.device import resolve_device
-from fda.shards.schema import MANIFEST, write_json_atomic
+from fda.shards.schema import MANIFEST, shown_mask, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
         "source": source,
         "shards": {"dir": os.path.abspath(shards), "manifest_sha256": manifest_sha, "frames": info.frames,
                    "size": info.size,
-                   "mask": {k: info.config.get(k) for k in ("tau", "kernel", "min_area", "empty_mask", "diff_mode")}},
+                   "mask": shown_mask(info.config)},
         "metrics": {k: metrics[k] for k in ("model", "baseline", "difference") if k in metrics},
         "options": dataclasses.asdict(cfg),
         "features_cached": cached,

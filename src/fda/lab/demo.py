@@ -33,7 +33,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     """Run generate -> preprocess -> train (masks, no-alpha; per seed) -> twin accuracy and R@k under ``cfg.out``."""
     from fda.model.device import resolve_device
     from fda.lab.motion_bench import BenchMotionResult, prepare_set, run_set, set_dir
-    from fda.shards.schema import MANIFEST, read_json
+    from fda.shards.manifest import load_manifest
 
     make_out_dir(cfg.out)
     bench = cfg.bench_config()
@@ -41,7 +41,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     result = DemoResult(cfg.out)
     prepared = prepare_set(bench, cfg.kind)
     shard_sets = prepared[0]
-    manifest = read_json(os.path.join(shard_sets["masks"], MANIFEST))
+    manifest = load_manifest(shard_sets["masks"])
     counts = {s: v.get("videos", 0) for s, v in manifest.get("splits", {}).items()}
     result.lines.append(f"1/4 generate: {cfg.train_videos + cfg.test_videos} {cfg.kind} clips in twins "
                         f"({scenes.size}x{scenes.size}, {scenes.fps} fps) in "

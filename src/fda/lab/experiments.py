@@ -1,6 +1,6 @@
 """Testing the method: ``fda sweep`` (R@1 against the mask threshold tau) and ``fda ablate`` (masks vs no masks).
 
-Both run the same library calls as their stage commands: shard sets from :mod:`fda.pipeline.sweep` (one decode per
+Both run the same library calls as their stage commands: shard sets from :func:`preprocess_taus` (one decode per
 video for every tau), :func:`fda.train.run.run_train` with one budget and seed list for every arm, and
 :func:`fda.eval.retrieval.run_eval` on one split. The no-mask arm is ``TrainConfig(no_alpha=True)``: plain CLIP
 meanP trained with the same budget on the same frames (frames do not depend on tau, so a sweep trains it once).
@@ -15,14 +15,16 @@ import csv
 import dataclasses
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from fda.config import AblateConfig, Budget, EvalConfig, SweepConfig, make_out_dir
+from fda.config import AblateConfig, Budget, EvalConfig, PreprocessConfig, SweepConfig, make_out_dir
+from fda.errors import ConfigError
 from fda.eval.metrics import DIRECTIONS, METRIC_KEYS, metric_name
-from fda.shards.schema import write_json_atomic
+from fda.shards.schema import MaskParams, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,46 @@ COLUMNS = [metric_name(d, k) for d in DIRECTIONS for k in METRIC_KEYS]
 
 def _tag(tau: float) -> str:
     return f"tau_{tau:g}".replace(".", "p")
+
+
+@dataclass
+class SweepShards:
+    """The shard sets of a tau sweep."""
+
+    results: List[Any]  # fda.pipeline.preprocess.PreprocessResult, one per config
+    seconds: float
+
+    @property
+    def outs(self) -> List[str]:
+        """The shard folders, in the order of the configs."""
+        return [r.out for r in self.results]
+
+
+def preprocess_taus(cfgs: Sequence[PreprocessConfig]) -> SweepShards:
+    """Write one shard set per config, decoding every video once (configs differ only in ``tau`` and ``out``).
+
+    Every shard set is exactly what ``fda preprocess --tau X`` writes (same tars byte for byte, same
+    ``config.json``), so each can be resumed, trained on and evaluated like any other.
+
+    Raises:
+        ConfigError: configs that differ in more than tau/out, or an ``out`` holding another configuration.
+        InputError: no dataset, nothing succeeded, too many failures (as ``run_preprocess``).
+        EnvError: the decoder cannot run here.
+    """
+    from fda.pipeline.preprocess import preprocess_shard_sets
+
+    start = time.perf_counter()
+    if not cfgs:
+        raise ConfigError("--tau needs at least one value")
+    first = {k: v for k, v in dataclasses.asdict(cfgs[0]).items() if k not in ("tau", "out")}
+    for cfg in cfgs[1:]:
+        other = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("tau", "out")}
+        if other != first:
+            diff = sorted(k for k in first if first[k] != other[k])
+            raise ConfigError(f"a tau sweep shares one decode, so only --tau and --out may differ; also differs: "
+                              f"{', '.join(diff)}")
+    results = preprocess_shard_sets(cfgs[0], [(c.out, MaskParams.from_config(c)) for c in cfgs])
+    return SweepShards(results, time.perf_counter() - start)
 
 
 def train_and_eval(shards_dir: str, run_dir: str, budget: Budget, *, seed: int, no_alpha: bool, split: str,
@@ -171,7 +213,6 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
     Raises:
         ConfigError, InputError, EnvError: from the stages (preprocess, train, eval), one line each.
     """
-    from fda.pipeline.sweep import preprocess_taus
     from fda.lab.viz import mask_stats
 
     make_out_dir(cfg.out)

@@ -37,10 +37,10 @@ import numpy as np
 from fda.config import BenchMasksConfig, BenchMotionConfig, GenerateConfig, make_out_dir
 from fda.errors import InputError
 from fda.eval.metrics import DIRECTIONS, metric_name
-from fda.shards.reader import decode_sample
-from fda.shards.schema import CONFIG, MANIFEST, META, mask_member, read_json, split_shards, write_json_atomic
+from fda.shards.manifest import load_manifest, split_shards
+from fda.shards.reader import iter_samples, unreadable_shard
+from fda.shards.schema import CONFIG, MANIFEST, META, mask_member, read_json, write_json_atomic
 from fda.shards.writer import ShardWriter, encode_mask
-from fda.lab.viz import iter_raw_samples
 
 log = logging.getLogger(__name__)
 
@@ -153,14 +153,13 @@ def derive_mask_set(src: str, dst: str, mode: str, seed: int = 0) -> str:
     """
     if os.path.isfile(os.path.join(dst, MANIFEST)):
         return dst
-    manifest = read_json(os.path.join(src, MANIFEST)) if os.path.isfile(os.path.join(src, MANIFEST)) else None
-    if manifest is None:
-        raise InputError(f"{src!r} has no manifest.json: not a finished shard set, run fda preprocess")
+    manifest = load_manifest(src)
     os.makedirs(dst, exist_ok=True)
     rng = np.random.default_rng([seed, 23])
     for split in manifest.get("splits", {}):
         names = split_shards(manifest, split)
-        per_shard = [list(iter_raw_samples(os.path.join(src, name))) for name in names]  # read once
+        per_shard = [list(iter_samples([os.path.join(src, name)], handler=unreadable_shard))
+                     for name in names]  # read once
         samples = [raw for shard in per_shard for raw in shard]
         metas = [json.loads(raw[META]) for raw in samples]
         counts = {len(m["indices"]) for m in metas}
@@ -189,7 +188,7 @@ def derive_mask_set(src: str, dst: str, mode: str, seed: int = 0) -> str:
                     slot = {mask_member(i): i for i in range(num)}
                     out = []
                     for suffix, data in raw.items():  # tar order, as written
-                        if suffix == "__key__":
+                        if suffix.startswith("__"):  # __key__, __url__: not members
                             continue
                         if suffix == META:
                             data = json.dumps(meta, ensure_ascii=False).encode("utf-8")
@@ -216,27 +215,25 @@ def mask_truth_scores(shards_dir: str, split: str, clips: Dict[str, Dict[str, An
         inside the truth, recall the share of truth pixels the mask covers (boxes include some background, so a
         perfect difference mask stays below 1), coverage the mean share of the frame the masks keep.
     """
-    manifest = read_json(os.path.join(shards_dir, MANIFEST))
+    urls = [os.path.join(shards_dir, name) for name in split_shards(load_manifest(shards_dir), split)]
     inside = kept = truth_px = frames = fallback = 0
     coverage: List[float] = []
-    for name in split_shards(manifest, split):
-        for raw in iter_raw_samples(os.path.join(shards_dir, name)):
-            sample = decode_sample(raw)
-            meta = sample["meta"]
-            clip = clips.get(meta["video_id"])
-            if clip is None:
-                raise InputError(f"video {meta['video_id']} of {shards_dir!r} has no ground truth")
-            for t, (i, p) in enumerate(zip(meta["indices"], meta["partners"])):
-                frames += 1
-                mask = sample["masks"][t] > 0
-                coverage.append(float(mask.mean()))
-                if meta["mask"]["fallback"][t]:
-                    fallback += 1
-                    continue
-                region = truth_region(clip, (i, p), mask.shape[0])
-                inside += int((mask & region).sum())
-                kept += int(mask.sum())
-                truth_px += int(region.sum())
+    for sample in iter_samples(urls, handler=unreadable_shard, decode=True):
+        meta = sample["meta"]
+        clip = clips.get(meta["video_id"])
+        if clip is None:
+            raise InputError(f"video {meta['video_id']} of {shards_dir!r} has no ground truth")
+        for t, (i, p) in enumerate(zip(meta["indices"], meta["partners"])):
+            frames += 1
+            mask = sample["masks"][t] > 0
+            coverage.append(float(mask.mean()))
+            if meta["mask"]["fallback"][t]:
+                fallback += 1
+                continue
+            region = truth_region(clip, (i, p), mask.shape[0])
+            inside += int((mask & region).sum())
+            kept += int(mask.sum())
+            truth_px += int(region.sum())
     return {"frames": frames, "fallback_share": fallback / frames if frames else 0.0,
             "coverage": float(np.mean(coverage)) if coverage else 0.0,
             "precision": inside / kept if kept else 0.0, "recall": inside / truth_px if truth_px else 0.0}
@@ -263,7 +260,7 @@ def evaluate_run(checkpoint: str, shards_dir: str, clips: Dict[str, Dict[str, An
     from fda.eval.encoding import encode_split
     from fda.eval.metrics import retrieval_metrics
     from fda.model.checkpoint import load_checkpoint
-    from fda.shards.loader import load_split
+    from fda.shards.manifest import load_split
 
     model, _ = load_checkpoint(checkpoint, device=device)
     features = encode_split(model, load_split(shards_dir, "test"), variants=(bool(model.use_alpha),),

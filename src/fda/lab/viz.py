@@ -1,7 +1,7 @@
 """Seeing the masks: ``fda visualize`` (frame sheets, animations, an HTML index) and ``fda masks-stats``.
 
-Everything here reads shard sets written by ``fda preprocess`` (tar files read with :mod:`tarfile`, members
-decoded by :func:`fda.shards.reader.decode_sample`) and writes pictures: PNG sheets and GIFs with Pillow/OpenCV,
+Everything here reads shard sets written by ``fda preprocess`` (through :mod:`fda.shards.manifest` and
+:func:`fda.shards.reader.iter_samples`) and writes pictures: PNG sheets and GIFs with Pillow/OpenCV,
 MP4 through the ffmpeg binary, histograms with matplotlib (Agg, imported inside the functions). No torch.
 
 The overlay: pixels the mask keeps are shown as they are with a coloured tint and a contour, pixels it drops are
@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import subprocess
-import tarfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -23,8 +22,9 @@ import numpy as np
 
 from fda.config import MasksStatsConfig, VisualizeConfig, make_out_dir
 from fda.errors import InputError
-from fda.shards.reader import decode_sample
-from fda.shards.schema import META, read_manifest, split_shards
+from fda.shards.manifest import SplitInfo, filled_splits, load_manifest, load_split
+from fda.shards.reader import decode_sample, iter_samples, unreadable_shard
+from fda.shards.schema import META, shown_mask
 
 log = logging.getLogger(__name__)
 
@@ -34,70 +34,14 @@ LABEL_H = 18  # pixels of the text strip under each tile
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Reading shards without webdataset (the metas alone, or whole samples)
-
-
-def _manifest(shards_dir: str) -> Dict[str, Any]:
-    if not os.path.isdir(shards_dir):
-        raise InputError(f"shard folder {shards_dir!r} does not exist: run fda preprocess first or fix the path")
-    manifest = read_manifest(shards_dir)
-    if manifest is None:
-        raise InputError(f"{shards_dir!r} has no manifest.json: not a finished shard set, run fda preprocess")
-    return manifest
-
-
-def _split_paths(shards_dir: str, manifest: Dict[str, Any], split: str) -> List[str]:
-    names = split_shards(manifest, split)
-    if not names:
-        have = ", ".join(s for s in manifest.get("splits", {}) if split_shards(manifest, s)) or "none"
-        raise InputError(f"shard set {shards_dir!r} has no samples in split {split!r} (it has: {have}): "
-                         "pass another --split or preprocess that split")
-    return [os.path.join(shards_dir, name) for name in names]
-
-
-def iter_raw_samples(path: str, *, meta_only: bool = False) -> Iterator[Dict[str, Any]]:
-    """Raw samples of one tar shard in written order, as webdataset groups them (key = name up to the first dot).
-
-    Args:
-        path: a ``<split>-NNNNNN.tar`` file.
-        meta_only: read only the ``json`` member of each sample (no image bytes).
-
-    Yields:
-        ``{"__key__": key, suffix: bytes, ...}``.
-
-    Raises:
-        InputError: the tar cannot be read.
-    """
-    current: Dict[str, Any] = {}
-    try:
-        with tarfile.open(path, "r") as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                key, _, suffix = info.name.partition(".")
-                if current and current["__key__"] != key:
-                    yield current
-                    current = {}
-                if not current:
-                    current = {"__key__": key}
-                if meta_only and suffix != META:
-                    continue
-                member = tar.extractfile(info)
-                current[suffix] = member.read() if member is not None else b""
-    except (tarfile.TarError, OSError, EOFError) as err:
-        raise InputError(f"shard {path} is corrupt or unreadable ({type(err).__name__}: {err}): rerun fda preprocess")
-    if current:
-        yield current
+# Reading shards
 
 
 def iter_metas(shards_dir: str, split: str) -> Iterator[Dict[str, Any]]:
     """The json meta of every sample of ``split``, in manifest order (images are skipped, not decoded)."""
-    manifest = _manifest(shards_dir)
-    for path in _split_paths(shards_dir, manifest, split):
-        for raw in iter_raw_samples(path, meta_only=True):
-            if META not in raw:
-                raise InputError(f"sample {raw['__key__']} in {path} has no json member: not an fda shard")
-            yield json.loads(raw[META])
+    info = load_split(shards_dir, split)
+    for raw in iter_samples(info.urls, handler=unreadable_shard, meta_only=True):
+        yield json.loads(raw[META])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -215,24 +159,22 @@ def _safe_name(key: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in key)
 
 
-def _pick_samples(cfg: VisualizeConfig) -> Iterator[Dict[str, Any]]:
+def _pick_samples(cfg: VisualizeConfig, info: SplitInfo) -> Iterator[Dict[str, Any]]:
     """Decoded samples of the chosen videos: the first ``n`` of the split, or those named by ``--video``."""
-    manifest = _manifest(cfg.shards_dir)
     wanted = set(cfg.video)
     found: set = set()
     drawn = 0
-    for path in _split_paths(cfg.shards_dir, manifest, cfg.split):
-        for raw in iter_raw_samples(path):
-            if wanted:
-                meta = json.loads(raw.get(META, b"{}"))
-                hits = {raw["__key__"], str(meta.get("video_id"))} & wanted
-                if not hits:
-                    continue
-                found |= hits
-            yield decode_sample(raw)
-            drawn += 1
-            if (wanted and found >= wanted) or (not wanted and drawn >= cfg.n):
-                return
+    for raw in iter_samples(info.urls, handler=unreadable_shard):
+        if wanted:
+            meta = json.loads(raw.get(META, b"{}"))
+            hits = {raw["__key__"], str(meta.get("video_id"))} & wanted
+            if not hits:
+                continue
+            found |= hits
+        yield decode_sample(raw)
+        drawn += 1
+        if (wanted and found >= wanted) or (not wanted and drawn >= cfg.n):
+            return
     missing = sorted(wanted - found)
     if missing:
         raise InputError(f"video(s) {', '.join(missing)} not in split {cfg.split!r} of {cfg.shards_dir!r}: "
@@ -240,8 +182,7 @@ def _pick_samples(cfg: VisualizeConfig) -> Iterator[Dict[str, Any]]:
 
 
 def _index_html(cfg: VisualizeConfig, manifest: Dict[str, Any], entries: List[Dict[str, Any]]) -> str:
-    mask = manifest.get("mask", {})
-    params = ", ".join(f"{k} {mask[k]}" for k in ("tau", "kernel", "min_area", "empty_mask", "diff_mode") if k in mask)
+    params = ", ".join(f"{k} {v}" for k, v in shown_mask(manifest.get("mask", {})).items() if v is not None)
     cards = []
     for e in entries:
         anim = (f' · <a href="{html.escape(e["animation"])}">{"GIF" if e["animation"].endswith(".gif") else "MP4"}</a>'
@@ -270,10 +211,11 @@ def run_visualize(cfg: VisualizeConfig) -> VisualizeResult:
         InputError: no shard set, no such split, a ``--video`` that is not there, an unwritable ``--out``.
         EnvError: ``--animation mp4`` without an ffmpeg binary.
     """
-    manifest = _manifest(cfg.shards_dir)
+    manifest = load_manifest(cfg.shards_dir)
+    info = load_split(cfg.shards_dir, cfg.split, manifest)
     make_out_dir(cfg.out)
     result = VisualizeResult(cfg.out, os.path.join(cfg.out, "index.html"))
-    for sample in _pick_samples(cfg):
+    for sample in _pick_samples(cfg, info):
         frames, masks, meta = sample["frames"], sample["masks"], sample["meta"]
         name = _safe_name(sample["key"])
         sheet = frame_sheet(frames, masks, meta, tile=cfg.tile)
@@ -424,8 +366,7 @@ def run_masks_stats(cfg: MasksStatsConfig) -> MasksStatsResult:
     """
     rows: List[MaskStatsRow] = []
     for shards_dir in cfg.shards_dirs:
-        manifest = _manifest(shards_dir)
-        have = [s for s in manifest.get("splits", {}) if split_shards(manifest, s)]
+        have = filled_splits(load_manifest(shards_dir))
         splits = [s for s in (cfg.splits or have) if s in have]
         if not splits:
             raise InputError(f"shard set {shards_dir!r} has none of the splits {', '.join(cfg.splits or ())} "

@@ -10,11 +10,17 @@ fingerprint and tar still match, and redoes it (saying why) when an input change
 any interruption (kill -9 included) ends with exactly the files an uninterrupted run gives. SIGINT/SIGTERM stop the
 run after the videos in progress, remove the partial shard and raise :class:`fda.errors.Interrupted`. With
 ``--engine ray`` whole shard tasks run on Ray.
+
+Per video, :func:`decode_clip` checks, probes, samples and decodes it as the config says, and :func:`encode_sample`
+computes the masks for one :class:`~fda.shards.schema.MaskParams` and encodes the sample. A run writes one shard set
+per mask setting from one decode (:func:`preprocess_shard_sets`; a tau sweep passes several, ``fda preprocess`` one),
+each exactly what a run with that setting alone writes.
 """
 
 import collections
 import contextlib
 import dataclasses
+import functools
 import glob
 import hashlib
 import json
@@ -40,9 +46,9 @@ from fda.pipeline.datasets import Dataset, VideoItem, load_dataset, not_regular
 from fda.pipeline.masks import clip_masks, robust_clip_masks
 from fda.pipeline.sampling import frames_before, needed_frames, partner_indices, sample_frame_indices
 from fda.pipeline.video import Video, VideoError, check_decoder, find_ffmpeg, ffmpeg_version
-from fda.shards.schema import (CONFIG, MANIFEST, SCHEMA_VERSION, file_digest, read_json, sample_key, shard_name,
-                               stats_name, write_json_atomic)
-from fda.shards.writer import PARTIAL, ShardWriter, encode_mask, sample_members
+from fda.shards.schema import (CONFIG, MANIFEST, SCHEMA_VERSION, MaskParams, file_digest, read_json, sample_key,
+                               shard_name, stats_name, write_json_atomic)
+from fda.shards.writer import PARTIAL, ShardWriter, encode_frame, encode_mask, sample_members
 
 log = logging.getLogger(__name__)
 
@@ -102,27 +108,65 @@ class PreprocessResult:
                 f"listed in {os.path.join(self.out, MANIFEST)}){reused}{redone}{rate}")
 
 
+@dataclass(frozen=True)
+class ShardSets:
+    """The shard sets one run writes from one decode of each video.
+
+    Attributes:
+        cfg: the run's config: what is decoded, and how (every set shares it).
+        masks: one mask setting per set.
+        outputs: per set, ``cfg`` with that set's ``out`` and mask setting: the config ``fda preprocess`` would run
+            with to write that set alone (its ``config.json``, stats fingerprints and manifest come from it).
+    """
+
+    cfg: PreprocessConfig
+    masks: Tuple[MaskParams, ...]
+    outputs: Tuple[PreprocessConfig, ...]
+
+    @classmethod
+    def of(cls, cfg: PreprocessConfig, sets: Sequence[Tuple[str, MaskParams]]) -> "ShardSets":
+        """Check and resolve ``(out, mask setting)`` pairs (folders made absolute: workers may run elsewhere).
+
+        Raises:
+            ConfigError: no set, two sets in one folder, or a mask setting with another ``diff_mode`` than ``cfg``.
+        """
+        if not sets:
+            raise ConfigError("no shard set to write: pass at least one (out, mask setting)")
+        for _, mask in sets:
+            if mask.diff_mode != cfg.diff_mode:
+                raise ConfigError(f"--diff-mode chooses the frames that are decoded, so shard sets from one decode "
+                                  f"share it: {mask.diff_mode!r} differs from {cfg.diff_mode!r}")
+        outs = [os.path.abspath(out) for out, _ in sets]
+        if len(set(outs)) != len(outs):
+            raise ConfigError("every shard set needs its own --out folder")
+        cfg = dataclasses.replace(cfg, out=outs[0])
+        outputs = tuple(dataclasses.replace(cfg, out=out, **mask.fields()) for out, (_, mask) in zip(outs, sets))
+        return cls(cfg, tuple(mask for _, mask in sets), outputs)
+
+
+class Progress:
+    """The run's progress channel: a bar over videos on stderr (off without a TTY) with the failures so far."""
+
+    def __init__(self, total: int) -> None:
+        self.bar = tqdm(total=total, unit="video", disable=None, file=sys.stderr, desc="preprocess",
+                        dynamic_ncols=True)
+        self.failures = 0
+
+    def advance(self, oks: Sequence[bool]) -> None:
+        """Count finished videos (``True``: written, ``False``: failed)."""
+        self.failures += sum(1 for ok in oks if not ok)
+        self.bar.set_postfix(failed=self.failures, refresh=False)
+        self.bar.update(len(oks))
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.close()
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # One video
-
-
-def _mask_params(cfg: PreprocessConfig) -> Dict[str, Any]:
-    rule = "gray |frame - partner| > tau; close then open (square kernel); drop 8-connected components < min_area"
-    params = {"tau": cfg.tau, "kernel": cfg.kernel, "min_area": cfg.min_area, "empty_mask": cfg.empty_mask,
-              "diff_mode": cfg.diff_mode, "rule": rule}
-    # The robustness options are recorded only when on, so the paper's rule writes exactly the bytes it always did.
-    if cfg.camera_motion != "none":
-        params["camera_motion"] = cfg.camera_motion
-    if cfg.normalize_brightness:
-        params["normalize_brightness"] = True
-    return params
-
-
-def _encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise VideoError("JPEG encoding failed")
-    return buf.tobytes()
 
 
 def _ranges(values: Sequence[int]) -> List[List[int]]:
@@ -197,63 +241,98 @@ def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig, window_end:
     return info, total, indices, partners, frames, decode_meta
 
 
-def process_video_multi(item: VideoItem, cfgs: Sequence[PreprocessConfig]
-                        ) -> Tuple[List[Optional[List[tuple]]], Dict[str, Any]]:
-    """Decode, sample and encode one video once, then mask it once per config (configs differ only in tau).
+@dataclass
+class Clip:
+    """One video decoded and sampled: everything its samples share, whatever the mask setting.
+
+    Attributes:
+        key: the sample key.
+        captions: every caption of the video.
+        frames: uint8 [T, H, W, 3] RGB, the sampled frames.
+        partners: uint8 [T, H, W, 3] RGB, the frame each is differenced with.
+        meta: the sample json without its ``mask`` entry.
+        jpeg_quality: the quality the frames are stored at.
+    """
+
+    key: str
+    captions: Tuple[str, ...]
+    frames: np.ndarray
+    partners: np.ndarray
+    meta: Dict[str, Any]
+    jpeg_quality: int
+
+    @functools.cached_property
+    def jpegs(self) -> List[bytes]:
+        """The frames as the shard stores them, encoded once however many mask settings use them."""
+        return [encode_frame(f, self.jpeg_quality) for f in self.frames]
+
+
+def decode_clip(item: VideoItem, cfg: PreprocessConfig) -> Clip:
+    """Check, probe, sample and decode one video as ``cfg`` says (everything but the masks).
+
+    Raises:
+        VideoError: the video cannot be used (missing, not a file, no caption, too damaged); the message is the
+            one-line reason the manifest records.
+    """
+    if item.path is None:
+        raise VideoError("listed video not found under the dataset root")
+    kind = not_regular(item.path)
+    if kind is not None:
+        raise VideoError(f"{item.source} is {kind}, not a regular file: list the video file itself")
+    if not item.captions:
+        raise VideoError("no caption")
+    window_end = None if cfg.full_duration else item.window_end
+    info, total, indices, partners, decoded, decode_meta = _sample_and_decode(
+        item.path, cfg.frames_for(item.split), cfg, window_end)
+    key = sample_key(item.video_id)
+    meta = {"video_id": item.video_id, "key": key, "split": item.split, "source": item.source,
+            "num_frames": int(total), "indices": indices.tolist(), "partners": partners.tolist(),
+            "fps": round(info.fps, 6), "duration": round(info.duration, 6), "width": info.width,
+            "height": info.height, "codec": info.codec, "size": cfg.size, "decoder": cfg.decoder,
+            **decode_meta, "num_captions": len(item.captions)}
+    return Clip(key, tuple(item.captions), np.stack([decoded[int(i)] for i in indices]),
+                np.stack([decoded[int(i)] for i in partners]), meta, cfg.jpeg_quality)
+
+
+def encode_sample(clip: Clip, mask: MaskParams) -> List[tuple]:
+    """Compute the masks of ``clip`` under ``mask`` and encode the sample: its tar members, in the format's order."""
+    extra: Dict[str, Any] = {}
+    if mask.robust:
+        masks, fell_back, per_frame = robust_clip_masks(
+            clip.frames, clip.partners, tau=mask.tau, kernel=mask.kernel, min_area=mask.min_area,
+            empty_mask=mask.empty_mask, camera=mask.camera_motion, normalize_brightness=mask.normalize_brightness)
+        if mask.camera_motion != "none":
+            extra = {"compensated": [r["compensated"] for r in per_frame], "camera": [r["motion"] for r in per_frame]}
+    else:
+        masks, fell_back = clip_masks(clip.frames, clip.partners, tau=mask.tau, kernel=mask.kernel,
+                                      min_area=mask.min_area, empty_mask=mask.empty_mask)
+    meta = {**clip.meta, "mask": {**mask.record(), "fallback": fell_back.tolist(),
+                                  "coverage": [round(float(m.mean()), 6) for m in masks], **extra}}
+    return sample_members(clip.key, meta, clip.captions, clip.jpegs, [encode_mask(m) for m in masks])
+
+
+def process_video_masks(item: VideoItem, cfg: PreprocessConfig, masks: Sequence[MaskParams]
+                        ) -> Tuple[Optional[List[List[tuple]]], Dict[str, Any]]:
+    """Decode one video once, then encode its sample once per mask setting.
 
     Returns:
-        ``(members per config, record)``: each config's tar members (all ``None`` on failure) and the video's status
-        record ``{video_id, key, source, status, error}``. Never raises for a bad video.
+        ``(members per mask setting or None on failure, record)``: the record is the video's status
+        ``{video_id, key, source, status, error}``. Never raises for a bad video.
     """
-    cfg0 = cfgs[0]
-    key = sample_key(item.video_id)
-    record: Dict[str, Any] = {"video_id": item.video_id, "key": key, "source": item.source, "status": "ok",
-                              "error": None}
+    record: Dict[str, Any] = {"video_id": item.video_id, "key": sample_key(item.video_id), "source": item.source,
+                              "status": "ok", "error": None}
     try:
-        if item.path is None:
-            raise VideoError("listed video not found under the dataset root")
-        kind = not_regular(item.path)
-        if kind is not None:
-            raise VideoError(f"{item.source} is {kind}, not a regular file: list the video file itself")
-        if not item.captions:
-            raise VideoError("no caption")
-        window_end = None if cfg0.full_duration else item.window_end
-        info, total, indices, partners, decoded, decode_meta = _sample_and_decode(
-            item.path, cfg0.frames_for(item.split), cfg0, window_end)
-        frames = np.stack([decoded[int(i)] for i in indices])  # [T, H, W, 3] RGB
-        other = np.stack([decoded[int(i)] for i in partners])  # [T, H, W, 3] the frames they are differenced with
-        jpegs = [_encode_jpeg(f, cfg0.jpeg_quality) for f in frames]  # the same bytes for every config
-        base = {"video_id": item.video_id, "key": key, "split": item.split, "source": item.source,
-                "num_frames": int(total), "indices": indices.tolist(), "partners": partners.tolist(),
-                "fps": round(info.fps, 6), "duration": round(info.duration, 6), "width": info.width,
-                "height": info.height, "codec": info.codec, "size": cfg0.size, "decoder": cfg0.decoder,
-                **decode_meta, "num_captions": len(item.captions)}
-        out: List[Optional[List[tuple]]] = []
-        for cfg in cfgs:
-            extra: Dict[str, Any] = {}
-            if cfg.camera_motion != "none" or cfg.normalize_brightness:
-                masks, fell_back, per_frame = robust_clip_masks(
-                    frames, other, tau=cfg.tau, kernel=cfg.kernel, min_area=cfg.min_area, empty_mask=cfg.empty_mask,
-                    camera=cfg.camera_motion, normalize_brightness=cfg.normalize_brightness)
-                if cfg.camera_motion != "none":
-                    extra = {"compensated": [r["compensated"] for r in per_frame],
-                             "camera": [r["motion"] for r in per_frame]}
-            else:
-                masks, fell_back = clip_masks(frames, other, tau=cfg.tau, kernel=cfg.kernel, min_area=cfg.min_area,
-                                              empty_mask=cfg.empty_mask)
-            meta = {**base, "mask": {**_mask_params(cfg), "fallback": fell_back.tolist(),
-                                     "coverage": [round(float(m.mean()), 6) for m in masks], **extra}}
-            out.append(sample_members(key, meta, item.captions, jpegs, [encode_mask(m) for m in masks]))
-        return out, record
+        clip = decode_clip(item, cfg)
+        return [encode_sample(clip, mask) for mask in masks], record
     except VideoError as err:
         record.update(status="failed", error=str(err))
-        return [None] * len(cfgs), record
+        return None, record
 
 
 def process_video(item: VideoItem, cfg: PreprocessConfig) -> Tuple[Optional[List[tuple]], Dict[str, Any]]:
-    """:func:`process_video_multi` for one config: ``(members or None, record)``."""
-    members, record = process_video_multi(item, [cfg])
-    return members[0], record
+    """One video with ``cfg``'s own mask setting: ``(members or None, record)``."""
+    members, record = process_video_masks(item, cfg, [MaskParams.from_config(cfg)])
+    return (members[0] if members is not None else None), record
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -275,10 +354,10 @@ class ShardAssembly:
     means "shard finished". Nothing is on disk under a final name before :meth:`finish`.
     """
 
-    def __init__(self, task: ShardTask, cfgs: Sequence[PreprocessConfig]) -> None:
-        self.task, self.cfgs = task, cfgs
+    def __init__(self, task: ShardTask, sets: ShardSets) -> None:
+        self.task, self.sets = task, sets
         self.writers: Optional[List[ShardWriter]] = None
-        self.waiting: Dict[int, Tuple[List[Optional[List[tuple]]], Dict[str, Any]]] = {}
+        self.waiting: Dict[int, Tuple[Optional[List[List[tuple]]], Dict[str, Any]]] = {}
         self.records: List[Dict[str, Any]] = []
         self.samples = self.captions = 0
 
@@ -287,14 +366,14 @@ class ShardAssembly:
         """Every video of the task has been written (or recorded as failed)."""
         return len(self.records) == len(self.task.items)
 
-    def add(self, position: int, members: List[Optional[List[tuple]]], record: Dict[str, Any]) -> None:
-        """Take video ``position``'s result; write every result that is next in order."""
+    def add(self, position: int, members: Optional[List[List[tuple]]], record: Dict[str, Any]) -> None:
+        """Take video ``position``'s result (its members per shard set); write every result that is next in order."""
         self.waiting[position] = (members, record)
         while len(self.records) in self.waiting:
             members, record = self.waiting.pop(len(self.records))
-            if record["status"] == "ok":
+            if members is not None:
                 if self.writers is None:
-                    self.writers = [ShardWriter(os.path.join(cfg.out, self.task.name)) for cfg in self.cfgs]
+                    self.writers = [ShardWriter(os.path.join(c.out, self.task.name)) for c in self.sets.outputs]
                 for writer, m in zip(self.writers, members):
                     writer.write(m)
                 self.samples += 1
@@ -307,10 +386,10 @@ class ShardAssembly:
             writer.abort()
 
     def finish(self) -> List[Dict[str, Any]]:
-        """Commit the tars, then write and return each config's stats."""
+        """Commit the tars, then write and return each shard set's stats."""
         out = []
         task = self.task
-        for c, cfg in enumerate(self.cfgs):
+        for c, cfg in enumerate(self.sets.outputs):
             tar: Optional[Dict[str, Any]] = None
             if self.writers is not None:
                 self.writers[c].commit()
@@ -324,12 +403,12 @@ class ShardAssembly:
         return out
 
 
-def run_shard_task(task: ShardTask, cfgs: Sequence[PreprocessConfig]) -> List[Dict[str, Any]]:
-    """Write one shard and its stats file into each config's ``out`` in this process; returns the stats per config."""
-    shard = ShardAssembly(task, cfgs)
+def run_shard_task(task: ShardTask, sets: ShardSets) -> List[Dict[str, Any]]:
+    """Write one shard and its stats file into each shard set in this process; returns the stats per set."""
+    shard = ShardAssembly(task, sets)
     try:
         for position, item in enumerate(task.items):
-            shard.add(position, *process_video_multi(item, cfgs))
+            shard.add(position, *process_video_masks(item, sets.cfg, sets.masks))
     except BaseException:
         shard.abort()
         raise
@@ -367,28 +446,28 @@ class _Stop:
                 signal.signal(sig, handler)
 
 
-def _run_videos(todo: Sequence[ShardTask], cfgs: Sequence[PreprocessConfig], bar: tqdm, stop: _Stop,
+def _run_videos(todo: Sequence[ShardTask], sets: ShardSets, progress: Progress, stop: _Stop,
                 finished: List[List[Dict[str, Any]]]) -> None:
     """Process every video of ``todo`` on ``workers`` processes (videos, not shards, are the unit of work) and
     commit each shard as soon as its videos are in; finished shards' stats go to ``finished`` as they complete."""
     jobs = [(t, position, item) for t, task in enumerate(todo) for position, item in enumerate(task.items)]
     shards: Dict[int, ShardAssembly] = {}
 
-    def deliver(t: int, position: int, members: List[Optional[List[tuple]]], record: Dict[str, Any]) -> None:
-        shard = shards.setdefault(t, ShardAssembly(todo[t], cfgs))
+    def deliver(t: int, position: int, members: Optional[List[List[tuple]]], record: Dict[str, Any]) -> None:
+        shard = shards.setdefault(t, ShardAssembly(todo[t], sets))
         shard.add(position, members, record)
-        _advance(bar, [record["status"] == "ok"])
+        progress.advance([record["status"] == "ok"])
         if shard.complete:
             finished.append(shards.pop(t).finish())
 
-    workers = min(cfgs[0].num_workers, len(jobs))
+    workers = min(sets.cfg.num_workers, len(jobs))
     try:
         if workers <= 1:
             _init_worker_inline()
             for t, position, item in jobs:
                 if stop:
                     return
-                deliver(t, position, *process_video_multi(item, cfgs))
+                deliver(t, position, *process_video_masks(item, sets.cfg, sets.masks))
             return
         import multiprocessing as mp
 
@@ -407,7 +486,8 @@ def _run_videos(todo: Sequence[ShardTask], cfgs: Sequence[PreprocessConfig], bar
                         more = False
                         break
                     t, position, item = job
-                    pending.append((t, position, pool.apply_async(process_video_multi, (item, cfgs))))
+                    pending.append((t, position, pool.apply_async(process_video_masks,
+                                                                  (item, sets.cfg, sets.masks))))
                 if stop or not pending:
                     return  # leaving the block terminates the workers at once
                 ready = [entry for entry in pending if entry[2].ready()]
@@ -615,10 +695,10 @@ def _pool_context(mp: Any) -> Any:
     return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
-def _run_ray(todo: Sequence[ShardTask], cfgs: Sequence[PreprocessConfig], bar: tqdm, stop: _Stop,
+def _run_ray(todo: Sequence[ShardTask], sets: ShardSets, progress: Progress, stop: _Stop,
              finished: List[List[Dict[str, Any]]]) -> None:
     """Shard tasks on Ray (each task writes its own shard; an interrupted task leaves only a partial file)."""
-    cfg = cfgs[0]
+    cfg = sets.cfg
     try:
         import ray
     except ImportError:
@@ -629,12 +709,12 @@ def _run_ray(todo: Sequence[ShardTask], cfgs: Sequence[PreprocessConfig], bar: t
                  configure_logging=False, num_cpus=None if cfg.ray_address else cfg.num_workers)
     try:
         remote = ray.remote(num_cpus=1)(_ray_task)
-        refs = [remote.remote(task, cfgs) for task in todo]
+        refs = [remote.remote(task, sets) for task in todo]
         while refs and not stop:
             done, refs = ray.wait(refs, num_returns=1, timeout=0.2)
             for ref in done:
                 stats = ray.get(ref)
-                _advance(bar, [v["status"] == "ok" for v in stats[0]["videos"]])
+                progress.advance([v["status"] == "ok" for v in stats[0]["videos"]])
                 finished.append(stats)
         for ref in refs:
             ray.cancel(ref, force=True)
@@ -643,15 +723,9 @@ def _run_ray(todo: Sequence[ShardTask], cfgs: Sequence[PreprocessConfig], bar: t
             ray.shutdown()
 
 
-def _ray_task(task: ShardTask, cfgs: Sequence[PreprocessConfig]) -> List[Dict[str, Any]]:
+def _ray_task(task: ShardTask, sets: ShardSets) -> List[Dict[str, Any]]:
     _init_worker_inline()
-    return run_shard_task(task, cfgs)
-
-
-def _advance(bar: tqdm, oks: Sequence[bool]) -> None:
-    bar.failures += sum(1 for ok in oks if not ok)
-    bar.set_postfix(failed=bar.failures, refresh=False)
-    bar.update(len(oks))
+    return run_shard_task(task, sets)
 
 
 def _ffmpeg_record(cfg: PreprocessConfig, decoder_version: str) -> Dict[str, Any]:
@@ -688,7 +762,7 @@ def build_manifest(cfg: PreprocessConfig, dataset: Dataset, listed: Dict[str, in
             "dataset_root": dataset.root, "layout": dataset.layout,
             "annotations": [{"path": path, **file_digest(path)} for path in dataset.annotations],
             "duplicate_captions_dropped": dataset.duplicate_captions,
-            "config": dataclasses.asdict(cfg), "mask": _mask_params(cfg), "ffmpeg": ffmpeg,
+            "config": dataclasses.asdict(cfg), "mask": MaskParams.from_config(cfg).record(), "ffmpeg": ffmpeg,
             "caption_truncation": TRUNCATION_NOTE,
             "splits": splits, "failures": failures}
 
@@ -713,20 +787,6 @@ def _key_collisions(dataset: Dataset) -> Tuple[Dataset, List[Dict[str, Any]]]:
     return dataclasses.replace(dataset, items=items), dropped
 
 
-def _check_same_data(cfgs: Sequence[PreprocessConfig]) -> None:
-    """Configs sharing one decode may differ only in ``tau`` and ``out`` (and each needs its own ``out``)."""
-    first = {k: v for k, v in dataclasses.asdict(cfgs[0]).items() if k not in ("tau", "out")}
-    for cfg in cfgs[1:]:
-        other = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("tau", "out")}
-        if other != first:
-            diff = sorted(k for k in first if first[k] != other[k])
-            raise ConfigError(f"a tau sweep shares one decode, so only --tau and --out may differ; also differs: "
-                              f"{', '.join(diff)}")
-    outs = [os.path.abspath(c.out) for c in cfgs]
-    if len(set(outs)) != len(outs):
-        raise ConfigError("every tau needs its own --out folder")
-
-
 def run_preprocess(cfg: PreprocessConfig) -> PreprocessResult:
     """Run ``fda preprocess``: plan shard tasks, do the missing ones, write the manifest.
 
@@ -735,25 +795,23 @@ def run_preprocess(cfg: PreprocessConfig) -> PreprocessResult:
         InputError: no dataset found, nothing succeeded, or more failures than ``max_failure_rate``.
         EnvError: the decoder cannot run here.
     """
-    return run_preprocess_multi([cfg])[0]
+    return preprocess_shard_sets(cfg, [(cfg.out, MaskParams.from_config(cfg))])[0]
 
 
-def run_preprocess_multi(cfgs: Sequence[PreprocessConfig]) -> List[PreprocessResult]:
-    """Write one shard set per config, decoding every video once (the configs differ only in ``tau`` and ``out``).
+def preprocess_shard_sets(cfg: PreprocessConfig, sets: Sequence[Tuple[str, MaskParams]]) -> List[PreprocessResult]:
+    """Write one shard set per ``(out, mask setting)``, decoding every video once as ``cfg`` says.
 
-    Each shard set is exactly what :func:`run_preprocess` writes for its config alone (the same tars byte for byte),
-    and resumes the same way: a shard task is redone only where some config lacks its stats. This is what a tau
-    sweep uses: only the mask step runs once per tau.
+    Each shard set is exactly what :func:`run_preprocess` writes for ``cfg`` with that ``out`` and mask setting (the
+    same tars byte for byte), and resumes the same way: a shard task is redone only where some set lacks its stats.
+    A tau sweep passes one set per tau: only the mask step runs once per set.
 
     Raises:
-        ConfigError, InputError, EnvError: as :func:`run_preprocess`.
+        ConfigError, InputError, EnvError: as :func:`run_preprocess`; also two sets in one folder, or mask
+            settings that differ in ``diff_mode`` (it chooses the decoded frames).
     """
     start = time.perf_counter()
-    if not cfgs:
-        raise ConfigError("--tau needs at least one value")
-    _check_same_data(cfgs)
-    cfgs = [dataclasses.replace(c, out=os.path.abspath(c.out)) for c in cfgs]  # workers may run elsewhere (Ray)
-    cfg = cfgs[0]
+    shard_sets = ShardSets.of(cfg, sets)
+    cfg = shard_sets.cfg
     if not os.path.isdir(cfg.dataset_root):
         raise InputError(f"dataset root {cfg.dataset_root!r} is not a folder: pass the folder that holds the videos "
                          "and annotations")
@@ -767,7 +825,7 @@ def run_preprocess_multi(cfgs: Sequence[PreprocessConfig]) -> List[PreprocessRes
     tasks, listed = _plan(dataset, cfg)
     if sum(listed.values()) + len(dup_failures) == 0:
         raise InputError(f"no videos listed in {cfg.dataset_root} for splits {', '.join(dataset.items) or 'none'}")
-    for c in cfgs:
+    for c in shard_sets.outputs:
         _prepare_out(c, dataset)
         stale = _remove_stale(c.out, tasks)
         if stale:
@@ -777,7 +835,7 @@ def run_preprocess_multi(cfgs: Sequence[PreprocessConfig]) -> List[PreprocessRes
     todo: List[ShardTask] = []
     redone: Dict[str, str] = {}
     for task in tasks:
-        checks = [_finished_stats(task, c) for c in cfgs]
+        checks = [_finished_stats(task, c) for c in shard_sets.outputs]
         if all(stats is not None for stats, _ in checks):
             done.append([stats for stats, _ in checks])  # type: ignore[misc]
         else:
@@ -791,16 +849,14 @@ def run_preprocess_multi(cfgs: Sequence[PreprocessConfig]) -> List[PreprocessRes
         log.info("... and %d more shards redone, each listed in %s", len(redone) - 10, MANIFEST)
     log.info("%s layout: %s videos; %d shard tasks, %d already done, %d redone%s", dataset.layout,
              ", ".join(f"{n} {s}" for s, n in listed.items()), len(tasks), len(done), len(redone),
-             f"; taus {', '.join(f'{c.tau:g}' for c in cfgs)} from one decode" if len(cfgs) > 1 else "")
-    bar = tqdm(total=sum(len(t.items) for t in todo), unit="video", disable=None, file=sys.stderr,
-               desc="preprocess", dynamic_ncols=True)
-    bar.failures = 0
+             f"; taus {', '.join(f'{m.tau:g}' for m in shard_sets.masks)} from one decode"
+             if len(shard_sets.masks) > 1 else "")
     new: List[List[Dict[str, Any]]] = []
     stop = _Stop()
     run = _run_ray if cfg.engine == "ray" and todo else _run_videos
     try:
-        with logging_redirect_tqdm(), bar, stop.installed():
-            run(todo, cfgs, bar, stop, new)
+        with logging_redirect_tqdm(), Progress(sum(len(t.items) for t in todo)) as progress, stop.installed():
+            run(todo, shard_sets, progress, stop, new)
     except KeyboardInterrupt:  # a second Ctrl-C, or one that arrived before the handler was in place
         stop.signum = stop.signum or signal.SIGINT
     if stop:
@@ -811,7 +867,7 @@ def run_preprocess_multi(cfgs: Sequence[PreprocessConfig]) -> List[PreprocessRes
                           "rerun the same command to resume", stop.signum)
     ffmpeg = _ffmpeg_record(cfg, decoder_version)
     results = []
-    for c, one in enumerate(cfgs):
+    for c, one in enumerate(shard_sets.outputs):
         manifest = build_manifest(one, dataset, listed, [s[c] for s in done + new], ffmpeg, dup_failures)
         manifest["last_run"] = {"reused_shards": len(done), "written_shards": len(new), "redone": redone}
         write_json_atomic(os.path.join(one.out, MANIFEST), manifest)

@@ -1,1 +1,1 @@
-"""The shard format (schema, writer, reader): a versioned contract between the stages."""
+"""The shard format (schema, manifest, writer, reader): a versioned contract between the stages."""

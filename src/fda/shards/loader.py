@@ -28,93 +28,21 @@ This module yields numpy (no torch import, STYLE.md §2); the trainer wraps the 
 import functools
 import json
 import logging
-import os
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import webdataset as wds
-from webdataset.tariterators import tarfile_samples
 from webdataset.utils import pytorch_worker_info
 
 from fda.errors import ConfigError, InputError
-from fda.shards.reader import decode_sample
-from fda.shards.schema import CAPTIONS, META, frame_member, mask_member, read_manifest
+from fda.shards.manifest import ShardInfo, SplitInfo
+from fda.shards.reader import decode_sample, iter_samples, one_line, shard_of
+from fda.shards.schema import CAPTIONS, META, frame_member, mask_member
 
 logger = logging.getLogger(__name__)
 
 CAPTION_MODES = ("all", "random")
 PASS_END = "__pass_end__"  # marker between two passes over a slot's shards: the shuffle buffer drains there
-
-
-@dataclass(frozen=True)
-class ShardInfo:
-    """One tar shard of a split, with the manifest's counts."""
-
-    url: str
-    samples: int
-    captions: int
-
-
-@dataclass(frozen=True)
-class SplitInfo:
-    """A split of a shard set as the manifest describes it.
-
-    Attributes:
-        shards_dir: the shard set folder.
-        split: ``train``, ``val`` or ``test``.
-        frames: frames per sample (T).
-        size: frame side in pixels (frames are ``size x size``).
-        videos: samples (videos) in the split.
-        captions: captions in the split.
-        shards: the non-empty shards, in manifest order.
-        config: the manifest's preprocess config (mask parameters, ...).
-    """
-
-    shards_dir: str
-    split: str
-    frames: int
-    size: int
-    videos: int
-    captions: int
-    shards: Tuple[ShardInfo, ...]
-    config: Dict[str, Any]
-
-    def pairs(self, captions: str) -> int:
-        """Samples per epoch: every (video, caption) pair (``"all"``) or one per video (``"random"``)."""
-        return self.captions if captions == "all" else self.videos
-
-
-def load_split(shards_dir: str, split: str) -> SplitInfo:
-    """Read the manifest of ``shards_dir`` and describe ``split``.
-
-    Raises:
-        InputError: no such folder, no manifest, no such split, or a split with no samples or missing shard files.
-    """
-    if not os.path.isdir(shards_dir):
-        raise InputError(f"shard folder {shards_dir!r} does not exist: run fda preprocess first or fix the path")
-    manifest = read_manifest(shards_dir)
-    if manifest is None:
-        raise InputError(f"{shards_dir!r} has no manifest.json: not a finished shard set, run fda preprocess")
-    splits = manifest.get("splits", {})
-    info = splits.get(split)
-    if not info:
-        have = ", ".join(sorted(splits)) or "none"
-        raise InputError(f"shard set {shards_dir!r} has no {split!r} split (it has: {have}): "
-                         f"preprocess that split or pass another --split")
-    shards = tuple(ShardInfo(os.path.join(shards_dir, s["name"]), int(s["samples"]), int(s.get("captions", 0)))
-                   for s in info.get("shards", []) if int(s["samples"]) > 0)
-    if not shards:
-        raise InputError(f"split {split!r} of {shards_dir!r} has no samples: rerun fda preprocess for it")
-    missing = [s.url for s in shards if not os.path.isfile(s.url)]
-    if missing:
-        raise InputError(f"{len(missing)} shard(s) of split {split!r} listed in the manifest are missing, e.g. "
-                         f"{missing[0]!r}: copy the whole shard folder or rerun fda preprocess")
-    videos = sum(s.samples for s in shards)
-    captions = sum(s.captions for s in shards) or int(info.get("captions", 0)) or videos
-    return SplitInfo(shards_dir=shards_dir, split=split, frames=int(info.get("frames", 0)),
-                     size=int(info.get("size", 0)), videos=videos, captions=captions, shards=shards,
-                     config=dict(manifest.get("config", {})))
 
 
 def batches_per_epoch(info: SplitInfo, captions: str, batch_size: int, world_size: int) -> int:
@@ -221,16 +149,11 @@ class ShardWarnings:
         self.seen: set = set()
 
     def __call__(self, exn: Exception) -> bool:
-        url = next((a for a in reversed(exn.args) if isinstance(a, str) and a.endswith(".tar")), "?")
+        url = shard_of(exn)
         if url not in self.seen:
             self.seen.add(url)
-            logger.warning("skipping the rest of shard %s: %s", url, _one_line(exn))
+            logger.warning("skipping the rest of shard %s: %s", url, one_line(exn))
         return True
-
-
-def _one_line(exn: BaseException) -> str:
-    first = exn.args[0] if exn.args else exn
-    return f"{type(exn).__name__}: {first}".splitlines()[0][:300]
 
 
 def _complete(raw: Dict[str, Any]) -> Optional[str]:
@@ -240,7 +163,7 @@ def _complete(raw: Dict[str, Any]) -> Optional[str]:
         captions = json.loads(raw[CAPTIONS])
         count = len(meta["indices"])
     except Exception as exn:  # noqa: BLE001 - anything unreadable is a broken sample
-        return f"unreadable meta or captions ({_one_line(exn)})"
+        return f"unreadable meta or captions ({one_line(exn)})"
     if not captions:
         return "no captions"
     for i in range(count):
@@ -267,7 +190,7 @@ def _piece_samples(pieces: Iterator[Dict[str, Any]]) -> Iterator[Dict[str, Any]]
             current_pass, yielded = piece["pass"], 0
             yield {PASS_END: True}
         k, j = piece["k"], piece["j"]
-        for index, raw in enumerate(tarfile_samples([{"url": piece["url"]}], handler=handler)):
+        for index, raw in enumerate(iter_samples([piece["url"]], handler=handler)):
             if index % k != j:
                 continue
             problem = _complete(raw)
@@ -394,7 +317,7 @@ def _decode_batch(batches: Iterator[List[Dict[str, Any]]],
                 sample = decode_sample(raw)
             except Exception as exn:  # noqa: BLE001 - a corrupt member drops one sample, not the run
                 logger.warning("skipping sample %s of shard %s: %s", raw.get("__key__"), raw.get("__url__"),
-                               _one_line(exn))
+                               one_line(exn))
                 continue
             frames.append(sample["frames"])
             masks.append(sample["masks"])
@@ -428,7 +351,7 @@ def build_train_pipeline(info: SplitInfo, *, batch_size: int, captions: str = "a
     """The endless training stream of one rank for one epoch (see the module docstring).
 
     Args:
-        info: the split to read (:func:`load_split`).
+        info: the split to read (:func:`fda.shards.manifest.load_split`).
         batch_size: pairs per batch on this rank.
         captions: ``"all"`` (every pair once per epoch) or ``"random"`` (one random caption per video visit).
         seed: run seed; with ``epoch``, ``rank`` and the worker it fixes every shuffle.

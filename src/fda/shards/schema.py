@@ -13,7 +13,8 @@ A shard set is a folder::
 One sample per video, under a key that webdataset cannot mangle (``^[A-Za-z0-9_-]+$``: it splits member names at
 the first dot). Members (``T`` frames, ``i`` two-digit frame number)::
 
-    <key>.json            meta: schema_version, video_id, split, source, sampled indices, fps, duration, mask params
+    <key>.json            meta: schema_version, video_id, split, source, sampled indices, fps, duration, mask
+                          (its parameters as :class:`MaskParams` records them, per-frame coverage and fallback)
     <key>.captions.json   list of every caption of the video
     <key>.f{i:02d}.jpg    frame i, RGB, size x size, JPEG
     <key>.m{i:02d}.png    mask i, 1-bit PNG, 0 or 255, aligned pixel for pixel with frame i
@@ -25,7 +26,11 @@ import hashlib
 import json
 import os
 import re
-from typing import Any, Dict, List, Optional
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, Mapping
+
+from fda.config import PreprocessConfig
+from fda.errors import InputError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -95,15 +100,65 @@ def read_json(path: str) -> Any:
         return json.load(f)
 
 
-def read_manifest(shards_dir: str) -> Optional[Dict[str, Any]]:
-    """The manifest of a shard set, or ``None`` when it has none (yet)."""
-    path = os.path.join(shards_dir, MANIFEST)
-    return read_json(path) if os.path.isfile(path) else None
+MASK_RULE = "gray |frame - partner| > tau; close then open (square kernel); drop 8-connected components < min_area"
+SHOWN_MASK_FIELDS = ("tau", "kernel", "min_area", "empty_mask", "diff_mode")  # the paper's rule, always recorded
 
 
-def split_shards(manifest: Dict[str, Any], split: str) -> List[str]:
-    """File names of the non-empty shards of ``split``, in order."""
-    info = manifest.get("splits", {}).get(split)
-    if not info:
-        return []
-    return [s["name"] for s in info["shards"] if s["samples"] > 0]
+@dataclass(frozen=True)
+class MaskParams:
+    """The parameters of the frame-difference masks, as every sample's json (``mask``) and the manifest record them.
+
+    ``diff_mode`` chooses the partner frames, so it shapes the decode as well as the masks. The robustness options
+    (``camera_motion``, ``normalize_brightness``) are recorded only when on, so the paper's rule writes exactly the
+    bytes it always did.
+    """
+
+    tau: float
+    kernel: int
+    min_area: int
+    empty_mask: str
+    diff_mode: str
+    camera_motion: str = "none"
+    normalize_brightness: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: PreprocessConfig) -> "MaskParams":
+        """The mask parameters a preprocess config asks for."""
+        return cls(**{name: getattr(cfg, name) for name in cls.__dataclass_fields__})
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> "MaskParams":
+        """Read back what :meth:`record` wrote (a sample's ``mask``, the manifest's ``mask`` or its ``config``).
+
+        Raises:
+            InputError: the record lacks one of the always-recorded fields.
+        """
+        missing = [name for name in SHOWN_MASK_FIELDS if name not in record]
+        if missing:
+            raise InputError(f"mask record without {', '.join(missing)}: not written by fda preprocess "
+                             f"(schema_version {SCHEMA_VERSION})")
+        return cls(**{name: record[name] for name in cls.__dataclass_fields__ if name in record})
+
+    @property
+    def robust(self) -> bool:
+        """Whether a robustness option is on (the masks then come from :func:`fda.pipeline.masks.robust_clip_masks`)."""
+        return self.camera_motion != "none" or self.normalize_brightness
+
+    def record(self) -> Dict[str, Any]:
+        """The json form, in the order the shard format writes it (the same bytes for the same parameters)."""
+        params: Dict[str, Any] = {name: getattr(self, name) for name in SHOWN_MASK_FIELDS}
+        params["rule"] = MASK_RULE
+        if self.camera_motion != "none":
+            params["camera_motion"] = self.camera_motion
+        if self.normalize_brightness:
+            params["normalize_brightness"] = True
+        return params
+
+    def fields(self) -> Dict[str, Any]:
+        """Every parameter by its config field name (for ``dataclasses.replace`` on a preprocess config)."""
+        return asdict(self)
+
+
+def shown_mask(record: Mapping[str, Any]) -> Dict[str, Any]:
+    """The always-recorded mask parameters of a record or config dict, ``None`` where one is absent (for reports)."""
+    return {name: record.get(name) for name in SHOWN_MASK_FIELDS}

@@ -1,4 +1,5 @@
-"""Writing shards: deterministic tar files that appear under their final name only when complete.
+"""Writing shards: the members' encoders and deterministic tar files that appear under their final name only when
+complete (the decoders are in :mod:`fda.shards.reader`).
 
 Members are written with a fixed integer mtime and owner, so the same samples always give the same bytes (a resumed
 run equals an uninterrupted one byte for byte) and no PAX header is added per member.
@@ -40,6 +41,14 @@ def sample_members(key: str, meta: Dict[str, Any], captions: Sequence[str], fram
     members += [(f"{key}.{frame_member(i)}", data) for i, data in enumerate(frames_jpeg)]
     members += [(f"{key}.{mask_member(i)}", data) for i, data in enumerate(masks_png)]
     return members
+
+
+def encode_frame(frame: np.ndarray, quality: int) -> bytes:
+    """Encode a frame (uint8 [H, W, 3] RGB) as the shard format's JPEG at ``quality`` (1..100)."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise InputError("JPEG encoding of a frame failed")
+    return buf.tobytes()
 
 
 def encode_mask(mask: np.ndarray) -> bytes:

@@ -14,7 +14,8 @@ import torch
 
 from fda.config import TrainConfig
 from fda.errors import FdaError
-from fda.shards.loader import SplitInfo, build_train_pipeline
+from fda.shards.loader import build_train_pipeline
+from fda.shards.manifest import SplitInfo
 from fda.train.dist import Dist
 
 

@@ -35,8 +35,9 @@ from fda.config import TrainConfig, make_out_dir
 from fda.errors import ConfigError, FdaError, InputError
 from fda.model.device import resolve_device
 from fda.runs import RunDir, resume_source
-from fda.shards.loader import SplitInfo, batches_per_epoch, check_plan, load_split
-from fda.shards.schema import read_manifest, write_json_atomic
+from fda.shards.loader import batches_per_epoch, check_plan
+from fda.shards.manifest import SplitInfo, load_manifest, load_split
+from fda.shards.schema import write_json_atomic
 from fda.train.data import data_stream
 from fda.train.dist import Dist, StopSignals, agree, barrier, dist_from_env, stop_requested
 from fda.train.loop import LoopSpec, NonFiniteLossError, step_seed, train
@@ -238,7 +239,7 @@ def check_shards_fit(info: SplitInfo, model_cfg: Dict[str, Any]) -> None:
 def _val_split(cfg: TrainConfig) -> Optional[str]:
     if cfg.val_split == "none":
         return None
-    splits = (read_manifest(cfg.shards_dir) or {}).get("splits", {})
+    splits = load_manifest(cfg.shards_dir).get("splits", {})
     if cfg.val_split == "auto":
         return next((s for s in ("val", "test") if splits.get(s)), None)
     if not splits.get(cfg.val_split):
