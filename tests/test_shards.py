@@ -1,7 +1,9 @@
 """fda.shards: the manifest loader's errors, the sample reader (handler, meta-only), MaskParams in the sample json."""
 
+import io
 import json
 import os
+import tarfile
 from typing import List
 
 import numpy as np
@@ -13,7 +15,7 @@ from fda.errors import InputError
 from fda.shards.manifest import filled_splits, load_manifest, load_split
 from fda.shards.reader import decode_sample, iter_samples, unreadable_shard
 from fda.shards.schema import MANIFEST, MaskParams, shard_name, shown_mask, write_json_atomic
-from fda.shards.writer import ShardWriter, encode_frame, encode_mask, sample_members
+from fda.shards.writer import ShardWriter, encode_frame, encode_mask, pack_sample, sample_members
 
 FRAMES, SIZE = 3, 16
 
@@ -153,3 +155,28 @@ def test_decode_sample_of_what_the_encoders_wrote(tmp_path):
     sample = decode_sample(raw)
     assert sample["masks"].shape == (FRAMES, SIZE, SIZE) and set(np.unique(sample["masks"])) == {0, 255}
     assert sample["captions"] == ["caption of k"]
+
+
+@pytest.mark.parametrize("sizes", [[], [0], [1, 511, 512, 513], [10_000, 3, 20_480]])
+def test_packed_samples_make_the_tar_that_tarfile_writes(tmp_path, sizes):
+    # Workers pack samples (pack_sample) and the shard's writer appends them; the file must equal what tarfile
+    # writes for the same members (headers, padding, end-of-archive blocks, record size) byte for byte.
+    rng = np.random.default_rng(len(sizes))
+    samples = [[(f"k{s}.json", b"{}"), (f"k{s}.f00.jpg", rng.integers(0, 256, n, dtype=np.uint8).tobytes())]
+               for s, n in enumerate(sizes)]
+    with ShardWriter(str(tmp_path / "a.tar")) as writer:
+        for i, members in enumerate(samples):
+            if i % 2:
+                writer.write(members)
+            else:
+                writer.write_packed(pack_sample(members))
+    ref = io.BytesIO()
+    with tarfile.open(fileobj=ref, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for members in samples:
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime, info.mode, info.uname, info.gname = len(data), 0, 0o444, "fda", "fda"
+                tar.addfile(info, io.BytesIO(data))
+    assert (tmp_path / "a.tar").read_bytes() == ref.getvalue()
+    with tarfile.open(tmp_path / "a.tar") as tar:
+        assert [m.size for m in tar.getmembers()] == [n for s in samples for n in (2, len(s[1][1]))]

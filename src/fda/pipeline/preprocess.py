@@ -48,7 +48,7 @@ from fda.pipeline.sampling import frames_before, needed_frames, partner_indices,
 from fda.pipeline.video import Video, VideoError, check_decoder, find_ffmpeg, ffmpeg_version
 from fda.shards.schema import (CONFIG, MANIFEST, SCHEMA_VERSION, MaskParams, file_digest, read_json, sample_key,
                                shard_name, stats_name, write_json_atomic)
-from fda.shards.writer import PARTIAL, ShardWriter, encode_frame, encode_mask, sample_members
+from fda.shards.writer import PARTIAL, ShardWriter, encode_frame, encode_mask, pack_sample, sample_members
 
 log = logging.getLogger(__name__)
 
@@ -329,6 +329,14 @@ def process_video_masks(item: VideoItem, cfg: PreprocessConfig, masks: Sequence[
         return None, record
 
 
+def _process_packed(item: VideoItem, cfg: PreprocessConfig, masks: Sequence[MaskParams]
+                    ) -> Tuple[Optional[List[bytes]], Dict[str, Any]]:
+    """:func:`process_video_masks` with each sample packed into its tar blocks, in the process that made it (a
+    worker): the process assembling the shards then only appends bytes."""
+    members, record = process_video_masks(item, cfg, masks)
+    return (None if members is None else [pack_sample(m) for m in members]), record
+
+
 def process_video(item: VideoItem, cfg: PreprocessConfig) -> Tuple[Optional[List[tuple]], Dict[str, Any]]:
     """One video with ``cfg``'s own mask setting: ``(members or None, record)``."""
     members, record = process_video_masks(item, cfg, [MaskParams.from_config(cfg)])
@@ -357,7 +365,7 @@ class ShardAssembly:
     def __init__(self, task: ShardTask, sets: ShardSets) -> None:
         self.task, self.sets = task, sets
         self.writers: Optional[List[ShardWriter]] = None
-        self.waiting: Dict[int, Tuple[Optional[List[List[tuple]]], Dict[str, Any]]] = {}
+        self.waiting: Dict[int, Tuple[Optional[List[bytes]], Dict[str, Any]]] = {}
         self.records: List[Dict[str, Any]] = []
         self.samples = self.captions = 0
 
@@ -366,16 +374,17 @@ class ShardAssembly:
         """Every video of the task has been written (or recorded as failed)."""
         return len(self.records) == len(self.task.items)
 
-    def add(self, position: int, members: Optional[List[List[tuple]]], record: Dict[str, Any]) -> None:
-        """Take video ``position``'s result (its members per shard set); write every result that is next in order."""
-        self.waiting[position] = (members, record)
+    def add(self, position: int, samples: Optional[List[bytes]], record: Dict[str, Any]) -> None:
+        """Take video ``position``'s result (its sample per shard set, packed by :func:`pack_sample`, or None when
+        it failed); write every result that is next in order."""
+        self.waiting[position] = (samples, record)
         while len(self.records) in self.waiting:
-            members, record = self.waiting.pop(len(self.records))
-            if members is not None:
+            samples, record = self.waiting.pop(len(self.records))
+            if samples is not None:
                 if self.writers is None:
                     self.writers = [ShardWriter(os.path.join(c.out, self.task.name)) for c in self.sets.outputs]
-                for writer, m in zip(self.writers, members):
-                    writer.write(m)
+                for writer, blocks in zip(self.writers, samples):
+                    writer.write_packed(blocks)
                 self.samples += 1
                 self.captions += len(self.task.items[len(self.records)].captions)
             self.records.append(record)
@@ -408,7 +417,7 @@ def run_shard_task(task: ShardTask, sets: ShardSets) -> List[Dict[str, Any]]:
     shard = ShardAssembly(task, sets)
     try:
         for position, item in enumerate(task.items):
-            shard.add(position, *process_video_masks(item, sets.cfg, sets.masks))
+            shard.add(position, *_process_packed(item, sets.cfg, sets.masks))
     except BaseException:
         shard.abort()
         raise
@@ -453,9 +462,9 @@ def _run_videos(todo: Sequence[ShardTask], sets: ShardSets, progress: Progress, 
     jobs = [(t, position, item) for t, task in enumerate(todo) for position, item in enumerate(task.items)]
     shards: Dict[int, ShardAssembly] = {}
 
-    def deliver(t: int, position: int, members: Optional[List[List[tuple]]], record: Dict[str, Any]) -> None:
+    def deliver(t: int, position: int, samples: Optional[List[bytes]], record: Dict[str, Any]) -> None:
         shard = shards.setdefault(t, ShardAssembly(todo[t], sets))
-        shard.add(position, members, record)
+        shard.add(position, samples, record)
         progress.advance([record["status"] == "ok"])
         if shard.complete:
             finished.append(shards.pop(t).finish())
@@ -467,7 +476,7 @@ def _run_videos(todo: Sequence[ShardTask], sets: ShardSets, progress: Progress, 
             for t, position, item in jobs:
                 if stop:
                     return
-                deliver(t, position, *process_video_masks(item, sets.cfg, sets.masks))
+                deliver(t, position, *_process_packed(item, sets.cfg, sets.masks))
             return
         import multiprocessing as mp
 
@@ -486,7 +495,7 @@ def _run_videos(todo: Sequence[ShardTask], sets: ShardSets, progress: Progress, 
                         more = False
                         break
                     t, position, item = job
-                    pending.append((t, position, pool.apply_async(process_video_masks,
+                    pending.append((t, position, pool.apply_async(_process_packed,
                                                                   (item, sets.cfg, sets.masks))))
                 if stop or not pending:
                     return  # leaving the block terminates the workers at once

@@ -2,10 +2,11 @@
 complete (the decoders are in :mod:`fda.shards.reader`).
 
 Members are written with a fixed integer mtime and owner, so the same samples always give the same bytes (a resumed
-run equals an uninterrupted one byte for byte) and no PAX header is added per member.
+run equals an uninterrupted one byte for byte) and no PAX header is added per member. A tar is its samples' blocks
+one after the other (:func:`pack_sample`, the ustar blocks ``tarfile`` writes) and then the end-of-archive blocks, so
+the worker processes of ``fda preprocess`` pack their samples and the process assembling a shard only appends bytes.
 """
 
-import io
 import json
 import os
 import tarfile
@@ -43,6 +44,22 @@ def sample_members(key: str, meta: Dict[str, Any], captions: Sequence[str], fram
     return members
 
 
+def pack_sample(members: Sequence[tuple]) -> bytes:
+    """The tar blocks of one sample's ``(member name, bytes)`` pairs: per member a ustar header (mtime 0, mode 0444,
+    owner ``fda``) and its bytes padded to the 512-byte block, exactly as :mod:`tarfile` writes them."""
+    blocks = []
+    for name, data in members:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mtime = 0
+        info.mode = 0o444
+        info.uname = info.gname = "fda"
+        blocks.append(info.tobuf(tarfile.USTAR_FORMAT, tarfile.ENCODING, "surrogateescape"))
+        blocks.append(bytes(data))
+        blocks.append(tarfile.NUL * (-len(data) % tarfile.BLOCKSIZE))
+    return b"".join(blocks)
+
+
 def encode_frame(frame: np.ndarray, quality: int) -> bytes:
     """Encode a frame (uint8 [H, W, 3] RGB) as the shard format's JPEG at ``quality`` (1..100)."""
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -70,23 +87,25 @@ class ShardWriter:
         self.path = path
         self.partial = path + PARTIAL
         self.count = 0
+        self._size = 0
         self._file = open(self.partial, "wb")
-        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT)
 
     def write(self, members: Sequence[tuple]) -> None:
         """Append one sample given as ``(member name, bytes)`` pairs (see :func:`sample_members`)."""
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mtime = 0
-            info.mode = 0o444
-            info.uname = info.gname = "fda"
-            self._tar.addfile(info, io.BytesIO(data))
+        self.write_packed(pack_sample(members))
+
+    def write_packed(self, blocks: bytes) -> None:
+        """Append one sample already packed by :func:`pack_sample`."""
+        self._file.write(blocks)
+        self._size += len(blocks)
         self.count += 1
 
     def commit(self) -> None:
-        """Finish the tar, flush it to disk and move it to its final name."""
-        self._tar.close()
+        """Finish the tar (two zero blocks, then zeros to a whole 10240-byte record, as :mod:`tarfile` closes one),
+        flush it to disk and move it to its final name."""
+        end = 2 * tarfile.BLOCKSIZE
+        end += -(self._size + end) % tarfile.RECORDSIZE
+        self._file.write(tarfile.NUL * end)
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
