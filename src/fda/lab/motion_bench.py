@@ -257,14 +257,15 @@ def _train(cfg: BenchMotionConfig, shards_dir: str, run_dir: str, seed: int, no_
         log_every=max(1, (steps or 100) // 5), tensorboard=False, device=cfg.device))
 
 
-def evaluate_run(checkpoint: str, shards_dir: str, clips: Dict[str, Dict[str, Any]], *, device: Any,
-                 batch_size: int = 64) -> Dict[str, float]:
-    """Rank the test split with a trained checkpoint: R@1/R@5/MdR both ways and twin accuracy.
+def twin_similarity(checkpoint: str, shards_dir: str, clips: Dict[str, Dict[str, Any]], *, device: Any,
+                    batch_size: int = 64) -> Tuple[np.ndarray, List[int], List[str]]:
+    """Encode the test split with a trained checkpoint: ``(sim [captions, videos], twin index per video, video ids)``.
+
+    Caption ``i`` belongs to video ``i``.
 
     Raises:
         InputError: the test split is not one caption per video, or a video has no twin in the split.
     """
-    from fda.eval.metrics import retrieval_metrics
     from fda.eval.retrieval import encode_split
     from fda.model.checkpoint import load_checkpoint
     from fda.shards.loader import load_split
@@ -282,10 +283,28 @@ def evaluate_run(checkpoint: str, shards_dir: str, clips: Dict[str, Dict[str, An
         raise InputError(f"video {err.args[0]} or its twin is missing from the test split of {shards_dir!r}: "
                          "regenerate and preprocess the set") from None
     sim = features.text @ features.video[bool(model.use_alpha)].T  # [captions, videos], caption i is video i's
+    return np.asarray(sim), twin, list(features.video_ids)
+
+
+def ranking_row(sim: np.ndarray, twin: Sequence[int]) -> Dict[str, float]:
+    """Twin accuracy and R@1/R@5/MdR both ways of a square similarity matrix (:data:`METRICS`)."""
+    from fda.eval.metrics import retrieval_metrics
+
     ranks = retrieval_metrics(sim)
     row = twin_accuracy(sim, twin)
     row.update({f"{d}_{k}": float(ranks[d][k]) for d in ("t2v", "v2t") for k in ("R@1", "R@5", "MdR")})
     return row
+
+
+def evaluate_run(checkpoint: str, shards_dir: str, clips: Dict[str, Dict[str, Any]], *, device: Any,
+                 batch_size: int = 64) -> Dict[str, float]:
+    """Rank the test split with a trained checkpoint: R@1/R@5/MdR both ways and twin accuracy.
+
+    Raises:
+        InputError: the test split is not one caption per video, or a video has no twin in the split.
+    """
+    sim, twin, _ = twin_similarity(checkpoint, shards_dir, clips, device=device, batch_size=batch_size)
+    return ranking_row(sim, twin)
 
 
 # ----------------------------------------------------------------------------------------------------------------
