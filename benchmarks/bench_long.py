@@ -9,8 +9,9 @@ stretches, twins differing only in the captioned event's mover) at every ``--len
 Reported per cell: twin accuracy t2v and R@1 t2v of both arms (mean ± std over seeds) and the paired difference
 masks − no-alpha with a 95 % t interval; and why: how many sampled frames see the captioned event's mover move (the
 frames whose mask can point at it), the twin accuracy of both arms on the clips where that is 0, 1 and 2 or more
-frames, the masks' fallback share, coverage and precision against the ground truth, and per length how many
-paragraphs the text context cuts and for how many twin pairs the cut removes the only difference.
+frames, the masks' fallback share, coverage and precision against the ground truth, and per length the share of
+frames in motion, how many clips a one-event caption is true of (the named object moves in them too: R@1's ceiling),
+how many paragraphs the text context cuts and for how many twin pairs the cut removes the only difference.
 
 Usage: ``PYTHONPATH=src .venv/bin/python benchmarks/bench_long.py [--out DIR] [--quick]``; prints markdown and writes
 ``bench_long.json`` to ``--out`` (data, shards and runs stay there; a rerun reuses them).
@@ -32,7 +33,7 @@ import numpy as np
 from fda.config import BenchMotionConfig, PreprocessConfig
 from fda.eval.retrieval import resolve_device
 from fda.lab.long_scenes import (CAPTION_FILES, EVENT_SECONDS, EVENTS, LONG_META, cut_paragraphs_differ, event_hits,
-                                 load_long_clips, make_long_set)
+                                 load_long_clips, make_long_set, one_event_true_of)
 from fda.lab.motion_bench import (mask_truth_scores, ranking_row, run_set, summarize_arm, twin_similarity)
 from fda.model.factory import count_truncated, get_model_config, get_tokenizer
 from fda.pipeline.preprocess import run_preprocess
@@ -66,10 +67,13 @@ def checkpoint_of(run_dir: str) -> str:
 def long_set(args: argparse.Namespace, length: float) -> Tuple[str, bool]:
     """Generate (or reuse) the long set of ``length`` seconds: ``(its folder, whether it was generated now)``."""
     data = os.path.join(args.out, f"long-{length:g}s", "data")
-    wanted = {"seed": args.data_seed, "clips": args.clips, "seconds": length, "events": args.events,
+    wanted = {"seed": args.data_seed, "videos": args.clips, "seconds": length, "events": args.events,
               "event_seconds": args.event_seconds}
     path = os.path.join(data, LONG_META)
-    old = json.load(open(path, encoding="utf-8")) if os.path.isfile(path) else {}
+    old: Dict[str, Any] = {}
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as fh:
+            old = json.load(fh)
     if any(old.get(k) != v for k, v in wanted.items()):
         make_long_set(data, clips=args.clips, seconds=length, seed=args.data_seed, events=args.events,
                       event_seconds=args.event_seconds)
@@ -139,6 +143,12 @@ def print_tables(result: Dict[str, Any]) -> None:
               f"{d['clips']} | {_groups(g['masks'])} | {_groups(g['no-alpha'])} | "
               f"{100 * d['masks']['fallback_share']:.0f} % | "
               f"{d['masks']['coverage']:.3f} | {d['masks']['precision']:.2f} |")
+    print("\n| clip | frames in motion | clips a one-event caption is true of (mean, itself included) | one-event "
+          "R@1 ceiling |")
+    print("|---|---|---|---|")
+    for p in result["paragraphs"]:
+        print(f"| {p['clip']} | {100 * p['moving_share']:.0f} % | {p['one_event_true_of']:.1f} | "
+              f"{p['one_event_r1_ceiling']:.1f} % |")
     print("\n| clip | paragraphs cut | twin pairs the cut makes identical | frames | masks twin t2v: identical / "
           "differing | no-alpha twin t2v: identical / differing |")
     print("|---|---|---|---|---|---|")
@@ -174,8 +184,12 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         name = f"{length:g} s"
         pairs = [v for v in clips if int(v[5:]) % 2 == 0]
         differs = {v: int(cut_paragraphs_differ(clips[v], clips[clips[v]["twin"]], context, tokenizer)) for v in clips}
+        true_of = list(one_event_true_of(clips).values())
+        moving = [sum(e["end"] - e["start"] for e in c["events"]) / c["frames"] for c in clips.values()]
         result["paragraphs"].append({
             "clip": name, "clips": len(clips), "identical_pairs": sum(1 for v in pairs if not differs[v]),
+            "one_event_true_of": float(np.mean(true_of)), "one_event_r1_ceiling": 100.0 * float(np.mean(
+                [1.0 / t for t in true_of])), "moving_share": float(np.mean(moving)),
             "cut": count_truncated([c["captions"]["paragraph"] for c in clips.values()], context, tokenizer)})
         for frames in [int(x) for x in args.frames.split(",")]:
             hits = {}

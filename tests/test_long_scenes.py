@@ -1,6 +1,7 @@
 """Long benchmark clips: event boundaries, twins that differ only in the captioned event, boxes in frame, paragraphs."""
 
 import csv
+import json
 import os
 
 import cv2
@@ -9,7 +10,8 @@ import pytest
 
 from fda.errors import ConfigError
 from fda.lab.long_scenes import (CAPTION_FILES, LONG_META, LONG_OBJECTS, cut_paragraphs_differ, event_frames,
-                                 event_hits, load_long_clips, long_twins, make_long_set, period_frames)
+                                 event_hits, load_long_clips, long_twins, make_long_set, one_event_true_of,
+                                 period_frames)
 from fda.lab.motion_bench import ranking_row
 from fda.lab.scenes import render_scene
 from fda.lab.synthetic import shape_extent
@@ -131,7 +133,9 @@ def test_event_hits_counts_frames_whose_difference_sees_the_mover():
 def test_make_long_set_writes_a_folder_set(tmp_path):
     root = str(tmp_path / "long")
     summary = make_long_set(root, clips=2, seconds=20, events=2, event_seconds=4)
-    assert summary["frames_per_video"] == 40 and summary["event_frames"] == 8
+    assert summary["frames_per_video"] == 40 and summary["event_frames"] == 8 and summary["videos"] == 2
+    with open(os.path.join(root, LONG_META), encoding="utf-8") as fh:
+        assert json.load(fh)["videos"] == 2  # the summary's count survives beside the per-clip records
     clips = load_long_clips(root)
     assert set(clips) == {"video0", "video1"} and clips["video0"]["twin"] == "video1"
     assert os.path.isfile(os.path.join(root, LONG_META))
@@ -159,3 +163,14 @@ def test_ranking_row_on_a_known_matrix():
     sim[0, 1] = 2.0  # caption 0 prefers its twin, video 1
     row = ranking_row(sim, [1, 0, 3, 2])
     assert row["twin_t2v"] == 75.0 and row["t2v_R@1"] == 75.0 and row["v2t_R@1"] == 75.0
+
+
+def test_one_event_true_of_counts_clips_where_the_named_object_moves():
+    def clip(named, others):
+        objs = [{"colour": c, "shape": s} for c, s in [named] + others]
+        return {"objects": objs, "captioned_event": 0,
+                "events": [{"mover": i} for i in range(len(objs))]}
+
+    clips = {"a": clip(("red", "circle"), [("blue", "square")]), "b": clip(("blue", "square"), [("red", "circle")]),
+             "c": clip(("red", "square"), [])}
+    assert one_event_true_of(clips) == {"a": 2, "b": 2, "c": 1}  # colour and shape must both match

@@ -215,7 +215,7 @@ def make_long_set(root: str, *, clips: int = 64, seconds: float = 60.0, seed: in
         writer.writerow(["video", "caption", "split"])
         writer.writerows([f"{v}.mp4", sc.caption(kind), "test"] for v, sc in zip(ids, scenes))
         _write_atomic(os.path.join(root, name), buf.getvalue())
-    summary = {"root": os.path.abspath(root), "kind": "long", "seed": seed, "clips": clips, "seconds": seconds,
+    summary = {"root": os.path.abspath(root), "kind": "long", "seed": seed, "videos": clips, "seconds": seconds,
                "fps": fps, "size": [w, h], "frames_per_video": counts[0], "events": events,
                "event_seconds": event_seconds, "event_frames": event_len, "objects": LONG_OBJECTS}
     records = [{"video_id": v, "twin": f"video{i ^ 1}", "frames": counts[i],
@@ -265,3 +265,20 @@ def cut_paragraphs_differ(clip: Dict[str, Any], twin: Dict[str, Any], context_le
     keep = context_length - 2
     return (tokenizer.encode(clip["captions"]["paragraph"])[:keep]
             != tokenizer.encode(twin["captions"]["paragraph"])[:keep])
+
+
+def one_event_true_of(clips: Dict[str, Dict[str, Any]]) -> Dict[str, int]:
+    """Per video id, how many clips of the set (itself included) its one-event caption is true of.
+
+    A one-event caption names a colour and a shape; it is true of every clip in which such an object moves in some
+    event, so R@1 cannot beat ``mean(1 / count)`` even for a model that ranks exactly those clips first.
+    """
+    def moved(clip: Dict[str, Any]) -> set:
+        return {(clip["objects"][e["mover"]]["colour"], clip["objects"][e["mover"]]["shape"]) for e in clip["events"]}
+
+    movers = {v: moved(c) for v, c in clips.items()}
+    out = {}
+    for v, c in clips.items():
+        obj = c["objects"][c["events"][c["captioned_event"]]["mover"]]
+        out[v] = sum(1 for m in movers.values() if (obj["colour"], obj["shape"]) in m)
+    return out
