@@ -9,7 +9,8 @@ stretches, twins differing only in the captioned event's mover) at every ``--len
 Reported per cell: twin accuracy t2v and R@1 t2v of both arms (mean ± std over seeds) and the paired difference
 masks − no-alpha with a 95 % t interval; and why: how many sampled frames see the captioned event's mover move (the
 frames whose mask can point at it), the twin accuracy of both arms on the clips where that is 0, 1 and 2 or more
-frames, the masks' fallback share, coverage and precision against the ground truth, and per length the share of
+frames, R@1 among the clips the caption is false of, how many distinct clips some caption ranks first, the
+masks' fallback share, coverage and precision against the ground truth, and per length the share of
 frames in motion, how many clips a one-event caption is true of (the named object moves in them too: R@1's ceiling),
 how many paragraphs the text context cuts and for how many twin pairs the cut removes the only difference.
 
@@ -93,17 +94,27 @@ def _share(values: List[float]) -> Any:
 
 
 def evaluate_cell(ckpts: Dict[tuple, str], shards: str, clips: Dict[str, Dict[str, Any]], groups: Dict[str, int],
-                  device: Any, batch_size: int) -> Dict[str, Any]:
-    """Both arms over every seed on one shard set; twin accuracy per caption group (``groups``: video id -> group)."""
+                  true_of: Dict[str, List[str]], device: Any, batch_size: int) -> Dict[str, Any]:
+    """Both arms over every seed on one shard set; twin accuracy per caption group (``groups``: video id -> group),
+    R@1 among the clips each caption is false of (``true_of``: the other clips it describes are left out), and how
+    many distinct clips some caption ranks first (few: the pooled clip embeddings collapse onto hubs)."""
     runs: Dict[str, List[Dict[str, Any]]] = {arm: [] for arm in ARMS}
     by_group: Dict[str, Dict[int, List[float]]] = {arm: {} for arm in ARMS}
+    apart: Dict[str, List[float]] = {arm: [] for arm in ARMS}
+    hubs: Dict[str, List[int]] = {arm: [] for arm in ARMS}  # distinct clips ranked first by some caption, per run
     for (arm, seed), ckpt in ckpts.items():
         sim, twin, vids = twin_similarity(ckpt, shards, clips, device=device, batch_size=batch_size)
         runs[arm].append({"arm": arm, "seed": seed, **ranking_row(sim, twin)})
         for vid, hit in zip(vids, twin_hits(sim, twin)):
             by_group[arm].setdefault(groups[vid], []).append(float(hit))
+        hubs[arm].append(len(set(np.argmax(sim, axis=1).tolist())))
+        column = {v: j for j, v in enumerate(vids)}
+        for i, vid in enumerate(vids):
+            others = [column[w] for w in vids if w not in true_of[vid]]
+            apart[arm].append(float(sim[i, i] > sim[i, others].max()) if others else 1.0)
     rows = {arm: summarize_arm(runs[arm], runs["no-alpha"]) for arm in ARMS}
-    return {"rows": rows, "runs": runs,
+    return {"rows": rows, "runs": runs, "r1_among_false": {arm: _share(apart[arm]) for arm in ARMS},
+            "top1_distinct": {arm: float(np.mean(hubs[arm])) for arm in ARMS},
             "twin_by_group": {arm: {str(g): _share(v) for g, v in sorted(by_group[arm].items())} for arm in ARMS},
             "group_sizes": {str(g): sum(1 for x in groups.values() if x == g) for g in sorted(set(groups.values()))}}
 
@@ -133,14 +144,17 @@ def print_tables(result: Dict[str, Any]) -> None:
               f"{_ci(m['diff']['twin_t2v'])} | {_ms(m, 't2v_R@1')} | {_ms(n, 't2v_R@1')} | "
               f"{_ci(m['diff']['t2v_R@1'])} |")
     print("\n| clip | frames | sampled frames on the captioned event (mean) | clips with none | masks twin t2v "
-          "at 0 / 1 / ≥2 of them | no-alpha twin t2v at 0 / 1 / ≥2 | mask fallback | coverage | precision |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "at 0 / 1 / ≥2 of them | no-alpha twin t2v at 0 / 1 / ≥2 | R@1 among the clips the caption is false of: "
+          "masks / no-alpha | distinct clips ranked first: masks / no-alpha | mask fallback | coverage | precision |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for d in result["sampling"]:
         c = next(x for x in result["cells"] if x["clip"] == d["clip"] and x["frames"] == d["frames"]
                  and x["caption"] == "one-event")
         g = c["twin_by_group"]
         print(f"| {d['clip']} | {d['frames']} | {d['captioned_hits_mean']:.2f} | {d['captioned_missed']} of "
-              f"{d['clips']} | {_groups(g['masks'])} | {_groups(g['no-alpha'])} | "
+              f"{d['clips']} | {_groups(g['masks'])} | {_groups(g['no-alpha'])} | {c['r1_among_false']['masks']:.1f} / "
+              f"{c['r1_among_false']['no-alpha']:.1f} | {c['top1_distinct']['masks']:.1f} / "
+              f"{c['top1_distinct']['no-alpha']:.1f} | "
               f"{100 * d['masks']['fallback_share']:.0f} % | "
               f"{d['masks']['coverage']:.3f} | {d['masks']['precision']:.2f} |")
     print("\n| clip | frames in motion | clips a one-event caption is true of (mean, itself included) | one-event "
@@ -184,7 +198,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         name = f"{length:g} s"
         pairs = [v for v in clips if int(v[5:]) % 2 == 0]
         differs = {v: int(cut_paragraphs_differ(clips[v], clips[clips[v]["twin"]], context, tokenizer)) for v in clips}
-        true_of = list(one_event_true_of(clips).values())
+        true_sets = one_event_true_of(clips)
+        true_of = [len(t) for t in true_sets.values()]
         moving = [sum(e["end"] - e["start"] for e in c["events"]) / c["frames"] for c in clips.values()]
         result["paragraphs"].append({
             "clip": name, "clips": len(clips), "identical_pairs": sum(1 for v in pairs if not differs[v]),
@@ -201,7 +216,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                 run_preprocess(make_config("preprocess", args, data=data, captions=os.path.join(data, file),
                                            out=shards, frames=frames, size=tcfg.size, tau=tcfg.tau, fresh=fresh))
                 groups = ({v: min(h, 2) for v, h in hits.items()} if kind == "one-event" else differs)
-                cell = evaluate_cell(ckpts, shards, clips, groups, device, tcfg.eval_batch_size)
+                cell = evaluate_cell(ckpts, shards, clips, groups, true_sets if kind == "one-event" else
+                                     {v: [v] for v in clips}, device, tcfg.eval_batch_size)
                 result["cells"].append({"clip": name, "frames": frames, "caption": kind, **cell})
                 if kind == "one-event":
                     result["sampling"].append({

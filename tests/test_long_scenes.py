@@ -173,4 +173,4 @@ def test_one_event_true_of_counts_clips_where_the_named_object_moves():
 
     clips = {"a": clip(("red", "circle"), [("blue", "square")]), "b": clip(("blue", "square"), [("red", "circle")]),
              "c": clip(("red", "square"), [])}
-    assert one_event_true_of(clips) == {"a": 2, "b": 2, "c": 1}  # colour and shape must both match
+    assert one_event_true_of(clips) == {"a": ["a", "b"], "b": ["a", "b"], "c": ["c"]}  # colour and shape must match

@@ -267,8 +267,8 @@ def cut_paragraphs_differ(clip: Dict[str, Any], twin: Dict[str, Any], context_le
             != tokenizer.encode(twin["captions"]["paragraph"])[:keep])
 
 
-def one_event_true_of(clips: Dict[str, Dict[str, Any]]) -> Dict[str, int]:
-    """Per video id, how many clips of the set (itself included) its one-event caption is true of.
+def one_event_true_of(clips: Dict[str, Dict[str, Any]]) -> Dict[str, List[str]]:
+    """Per video id, the clips of the set (itself included) its one-event caption is true of.
 
     A one-event caption names a colour and a shape; it is true of every clip in which such an object moves in some
     event, so R@1 cannot beat ``mean(1 / count)`` even for a model that ranks exactly those clips first.
@@ -280,5 +280,5 @@ def one_event_true_of(clips: Dict[str, Dict[str, Any]]) -> Dict[str, int]:
     out = {}
     for v, c in clips.items():
         obj = c["objects"][c["events"][c["captioned_event"]]["mover"]]
-        out[v] = sum(1 for m in movers.values() if (obj["colour"], obj["shape"]) in m)
+        out[v] = [w for w, m in movers.items() if (obj["colour"], obj["shape"]) in m]
     return out
