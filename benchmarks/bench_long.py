@@ -129,8 +129,8 @@ def _ms(row: Dict[str, Any], metric: str) -> str:
     return f"{row[metric]:.1f}±{row[metric + '_std']:.1f}"
 
 
-def _groups(shares: Dict[str, Any]) -> str:
-    return " / ".join("–" if shares.get(k) is None else f"{shares[k]:.0f}" for k in ("0", "1", "2"))
+def _groups(shares: Dict[str, Any], keys: Sequence[str] = ("0", "1", "2")) -> str:
+    return " / ".join("–" if shares.get(k) is None else f"{shares[k]:.0f}" for k in keys)
 
 
 def print_tables(result: Dict[str, Any]) -> None:
@@ -164,15 +164,14 @@ def print_tables(result: Dict[str, Any]) -> None:
         print(f"| {p['clip']} | {100 * p['moving_share']:.0f} % | {p['one_event_true_of']:.1f} | "
               f"{p['one_event_r1_ceiling']:.1f} % |")
     print("\n| clip | paragraphs cut | twin pairs the cut makes identical | frames | masks twin t2v: identical / "
-          "differing | no-alpha twin t2v: identical / differing |")
+          "captioned sentence 1st / 2nd / 3rd | no-alpha twin t2v: the same |")
     print("|---|---|---|---|---|---|")
     for p in result["paragraphs"]:
         for c in result["cells"]:
             if c["clip"] == p["clip"] and c["caption"] == "paragraph":
                 g = c["twin_by_group"]
                 print(f"| {p['clip']} | {p['cut']} of {p['clips']} | {p['identical_pairs']} of {p['clips'] // 2} | "
-                      f"{c['frames']} | {g['masks'].get('0')} / {g['masks'].get('1')} | "
-                      f"{g['no-alpha'].get('0')} / {g['no-alpha'].get('1')} |")
+                      f"{c['frames']} | {_groups(g['masks'], '0123')} | {_groups(g['no-alpha'], '0123')} |")
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
@@ -215,7 +214,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                 shards = os.path.join(args.out, f"long-{length:g}s", "shards", f"{kind}-{frames}f")
                 run_preprocess(make_config("preprocess", args, data=data, captions=os.path.join(data, file),
                                            out=shards, frames=frames, size=tcfg.size, tau=tcfg.tau, fresh=fresh))
-                groups = ({v: min(h, 2) for v, h in hits.items()} if kind == "one-event" else differs)
+                # one-event: sampled frames on the captioned event (0, 1, 2+); paragraph: 0 when the cut makes the
+                # twins' texts the same, else 1 + the captioned sentence's position
+                groups = ({v: min(h, 2) for v, h in hits.items()} if kind == "one-event" else
+                          {v: differs[v] * (1 + clips[v]["captioned_event"]) for v in clips})
                 cell = evaluate_cell(ckpts, shards, clips, groups, true_sets if kind == "one-event" else
                                      {v: [v] for v in clips}, device, tcfg.eval_batch_size)
                 result["cells"].append({"clip": name, "frames": frames, "caption": kind, **cell})
