@@ -250,15 +250,16 @@ def _train(cfg: BenchMotionConfig, shards_dir: str, run_dir: str, seed: int, no_
                                            shuffle_buffer=cfg.train_videos))
 
 
-def evaluate_run(checkpoint: str, shards_dir: str, clips: Dict[str, Dict[str, Any]], *, device: Any,
-                 batch_size: int = 64) -> Dict[str, float]:
-    """Rank the test split with a trained checkpoint: R@1/R@5/MdR both ways and twin accuracy.
+def twin_similarity(checkpoint: str, shards_dir: str, clips: Dict[str, Dict[str, Any]], *, device: Any,
+                    batch_size: int = 64) -> Tuple[np.ndarray, List[int], List[str]]:
+    """Encode the test split with a trained checkpoint: ``(sim [captions, videos], twin index per video, video ids)``.
+
+    Caption ``i`` belongs to video ``i``.
 
     Raises:
         InputError: the test split is not one caption per video, or a video has no twin in the split.
     """
     from fda.eval.encoding import encode_split
-    from fda.eval.metrics import retrieval_metrics
     from fda.model.checkpoint import load_checkpoint
     from fda.shards.manifest import load_split
 
@@ -275,10 +276,28 @@ def evaluate_run(checkpoint: str, shards_dir: str, clips: Dict[str, Dict[str, An
         raise InputError(f"video {err.args[0]} or its twin is missing from the test split of {shards_dir!r}: "
                          "regenerate and preprocess the set") from None
     sim = features.text @ features.video[bool(model.use_alpha)].T  # [captions, videos], caption i is video i's
+    return np.asarray(sim), twin, list(features.video_ids)
+
+
+def ranking_row(sim: np.ndarray, twin: Sequence[int]) -> Dict[str, float]:
+    """Twin accuracy and R@1/R@5/MdR both ways of a square similarity matrix (:data:`METRICS`)."""
+    from fda.eval.metrics import retrieval_metrics
+
     ranks = retrieval_metrics(sim)
     row = twin_accuracy(sim, twin)
     row.update({metric_name(d, k): float(ranks[d][k]) for d in DIRECTIONS for k in RANKS})
     return row
+
+
+def evaluate_run(checkpoint: str, shards_dir: str, clips: Dict[str, Dict[str, Any]], *, device: Any,
+                 batch_size: int = 64) -> Dict[str, float]:
+    """Rank the test split with a trained checkpoint: R@1/R@5/MdR both ways and twin accuracy.
+
+    Raises:
+        InputError: the test split is not one caption per video, or a video has no twin in the split.
+    """
+    sim, twin, _ = twin_similarity(checkpoint, shards_dir, clips, device=device, batch_size=batch_size)
+    return ranking_row(sim, twin)
 
 
 # ----------------------------------------------------------------------------------------------------------------

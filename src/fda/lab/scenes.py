@@ -271,8 +271,8 @@ def scene_geometry(size: Tuple[int, int], frames: int) -> Tuple[float, float]:
 
 
 def _layout(rng: np.random.Generator, size: Tuple[int, int], radius: float,
-            travel: float) -> List[Tuple[Tuple[float, float], int, int]]:
-    """Disjoint paths for :data:`OBJECTS` objects: ``(centre, axis, sign)`` each, in random slot order.
+            travel: float, count: int = OBJECTS) -> List[Tuple[Tuple[float, float], int, int]]:
+    """Disjoint paths for ``count`` objects: ``(centre, axis, sign)`` each, in random slot order.
 
     Objects are placed one after another, each at the first of 64 uniform candidates whose sweep box misses the
     boxes already placed; a layout that gets stuck is drawn again.
@@ -283,7 +283,7 @@ def _layout(rng: np.random.Generator, size: Tuple[int, int], radius: float,
     for _ in range(1000):
         placed: List[Tuple[Tuple[float, float], int, int]] = []
         boxes = np.zeros((0, 4))
-        for _ in range(OBJECTS):
+        for _ in range(count):
             axis = rng.integers(2, size=tries)
             sign = rng.choice((-1, 1), size=tries)
             half = np.full((tries, 2), reach)
@@ -299,10 +299,10 @@ def _layout(rng: np.random.Generator, size: Tuple[int, int], radius: float,
             k = int(ok[0])
             boxes = np.concatenate([boxes, cand[k:k + 1]])
             placed.append(((float(centre[k, 0]), float(centre[k, 1])), int(axis[k]), int(sign[k])))
-        if len(placed) == OBJECTS:
+        if len(placed) == count:
             # Shuffle the slots: the first placed object has the most room, so placement order must not be role order.
-            return [placed[i] for i in rng.permutation(OBJECTS)]
-    raise ConfigError(f"no room for {OBJECTS} disjoint paths in a {w}x{h} frame: use a larger --size or fewer frames")
+            return [placed[i] for i in rng.permutation(count)]
+    raise ConfigError(f"no room for {count} disjoint paths in a {w}x{h} frame: use a larger --size or fewer frames")
 
 
 def twin_scenes(rng: np.random.Generator, kind: str, size: Tuple[int, int], frames: int,
