@@ -11,7 +11,8 @@ Measured per clip, each the median of ``--repeats`` runs:
 
 - floor: PyAV decoding every frame of the clip, one thread, no conversion;
 - stage: the whole per-video stage (probe/count, decode of the 12 samples + partners, resize/crop, masks, JPEG/PNG,
-  tar write), ``process_video`` + ``ShardWriter``;
+  tar blocks appended to a shard file), ``process_video`` + ``pack_sample``; the shard's fsync (once per 200 videos
+  in a run) is left out;
 - compensated: the same stage with ``--camera-motion compensate --normalize-brightness`` (fit, warp and brightness
   match per frame);
 - clip4clip: CLIP4Clip's ``rawvideo_util`` path (OpenCV ``CAP_PROP_POS_FRAMES`` seek to each second, read, RGB,
@@ -19,7 +20,9 @@ Measured per clip, each the median of ``--repeats`` runs:
 - exactness: the needed frames of the skipping decode compared byte for byte with a full decode (not timed).
 
 Then the whole command (``run_preprocess``) on ``--many`` 320x240 clips in one shard with 1 and 2 workers
-(``--many 0`` skips it).
+(``--many 0`` skips it), next to the machine's own ceiling for two processes: the floor decode of the same clips in
+one process and in a pool of two, in the same rounds (an embarrassingly parallel job; shared or virtual cores give
+less than 2x).
 
 Usage: ``.venv/bin/python benchmarks/bench_preprocess.py [--per-group 3] [--repeats 3] [--many 48] [--work DIR]``
 Prints markdown (paste it into BENCHMARKS.md).
@@ -27,6 +30,7 @@ Prints markdown (paste it into BENCHMARKS.md).
 
 import argparse
 import dataclasses
+import multiprocessing
 import os
 import platform
 import resource
@@ -46,7 +50,7 @@ from fda.pipeline.datasets import VideoItem
 from fda.pipeline.preprocess import process_video, run_preprocess
 from fda.pipeline.sampling import needed_frames, partner_indices, sample_frame_indices
 from fda.pipeline.video import decode_frames, find_ffmpeg, probe
-from fda.shards.writer import ShardWriter
+from fda.shards.writer import pack_sample
 
 SOURCES = ["testsrc2", "life=mold=10:ratio=0.5:rule=S23/B3", "cellauto=rule=110", "testsrc"]
 GROUPS = {  # name: (size, seconds, extra encoder args)
@@ -96,11 +100,14 @@ def clip4clip(path: str, frames: int = 12, size: int = 224) -> np.ndarray:
 
 
 def stage(item: VideoItem, cfg: PreprocessConfig, tmp: str) -> None:
+    # What one video costs in a run: its sample packed into tar blocks and appended to the shard. The shard's
+    # fsync is paid once per --samples-per-shard videos (200), not per video; charged per clip it was up to a
+    # third of a 100 ms stage and the noisiest part of it (disk latency).
     members, record = process_video(item, cfg)
     if members is None:
         raise RuntimeError(record)
-    with ShardWriter(os.path.join(tmp, "bench.tar")) as writer:
-        writer.write(members)
+    with open(os.path.join(tmp, "bench.tar"), "wb") as shard:
+        shard.write(pack_sample(members))
 
 
 def exact(path: str, count: int = 12, size: int = 224) -> bool:
@@ -190,7 +197,18 @@ def main() -> None:
         f.write("video,caption\n" + "".join(rows))
     runs = {1: [], 2: []}
     cpu = {1: [], 2: []}
+    ceiling = {1: [], 2: []}
+    paths = [os.path.join(many, f"m{i:03d}.mp4") for i in range(args.many)]
     for _ in range(args.repeats):
+        for workers in (1, 2):  # the machine's own ceiling: the floor decode of the same clips, 1 vs 2 processes
+            t0 = time.perf_counter()
+            if workers == 1:
+                for path in paths:
+                    floor(path)
+            else:
+                with multiprocessing.get_context("fork").Pool(2) as pool:
+                    list(pool.imap_unordered(floor, paths))
+            ceiling[workers].append(time.perf_counter() - t0)
         for workers in (1, 2):  # interleaved, so that load from other users hits both alike
             out = os.path.join(work, f"shards-w{workers}")
             shutil.rmtree(out, ignore_errors=True)
@@ -208,6 +226,9 @@ def main() -> None:
           f"2 workers {args.many / t2:.1f} videos/s, speed-up **{t1 / t2:.2f}x**; tars identical: {same}")
     print(f"CPU seconds (this process + workers): 1 worker {c1:.2f} s, 2 workers {c2:.2f} s ({c2 / c1:.2f}x); "
           f"cores used on average: {c1 / t1:.2f} and {c2 / t2:.2f}")
+    top = statistics.median(ceiling[1]) / statistics.median(ceiling[2])
+    print(f"machine ceiling (the full-decode floor of the same clips in 1 process vs a pool of 2, same rounds): "
+          f"**{top:.2f}x**; the stage's speed-up is {t1 / t2 / top:.2f} of it")
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -103,3 +103,27 @@ def test_ablate_difference_spread_is_the_spread_of_per_seed_differences():
                                       **{c + "_std": 2.1 for c in COLUMNS}}], difference=diff)
     line = next(ln for ln in result.table().splitlines() if ln.startswith("difference"))
     assert line.split()[1] == "5.80±12.12"  # not ±0.00, which the difference of the two means would print
+
+
+def test_a_run_trained_on_shards_made_with_other_options_is_dropped(tmp_path):
+    from fda.lab.experiments import drop_stale_run
+    from fda.shards.schema import MANIFEST, write_json_atomic
+
+    shards, run = tmp_path / "shards", tmp_path / "run"
+    os.makedirs(shards)
+    os.makedirs(run / "checkpoints")
+    config = {"tau": 25.0, "kernel": 3}
+    write_json_atomic(str(shards / MANIFEST), {"config": config, "splits": {}})
+    write_json_atomic(str(run / "train_config.json"), {"shards": {"config": dict(config)}})
+    assert not drop_stale_run(str(run), str(shards)) and run.is_dir()  # same shards: the run is reused
+    write_json_atomic(str(shards / MANIFEST), {"config": {**config, "kernel": 5}, "splits": {}})
+    assert drop_stale_run(str(run), str(shards)) and not run.exists()
+    assert not drop_stale_run(str(run), str(shards))  # nothing there
+
+
+def test_demo_checks_the_device_before_any_work(tmp_path):
+    out = tmp_path / "demo"
+    res = CliRunner().invoke(cli, ["demo", "--out", str(out), "--device", "cuda:9"])
+    assert res.exit_code == 4, res.output
+    assert [ln for ln in res.output.splitlines() if ln.startswith("Error:")][0].count("cuda:9") >= 1
+    assert not out.exists() or not any(out.iterdir())

@@ -180,3 +180,20 @@ def test_packed_samples_make_the_tar_that_tarfile_writes(tmp_path, sizes):
     assert (tmp_path / "a.tar").read_bytes() == ref.getvalue()
     with tarfile.open(tmp_path / "a.tar") as tar:
         assert [m.size for m in tar.getmembers()] == [n for s in samples for n in (2, len(s[1][1]))]
+
+
+def test_sample_keys_fit_a_ustar_member_name_and_stay_as_they_were(tmp_path):
+    from fda.shards.schema import MAX_KEY, sample_key
+
+    assert sample_key("video0") == "video0" and sample_key("-4wsuPCjDBc_5_15") == "-4wsuPCjDBc_5_15"
+    # an id that was given a digest before keeps exactly that key (shards of earlier runs stay byte-identical)
+    assert sample_key("holiday clip.2019 part one") == "holiday_clip_2019_part_one_" + sample_key(
+        "holiday clip.2019 part one")[-10:]
+    long_ids = ["a" * 87, "b" * 300, "very long name " * 12, "x.y" * 40]
+    keys = [sample_key(v) for v in long_ids]
+    assert all(len(k) <= MAX_KEY for k in keys) and len(set(keys)) == len(keys)
+    assert sample_key("a" * MAX_KEY) == "a" * MAX_KEY  # safe ids up to the limit are kept
+    with ShardWriter(str(tmp_path / "k.tar")) as writer:  # every member name of such a sample fits the header
+        for key in keys:
+            writer.write(_members(key))
+    assert len(list(iter_samples([str(tmp_path / "k.tar")]))) == len(keys)

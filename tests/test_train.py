@@ -645,3 +645,40 @@ def test_workers_is_a_deprecated_spelling_of_loader_workers(shards, tmp_path):
     assert res.exit_code == 2 and "--loader-workers only" in res.stderr
     res = CliRunner().invoke(cli, ["train", shards, "--loader-workers", "-1"])
     assert res.exit_code == 2 and "--loader-workers must be >= 0" in res.stderr
+
+
+def test_resume_refuses_shards_preprocessed_again_with_other_options(tmp_path):
+    # Rewritten shards (another tau) under the same folder: the run's model learned other masks; resuming it would
+    # silently mix the two, so the trainer refuses and names what changed.
+    from fda.train.run import run_train
+
+    root = make_shards(str(tmp_path / "s"), videos=16, per_shard=8)
+    out = str(tmp_path / "run")
+    run_train(_cfg(root, out, max_steps=2))
+    manifest_path = os.path.join(root, MANIFEST)
+    with open(manifest_path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    manifest["config"]["tau"] = 10.0
+    write_json_atomic(manifest_path, manifest)
+    with pytest.raises(ConfigError, match=r"preprocessed again with other options .*tau 25\.0 -> 10\.0.*new --out"):
+        run_train(_cfg(root, out, max_steps=4))
+    manifest["config"]["tau"] = 25.0
+    write_json_atomic(manifest_path, manifest)
+    assert run_train(_cfg(root, out, max_steps=4)).steps == 4  # the same shards again: it resumes
+
+
+def test_a_damaged_manifest_is_a_one_line_input_error(tmp_path):
+    from click.testing import CliRunner
+
+    from fda.cli import cli
+
+    root = make_shards(str(tmp_path / "s"), videos=8, per_shard=8)
+    for text in ("{not json", "[]"):
+        with open(os.path.join(root, MANIFEST), "w", encoding="utf-8") as f:
+            f.write(text)
+        res = CliRunner().invoke(cli, ["train", root, "--model", "fda-tiny", "--pretrained", "none", "--out",
+                                       str(tmp_path / "r")])
+        assert res.exit_code == 3, res.output + res.stderr
+        assert res.exception is None or isinstance(res.exception, SystemExit)
+        lines = [ln for ln in res.stderr.splitlines() if ln.startswith("Error:")]
+        assert len(lines) == 1 and "manifest.json is damaged" in lines[0] and "rerun fda preprocess" in lines[0]

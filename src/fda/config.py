@@ -689,7 +689,8 @@ class Budget:
 
     def run_config(self, shards_dir: str, out: str, *, seed: int, no_alpha: bool, **fixed: Any) -> TrainConfig:
         """The :class:`TrainConfig` of one run: the template, this run's data, arm and seed, no periodic validation,
-        a checkpoint at the end only; ``fixed`` sets more of :data:`RUN_FIELDS` (``split``, ``shuffle_buffer``)."""
+        one checkpoint kept (written at the end of a ``steps`` run, every 1000 steps of an epochs run); ``fixed``
+        sets more of :data:`RUN_FIELDS` (``split``, ``shuffle_buffer``)."""
         steps = self.steps
         return dataclasses.replace(self.train, shards_dir=shards_dir, out=out, no_alpha=no_alpha, seed=seed,
                                    val_split="none", max_steps=steps, save_every=steps or 1000, keep_last=1,

@@ -111,6 +111,12 @@ class RunDir:
         """When the run started: ``train_config.json``'s time (written at the start; eval reports touch the folder)."""
         return os.path.getmtime(self.config if os.path.isfile(self.config) else self.path)
 
+    def shards_config(self) -> Dict[str, Any]:
+        """The preprocess config of the shard set the run trained on (``train_config.json``), or ``{}``."""
+        shards = self.read_config().get("shards")
+        config = shards.get("config") if isinstance(shards, dict) else None
+        return config if isinstance(config, dict) else {}
+
     def read_config(self) -> Dict[str, Any]:
         """``train_config.json``, or ``{}`` when it is missing or unreadable."""
         try:
@@ -119,6 +125,15 @@ class RunDir:
         except (OSError, ValueError):
             return {}
         return doc if isinstance(doc, dict) else {}
+
+
+def shard_changes(recorded: Dict[str, Any], now: Dict[str, Any]) -> List[str]:
+    """``"tau 10.0 -> 25.0"`` for every preprocess option in which the shard set a run recorded differs from ``now``
+    (none when the run recorded no shard config: runs from before it was recorded)."""
+    if not recorded:
+        return []
+    return [f"{k} {recorded.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(recorded) | set(now))
+            if recorded.get(k) != now.get(k)]
 
 
 def resume_source(resume: Optional[str], run: RunDir) -> Optional[str]:

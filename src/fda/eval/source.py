@@ -6,7 +6,6 @@ A model source is a plain dict (it is written into reports and ``embeddings.json
 was never trained here. Runs are found through :class:`fda.runs.RunDir`, the trainer's own layout.
 """
 
-import hashlib
 import logging
 import os
 from typing import Any, Dict, Optional, Protocol, Tuple
@@ -15,6 +14,7 @@ import torch
 
 from fda.errors import InputError
 from fda.runs import RunDir, newest_run
+from fda.shards.schema import file_digest
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +50,8 @@ class ModelOptions(Protocol):
 
 
 def sha256_file(path: str) -> str:
-    """The SHA-256 of a file, read 1 MiB at a time."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """The SHA-256 hex digest of a file (:func:`fda.shards.schema.file_digest`'s)."""
+    return file_digest(path)["sha256"]
 
 
 def resolve_model_source(options: ModelOptions) -> Dict[str, Any]:

@@ -35,9 +35,10 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     from fda.lab.motion_bench import BenchMotionResult, prepare_set, run_set, set_dir
     from fda.shards.manifest import load_manifest
 
+    scenes, budget = cfg.scenes, cfg.budget
+    device = resolve_device(budget.train.device)  # a device that is not there fails before any work
     make_out_dir(cfg.out)
     bench = cfg.bench_config()
-    scenes, budget = cfg.scenes, cfg.budget
     result = DemoResult(cfg.out)
     prepared = prepare_set(bench, cfg.kind)
     shard_sets = prepared[0]
@@ -48,7 +49,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
                         f"{os.path.join(set_dir(bench, cfg.kind), 'data')}")
     result.lines.append(f"2/4 preprocess: {counts.get('train', 0)} train, {counts.get('test', 0)} test clips, "
                         f"{scenes.frames} frames and masks each, in {shard_sets['masks']}")
-    rows, runs, scores = run_set(bench, cfg.kind, resolve_device(budget.train.device), prepared)
+    rows, runs, scores = run_set(bench, cfg.kind, device, prepared)
     result.rows = rows
     result.lines.append(f"3/4 train: {budget.train.model}, {budget.steps} steps x batch {budget.train.batch_size}, "
                         f"with masks and with --no-alpha, seeds {budget.seeds} ({len(runs)} runs in "

@@ -15,6 +15,7 @@ import csv
 import dataclasses
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
@@ -24,6 +25,8 @@ import numpy as np
 from fda.config import AblateConfig, Budget, EvalConfig, PreprocessConfig, SweepConfig, make_out_dir
 from fda.errors import ConfigError
 from fda.eval.metrics import DIRECTIONS, METRIC_KEYS, metric_name
+from fda.runs import RunDir, shard_changes
+from fda.shards.manifest import read_manifest
 from fda.shards.schema import MaskParams, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -75,6 +78,20 @@ def preprocess_taus(cfgs: Sequence[PreprocessConfig]) -> SweepShards:
     return SweepShards(results, time.perf_counter() - start)
 
 
+def drop_stale_run(run_dir: str, shards_dir: str) -> bool:
+    """Delete the run folder ``run_dir`` of an earlier experiment when its shard set has been preprocessed again
+    with other options since (a rerun with changed mask options rewrites the shards; the run is then retrained, not
+    resumed). Returns whether it was deleted."""
+    if not os.path.isdir(run_dir):
+        return False
+    changed = shard_changes(RunDir(run_dir).shards_config(), (read_manifest(shards_dir) or {}).get("config") or {})
+    if changed:
+        log.warning("%s trained on shards made with other options (%s): training it again", run_dir,
+                    "; ".join(changed))
+        shutil.rmtree(run_dir)
+    return bool(changed)
+
+
 def train_and_eval(shards_dir: str, run_dir: str, budget: Budget, *, seed: int, no_alpha: bool, split: str,
                    eval_split: str) -> Dict[str, Any]:
     """Train one arm with ``budget`` and evaluate it on ``eval_split``.
@@ -95,6 +112,7 @@ def train_and_eval(shards_dir: str, run_dir: str, budget: Budget, *, seed: int, 
     from fda.train.run import run_train
 
     train_cfg = budget.run_config(shards_dir, run_dir, seed=seed, no_alpha=no_alpha, split=split)
+    drop_stale_run(run_dir, shards_dir)
     trained = run_train(train_cfg)
     ev = run_eval(EvalConfig(split=eval_split, shards=shards_dir, run=trained.run_dir, frames=None,
                              batch_size=budget.eval_batch_size, workers=0, device=budget.train.device, cache=False,
@@ -214,7 +232,9 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
         ConfigError, InputError, EnvError: from the stages (preprocess, train, eval), one line each.
     """
     from fda.lab.viz import mask_stats
+    from fda.model.device import resolve_device
 
+    resolve_device(cfg.budget.train.device)  # a device that is not there fails before any work
     make_out_dir(cfg.out)
     pre_cfgs = [cfg.preprocess_config(tau, os.path.join(cfg.out, "shards", _tag(tau))) for tau in cfg.taus]
     shards = preprocess_taus(pre_cfgs)
@@ -301,7 +321,9 @@ def run_ablate(cfg: AblateConfig) -> AblateResult:
         ConfigError, InputError, EnvError: from train and eval, one line each.
     """
     from fda.lab.viz import mask_stats
+    from fda.model.device import resolve_device
 
+    resolve_device(cfg.budget.train.device)  # a device that is not there fails before any work
     make_out_dir(cfg.out)
     result = AblateResult(cfg.out)
     runs: List[Dict[str, Any]] = []

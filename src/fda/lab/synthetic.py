@@ -46,7 +46,6 @@ COLOURS: Dict[str, Tuple[int, int, int]] = {  # RGB, saturated so they stand out
 }
 SHAPES = ("square", "circle", "triangle")
 MOTIONS = ("left", "right", "up", "down", "static")
-MOVES = MOTIONS[:4]
 KINDS = ("demo", "motion", "static")
 META_FILE = "fda_synthetic.json"
 # Encoder arguments per container; -threads 1 and bitexact flags keep the bytes identical for a seed.

@@ -54,12 +54,6 @@ def normalize_alphas(masks: torch.Tensor) -> torch.Tensor:
     return (masks - ALPHA_MEAN) / ALPHA_STD
 
 
-def full_alphas(shape: Tuple[int, ...], device: Optional[Union[str, torch.device]] = None,
-                dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Normalised whole-frame alphas (every pixel ``ALPHA_FULL``), e.g. ``[B, T, 1, S, S]``."""
-    return torch.full(shape, ALPHA_FULL, device=device, dtype=dtype)
-
-
 def _resize_short_crop(x: torch.Tensor, size: int, mode: str) -> torch.Tensor:
     """Resize the short side of ``x [N, C, H, W]`` to ``size`` and center-crop to ``size x size``."""
     h, w = x.shape[-2:]

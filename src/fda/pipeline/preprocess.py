@@ -858,7 +858,8 @@ def preprocess_shard_sets(cfg: PreprocessConfig, sets: Sequence[Tuple[str, MaskP
         log.info("... and %d more shards redone, each listed in %s", len(redone) - 10, MANIFEST)
     log.info("%s layout: %s videos; %d shard tasks, %d already done, %d redone%s", dataset.layout,
              ", ".join(f"{n} {s}" for s, n in listed.items()), len(tasks), len(done), len(redone),
-             f"; taus {', '.join(f'{m.tau:g}' for m in shard_sets.masks)} from one decode"
+             f"; {len(shard_sets.masks)} mask settings (tau {', '.join(f'{m.tau:g}' for m in shard_sets.masks)}) "
+             "from one decode"
              if len(shard_sets.masks) > 1 else "")
     new: List[List[Dict[str, Any]]] = []
     stop = _Stop()

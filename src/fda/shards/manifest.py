@@ -57,9 +57,24 @@ class SplitInfo:
 
 
 def read_manifest(shards_dir: str) -> Optional[Dict[str, Any]]:
-    """The manifest of a shard set, or ``None`` when it has none (yet)."""
+    """The manifest of a shard set, or ``None`` when it has none (yet).
+
+    Raises:
+        InputError: the manifest is unreadable, not JSON, or not a JSON object (one line naming it).
+    """
     path = os.path.join(shards_dir, MANIFEST)
-    return read_json(path) if os.path.isfile(path) else None
+    if not os.path.isfile(path):
+        return None
+    try:
+        manifest = read_json(path)
+    except (OSError, ValueError) as err:
+        reason = " ".join(str(err).split())[:200]
+        raise InputError(f"{path} is damaged ({type(err).__name__}: {reason}): rerun fda preprocess (with "
+                         "--overwrite if it refuses)") from None
+    if not isinstance(manifest, dict):
+        raise InputError(f"{path} is damaged (a JSON {type(manifest).__name__}, not an object): rerun fda "
+                         "preprocess (with --overwrite if it refuses)")
+    return manifest
 
 
 def load_manifest(shards_dir: str) -> Dict[str, Any]:

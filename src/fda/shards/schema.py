@@ -50,17 +50,22 @@ def mask_member(i: int) -> str:
     return f"m{i:02d}.png"
 
 
+MAX_KEY = 86
+"""The longest sample key: ``<key>.captions.json`` must fit ustar's 100-byte member names."""
+
+
 def sample_key(video_id: str) -> str:
     """A webdataset-safe key for ``video_id``.
 
-    Ids made of ``[A-Za-z0-9_-]`` are kept as they are (``video0``, ``-4wsuPCjDBc_5_15``); any other id (dots,
-    spaces, non-ASCII) becomes its safe characters plus a short digest, so distinct ids stay distinct.
+    Ids made of ``[A-Za-z0-9_-]`` of up to :data:`MAX_KEY` characters are kept as they are (``video0``,
+    ``-4wsuPCjDBc_5_15``); any other id (dots, spaces, non-ASCII, longer) becomes its first safe characters plus a
+    short digest, so distinct ids stay distinct and every member name fits a ustar header.
     """
-    if KEY_RE.match(video_id):
+    if KEY_RE.match(video_id) and len(video_id) <= MAX_KEY:
         return video_id
     safe = re.sub(r"[^A-Za-z0-9_-]+", "_", video_id).strip("_")[:80]
     digest = hashlib.sha1(video_id.encode("utf-8")).hexdigest()[:10]
-    return f"{safe}_{digest}" if safe else digest
+    return f"{safe[:MAX_KEY - 11]}_{digest}" if safe else digest  # keys that fitted before are unchanged
 
 
 def shard_name(split: str, index: int) -> str:

@@ -34,7 +34,7 @@ from fda import __version__
 from fda.config import TrainConfig, make_out_dir
 from fda.errors import ConfigError, FdaError, InputError
 from fda.model.device import resolve_device
-from fda.runs import RunDir, resume_source
+from fda.runs import RunDir, resume_source, shard_changes
 from fda.shards.loader import batches_per_epoch, check_plan
 from fda.shards.manifest import SplitInfo, load_manifest, load_split
 from fda.shards.schema import write_json_atomic
@@ -328,6 +328,10 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, pl
     # where a resumed run stands: step, best score, the changes and events recorded so far
     start, best, history = 0, None, {"changes": [], "events": []}
     if resume_from and ckpt:
+        changed = shard_changes(RunDir.of_checkpoint(resume_from).shards_config(), info.config)
+        if changed:
+            raise ConfigError(f"the shard set {info.shards_dir} was preprocessed again with other options since this "
+                              f"run trained on it ({'; '.join(changed)}): train into a new --out")
         start, best, history = _resume(ckpt, RunDir.of_checkpoint(resume_from), cfg, dist, optimizer, scaler, plan,
                                        validate.best_key if validate is not None else None)
     if start >= plan.total_steps:
