@@ -135,8 +135,10 @@ def test_mask_params_round_trip_through_a_sample_json(tmp_path, options):
         writer.write(_members("clip", params))
     (sample,) = iter_samples([path], decode=True)
     assert MaskParams.from_record(sample["meta"]["mask"]) == params
-    assert shown_mask(sample["meta"]["mask"]) == {k: getattr(params, k) for k in
-                                                  ("tau", "kernel", "min_area", "empty_mask", "diff_mode")}
+    shown = {k: getattr(params, k) for k in ("tau", "kernel", "min_area", "empty_mask", "diff_mode")}
+    shown.update({k: v for k, v in options.items() if k in ("camera_motion", "normalize_brightness")})
+    assert shown_mask(sample["meta"]["mask"]) == shown  # reports show how the masks were made, robust options too
+    assert shown_mask(PreprocessConfig(".", **options).__dict__) == shown  # the same from a manifest's config
 
 
 def test_mask_record_writes_the_robust_options_only_when_on():

@@ -165,5 +165,9 @@ class MaskParams:
 
 
 def shown_mask(record: Mapping[str, Any]) -> Dict[str, Any]:
-    """The always-recorded mask parameters of a record or config dict, ``None`` where one is absent (for reports)."""
-    return {name: record.get(name) for name in SHOWN_MASK_FIELDS}
+    """The mask parameters of a record or config dict for reports: the always-recorded ones (``None`` where one is
+    absent), then the robustness options that were on (``camera_motion``, ``normalize_brightness``)."""
+    shown = {name: record.get(name) for name in SHOWN_MASK_FIELDS}
+    shown.update({name: record[name] for name in ("camera_motion", "normalize_brightness")
+                  if record.get(name) not in (None, "none", False)})
+    return shown
