@@ -31,9 +31,12 @@ def _leaf_paths(cls, exclude=()):
             paths.append(f.name)
             continue
         names = {g.name for g in dataclasses.fields(f.type)}
-        assert set(nest.exclude) <= names, f"{cls.__name__}.{f.name} excludes unknown fields"
+        own = {e for e in nest.exclude if "." not in e}
+        assert own <= names, f"{cls.__name__}.{f.name} excludes unknown fields"
         assert set(nest.aliases) <= names, f"{cls.__name__}.{f.name} has aliases of unknown fields"
-        paths += [f"{f.name}__{p}" for p in _leaf_paths(f.type, nest.exclude)]
+        deeper = tuple(e for e in exclude if e.startswith(f.name + "."))  # dotted: the outer config's reach
+        inner = tuple(own) + tuple(e.split(".", 1)[1] for e in deeper) + tuple(e for e in nest.exclude if "." in e)
+        paths += [f"{f.name}__{p}" for p in _leaf_paths(f.type, inner)]
     return paths
 
 
@@ -314,3 +317,11 @@ def test_unreadable_checkpoint_error_names_the_file_and_the_cause(eval_shards, t
     assert res.exit_code == 3
     assert res.stderr.startswith(f"Error: {path} is not an fda checkpoint: {cause}"), res.stderr
     assert res.stderr.count("\n") == 1 and "weights_only" not in res.stderr and "ReadError" not in res.stderr
+
+
+@pytest.mark.parametrize("command,has_epochs", [("demo", False), ("bench-motion", False), ("sweep", True),
+                                                ("ablate", True)])
+def test_runs_of_a_fixed_step_count_offer_no_epochs_option(command, has_epochs):
+    # demo and bench-motion always train --steps (>= 2), so an --epochs there would do nothing
+    opts = {o for p in cli.commands[command].params for o in p.opts}
+    assert ("--epochs" in opts) == has_epochs and "--steps" in opts

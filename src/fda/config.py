@@ -60,7 +60,8 @@ class Nest:
     """A config held by another one (metadata ``"nest"``): its fields become the outer command's options.
 
     Attributes:
-        exclude: fields the outer config sets itself (no option; the nested default's value stays).
+        exclude: fields the outer config sets itself (no option; the nested default's value stays); a dotted name
+            (``train.epochs``) reaches into a config nested in this one.
         aliases: deprecated spellings per field, replacing the field's own (which may mean something else here).
     """
 
@@ -111,6 +112,14 @@ class CliField:
         return "__".join(self.path)
 
 
+def _inner_nest(outer: "Nest", f: "dataclasses.Field[Any]") -> "Nest":
+    """The nesting of field ``f``'s config, with the exclusions the outer config names by dotted path added
+    (``exclude=("train.epochs",)`` on a held :class:`Budget` drops its template's ``--epochs``)."""
+    own: Nest = f.metadata["nest"]
+    deeper = tuple(e.split(".", 1)[1] for e in outer.exclude if e.startswith(f.name + "."))
+    return dataclasses.replace(own, exclude=own.exclude + deeper) if deeper else own
+
+
 def cli_fields(cls: type, defaults: Any = None, path: Tuple[str, ...] = (), nest: Nest = Nest()) -> List[CliField]:
     """Every option and argument of ``cls``, in field order, nested configs flattened in place.
 
@@ -127,7 +136,7 @@ def cli_fields(cls: type, defaults: Any = None, path: Tuple[str, ...] = (), nest
         default = getattr(defaults, f.name) if defaults is not None else _field_default(f)
         if "nest" in f.metadata:
             inner = None if default is dataclasses.MISSING else default
-            out += cli_fields(f.type, inner, path + (f.name,), f.metadata["nest"])  # type: ignore[arg-type]
+            out += cli_fields(f.type, inner, path + (f.name,), _inner_nest(nest, f))  # type: ignore[arg-type]
             continue
         spec = f.metadata.get("cli")
         if spec is None:
@@ -811,7 +820,7 @@ class BenchMotionConfig:
     train_videos: int = opt(192, "Training clips per set (even: twins).")
     test_videos: int = opt(64, "Test clips per set (even: twins).")
     scenes: Scenes = nested(Scenes())
-    budget: Budget = nested(SCENE_BUDGET)
+    budget: Budget = nested(SCENE_BUDGET, exclude=("train.epochs",))  # runs are --steps long
 
     set_list = _name_list("sets", BENCH_KINDS)
     arm_list = _name_list("arms", BENCH_ARMS)
@@ -859,7 +868,8 @@ class DemoConfig:
     train_videos: int = opt(192, "Training clips to generate (even: twins).")
     test_videos: int = opt(64, "Test clips to generate (even: twins).")
     scenes: Scenes = nested(Scenes())
-    budget: Budget = nested(dataclasses.replace(SCENE_BUDGET, steps=200, seeds="0,1"))
+    budget: Budget = nested(dataclasses.replace(SCENE_BUDGET, steps=200, seeds="0,1"),
+                            exclude=("train.epochs",))  # runs are --steps long
     visualize: int = opt(8, "Test videos to draw with their masks at the end (0: none).")
 
     def __post_init__(self) -> None:
