@@ -325,3 +325,13 @@ def test_runs_of_a_fixed_step_count_offer_no_epochs_option(command, has_epochs):
     # demo and bench-motion always train --steps (>= 2), so an --epochs there would do nothing
     opts = {o for p in cli.commands[command].params for o in p.opts}
     assert ("--epochs" in opts) == has_epochs and "--steps" in opts
+
+
+def test_an_experiment_records_only_its_options():
+    # sweep.json's "config": what the user could choose, nested like the configs; not the fields the sweep sets
+    record = config.options_record(config.SweepConfig(config.PreprocessConfig("videos"), tau="0,25"))
+    assert record["tau"] == "0,25" and record["preprocess"]["dataset_root"] == "videos"
+    assert "tau" not in record["preprocess"] and "out" not in record["preprocess"]
+    train = record["budget"]["train"]
+    assert train["model"] == "ViT-B-32" and not {"val_split", "seed", "shards_dir", "no_alpha"} & set(train)
+    assert "epochs" not in config.options_record(config.BenchMotionConfig())["budget"]["train"]

@@ -173,6 +173,22 @@ def from_options(cls: type, values: Mapping[str, Any], base: Any = None, prefix:
     return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
 
 
+def options_record(cfg: Any) -> Dict[str, Any]:
+    """The values of ``cfg``'s command-line options, nested as the configs are (for an experiment's json): the
+    fields a composed command sets itself (excluded from its options) are left out, so the record shows only what
+    the user chose or left at its default."""
+    out: Dict[str, Any] = {}
+    for field in cli_fields(type(cfg), cfg):
+        value: Any = cfg
+        for name in field.path:
+            value = getattr(value, name)
+        node = out
+        for name in field.path[:-1]:
+            node = node.setdefault(name, {})
+        node[field.path[-1]] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
 # --- checks shared by several configs -----------------------------------------------------------------------------
 
 def _require(ok: bool, field: str, value: Any, need: str) -> None:

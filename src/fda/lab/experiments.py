@@ -22,7 +22,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from fda.config import AblateConfig, Budget, EvalConfig, PreprocessConfig, SweepConfig, make_out_dir
+from fda.config import (AblateConfig, Budget, EvalConfig, PreprocessConfig, SweepConfig, make_out_dir,
+                        options_record)
 from fda.errors import ConfigError
 from fda.eval.metrics import DIRECTIONS, METRIC_KEYS, metric_name
 from fda.runs import RunDir, shard_changes
@@ -259,7 +260,7 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
     result.json_path = os.path.join(cfg.out, "sweep.json")
     result.csv_path = os.path.join(cfg.out, "sweep.csv")
     result.figure = os.path.join(cfg.out, "sweep.png")
-    write_json_atomic(result.json_path, {"config": dataclasses.asdict(cfg), "rows": result.rows,
+    write_json_atomic(result.json_path, {"config": options_record(cfg), "rows": result.rows,
                                          "baseline": result.baseline, "runs": runs})
     _write_csv(result.csv_path, result.rows + ([result.baseline] if result.baseline else []),
                ["arm", "tau", "coverage_mean", "fallback_share"])
@@ -338,7 +339,7 @@ def run_ablate(cfg: AblateConfig) -> AblateResult:
     result.json_path = os.path.join(cfg.out, "ablate.json")
     result.csv_path = os.path.join(cfg.out, "ablate.csv")
     result.figure = os.path.join(cfg.out, "ablate.png")
-    write_json_atomic(result.json_path, {"config": dataclasses.asdict(cfg), "rows": result.rows,
+    write_json_atomic(result.json_path, {"config": options_record(cfg), "rows": result.rows,
                                          "difference": result.difference, "mask_stats": result.mask_stats,
                                          "runs": runs})
     _write_csv(result.csv_path, result.rows, ["arm", "no_alpha"])

@@ -23,7 +23,6 @@ Outputs in ``--out``: ``bench_motion.json`` (config, budget, machine, every run,
 """
 
 import csv
-import dataclasses
 import json
 import logging
 import os
@@ -34,7 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from fda.config import BenchMasksConfig, BenchMotionConfig, GenerateConfig, make_out_dir
+from fda.config import BenchMasksConfig, BenchMotionConfig, GenerateConfig, make_out_dir, options_record
 from fda.errors import InputError
 from fda.eval.metrics import DIRECTIONS, metric_name
 from fda.shards.manifest import load_manifest, split_shards
@@ -503,7 +502,7 @@ def run_bench_motion(cfg: BenchMotionConfig) -> BenchMotionResult:
               "weight_decay": train.weight_decay, "seeds": cfg.budget.seeds, "train_videos": cfg.train_videos,
               "test_videos": cfg.test_videos, "frames": cfg.scenes.frames, "condition": cfg.condition}
     write_json_atomic(result.json_path, {
-        "config": dataclasses.asdict(cfg), "budget": budget, "seconds": result.seconds,
+        "config": options_record(cfg), "budget": budget, "seconds": result.seconds,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, device {device}",
         "masks": result.masks, "rows": result.rows, "runs": result.runs})
     with open(result.csv_path, "w", newline="", encoding="utf-8") as f:
@@ -608,7 +607,7 @@ def run_bench_masks(cfg: BenchMasksConfig) -> BenchMasksResult:
     result.seconds = round(time.perf_counter() - start, 1)
     result.json_path = os.path.join(cfg.out, "bench_masks.json")
     result.figure = os.path.join(cfg.out, "bench_masks.png")
-    write_json_atomic(result.json_path, {"config": dataclasses.asdict(cfg), "seconds": result.seconds,
+    write_json_atomic(result.json_path, {"config": options_record(cfg), "seconds": result.seconds,
                                          "scores": result.scores})
     plot_mask_quality(result.scores, result.figure,
                       f"mask quality against ground truth: {cfg.videos} motion clips per condition, tau {scenes.tau:g}")
