@@ -112,10 +112,14 @@ def test_a_run_trained_on_shards_made_with_other_options_is_dropped(tmp_path):
     shards, run = tmp_path / "shards", tmp_path / "run"
     os.makedirs(shards)
     os.makedirs(run / "checkpoints")
-    config = {"tau": 25.0, "kernel": 3}
+    config = {"tau": 25.0, "kernel": 3, "overwrite": True, "workers": 2, "split": "train"}
     write_json_atomic(str(shards / MANIFEST), {"config": config, "splits": {}})
     write_json_atomic(str(run / "train_config.json"), {"shards": {"config": dict(config)}})
     assert not drop_stale_run(str(run), str(shards)) and run.is_dir()  # same shards: the run is reused
+    # how the set was made (not what its samples hold) may differ: --overwrite, --workers, more splits
+    write_json_atomic(str(shards / MANIFEST), {"config": {**config, "overwrite": False, "workers": 1,
+                                                          "split": None}, "splits": {}})
+    assert not drop_stale_run(str(run), str(shards)) and run.is_dir()
     write_json_atomic(str(shards / MANIFEST), {"config": {**config, "kernel": 5}, "splits": {}})
     assert drop_stale_run(str(run), str(shards)) and not run.exists()
     assert not drop_stale_run(str(run), str(shards))  # nothing there

@@ -328,13 +328,19 @@ class PreprocessConfig:
 
     def data_fields(self) -> Dict[str, Any]:
         """The fields that decide the bytes of the shards; a rerun must match them to resume."""
-        keep = ("layout", "msrvtt_train", "captions", "split", "frames_train", "frames_test", "size", "tau",
-                "kernel", "min_area", "empty_mask", "diff_mode", "camera_motion", "normalize_brightness",
-                "jpeg_quality", "samples_per_shard", "limit", "decoder", "min_decodable")
-        fields = {k: getattr(self, k) for k in keep}
+        fields = {k: getattr(self, k) for k in DATA_FIELDS}
         if self.full_duration:  # recorded only when on, so every other shard set keeps its recorded fingerprint
             fields["full_duration"] = True
         return fields
+
+
+DATA_FIELDS = ("layout", "msrvtt_train", "captions", "split", "frames_train", "frames_test", "size", "tau", "kernel",
+               "min_area", "empty_mask", "diff_mode", "camera_motion", "normalize_brightness", "jpeg_quality",
+               "samples_per_shard", "limit", "decoder", "min_decodable")
+"""The :class:`PreprocessConfig` fields that decide the bytes of a shard set (plus ``full_duration`` when on)."""
+SAMPLE_FIELDS = tuple(f for f in DATA_FIELDS if f not in ("split", "samples_per_shard")) + ("full_duration",)
+"""The fields that decide what a sample holds (not which splits were written or how they are cut into shards): a
+model trained on a shard set has learned from them."""
 
 
 GENERATE_KINDS = ("demo", "motion", "null", "appearance")

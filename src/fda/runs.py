@@ -17,7 +17,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from fda.errors import InputError
 
@@ -127,13 +127,13 @@ class RunDir:
         return doc if isinstance(doc, dict) else {}
 
 
-def shard_changes(recorded: Dict[str, Any], now: Dict[str, Any]) -> List[str]:
-    """``"tau 10.0 -> 25.0"`` for every preprocess option in which the shard set a run recorded differs from ``now``
-    (none when the run recorded no shard config: runs from before it was recorded)."""
+def shard_changes(recorded: Dict[str, Any], now: Dict[str, Any], keys: Iterable[str]) -> List[str]:
+    """``"tau 10.0 -> 25.0"`` for every preprocess option of ``keys`` (``fda.config.SAMPLE_FIELDS``) in which the
+    shard set a run recorded differs from ``now`` (none when the run recorded no shard config: runs from before it
+    was recorded)."""
     if not recorded:
         return []
-    return [f"{k} {recorded.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(recorded) | set(now))
-            if recorded.get(k) != now.get(k)]
+    return [f"{k} {recorded.get(k)!r} -> {now.get(k)!r}" for k in keys if recorded.get(k) != now.get(k)]
 
 
 def resume_source(resume: Optional[str], run: RunDir) -> Optional[str]:

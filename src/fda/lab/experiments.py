@@ -22,8 +22,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from fda.config import (AblateConfig, Budget, EvalConfig, PreprocessConfig, SweepConfig, make_out_dir,
-                        options_record)
+from fda.config import (SAMPLE_FIELDS, AblateConfig, Budget, EvalConfig, PreprocessConfig, SweepConfig,
+                        make_out_dir, options_record)
 from fda.errors import ConfigError
 from fda.eval.metrics import DIRECTIONS, METRIC_KEYS, metric_name
 from fda.runs import RunDir, shard_changes
@@ -85,7 +85,8 @@ def drop_stale_run(run_dir: str, shards_dir: str) -> bool:
     resumed). Returns whether it was deleted."""
     if not os.path.isdir(run_dir):
         return False
-    changed = shard_changes(RunDir(run_dir).shards_config(), (read_manifest(shards_dir) or {}).get("config") or {})
+    changed = shard_changes(RunDir(run_dir).shards_config(), (read_manifest(shards_dir) or {}).get("config") or {},
+                            SAMPLE_FIELDS)
     if changed:
         log.warning("%s trained on shards made with other options (%s): training it again", run_dir,
                     "; ".join(changed))

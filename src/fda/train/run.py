@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Protocol, Tuple
 import torch
 
 from fda import __version__
-from fda.config import TrainConfig, make_out_dir
+from fda.config import SAMPLE_FIELDS, TrainConfig, make_out_dir
 from fda.errors import ConfigError, FdaError, InputError
 from fda.model.device import resolve_device
 from fda.runs import RunDir, resume_source, shard_changes
@@ -328,7 +328,7 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, pl
     # where a resumed run stands: step, best score, the changes and events recorded so far
     start, best, history = 0, None, {"changes": [], "events": []}
     if resume_from and ckpt:
-        changed = shard_changes(RunDir.of_checkpoint(resume_from).shards_config(), info.config)
+        changed = shard_changes(RunDir.of_checkpoint(resume_from).shards_config(), info.config, SAMPLE_FIELDS)
         if changed:
             raise ConfigError(f"the shard set {info.shards_dir} was preprocessed again with other options since this "
                               f"run trained on it ({'; '.join(changed)}): train into a new --out")
