@@ -130,10 +130,13 @@ ALIASES = [(c, f.flag, a, f.dest) for c in sorted(cli.commands) for f in config.
 
 
 def test_every_command_that_trains_spells_dataloader_workers_alike():
-    assert {(c, a) for c, _, a, _ in ALIASES} == {("train", "--workers"), ("sweep", "--train-workers"),
-                                                  ("ablate", "--train-workers"), ("bench-motion", "--train-workers"),
-                                                  ("demo", "--train-workers")}
-    assert {flag for _, flag, _, _ in ALIASES} == {"--loader-workers"}
+    loader = {(c, a) for c, flag, a, _ in ALIASES if flag == "--loader-workers"}
+    assert loader == {("train", "--workers"), ("sweep", "--train-workers"), ("ablate", "--train-workers"),
+                      ("bench-motion", "--train-workers"), ("demo", "--train-workers")}
+    # eval and embed decode with threads; --workers (processes, 0: all cores) stays preprocess's word
+    threads = {(c, a) for c, flag, a, _ in ALIASES if flag == "--decode-threads"}
+    assert threads == {("eval", "--workers"), ("embed", "--workers")}
+    assert {flag for _, flag, _, _ in ALIASES} == {"--loader-workers", "--decode-threads"}
 
 
 @pytest.mark.parametrize("command,new,alias,dest", ALIASES)

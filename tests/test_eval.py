@@ -14,7 +14,7 @@ from fda.eval.encoding import encode_split, open_split
 from fda.eval.evaluate import evaluate_split, validate
 from fda.eval.metrics import BEST_METRIC, METRIC_KEYS, retrieval_metrics
 
-BASE = ["--model", "fda-tiny", "--frames", "4", "--workers", "0", "--device", "cpu"]
+BASE = ["--model", "fda-tiny", "--frames", "4", "--decode-threads", "0", "--device", "cpu"]
 
 
 def run(args):
@@ -62,7 +62,7 @@ def test_eval_square_split_report_table_and_cache(eval_shards, tmp_path):
 
 def test_eval_multi_caption_split(eval_shards, tmp_path):
     result = run(["eval", "--shards", eval_shards, "--split", "train", "--frames", "2", "--model", "fda-tiny",
-                  "--workers", "2", "--out", str(tmp_path), "--no-cache"])
+                  "--decode-threads", "2", "--out", str(tmp_path), "--no-cache"])
     assert result.exit_code == 0, result.stderr
     report = json.load(open(tmp_path / "eval_train.json"))
     assert report["counts"] == {"videos": 3, "captions": 15}
@@ -154,13 +154,14 @@ def test_eval_and_embed_take_shards_and_frames_from_the_run(eval_shards, tmp_pat
     run_train(TrainConfig(eval_shards, out=run_dir, model="fda-tiny", pretrained="none", batch_size=3, max_steps=1,
                           workers=0, val_split="none", tensorboard=False))
     monkeypatch.chdir(tmp_path)  # no ./shards here: the folder must come from the run's config
-    res = run(["eval", "--run", run_dir, "--workers", "0", "--device", "cpu"])  # test clips hold 4 frames, not 12
+    # test clips hold 4 frames, not 12
+    res = run(["eval", "--run", run_dir, "--decode-threads", "0", "--device", "cpu"])
     assert res.exit_code == 0, res.stderr
     assert "step-0000001.pt (step 1)" in res.stderr and f"{eval_shards} split test" in res.stderr
     with open(os.path.join(run_dir, "eval_test.json")) as f:
         report = json.load(f)
     assert report["shards"]["dir"] == os.path.abspath(eval_shards) and report["frames"] == 4
-    res = run(["embed", "--run", run_dir, "--out", str(tmp_path / "emb"), "--workers", "0", "--device", "cpu"])
+    res = run(["embed", "--run", run_dir, "--out", str(tmp_path / "emb"), "--decode-threads", "0", "--device", "cpu"])
     assert res.exit_code == 0, res.stderr
     res = run(["eval", "--run", run_dir, "--split", "train", "--frames", "3", "--device", "cpu"])
     assert res.exit_code == 3 and "--frames-train 3" in res.stderr and "--frames-test" not in res.stderr
@@ -168,7 +169,7 @@ def test_eval_and_embed_take_shards_and_frames_from_the_run(eval_shards, tmp_pat
 
 @pytest.mark.parametrize("command", ["eval", "embed"])
 def test_pretrained_none_is_random_init_everywhere(eval_shards, tmp_path, command):
-    args = [command, "--shards", eval_shards, "--model", "fda-tiny", "--pretrained", "none", "--workers", "0",
+    args = [command, "--shards", eval_shards, "--model", "fda-tiny", "--pretrained", "none", "--decode-threads", "0",
             "--device", "cpu", "--out", str(tmp_path / "out")]
     res = run(args + (["--split", "test"] if command == "embed" else []))
     assert res.exit_code == 0, res.stderr
@@ -229,7 +230,7 @@ def test_paragraphs_at_32_and_64_frames_train_and_eval_square(paragraph_shards, 
     res = run(["train", paragraph_shards, "--out", run_dir, "--model", "fda-tiny", "--batch-size", "3",
                "--max-steps", "2", "--loader-workers", "0", "--val-split", "none", "--no-tensorboard"])
     assert res.exit_code == 0, res.output + res.stderr
-    res = run(["eval", "--run", run_dir, "--workers", "0", "--device", "cpu", "--batch-size", "2",
+    res = run(["eval", "--run", run_dir, "--decode-threads", "0", "--device", "cpu", "--batch-size", "2",
                "--out", str(tmp_path / "eval")])
     assert res.exit_code == 0, res.output + res.stderr
     report = json.load(open(tmp_path / "eval" / "eval_test.json"))
@@ -245,7 +246,7 @@ def test_paragraphs_at_32_and_64_frames_train_and_eval_square(paragraph_shards, 
     root = manifest["dataset_root"]
     out64 = str(tmp_path / "shards64")
     run_preprocess(PreprocessConfig(root, out=out64, size=32, frames_test=64, split="test", workers=1))
-    res = run(["eval", "--shards", out64, "--model", "fda-tiny", "--workers", "0", "--device", "cpu",
+    res = run(["eval", "--shards", out64, "--model", "fda-tiny", "--decode-threads", "0", "--device", "cpu",
                "--batch-size", "2", "--out", str(tmp_path / "eval64")])
     assert res.exit_code == 0, res.output + res.stderr
     report = json.load(open(tmp_path / "eval64" / "eval_test.json"))

@@ -81,7 +81,7 @@ def test_embed_then_search_returns_the_planted_match(eval_shards, checkpoint, tm
     emb = str(tmp_path / "emb")
     runner = CliRunner()
     result = runner.invoke(cli, ["embed", "--shards", eval_shards, "--checkpoint", checkpoint, "--out", emb,
-                                 "--chunk-size", "2", "--workers", "0"])
+                                 "--chunk-size", "2", "--decode-threads", "0"])
     assert result.exit_code == 0, result.output + result.stderr
     doc = json.load(open(os.path.join(emb, "embeddings.json")))
     assert doc["videos"]["count"] == 9 and doc["captions"]["count"] == 6 + 15  # test 6 x 1, train 3 x 5
@@ -139,7 +139,7 @@ def test_search_rejects_an_empty_query_prints_json_and_skips_open_clip(eval_shar
     emb = str(tmp_path / "emb")
     runner = CliRunner()
     assert runner.invoke(cli, ["embed", "--shards", eval_shards, "--checkpoint", checkpoint, "--out", emb,
-                               "--split", "test", "--workers", "0"]).exit_code == 0
+                               "--split", "test", "--decode-threads", "0"]).exit_code == 0
     result = runner.invoke(cli, ["search", emb, "  "])
     assert result.exit_code == 2 and "QUERY is empty" in result.stderr
     first = json.load(open(os.path.join(emb, "videos-000000.json")))["ids"][0]

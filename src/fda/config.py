@@ -522,7 +522,8 @@ class EvalConfig:
                                 "says).")  # None: whatever the shards hold
     batch_size: int = opt(32, "Clips per forward pass.")
     text_batch_size: int = opt(256, "Captions per forward pass.")
-    workers: int = opt(2, "Image decoding threads (0: decode in the main thread).")
+    workers: int = opt(2, "Image decoding threads (0: decode in the main thread).", flag="--decode-threads",
+                       aliases=("--workers",))
     device: str = opt("auto", "auto, cpu, cuda, cuda:N or mps.")
     dsl: bool = opt(False, "Add dual-softmax (DSL) numbers in separate columns.")
     baseline: bool = opt(False, "Also evaluate without the alpha channel (plain CLIP meanP), side by side.")
@@ -560,7 +561,8 @@ class EmbedConfig:
     captions: bool = opt(True, "Also embed the captions.")
     index: str = opt("none", "Also build a faiss HNSW index of the videos (optional extra fda[faiss]; for > 1M "
                      "videos).", choices=INDEX_KINDS)
-    workers: int = opt(2, "Image decoding threads (0: decode in the main thread).")
+    workers: int = opt(2, "Image decoding threads (0: decode in the main thread).", flag="--decode-threads",
+                       aliases=("--workers",))
     device: str = opt("auto", "auto, cpu, cuda, cuda:N or mps.")
     seed: int = opt(0, "Initialisation seed of a model without weights.")
     overwrite: bool = opt(False, "Replace earlier embeddings in --out.")

@@ -354,7 +354,8 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, pl
 
         forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     state = RunState(start=start, step=start, checkpoint=resume_from, saved_step=start, best=best, val_split=val_split)
-    hooks = RunHooks(cfg, dist, device, run, plan, model, optimizer, scaler, state, resolved, logs, validate)
+    hooks = RunHooks(cfg=cfg, dist=dist, device=device, run=run, plan=plan, model=model, optimizer=optimizer,
+                     scaler=scaler, state=state, resolved=resolved, logs=logs, validate=validate)
     epoch, batch = plan.position(start)
     batches = data_stream(info, cfg, dist, tokenizer, start_epoch=epoch, start_batch=batch,
                           batches_epoch=plan.batches_per_epoch, pin_memory=device.type == "cuda")
