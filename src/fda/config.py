@@ -11,6 +11,7 @@ value and the fix.
 
 import dataclasses
 import os
+import typing
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -130,19 +131,20 @@ def cli_fields(cls: type, defaults: Any = None, path: Tuple[str, ...] = (), nest
         nest: how ``cls`` is nested (its excluded fields and alias overrides).
     """
     out: List[CliField] = []
+    hints = typing.get_type_hints(cls)  # the annotations as types, also under "from __future__ import annotations"
     for f in dataclasses.fields(cls):
         if f.name in nest.exclude:
             continue
         default = getattr(defaults, f.name) if defaults is not None else _field_default(f)
         if "nest" in f.metadata:
             inner = None if default is dataclasses.MISSING else default
-            out += cli_fields(f.type, inner, path + (f.name,), _inner_nest(nest, f))  # type: ignore[arg-type]
+            out += cli_fields(hints[f.name], inner, path + (f.name,), _inner_nest(nest, f))
             continue
         spec = f.metadata.get("cli")
         if spec is None:
             raise TypeError(f"{cls.__name__}.{f.name} has no opt(...) metadata")
         aliases = nest.aliases.get(f.name, spec.aliases)
-        out.append(CliField(path + (f.name,), f.type, default, spec, spec.flag or flag(f.name), tuple(aliases)))
+        out.append(CliField(path + (f.name,), hints[f.name], default, spec, spec.flag or flag(f.name), tuple(aliases)))
     return out
 
 
@@ -167,7 +169,7 @@ def from_options(cls: type, values: Mapping[str, Any], base: Any = None, prefix:
         if "nest" in f.metadata:
             inner = getattr(base, f.name) if base is not None else _field_default(f)
             inner = None if inner is dataclasses.MISSING else inner
-            kwargs[f.name] = from_options(f.type, values, inner, key + "__")  # type: ignore[arg-type]
+            kwargs[f.name] = from_options(typing.get_type_hints(cls)[f.name], values, inner, key + "__")
         elif key in values:
             kwargs[f.name] = values[key]
     return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
