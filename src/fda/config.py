@@ -707,7 +707,7 @@ class Budget:
     """
 
     train: TrainConfig = nested(TrainConfig(""), exclude=RUN_FIELDS, aliases={"workers": ("--train-workers",)})
-    steps: Optional[int] = opt(None, "Training steps per run (none given: --epochs).")
+    steps: Optional[int] = opt(None, "Training steps per run (sweep and ablate: none given trains --epochs).")
     eval_batch_size: int = opt(32, "Clips per forward pass in eval.")
     seeds: str = opt("0", "Comma list of training seeds; each arm is trained once per seed (mean±std).")
 
