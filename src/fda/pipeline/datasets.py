@@ -306,6 +306,17 @@ class _SafeUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
+def _annotation(root: str, name: str, what: str, files: List[str]) -> str:
+    """The annotation file ``name`` (:func:`_find_annotation`), added to ``files`` (the inputs a rerun compares).
+
+    Raises:
+        InputError: it is not there; the message says what it should hold (``what``).
+    """
+    path = _need(_find_annotation(root, name), name, root, what)
+    files.append(path)
+    return path
+
+
 def _need(path: Optional[str], name: str, root: str, what: str) -> str:
     if path is None:
         raise InputError(f"{name} not found in {root} or one folder down: add it ({what}) or choose other splits "
@@ -460,8 +471,7 @@ def _load_msrvtt(root: str, which: str, splits: Optional[Sequence[str]], files: 
     items: Dict[str, List[VideoItem]] = {}
     if "train" in wanted:
         name = MSRVTT_TRAIN_CSV[which]
-        csv_path = _need(_find_annotation(root, name), name, root, "a video_id column")
-        files.append(csv_path)
+        csv_path = _annotation(root, name, "a video_id column", files)
         ids = _dedupe((row["video_id"] for _, row in _read_csv(csv_path, ("video_id",)) if row["video_id"]),
                       csv_path)
         json_path = None
@@ -474,9 +484,7 @@ def _load_msrvtt(root: str, which: str, splits: Optional[Sequence[str]], files: 
         sentences = _msrvtt_sentences(json_path)
         items["train"] = [index.item(v, "train", sentences.get(v, ()), f"{v}.mp4") for v in ids]
     if "test" in wanted:
-        csv_path = _need(_find_annotation(root, MSRVTT_TEST_CSV), MSRVTT_TEST_CSV, root,
-                         "columns key,vid_key,video_id,sentence")
-        files.append(csv_path)
+        csv_path = _annotation(root, MSRVTT_TEST_CSV, "columns key,vid_key,video_id,sentence", files)
         order: Dict[str, List[str]] = {}
         for line, row in _read_csv(csv_path, ("video_id", "sentence")):
             vid = row["video_id"]
@@ -526,15 +534,13 @@ def _msrvtt_sentences(path: str) -> Dict[str, List[str]]:
 
 def _load_msvd(root: str, splits: Optional[Sequence[str]], files: List[str]) -> Dict[str, List[VideoItem]]:
     wanted = _check_splits(splits, tuple(MSVD_LISTS), "msvd")
-    pkl = _need(_find_annotation(root, MSVD_CAPTIONS), MSVD_CAPTIONS, root, "video id -> token lists")
-    files.append(pkl)
+    pkl = _annotation(root, MSVD_CAPTIONS, "video id -> token lists", files)
     captions = _msvd_captions(pkl)
     index = _VideoIndex(root)
     items: Dict[str, List[VideoItem]] = {}
     for split in wanted:
         name = MSVD_LISTS[split]
-        list_path = _need(_find_annotation(root, name), name, root, "one video id per line")
-        files.append(list_path)
+        list_path = _annotation(root, name, "one video id per line", files)
         ids = _read_list(list_path)
         items[split] = [index.item(v, split, captions.get(v, ()), f"{v}.avi") for v in ids]
     return items
@@ -593,16 +599,13 @@ def _load_activitynet(root: str, splits: Optional[Sequence[str]], files: List[st
     index = _VideoIndex(root)
     items: Dict[str, List[VideoItem]] = {}
     for split in wanted:
-        ids_path = _need(_find_annotation(root, ANET_IDS[split]), ANET_IDS[split], root, 'a JSON list of "v_<id>"')
-        files.append(ids_path)
+        ids_path = _annotation(root, ANET_IDS[split], 'a JSON list of "v_<id>"', files)
         ids = _read_json(ids_path)
         if not isinstance(ids, list) or not all(isinstance(v, str) for v in ids):
             raise InputError(f"{ids_path}: expected a JSON list of video ids (\"v_<id>\"), got "
                              f"{str(ids)[:80]}")
         ids = _dedupe((v.strip() for v in ids if v.strip()), ids_path)
-        cap_path = _need(_find_annotation(root, ANET_CAPTIONS[split]), ANET_CAPTIONS[split], root,
-                         '{"v_<id>": {"duration", "timestamps", "sentences"}}')
-        files.append(cap_path)
+        cap_path = _annotation(root, ANET_CAPTIONS[split], '{"v_<id>": {"duration", "timestamps", "sentences"}}', files)
         data = _read_json(cap_path)
         if not isinstance(data, dict):
             raise InputError(f"{cap_path}: expected a JSON object of \"v_<id>\" -> {{\"duration\", \"timestamps\", "
@@ -630,13 +633,9 @@ def _load_didemo(root: str, splits: Optional[Sequence[str]], files: List[str]) -
     index = _VideoIndex(root)
     items: Dict[str, List[VideoItem]] = {}
     for split in wanted:
-        list_path = _need(_find_annotation(root, DIDEMO_LISTS[split]), DIDEMO_LISTS[split], root,
-                          "one video file name per line")
-        files.append(list_path)
+        list_path = _annotation(root, DIDEMO_LISTS[split], "one video file name per line", files)
         names = _read_list(list_path)
-        data_path = _need(_find_annotation(root, DIDEMO_DATA[split]), DIDEMO_DATA[split], root,
-                          'a JSON list of {"video", "times", "description"}')
-        files.append(data_path)
+        data_path = _annotation(root, DIDEMO_DATA[split], 'a JSON list of {"video", "times", "description"}', files)
         data = _read_json(data_path)
         if not isinstance(data, list):
             raise InputError(f"{data_path}: expected a JSON list of {{\"video\", \"times\", \"description\"}}, got "
@@ -688,9 +687,7 @@ def _load_lsmdc(root: str, splits: Optional[Sequence[str]], files: List[str]) ->
     index = _VideoIndex(root)
     items: Dict[str, List[VideoItem]] = {}
     for split in wanted:
-        path = _need(_find_annotation(root, LSMDC_CSV[split]), LSMDC_CSV[split], root,
-                     "tab-separated clip_id, 4 times, sentence")
-        files.append(path)
+        path = _annotation(root, LSMDC_CSV[split], "tab-separated clip_id, 4 times, sentence", files)
         out = []
         for clip_id, sentences in _lsmdc_rows(path).items():
             movie = lsmdc_movie(clip_id)
