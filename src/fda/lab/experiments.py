@@ -26,6 +26,7 @@ from fda.config import (SAMPLE_FIELDS, AblateConfig, Budget, EvalConfig, Preproc
                         make_out_dir, options_record)
 from fda.errors import ConfigError
 from fda.eval.metrics import DIRECTIONS, METRIC_KEYS, metric_name
+from fda.lab.viz import mask_stats, pyplot, save_figure
 from fda.runs import RunDir, shard_changes
 from fda.shards.manifest import read_manifest
 from fda.shards.schema import MaskParams, write_json_atomic
@@ -171,15 +172,6 @@ def render_rows(rows: Sequence[Dict[str, Any]], label: str) -> str:
     return "\n".join(lines)
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # fda sweep
 
@@ -205,7 +197,7 @@ class SweepResult:
 
 def plot_sweep(rows: Sequence[Dict[str, Any]], baseline: Optional[Dict[str, Any]], path: str) -> None:
     """R@1 against tau, both directions (error bars: std over seeds), the no-mask baseline as horizontal lines."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     taus = [r["tau"] for r in rows]
     for d, colour, name in (("t2v", "tab:blue", "text-to-video"), ("v2t", "tab:orange", "video-to-text")):
@@ -222,9 +214,7 @@ def plot_sweep(rows: Sequence[Dict[str, Any]], baseline: Optional[Dict[str, Any]
     ax.set_title(f"tau sensitivity ({rows[0]['seeds']} seed(s) per point)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run_sweep(cfg: SweepConfig) -> SweepResult:
@@ -233,7 +223,6 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
     Raises:
         ConfigError, InputError, EnvError: from the stages (preprocess, train, eval), one line each.
     """
-    from fda.lab.viz import mask_stats
     from fda.model.device import resolve_device
 
     resolve_device(cfg.budget.train.device)  # a device that is not there fails before any work
@@ -297,7 +286,7 @@ class AblateResult:
 
 def plot_ablation(rows: Sequence[Dict[str, Any]], path: str, title: str) -> None:
     """Grouped bars: R@1/R@5/R@10 both ways, masks vs no masks, std over seeds as error bars."""
-    plt = _pyplot()
+    plt = pyplot()
     cols = [metric_name(d, k) for d in DIRECTIONS for k in ("R@1", "R@5", "R@10")]
     x = np.arange(len(cols))
     width = 0.38
@@ -311,9 +300,7 @@ def plot_ablation(rows: Sequence[Dict[str, Any]], path: str, title: str) -> None
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run_ablate(cfg: AblateConfig) -> AblateResult:
@@ -322,7 +309,6 @@ def run_ablate(cfg: AblateConfig) -> AblateResult:
     Raises:
         ConfigError, InputError, EnvError: from train and eval, one line each.
     """
-    from fda.lab.viz import mask_stats
     from fda.model.device import resolve_device
 
     resolve_device(cfg.budget.train.device)  # a device that is not there fails before any work

@@ -36,6 +36,7 @@ import numpy as np
 from fda.config import BenchMasksConfig, BenchMotionConfig, GenerateConfig, make_out_dir, options_record
 from fda.errors import InputError
 from fda.eval.metrics import DIRECTIONS, metric_name
+from fda.lab.viz import pyplot, save_figure
 from fda.shards.manifest import load_manifest, split_shards
 from fda.shards.reader import iter_samples, unreadable_shard
 from fda.shards.schema import CONFIG, MANIFEST, META, mask_member, read_json, write_json_atomic
@@ -354,19 +355,9 @@ def summarize_arm(runs: Sequence[Dict[str, Any]], reference: Sequence[Dict[str, 
     return out
 
 
-def _pyplot() -> Any:
-    """matplotlib's pyplot on the file-only Agg backend (imported on first use: it is slow to import)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_bench(rows: Sequence[Dict[str, Any]], arms: Sequence[str], path: str, title: str) -> None:
     """Two panels (twin accuracy t2v, R@1 t2v): bars per set and arm, std over seeds as error bars."""
-    plt = _pyplot()
+    plt = pyplot()
     sets = list(dict.fromkeys(r["set"] for r in rows))
     colours = {"masks": "tab:red", "no-alpha": "tab:gray", "full": "tab:blue", "shuffled": "tab:olive",
                "compensated": "tab:purple"}
@@ -388,9 +379,7 @@ def plot_bench(rows: Sequence[Dict[str, Any]], arms: Sequence[str], path: str, t
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=7, loc="lower left")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _load_clips(data_root: str) -> Dict[str, Dict[str, Any]]:
@@ -552,7 +541,7 @@ class BenchMasksResult:
 
 def plot_mask_quality(scores: Dict[str, Dict[str, Dict[str, float]]], path: str, title: str) -> None:
     """Three heat maps (precision, recall, coverage): rows = conditions, columns = settings."""
-    plt = _pyplot()
+    plt = pyplot()
     conds = list(scores)
     settings = list(scores[conds[0]])
     fig, axes = plt.subplots(1, 3, figsize=(11, 0.45 * len(conds) + 1.8))
@@ -570,9 +559,7 @@ def plot_mask_quality(scores: Dict[str, Dict[str, Dict[str, float]]], path: str,
         ax.set_yticklabels(conds, fontsize=8)
         ax.set_title(label, fontsize=9)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run_bench_masks(cfg: BenchMasksConfig) -> BenchMasksResult:

@@ -318,13 +318,27 @@ def stats_table(rows: Sequence[MaskStatsRow]) -> str:
     return "\n".join(lines)
 
 
-def plot_stats(rows: Sequence[MaskStatsRow], path: str, bins: int = 20) -> None:
-    """Histogram PNG: one panel per split, one step histogram of coverage per shard set (tau), fallback in legend."""
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (imported on first use: it is slow to import)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(fig: Any, path: str) -> None:
+    """Lay out ``fig``, write it to ``path`` (PNG, 100 dpi; its folder is made if needed) and free it."""
+    fig.tight_layout()
+    make_out_dir(os.path.dirname(os.path.abspath(path)))
+    fig.savefig(path, dpi=100)
+    pyplot().close(fig)
+
+
+def plot_stats(rows: Sequence[MaskStatsRow], path: str, bins: int = 20) -> None:
+    """Histogram PNG: one panel per split, one step histogram of coverage per shard set (tau), fallback in legend."""
+    plt = pyplot()
     splits = list(dict.fromkeys(r.split for r in rows))
     fig, axes = plt.subplots(1, len(splits), figsize=(5.2 * len(splits), 3.8), squeeze=False)
     edges = np.linspace(0.0, 1.0, bins + 1)
@@ -339,10 +353,7 @@ def plot_stats(rows: Sequence[MaskStatsRow], path: str, bins: int = 20) -> None:
         ax.set_xlim(0, 1)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    make_out_dir(os.path.dirname(os.path.abspath(path)))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 @dataclass
