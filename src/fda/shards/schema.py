@@ -63,9 +63,9 @@ def sample_key(video_id: str) -> str:
     """
     if KEY_RE.match(video_id) and len(video_id) <= MAX_KEY:
         return video_id
-    safe = re.sub(r"[^A-Za-z0-9_-]+", "_", video_id).strip("_")[:80]
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "_", video_id).strip("_")[:MAX_KEY - 11]  # keys that fitted are unchanged
     digest = hashlib.sha1(video_id.encode("utf-8")).hexdigest()[:10]
-    return f"{safe[:MAX_KEY - 11]}_{digest}" if safe else digest  # keys that fitted before are unchanged
+    return f"{safe}_{digest}" if safe else digest
 
 
 def shard_name(split: str, index: int) -> str:
