@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import encode_video, index_frames
+from fda.pipeline import video as video_mod
 from fda.pipeline.sampling import needed_frames, partner_indices, sample_frame_indices
 from fda.pipeline.video import (Video, VideoError, center_square, decode_frames, display_transform, orient, probe,
                                 rotation_degrees)
@@ -330,9 +331,13 @@ def test_missing_file(tmp_path):
     assert not os.path.exists(tmp_path / "nope.mp4")
 
 
+@pytest.mark.parametrize("cache", ["memory", "rewind"])
 @pytest.mark.parametrize("name", list(SKIP_CASES))
-def test_an_open_video_is_decoded_from_the_file_it_probed(skip_clips, name):
-    # The probe's container is rewound for the first pass (no second open) and gives the same frames.
+def test_an_open_video_is_decoded_from_the_file_it_probed(skip_clips, name, cache, monkeypatch):
+    # The first pass reads the packets the probe kept (or, for a file over the cache size, rewinds the probed
+    # container): no second open, and the same frames as a decode of a freshly opened file.
+    if cache == "rewind":
+        monkeypatch.setattr(video_mod, "PACKET_CACHE_BYTES", 1000)
     path = skip_clips[name]
     info = probe(path)
     indices = sample_frame_indices(info.num_packets, 12)
@@ -341,9 +346,10 @@ def test_an_open_video_is_decoded_from_the_file_it_probed(skip_clips, name):
     with Video(path) as video:
         assert video.info == info
         dec = video.decode(needed, 48)
-        assert video.opens == 1, "the first decode pass opened the file again instead of rewinding it"
+        assert video.opens == 1, "the first decode pass opened the file again"
+        assert video.passes == [cache]
         again = video.decode(needed, 48, full=True)  # a later pass opens the file afresh
-        assert video.opens == 2
+        assert video.opens == 2 and video.passes == [cache, "open"]
     for got in (dec, again):
         assert sorted(got.frames) == needed
         for i in needed:

@@ -35,7 +35,7 @@ import subprocess
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -167,14 +167,22 @@ def probe(path: str) -> VideoInfo:
         return video.info
 
 
+PACKET_CACHE_BYTES = 64 << 20
+"""Most bytes of packets one open :class:`Video` keeps from its probe for the first decode pass (a 15 s 720p clip
+holds 1-5 MB; a bigger file is demuxed again)."""
+
+
 class Video:
     """An open video: probed on opening (:func:`probe`'s :class:`VideoInfo` in ``info``), then decoded from the same
     open file (:meth:`decode`).
 
     Opening a file costs FFmpeg a stream-info pass that decodes its first picture (a 60-70 ms intra frame in a
-    high-detail 720p clip), so the first decode pass rewinds the probed container instead of opening the file again.
-    The rewind is checked: the first packet it demuxes must be the first packet the probe saw, else (and for every
-    later pass, e.g. a full decode after a skipping one gave up) the file is opened afresh.
+    high-detail 720p clip), so the first decode pass reads the probed container instead of opening the file again:
+    from the packets the probe kept in memory (up to :data:`PACKET_CACHE_BYTES`; demuxing a 15 s clip again costs
+    about 2 ms, 3 % of a 320x240 stage), else by rewinding it. The rewind is checked: the first packet it demuxes
+    must be the first packet the probe saw, else (and for every later pass, e.g. a full decode after a skipping one
+    gave up) the file is opened afresh. ``passes`` says where each decode pass read from (``memory``, ``rewind`` or
+    ``open``).
 
     Raises:
         VideoError: as :func:`probe`.
@@ -183,7 +191,9 @@ class Video:
     def __init__(self, path: str, info: Optional[VideoInfo] = None) -> None:
         self.path = path
         self.opens = 0
+        self.passes: List[str] = []
         self._container = None
+        self._cache: Optional[List] = None
         self._first: Optional[Tuple[Optional[int], Optional[int], int]] = None
         if info is not None:  # probed before: every pass opens the file
             self.info = info
@@ -212,6 +222,7 @@ class Video:
     def close(self) -> None:
         """Close the probed container if no decode pass took it."""
         container, self._container = self._container, None
+        self._cache = None
         if container is not None:
             container.close()
 
@@ -223,12 +234,17 @@ class Video:
     def packets(self):
         """``(stream, packets)`` of a fresh pass over the video stream from its first packet.
 
-        The first pass rewinds the probed container; later passes, or a rewind that does not land on the first
-        packet, open the file again.
+        The first pass reads the packets the probe kept, or rewinds the probed container; later passes, or a rewind
+        that does not land on the first packet, open the file again.
         """
         container, self._container = self._container, None
+        cache, self._cache = self._cache, None
         packets = None
-        if container is not None and self.info.demux_error is None and self._first is not None:
+        if container is not None and cache is not None:
+            stream = container.streams.video[0]
+            packets = _handed_over(cache)
+            self.passes.append("memory")
+        elif container is not None and self.info.demux_error is None and self._first is not None:
             try:
                 stream = container.streams.video[0]
                 container.seek(0)
@@ -236,6 +252,7 @@ class Video:
                 head = next(it, None)
                 if head is not None and (head.pts, head.dts, head.size) == self._first:
                     packets = itertools.chain([head], it)
+                    self.passes.append("rewind")
             except Exception:  # noqa: BLE001 - a container that cannot rewind is opened again
                 packets = None
         if packets is None:
@@ -246,6 +263,7 @@ class Video:
             except Exception as err:  # noqa: BLE001 - PyAV raises many types; all mean "cannot open"
                 raise VideoError(f"cannot open: {_one_line(err)}") from None
             self.opens += 1
+            self.passes.append("open")
             stream = container.streams.video[0]
             packets = (p for p in container.demux(stream) if p.size)
         try:
@@ -267,6 +285,8 @@ class Video:
             interlaced = _field_order_interlaced(getattr(cc, "field_order", None))
             pts: List[Optional[int]] = []
             keyframes: List[int] = []
+            cache: Optional[List] = []
+            cached = 0
             all_packets = 0
             last_end = None
             try:
@@ -281,11 +301,19 @@ class Video:
                     if not pts:
                         self._first = (packet.pts, packet.dts, packet.size)
                     pts.append(packet.pts)
+                    if cache is not None:
+                        cached += packet.size
+                        if cached <= PACKET_CACHE_BYTES:
+                            cache.append(packet)
+                        else:
+                            cache = None  # a big file: the decode pass demuxes it again
                     if packet.pts is not None:
                         end = packet.pts + (packet.duration or 0)
                         last_end = end if last_end is None else max(last_end, end)
             except Exception as err:  # noqa: BLE001 - a read error mid-file: keep what came before
                 demux_error = _one_line(err)
+                cache = None  # the full decode that follows counts the error itself
+            self._cache = cache
             declared_frames = max(int(stream.frames or 0), 0)
             tb = stream.time_base
             if stream.duration is not None and tb is not None:
@@ -320,6 +348,13 @@ class Video:
         return VideoInfo(len(pts), fps, duration, width, height, codec, tuple(pts) if usable else (), tuple(keyframes),
                          Fraction(sar.numerator, sar.denominator) if sar else Fraction(1), interlaced, declared_frames,
                          present, demux_error, Fraction(tb.numerator, tb.denominator) if tb else None)
+
+
+def _handed_over(cache: List) -> Iterator:
+    """Yield the probe's packets in order, letting go of each one as it is handed to the decoder."""
+    cache.reverse()
+    while cache:
+        yield cache.pop()
 
 
 def _field_order_interlaced(field_order) -> bool:
