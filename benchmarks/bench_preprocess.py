@@ -13,7 +13,8 @@ Clip groups (generated with ffmpeg; x264 defaults unless stated, so B-frames and
 The synthetic clips draw ffmpeg test patterns (testsrc2, a game of life, a cellular automaton) with a moving box.
 
 Measured per clip in interleaved rounds (each round times every measurement once, so that load from other users
-hits them alike); a ratio is the median over rounds of that round's ratio:
+hits them alike; at least ``--repeats`` rounds, more for short clips, up to 25, until the floor decodes add up to
+``--min-seconds``); a ratio is the median over rounds of that round's ratio:
 
 - floor: PyAV decoding every frame of the clip, one thread, no conversion;
 - refs only: PyAV decoding only the reference frames (``skip_frame = NONREF``) of the whole clip: what any decoder
@@ -32,12 +33,13 @@ Then the whole command (``run_preprocess``) on ``--many`` 320x240 clips in one s
 one process and in a pool of two, in the same rounds (an embarrassingly parallel job; shared or virtual cores give
 less than 2x).
 
-Usage: ``.venv/bin/python benchmarks/bench_preprocess.py [--per-group 3] [--repeats 5] [--many 48] [--real DIR]
-[--work DIR]``. Prints markdown (paste it into BENCHMARKS.md).
+Usage: ``.venv/bin/python benchmarks/bench_preprocess.py [--per-group 3] [--repeats 3] [--min-seconds 3]
+[--many 48] [--real DIR] [--work DIR]``. Prints markdown (paste it into BENCHMARKS.md).
 """
 
 import argparse
 import dataclasses
+import math
 import multiprocessing
 import os
 import platform
@@ -192,7 +194,9 @@ def clip_groups(args, clips: str):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-group", type=int, default=3, help="clips per group")
-    ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds per clip")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds per clip, at least")
+    ap.add_argument("--min-seconds", type=float, default=3.0,
+                    help="more rounds for short clips, until the floor decodes add up to about this long")
     ap.add_argument("--many", type=int, default=48, help="clips in the one-shard worker comparison")
     ap.add_argument("--real", default=None, help="a folder of real videos: adds the real-footage groups")
     ap.add_argument("--work", default=None, help="keep generated clips here (default: a temp dir)")
@@ -204,22 +208,27 @@ def main() -> None:
     cfg = PreprocessConfig(dataset_root=clips, out=os.path.join(work, "shards"), workers=1)
     robust = dataclasses.replace(cfg, camera_motion="compensate", normalize_brightness=True)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"PyAV {av.__version__}, OpenCV {cv2.__version__}; {args.repeats} interleaved rounds, medians\n")
-    print("| group | clip | frames | floor ms | refs only / floor | stage ms | stage / floor | compensated / stage "
-          "| CLIP4Clip-style / stage | exact |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          f"PyAV {av.__version__}, OpenCV {cv2.__version__}; per clip {args.repeats}-25 interleaved rounds "
+          f"(about {args.min_seconds:g} s of floor decoding), medians\n")
+    print("| group | clip | frames | rounds | floor ms | refs only / floor | stage ms | stage / floor "
+          "| compensated / stage | CLIP4Clip-style / stage | exact |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     per_group = {}
     for group, label, path in clip_groups(args, clips):
         item = VideoItem(os.path.basename(path), "test", path, ("clip",), os.path.basename(path))
+        t0 = time.perf_counter()
         n = floor(path)
+        # Short clips get more rounds (up to 25, about --min-seconds of floor decoding): a 100 ms measurement on a
+        # shared machine moves by 20 % from round to round.
+        repeats = min(25, max(args.repeats, math.ceil(args.min_seconds / (time.perf_counter() - t0))))
         t_floor, t_refs, t_stage, t_comp, t_c4c = rounds(
             [lambda: floor(path), lambda: refs_only(path), lambda: stage(item, cfg, work),
-             lambda: stage(item, robust, work), lambda: clip4clip(path)], args.repeats)
+             lambda: stage(item, robust, work), lambda: clip4clip(path)], repeats)
         ok = exact(path)
         row = (paired(t_stage, t_floor), paired(t_refs, t_floor), paired(t_comp, t_stage), paired(t_c4c, t_stage),
                paired(t_comp, t_floor), ok)
         per_group.setdefault(group, []).append(row)
-        print(f"| {group} | {label} | {n} | {statistics.median(t_floor) * 1e3:.0f} | {row[1]:.2f} | "
+        print(f"| {group} | {label} | {n} | {repeats} | {statistics.median(t_floor) * 1e3:.0f} | {row[1]:.2f} | "
               f"{statistics.median(t_stage) * 1e3:.0f} | {row[0]:.2f} | {row[2]:.2f} | {row[3]:.2f} | "
               f"{'yes' if ok else '**no**'} |", flush=True)
     print("\n| group | stage / floor (median) | refs only / floor | compensated / stage | compensated / floor "
