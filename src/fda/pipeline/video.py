@@ -190,8 +190,8 @@ class Video:
 
     def __init__(self, path: str, info: Optional[VideoInfo] = None) -> None:
         self.path = path
-        self.opens = 0
         self.passes: List[str] = []
+        self._probed = info is None  # the constructor opens the file to probe it
         self._container = None
         self._cache: Optional[List] = None
         self._first: Optional[Tuple[Optional[int], Optional[int], int]] = None
@@ -204,7 +204,6 @@ class Video:
             raise VideoError("empty file (0 bytes)")
         try:
             self._container = _open(path)
-            self.opens = 1
         except Exception as err:  # noqa: BLE001 - PyAV raises many types; all mean "cannot open"
             raise VideoError(f"cannot open: {_one_line(err)}") from None
         try:
@@ -212,6 +211,11 @@ class Video:
         except BaseException:
             self.close()
             raise
+
+    @property
+    def opens(self) -> int:
+        """How many times the file was opened: for the probe, and for each pass that could not reuse it."""
+        return int(self._probed) + self.passes.count("open")
 
     def __enter__(self) -> "Video":
         return self
@@ -262,7 +266,6 @@ class Video:
                 container = _open(self.path)
             except Exception as err:  # noqa: BLE001 - PyAV raises many types; all mean "cannot open"
                 raise VideoError(f"cannot open: {_one_line(err)}") from None
-            self.opens += 1
             self.passes.append("open")
             stream = container.streams.video[0]
             packets = (p for p in container.demux(stream) if p.size)
