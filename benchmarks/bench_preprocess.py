@@ -56,7 +56,7 @@ import cv2
 import numpy as np
 
 from fda.config import PreprocessConfig
-from fda.pipeline.datasets import VideoItem
+from fda.pipeline.datasets import VIDEO_EXTENSIONS, VideoItem
 from fda.pipeline.preprocess import process_video, run_preprocess
 from fda.pipeline.sampling import needed_frames, partner_indices, sample_frame_indices
 from fda.pipeline.video import decode_frames, find_ffmpeg, probe
@@ -70,7 +70,6 @@ GROUPS = {  # name: (size, seconds, extra encoder args)
     "short-GOP": ("640x360", 15, ("-g", "60")),
 }
 REAL_SIZES = ("320x240", "1280x720")
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".mpg", ".ts")
 
 
 def make_clip(path: str, size: str, seconds: float, source: str, extra=(), rate: int = 30) -> str:
@@ -178,7 +177,11 @@ def clip_groups(args, clips: str):
                 make_clip(path, size, seconds, SOURCES[i % len(SOURCES)], extra)
             out.append((group, SOURCES[i % len(SOURCES)].split("=")[0], path))
     if args.real:
-        sources = sorted(f for f in os.listdir(args.real) if f.lower().endswith(VIDEO_SUFFIXES))[:args.per_group]
+        if not os.path.isdir(args.real):
+            raise SystemExit(f"--real {args.real}: not a folder; give a folder of video files")
+        sources = sorted(f for f in os.listdir(args.real)
+                         if os.path.splitext(f)[1].lower() in VIDEO_EXTENSIONS and not f.startswith("."))
+        sources = sources[:args.per_group]
         if not sources:
             raise SystemExit(f"--real {args.real}: no video files there")
         for size in REAL_SIZES:
@@ -225,19 +228,19 @@ def main() -> None:
             [lambda: floor(path), lambda: refs_only(path), lambda: stage(item, cfg, work),
              lambda: stage(item, robust, work), lambda: clip4clip(path)], repeats)
         ok = exact(path)
-        row = (paired(t_stage, t_floor), paired(t_refs, t_floor), paired(t_comp, t_stage), paired(t_c4c, t_stage),
-               paired(t_comp, t_floor), ok)
-        per_group.setdefault(group, []).append(row)
-        print(f"| {group} | {label} | {n} | {repeats} | {statistics.median(t_floor) * 1e3:.0f} | {row[1]:.2f} | "
-              f"{statistics.median(t_stage) * 1e3:.0f} | {row[0]:.2f} | {row[2]:.2f} | {row[3]:.2f} | "
+        row = {"stage": paired(t_stage, t_floor), "refs": paired(t_refs, t_floor), "comp": paired(t_comp, t_stage),
+               "comp_floor": paired(t_comp, t_floor), "c4c": paired(t_c4c, t_stage)}
+        per_group.setdefault(group, []).append((row, ok))
+        print(f"| {group} | {label} | {n} | {repeats} | {statistics.median(t_floor) * 1e3:.0f} | {row['refs']:.2f} | "
+              f"{statistics.median(t_stage) * 1e3:.0f} | {row['stage']:.2f} | {row['comp']:.2f} | {row['c4c']:.2f} | "
               f"{'yes' if ok else '**no**'} |", flush=True)
     print("\n| group | stage / floor (median) | refs only / floor | compensated / stage | compensated / floor "
           "| CLIP4Clip-style / stage | exact |")
     print("|---|---|---|---|---|---|---|")
     for group, rows in per_group.items():
-        med = [statistics.median(r[k] for r in rows) for k in range(5)]
-        print(f"| {group} | **{med[0]:.2f}** | {med[1]:.2f} | {med[2]:.2f} | {med[4]:.2f} | {med[3]:.2f} | "
-              f"{sum(r[5] for r in rows)}/{len(rows)} |")
+        med = {k: statistics.median(r[k] for r, _ in rows) for k in rows[0][0]}
+        print(f"| {group} | **{med['stage']:.2f}** | {med['refs']:.2f} | {med['comp']:.2f} | {med['comp_floor']:.2f} | "
+              f"{med['c4c']:.2f} | {sum(ok for _, ok in rows)}/{len(rows)} |")
     if args.many <= 0:
         return 0
 
