@@ -418,10 +418,46 @@ def test_cli_end_to_end_on_preprocessed_shards_with_validation(eval_shards, tmp_
     assert "trained 6 steps" in res.stdout
     evals = [m for m in _metrics(out) if "eval/t2v_R@1" in m]
     assert [m["step"] for m in evals] == [3, 6]
+    # no val split: the test curve is logged, but no best.pt is chosen on it, and eval reads the last checkpoint
+    assert not os.path.exists(os.path.join(out, "checkpoints", "best.pt"))
+    assert "validating on test for the curve only, keeping no best.pt" in res.stderr
+    with open(os.path.join(out, "train_config.json"), encoding="utf-8") as f:
+        resolved = json.load(f)
+    assert resolved["val_split"] == "test" and resolved["best_selected_on"] is None
+    res = CliRunner().invoke(cli, ["eval", "--run", out, "--device", "cpu"])
+    assert res.exit_code == 0, res.output + res.stderr
+    assert "evaluating checkpoint" in res.stderr and "step-0000006.pt (step 6)" in res.stderr
+    assert "checkpoint chosen on: none: last checkpoint (step 6)" in res.stdout and "WARNING" not in res.stdout
+    with open(os.path.join(out, "eval_test.json"), encoding="utf-8") as f:
+        assert json.load(f)["checkpoint_selected_on"] == {"split": None, "text": "none: last checkpoint (step 6)"}
+
+    # --val-split test selects on test, as some papers do: eval on test says so, in the log and the report
+    out = str(tmp_path / "on-test")
+    res = CliRunner().invoke(cli, ["train", eval_shards, "--out", out, "--model", "fda-tiny", "--batch-size", "3",
+                                   "--max-steps", "2", "--workers", "0", "--val-every", "1", "--val-split", "test",
+                                   "--lr", "1e-3", "--no-tensorboard"])
+    assert res.exit_code == 0, res.output + res.stderr
+    evals = [m for m in _metrics(out) if "eval/t2v_R@1" in m]
     best = torch.load(os.path.join(out, "checkpoints", "best.pt"), weights_only=True)
     assert best["val_metrics"]["eval/t2v_R@1"] == max(m["eval/t2v_R@1"] for m in evals)
-    with open(os.path.join(out, "train_config.json"), encoding="utf-8") as f:
-        assert json.load(f)["val_split"] == "test"
+    assert best["selected_on"] == "test"
+    res = CliRunner().invoke(cli, ["eval", "--run", out, "--device", "cpu"])
+    assert res.exit_code == 0, res.output + res.stderr
+    warning = "the checkpoint was selected on test, the split being evaluated"
+    assert warning in res.stderr and f"WARNING: {warning}" in res.stdout
+    with open(os.path.join(out, "eval_test.json"), encoding="utf-8") as f:
+        selection = json.load(f)["checkpoint_selected_on"]
+    assert selection["split"] == "test" and warning in selection["warning"]
+    # a best.pt written before checkpoints recorded selected_on: the run's recorded val_split chose it
+    from fda.eval.source import checkpoint_selection
+
+    old = dict(best)
+    del old["selected_on"]
+    torch.save(old, os.path.join(out, "checkpoints", "best.pt"))
+    assert checkpoint_selection({"kind": "checkpoint", "checkpoint": os.path.join(out, "checkpoints", "best.pt")}
+                                )["split"] == "test"
+    res = CliRunner().invoke(cli, ["eval", "--run", out, "--device", "cpu", "--no-cache"])
+    assert res.exit_code == 0 and warning in res.stderr
 
 
 def test_random_captions_accumulation_and_joint_augmentation_run(shards, tmp_path):

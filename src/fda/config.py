@@ -432,7 +432,9 @@ class TrainConfig:
     out: Optional[str] = opt(None, "Run folder (default: a new folder under ./runs/); rerunning into one that has "
                              "checkpoints resumes it.")
     split: str = opt("train", "Split to train on.", choices=SPLITS)
-    val_split: str = opt("auto", "Split for periodic validation (auto: val, else test, else none).",
+    val_split: str = opt("auto", "Split for periodic validation. auto: val, which keeps best.pt by its R@1; without "
+                         "val, test for the curve only, no best.pt (fda eval reads the last checkpoint). test: keep "
+                         "best.pt by test R@1, as papers that select on test do (fda eval on test says so).",
                          choices=VAL_SPLITS)
     model: str = opt("ViT-B-32", "Architecture: ViT-B-32, ViT-B-16, ViT-L-14, fda-small, fda-tiny, or a config .json.")
     pretrained: Optional[str] = opt("openai", "CLIP weights: an open_clip tag (downloaded), a local FILE, or 'none' "
@@ -514,7 +516,8 @@ class EvalConfig:
 
     split: str = opt("test", "Split to evaluate.", choices=SPLITS)
     shards: Optional[str] = opt(None, SHARDS_HELP)  # None: the shard set the run trained on, else ./shards
-    run: Optional[str] = opt(None, "Run folder: evaluate its best checkpoint (default: newest run).")
+    run: Optional[str] = opt(None, "Run folder: evaluate its best.pt (kept only when a val split chose it), else its "
+                             "last checkpoint (default: newest run).")
     checkpoint: Optional[str] = opt(None, "An fda checkpoint file.")
     model: Optional[str] = opt(None, "Evaluate an untrained model (zero-shot), e.g. ViT-B-32 or fda-tiny.")
     pretrained: Optional[str] = opt(None, PRETRAINED_HELP)

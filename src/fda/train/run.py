@@ -4,7 +4,7 @@ One process or many: under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) 
 group itself (nccl on GPU, gloo on CPU) and closes it at the end; nothing distributed happens at import.
 
 The run folder's layout (``train_config.json``, ``metrics.jsonl``, ``tb/``, ``checkpoints/step-0000100.pt`` keeping
-the last ``--keep-last``, ``checkpoints/best.pt`` by validation) is :class:`fda.runs.RunDir`'s, which ``fda eval``
+the last ``--keep-last``, ``checkpoints/best.pt`` by validation on a split that may select it) is :class:`fda.runs.RunDir`'s, which ``fda eval``
 reads too. Checkpoints are written atomically.
 
 Rerunning into a RUN_DIR that has checkpoints (or ``--resume``) restores model, optimiser, grad scaler, step, RNG
@@ -152,6 +152,7 @@ class RunState:
         saved_step: the step of ``checkpoint`` (the resumed step at first).
         best: the best validation score so far (``Validate.best_key``).
         val_split: the split validated on; None when validation is off (or was switched off by a failure).
+        selects: whether validation keeps ``best.pt`` (False: the curve is logged only, see :func:`_val_split`).
         metrics: the last step's ``train/*`` metrics.
     """
 
@@ -161,6 +162,7 @@ class RunState:
     saved_step: int
     best: Optional[float]
     val_split: Optional[str]
+    selects: bool = True
     metrics: Dict[str, float] = field(default_factory=dict)
 
 
@@ -236,28 +238,42 @@ def check_shards_fit(info: SplitInfo, model_cfg: Dict[str, Any]) -> None:
                          f"1..{max_frames or 'any'}: rerun fda preprocess --frames-train N")
 
 
-def _val_split(cfg: TrainConfig) -> Optional[str]:
+def _val_split(cfg: TrainConfig) -> Tuple[Optional[str], bool]:
+    """``(split to validate on, whether it selects best.pt)``.
+
+    ``auto`` validates on ``val`` and keeps ``best.pt`` by it; without a ``val`` split it validates on ``test`` for the
+    curve only and keeps no ``best.pt``, so ``fda eval`` reads the last checkpoint and never reports a test number
+    from a checkpoint chosen on test. An explicit ``--val-split test`` selects on test (to replicate papers that do);
+    ``fda eval`` on test then says so.
+    """
     if cfg.val_split == "none":
-        return None
+        return None, False
     splits = load_manifest(cfg.shards_dir).get("splits", {})
     if cfg.val_split == "auto":
-        return next((s for s in ("val", "test") if splits.get(s)), None)
+        if splits.get("val"):
+            return "val", True
+        return ("test", False) if splits.get("test") else (None, False)
     if not splits.get(cfg.val_split):
         raise InputError(f"--val-split {cfg.val_split}: {cfg.shards_dir} has no such split: preprocess it or pass "
                          f"--val-split none")
-    return cfg.val_split
+    return cfg.val_split, True
 
 
-def _validation_split(cfg: TrainConfig, validate: Optional[Validate]) -> Optional[str]:
-    """The split to validate on, or None (and why, logged)."""
-    val_split = _val_split(cfg) if validate is not None else None
+def _validation_split(cfg: TrainConfig, validate: Optional[Validate]) -> Tuple[Optional[str], bool]:
+    """The split to validate on and whether it selects ``best.pt`` (:func:`_val_split`); why, logged."""
+    val_split, selects = _val_split(cfg) if validate is not None else (None, False)
     if cfg.val_split == "none":
         logger.info("validation off (--val-split none)")
     elif validate is None:
         logger.info("validation off: no evaluator wired in")
     elif val_split is None:
         logger.info("validation off: %s has no val or test split", cfg.shards_dir)
-    return val_split
+    elif not selects:
+        logger.info("no val split: validating on %s for the curve only, keeping no best.pt (fda eval reads the last "
+                    "checkpoint); --val-split test selects on test, as some papers do", val_split)
+    elif val_split == "test":
+        logger.warning("--val-split test: best.pt is chosen on the test split; fda eval on test will say so")
+    return val_split, selects
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -338,8 +354,9 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, pl
         logger.info("nothing to do: the run is at step %d of %d", start, plan.total_steps)
 
     # record the resolved config, open the logs
-    val_split = _validation_split(cfg, validate)
+    val_split, selects = _validation_split(cfg, validate)
     resolved = _resolved_config(cfg, model, run, dist, device, dtype, plan, info, val_split, history)
+    resolved["best_selected_on"] = val_split if selects else None
     logs = RunLogs(run, start, tensorboard=cfg.tensorboard) if dist.main else None
     if dist.main:
         write_json_atomic(run.config, resolved)
@@ -353,7 +370,8 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, pl
         from torch.nn.parallel import DistributedDataParallel
 
         forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    state = RunState(start=start, step=start, checkpoint=resume_from, saved_step=start, best=best, val_split=val_split)
+    state = RunState(start=start, step=start, checkpoint=resume_from, saved_step=start, best=best, val_split=val_split,
+                     selects=selects)
     hooks = RunHooks(cfg=cfg, dist=dist, device=device, run=run, plan=plan, model=model, optimizer=optimizer,
                      scaler=scaler, state=state, resolved=resolved, logs=logs, validate=validate)
     epoch, batch = plan.position(start)
@@ -494,7 +512,7 @@ class RunHooks:
             logger.info("step %d validation on %s: %s", step, state.val_split,
                         ", ".join(f"{k[5:]} {v:.2f}" for k, v in result.items() if "R@" in k))
             score = result.get(self.validate.best_key)
-            if score is not None and (state.best is None or score > state.best):
+            if state.selects and score is not None and (state.best is None or score > state.best):
                 state.best = score
                 self.save(self.run.best, step, result)
                 logger.info("step %d: best validation %s so far (%.2f), saved %s", step, self.validate.best_key,
@@ -537,6 +555,7 @@ class RunHooks:
                      "world_size": self.dist.world_size, "workers": cfg.workers, "seed": cfg.seed,
                      "captions": cfg.captions, "batch_size": cfg.batch_size},
             "val_metrics": dict(val_metrics) if val_metrics else None,
+            "selected_on": self.state.val_split if val_metrics else None,  # best.pt: the split that chose it
             "best_r1": self.state.best,
         }
         save_checkpoint(path, self.model, **extra)
