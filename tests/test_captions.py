@@ -136,3 +136,44 @@ def test_unlisted_and_uncaptioned_on_old_and_new_layouts(tmp_path, tiny_video):
     assert [f["video_id"] for f in manifest["failures"]] == ["a"]
     assert manifest["failures"][0]["error"].startswith("no caption: add one in captions.csv")
     assert _shard_captions(out) == {"b": ["a phone"]} and manifest["unlisted"] == []
+
+
+def test_an_uncaptioned_library_is_preprocessed_embedded_and_searched(tmp_path, ffmpeg_exe):
+    """A folder of videos with no captions file: preprocess (test split), embed, search; train and eval refuse it in
+    one line."""
+    import subprocess
+
+    root = tmp_path / "footage"
+    (root / "day two").mkdir(parents=True)
+    for name, source in (("beach.mp4", "testsrc"), ("day two/city.mkv", "smptebars"), ("garden.webm", "mandelbrot")):
+        codec = ["-c:v", "libvpx", "-b:v", "200k"] if name.endswith(".webm") else ["-pix_fmt", "yuv420p"]
+        subprocess.run([ffmpeg_exe, "-y", "-loglevel", "error", "-f", "lavfi", "-i", f"{source}=size=64x48:rate=8",
+                        "-t", "1", *codec, str(root / name)], check=True)
+    shards, emb = str(tmp_path / "shards"), str(tmp_path / "emb")
+    runner = CliRunner()
+    res = runner.invoke(cli, ["preprocess", str(root), "--out", shards, "--size", "32", "--frames-test", "2",
+                              "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    assert "wrote 3 test videos in 1 shards" in res.stdout and "without captions (for fda embed/search)" in res.stdout
+    assert "indexing its 3 videos without captions (split test)" in res.stderr
+    manifest = json.loads(open(os.path.join(shards, "manifest.json")).read())
+    assert manifest["uncaptioned"] and manifest["failures"] == [] and list(manifest["splits"]) == ["test"]
+
+    res = runner.invoke(cli, ["train", shards, "--model", "fda-tiny", "--pretrained", "none", "--out",
+                              str(tmp_path / "run")])
+    assert res.exit_code == 3 and res.stderr.count("\n") == 1, res.stderr
+    assert "has no captions (preprocessed without a captions file): fda train needs captions" in res.stderr
+    assert not (tmp_path / "run").exists()
+    res = runner.invoke(cli, ["eval", "--shards", shards, "--model", "fda-tiny", "--pretrained", "none"])
+    assert res.exit_code == 3 and "fda eval needs captions" in res.stderr
+
+    res = runner.invoke(cli, ["embed", "--shards", shards, "--model", "fda-tiny", "--pretrained", "none", "--out", emb,
+                              "--decode-threads", "0", "--device", "cpu"])
+    assert res.exit_code == 0, res.output + res.stderr
+    doc = json.loads(open(os.path.join(emb, "embeddings.json")).read())
+    assert doc["videos"]["count"] == 3 and doc["captions"]["count"] == 0
+    res = runner.invoke(cli, ["search", emb, "a beach at sunset", "-k", "3", "--json"])
+    assert res.exit_code == 0, res.stderr
+    assert sorted(h["id"] for h in json.loads(res.stdout)["hits"]) == ["beach", "day two/city", "garden"]
+    res = runner.invoke(cli, ["search", emb, "--video", "beach", "-k", "2"])
+    assert res.exit_code == 0 and "beach" not in res.stdout and len(res.stdout.strip().splitlines()) == 2

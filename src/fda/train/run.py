@@ -36,7 +36,7 @@ from fda.errors import ConfigError, FdaError, InputError
 from fda.model.device import resolve_device
 from fda.runs import RunDir, resume_source, shard_changes
 from fda.shards.loader import batches_per_epoch, check_plan
-from fda.shards.manifest import SplitInfo, load_manifest, load_split
+from fda.shards.manifest import SplitInfo, load_manifest, load_split, require_captions
 from fda.shards.schema import write_json_atomic
 from fda.train.data import data_stream
 from fda.train.dist import Dist, StopSignals, agree, barrier, dist_from_env, stop_requested
@@ -297,6 +297,7 @@ def run_train(cfg: TrainConfig, validate: Optional[Validate] = None) -> TrainRes
         NonFiniteLossError: the loss diverged; the last good checkpoint is kept.
         TrainInterrupted: SIGINT/SIGTERM; the step reached is saved (exit code 130/143).
     """
+    require_captions(cfg.shards_dir, cfg.split, "fda train")
     if cfg.out:
         make_out_dir(cfg.out)  # a file or an unwritable place fails here, in one line, before any model is built
     dist = dist_from_env()
