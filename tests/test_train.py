@@ -718,3 +718,70 @@ def test_a_damaged_manifest_is_a_one_line_input_error(tmp_path):
         assert res.exception is None or isinstance(res.exception, SystemExit)
         lines = [ln for ln in res.stderr.splitlines() if ln.startswith("Error:")]
         assert len(lines) == 1 and "manifest.json is damaged" in lines[0] and "rerun fda preprocess" in lines[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Defaults that learn (issue 20)
+
+
+def test_lr_auto_means_the_rate_for_the_weights_a_run_starts_from():
+    from fda.train.run import resolve_lr
+
+    assert TrainConfig("s").lr is None  # the default is auto
+    assert resolve_lr(TrainConfig("s", model="fda-tiny", pretrained="none")).lr == 1e-3
+    assert resolve_lr(TrainConfig("s", model="fda-tiny")).lr == 1e-3  # openai on fda-tiny: random init
+    assert resolve_lr(TrainConfig("s", model="fda-tiny", pretrained="trained.pt")).lr == 1e-6
+    assert resolve_lr(TrainConfig("s", model="ViT-B-32")).lr == 1e-6
+    assert resolve_lr(TrainConfig("s", model="fda-tiny", lr=5e-4)).lr == 5e-4
+    with pytest.raises(ConfigError, match="--lr must be a finite number >= 0"):
+        TrainConfig("s", lr=-1.0)
+
+
+def test_validation_on_a_small_set_is_at_least_50_steps_apart(shards):
+    from fda.train.run import RunPlan
+
+    info = load_split(shards, "train")  # 72 pairs: 9 steps per epoch at batch 8
+    plan = RunPlan.of(TrainConfig(shards, batch_size=8), info, 1)
+    assert plan.steps_per_epoch == 9 and plan.val_interval == 54  # whole epochs, >= 50 steps
+    assert RunPlan.of(TrainConfig(shards, batch_size=8, val_every=3), info, 1).val_interval == 3
+    assert RunPlan.of(TrainConfig(shards, batch_size=1), info, 1).val_interval == 72  # an epoch is long enough
+
+
+def test_readme_cpu_example_runs_on_a_folder_of_seven_videos(tmp_path):
+    """`fda train shards/ --model fda-tiny --batch-size 8 --max-steps 50 --loader-workers 0` on 7 videos: the batch
+    is lowered to the 7 videos a stream holds (a contrastive batch holds distinct videos), said and recorded; the
+    random-weight model gets --lr auto's 1e-3."""
+    from click.testing import CliRunner
+
+    from fda.cli import cli
+
+    root = make_shards(str(tmp_path / "s"), videos=7, per_shard=7, captions=1)
+    out = str(tmp_path / "run")
+    res = CliRunner().invoke(cli, ["train", root, "--model", "fda-tiny", "--batch-size", "8", "--max-steps", "3",
+                                   "--loader-workers", "0", "--out", out, "--no-tensorboard"])
+    assert res.exit_code == 0, res.output + res.stderr
+    assert "--batch-size 8 is more than the 7 distinct videos one data stream sees" in res.stderr
+    with open(os.path.join(out, "train_config.json"), encoding="utf-8") as f:
+        resolved = json.load(f)
+    assert (resolved["batch_size"], resolved["batch_size_requested"]) == (7, 8)
+    assert (resolved["lr"], resolved["lr_requested"]) == (1e-3, "auto")
+    # resuming with the same command asks the same and gets the same: nothing counts as changed
+    res = CliRunner().invoke(cli, ["train", root, "--model", "fda-tiny", "--batch-size", "8", "--max-steps", "4",
+                                   "--loader-workers", "0", "--out", out, "--no-tensorboard"])
+    assert res.exit_code == 0, res.stderr
+    changes = [ln for ln in res.stderr.splitlines() if "changed options" in ln]
+    assert len(changes) == 1 and changes[0].endswith("--max-steps 3 -> 4"), res.stderr
+
+
+def test_a_folder_set_without_a_train_split_says_where_its_rows_went(tmp_path):
+    from click.testing import CliRunner
+
+    from fda.cli import cli
+
+    root = make_shards(str(tmp_path / "s"), videos=7, per_shard=7, splits=("test",))
+    with open(os.path.join(root, MANIFEST), encoding="utf-8") as f:
+        manifest = json.load(f)
+    write_json_atomic(os.path.join(root, MANIFEST), {**manifest, "layout": "folder"})
+    res = CliRunner().invoke(cli, ["train", root, "--model", "fda-tiny", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 3 and res.stderr.count("\n") == 1, res.stderr
+    assert "rows of a captions file without a split go to test: write train in the split column" in res.stderr

@@ -51,6 +51,23 @@ def _base_type(annotation: Any) -> Any:
     return typing.get_origin(annotation) or annotation
 
 
+class AutoNumber(click.ParamType):
+    """A number, or the word ``auto`` (given to the config as ``None``: the stage chooses the value and records it)."""
+
+    def __init__(self, kind: Any) -> None:
+        self.kind = kind
+        self.name = f"{kind.__name__}|auto"
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> Any:
+        """``auto`` -> None; anything else as a number of ``kind``."""
+        if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+            return None
+        try:
+            return self.kind(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is neither a number nor auto", param, ctx)
+
+
 def _remember_alias(alias: str, field: CliField, ctx: click.Context, param: click.Parameter, value: Any) -> None:
     if value is not None:
         ctx.meta.setdefault(_ALIASES, {})[field.dest] = (alias, field.flag, value)
@@ -72,6 +89,9 @@ def _decorators(field: CliField) -> List[Callable[[Any], Any]]:
         kw["is_flag"] = True
     elif base is tuple:
         kw["multiple"] = True
+    elif spec.auto:
+        kw["show_default"] = "auto" if field.default is None else True
+        kw["type"] = AutoNumber(base)
     else:
         kw["show_default"] = True
         kw["type"] = click.Choice(spec.choices) if spec.choices else {int: click.INT, float: click.FLOAT}.get(base)

@@ -46,6 +46,7 @@ class Opt:
         aliases: old spellings, still accepted (hidden) with a deprecation warning.
         argument: a positional argument (a tuple-typed one takes any number of values).
         folder: the value names a folder (an existing file there is a usage error).
+        auto: the option also takes the word ``auto`` (the field's ``None``: the stage chooses and records it).
     """
 
     help: str
@@ -54,6 +55,7 @@ class Opt:
     aliases: Tuple[str, ...] = ()
     argument: bool = False
     folder: bool = False
+    auto: bool = False
 
 
 @dataclass(frozen=True)
@@ -450,7 +452,9 @@ class TrainConfig:
     shuffle_buffer: int = opt(500, "Videos in each stream's shuffle buffer.")
     epochs: int = opt(5, "Run length in epochs (from the manifest's counts).")
     max_steps: Optional[int] = opt(None, "Run length in optimiser steps (overrides --epochs).")
-    lr: float = opt(1e-6, "Learning rate of CLIP weights.")
+    lr: Optional[float] = opt(None, "Learning rate of CLIP weights. auto: 1e-6 (CLIP4Clip's) from pretrained weights, "
+                              "1e-3 (the demo's) from random weights; train_config.json records the rate used.",
+                              auto=True)
     alpha_lr: float = opt(1e-4, "Learning rate of the alpha conv.")
     weight_decay: float = opt(0.2, "AdamW weight decay (not on gains, biases, embeddings, logit scale).")
     warmup_steps: Optional[int] = opt(None, "Linear warmup steps (default: 10% of the run).")
@@ -485,6 +489,8 @@ class TrainConfig:
         _require(self.warmup_steps is None or self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, ">= 0")
         for name in ("lr", "alpha_lr", "weight_decay", "grad_clip"):
             value = getattr(self, name)
+            if value is None and name == "lr":
+                continue  # auto
             _require(value >= 0 and value == value and value != float("inf"), name, value, "a finite number >= 0")
         _require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", self.label_smoothing, "in [0, 1)")
         _require(self.val_every >= 0, "val_every", self.val_every, ">= 0 (0: at each epoch end)")
@@ -908,7 +914,7 @@ class DemoConfig:
         _require(budget.train.batch_size >= 2, "batch_size", budget.train.batch_size, "an integer >= 2")
         for name in ("lr", "alpha_lr"):
             value = getattr(budget.train, name)
-            _require(0 < value < 1, name, value, "in (0, 1)")
+            _require(value is None or 0 < value < 1, name, value, "in (0, 1) or auto")
         _twin_checks(self)
         _require(isinstance(self.visualize, int) and self.visualize >= 0, "visualize", self.visualize,
                  ">= 0 test videos to draw (0: no pictures)")

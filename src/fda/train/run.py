@@ -35,13 +35,13 @@ from fda.config import SAMPLE_FIELDS, TrainConfig, make_out_dir
 from fda.errors import ConfigError, FdaError, InputError
 from fda.model.device import resolve_device
 from fda.runs import RunDir, resume_source, shard_changes
-from fda.shards.loader import batches_per_epoch, check_plan
+from fda.shards.loader import batches_per_epoch, check_plan, plan_slots, slot_videos
 from fda.shards.manifest import SplitInfo, load_manifest, load_split, require_captions
 from fda.shards.schema import write_json_atomic
 from fda.train.data import data_stream
 from fda.train.dist import Dist, StopSignals, agree, barrier, dist_from_env, stop_requested
 from fda.train.loop import LoopSpec, NonFiniteLossError, step_seed, train
-from fda.train.optim import build_optimizer, default_warmup, freeze_text_tower
+from fda.train.optim import auto_lr, build_optimizer, default_warmup, freeze_text_tower
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +102,43 @@ def amp_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
 # ---------------------------------------------------------------------------------------------------------------
 # Length and state of a run.
 
+MIN_VAL_INTERVAL = 50
+"""With ``--val-every 0``, validation runs at epoch ends but no more often than every this many steps (rounded up to
+whole epochs; and always at the last step). On a small set an epoch is a few steps, and validating each one spent
+most of the run encoding the validation split; 50 steps still gives a 500-step run ten points of its curve."""
+
+
+def fit_batch(cfg: TrainConfig, info: SplitInfo, world_size: int) -> TrainConfig:
+    """``cfg`` with ``batch_size`` lowered to the fewest distinct videos a data stream sees, when it asks more.
+
+    A contrastive batch holds distinct videos, so one stream cannot fill a batch larger than its videos (a folder of
+    7 videos and ``--batch-size 8``). The lowered size is logged, and ``train_config.json`` records it as
+    ``batch_size`` (``batch_size_requested``: what was asked); a stream with fewer than 2 videos is left to
+    :func:`fda.shards.loader.check_plan`'s error. Deterministic (the shard deal is seeded), so a resume gets the same.
+    """
+    n_slots = world_size * max(1, cfg.workers)
+    epochs = -(-(cfg.max_steps or cfg.epochs * batches_per_epoch(info, cfg.captions, cfg.batch_size, world_size))
+               // max(1, batches_per_epoch(info, cfg.captions, cfg.batch_size, world_size)))
+    fewest = min(min(slot_videos(plan_slots(info.shards, n_slots, cfg.seed, epoch, cfg.captions), info.shards))
+                 for epoch in range(min(epochs, 1000)))
+    if cfg.batch_size <= fewest or fewest < 2:
+        return cfg
+    logger.warning("--batch-size %d is more than the %d distinct videos one data stream sees (%d videos, %d "
+                   "stream(s)): training with batch size %d", cfg.batch_size, fewest, info.videos, n_slots, fewest)
+    return dataclasses.replace(cfg, batch_size=fewest)
+
+
+def resolve_lr(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with ``--lr auto`` (None) replaced by the rate it means for the weights the run starts from."""
+    if cfg.lr is not None:
+        return cfg
+    from fda.model import get_model_config
+
+    pretrained = effective_pretrained(cfg.pretrained, get_model_config(cfg.model)) is not None
+    lr = auto_lr(pretrained)
+    logger.debug("--lr auto: %g (%s weights)", lr, "pretrained" if pretrained else "random")
+    return dataclasses.replace(cfg, lr=lr)
+
 @dataclass(frozen=True)
 class RunPlan:
     """How long a run is, from the manifest's counts (computed once, before anything is built).
@@ -111,12 +148,15 @@ class RunPlan:
         steps_per_epoch: optimiser steps per epoch.
         total_steps: the step the run ends at.
         warmup_steps: linear warmup length.
+        val_interval: steps between validations: ``--val-every``, else whole epochs, at least
+            :data:`MIN_VAL_INTERVAL` steps apart.
     """
 
     accum_steps: int
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
+    val_interval: int = 0
 
     @classmethod
     def of(cls, cfg: TrainConfig, info: SplitInfo, world_size: int) -> "RunPlan":
@@ -124,7 +164,8 @@ class RunPlan:
         steps_per_epoch = max(1, batches_per_epoch(info, cfg.captions, cfg.batch_size, world_size) // cfg.accum_steps)
         total = cfg.max_steps or cfg.epochs * steps_per_epoch
         warmup = cfg.warmup_steps if cfg.warmup_steps is not None else default_warmup(total)
-        return cls(cfg.accum_steps, steps_per_epoch, total, warmup)
+        val_interval = cfg.val_every or steps_per_epoch * -(-MIN_VAL_INTERVAL // steps_per_epoch)
+        return cls(cfg.accum_steps, steps_per_epoch, total, warmup, val_interval)
 
     @property
     def batches_per_epoch(self) -> int:
@@ -238,6 +279,17 @@ def check_shards_fit(info: SplitInfo, model_cfg: Dict[str, Any]) -> None:
                          f"1..{max_frames or 'any'}: rerun fda preprocess --frames-train N")
 
 
+def _folder_split_hint(cfg: TrainConfig) -> None:
+    """A folder set without the split to train on: say that rows without a split went to test, and the fix."""
+    manifest = load_manifest(cfg.shards_dir)
+    splits = manifest.get("splits", {})
+    if manifest.get("layout") == "folder" and not splits.get(cfg.split):
+        have = ", ".join(s for s in splits if splits[s]) or "none"
+        raise InputError(f"shard set {cfg.shards_dir!r} has no {cfg.split!r} split (it has: {have}); rows of a "
+                         f"captions file without a split go to test: write {cfg.split} in the split column of the "
+                         f"videos to train on (val for a few, to select best.pt) and rerun fda preprocess")
+
+
 def _val_split(cfg: TrainConfig) -> Tuple[Optional[str], bool]:
     """``(split to validate on, whether it selects best.pt)``.
 
@@ -298,11 +350,14 @@ def run_train(cfg: TrainConfig, validate: Optional[Validate] = None) -> TrainRes
         TrainInterrupted: SIGINT/SIGTERM; the step reached is saved (exit code 130/143).
     """
     require_captions(cfg.shards_dir, cfg.split, "fda train")
+    _folder_split_hint(cfg)
     if cfg.out:
         make_out_dir(cfg.out)  # a file or an unwritable place fails here, in one line, before any model is built
     dist = dist_from_env()
     device = resolve_device(cfg.device, dist.local_rank)
     info = load_split(cfg.shards_dir, cfg.split)  # fails fast, before any process group or model
+    asked = cfg
+    cfg = resolve_lr(fit_batch(cfg, info, dist.world_size))
     plan = RunPlan.of(cfg, info, dist.world_size)
     for epoch in range(min(plan.epochs, 1000)):  # every epoch's shard deal must let each stream fill a batch
         check_plan(info, cfg.batch_size, dist.world_size, cfg.workers, cfg.seed, epoch, cfg.captions)
@@ -317,14 +372,14 @@ def run_train(cfg: TrainConfig, validate: Optional[Validate] = None) -> TrainRes
         pg = tdist
     try:
         with StopSignals() as stop:
-            return _run(cfg, dist, device, info, plan, validate, stop)
+            return _run(cfg, dist, device, info, plan, validate, stop, asked)
     finally:
         if pg is not None and pg.is_initialized():
             pg.destroy_process_group()
 
 
 def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, plan: RunPlan,
-         validate: Optional[Validate], stop: StopSignals) -> TrainResult:
+         validate: Optional[Validate], stop: StopSignals, asked: TrainConfig) -> TrainResult:
     # the run folder (--out, else the one --resume names, else a new one) and the checkpoint to resume from
     resume_dir = None
     if cfg.resume:
@@ -358,12 +413,17 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, pl
     val_split, selects = _validation_split(cfg, validate)
     resolved = _resolved_config(cfg, model, run, dist, device, dtype, plan, info, val_split, history)
     resolved["best_selected_on"] = val_split if selects else None
+    resolved["val_interval"] = plan.val_interval
+    for name in ("lr", "batch_size"):  # what the user asked, where the run chose another value (--lr auto, ...)
+        if getattr(asked, name) != getattr(cfg, name):
+            resolved[f"{name}_requested"] = "auto" if getattr(asked, name) is None else getattr(asked, name)
     logs = RunLogs(run, start, tensorboard=cfg.tensorboard) if dist.main else None
     if dist.main:
         write_json_atomic(run.config, resolved)
-        logger.info("training %s on %s (%d process(es)): %d steps, %d per epoch, global batch %d, %s captions; "
-                    "run folder %s", model.name, device, dist.world_size, plan.total_steps, plan.steps_per_epoch,
-                    cfg.batch_size * cfg.accum_steps * dist.world_size, cfg.captions, run.path)
+        logger.info("training %s on %s (%d process(es)): %d steps, %d per epoch, global batch %d, %s captions, lr "
+                    "%g%s; run folder %s", model.name, device, dist.world_size, plan.total_steps, plan.steps_per_epoch,
+                    cfg.batch_size * cfg.accum_steps * dist.world_size, cfg.captions, cfg.lr,
+                    " (auto)" if asked.lr is None else "", run.path)
 
     # train
     forward: Any = model
@@ -385,7 +445,7 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, pl
                     autocast=autocast, scaler=scaler,
                     no_sync=forward.no_sync if dist.active else contextlib.nullcontext,
                     global_batch=cfg.batch_size * cfg.accum_steps * dist.world_size,
-                    should_stop=functools.partial(stop_requested, dist, stop, device))
+                    should_stop=functools.partial(stop_requested, dist, stop, device), val_interval=plan.val_interval)
     try:
         steps = train(cfg, model, optimizer, batches, spec, on_log=hooks.on_log,
                       on_validate=hooks.on_validate if val_split else None, on_checkpoint=hooks.on_checkpoint)
