@@ -177,3 +177,22 @@ def test_an_uncaptioned_library_is_preprocessed_embedded_and_searched(tmp_path, 
     assert sorted(h["id"] for h in json.loads(res.stdout)["hits"]) == ["beach", "day two/city", "garden"]
     res = runner.invoke(cli, ["search", emb, "--video", "beach", "-k", "2"])
     assert res.exit_code == 0 and "beach" not in res.stdout and len(res.stdout.strip().splitlines()) == 2
+
+
+def test_the_readme_examples_of_each_format_read_as_written(tmp_path):
+    import re
+
+    from fda.pipeline.datasets import load_dataset
+
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
+    start = readme.index("The same two videos in each format:")
+    blocks = re.findall(r"```\n(.*?)```", readme[start:start + 2000], re.S)[:3]
+    for name, block in zip(("captions.csv", "captions.tsv", "captions.jsonl"), blocks):
+        root = tmp_path / name.split(".")[1]
+        root.mkdir()
+        (root / name).write_text(block, encoding="utf-8")
+        for video in ("cat.mp4", "dog.mp4"):
+            (root / video).write_bytes(b"\0")
+        ds = load_dataset(str(root))
+        assert [(it.video_id, it.captions, it.split) for items in ds.items.values() for it in items] == [
+            ("cat", ("a cat jumps onto the sofa, then sleeps",), "train"), ("dog", ("a dog chases a ball",), "test")]
