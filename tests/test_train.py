@@ -785,3 +785,46 @@ def test_a_folder_set_without_a_train_split_says_where_its_rows_went(tmp_path):
     res = CliRunner().invoke(cli, ["train", root, "--model", "fda-tiny", "--out", str(tmp_path / "run")])
     assert res.exit_code == 3 and res.stderr.count("\n") == 1, res.stderr
     assert "rows of a captions file without a split go to test: write train in the split column" in res.stderr
+
+
+def test_val_from_train_holds_out_videos_by_key_and_selects_best_on_them(tmp_path):
+    """--val-from-train 6: the same 6 videos whatever the run, copied to RUN/val-from-train, never in a training
+    batch, validated on; best.pt records them as what chose it, and eval says so."""
+    from click.testing import CliRunner
+
+    from fda.cli import cli
+    from fda.train.holdout import choose
+
+    root = make_shards(str(tmp_path / "s"), videos=24, per_shard=8, splits=("train", "test"))
+    out = str(tmp_path / "run")
+    res = CliRunner().invoke(cli, ["train", root, "--model", "fda-tiny", "--batch-size", "6", "--max-steps", "4",
+                                   "--loader-workers", "0", "--out", out, "--val-from-train", "6", "--val-every", "2",
+                                   "--no-tensorboard"])
+    assert res.exit_code == 0, res.output + res.stderr
+    held = sorted(choose([f"video{i}" for i in range(24)], 6))
+    with open(os.path.join(out, "train_config.json"), encoding="utf-8") as f:
+        resolved = json.load(f)
+    assert resolved["held_out"]["keys"] == held and resolved["best_selected_on"] == "val-from-train"
+    holdout = load_split(os.path.join(out, "val-from-train"), "val")
+    assert holdout.videos == 6 and holdout.captions == 18
+    assert [m["step"] for m in _metrics(out) if "eval/t2v_R@1" in m] == [2, 4]
+    best = torch.load(os.path.join(out, "checkpoints", "best.pt"), weights_only=True)
+    assert best["selected_on"] == "val-from-train"
+    assert best["data"]["steps_per_epoch"] == (24 - 6) * 3 // 6  # the held-out pairs are not in an epoch
+
+    # the training stream never yields a held-out video
+    from fda.train.holdout import plan_holdout
+
+    plan = plan_holdout(load_split(root, "train"), 6)
+    seen = {k for batch in _take(L.build_train_pipeline(plan.train, batch_size=6, exclude=plan.keys), 12)
+            for k in batch["keys"]}
+    assert seen == {f"video{i}" for i in range(24)} - set(held)
+
+    res = CliRunner().invoke(cli, ["eval", "--run", out, "--device", "cpu"])
+    assert res.exit_code == 0, res.output + res.stderr
+    assert "checkpoint chosen on: val-from-train: best validation R@1" in res.stdout and "WARNING" not in res.stdout
+    res = CliRunner().invoke(cli, ["train", root, "--val-from-train", "6", "--val-split", "test"])
+    assert res.exit_code == 2 and "--val-from-train validates on the videos it holds out" in res.stderr
+    res = CliRunner().invoke(cli, ["train", root, "--model", "fda-tiny", "--val-from-train", "23", "--out",
+                                   str(tmp_path / "r2")])
+    assert res.exit_code == 2 and "--val-from-train 23 leaves 1 of the 24 training videos" in res.stderr

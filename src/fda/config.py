@@ -438,6 +438,9 @@ class TrainConfig:
                          "val, test for the curve only, no best.pt (fda eval reads the last checkpoint). test: keep "
                          "best.pt by test R@1, as papers that select on test do (fda eval on test says so).",
                          choices=VAL_SPLITS)
+    val_from_train: int = opt(0, "Hold out N training videos (the same N for the same set: chosen by a hash of their "
+                              "keys; they do not train) to validate on and keep best.pt by: a proper best.pt for a set "
+                              "without a val split. 0: off.")
     model: str = opt("ViT-B-32", "Architecture: ViT-B-32, ViT-B-16, ViT-L-14, fda-small, fda-tiny, or a config .json.")
     pretrained: Optional[str] = opt("openai", "CLIP weights: an open_clip tag (downloaded), a local FILE, or 'none' "
                                     "for random init.")
@@ -494,6 +497,11 @@ class TrainConfig:
             _require(value >= 0 and value == value and value != float("inf"), name, value, "a finite number >= 0")
         _require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", self.label_smoothing, "in [0, 1)")
         _require(self.val_every >= 0, "val_every", self.val_every, ">= 0 (0: at each epoch end)")
+        _require(isinstance(self.val_from_train, int) and self.val_from_train >= 0, "val_from_train",
+                 self.val_from_train, "an integer >= 0 (0: off)")
+        if self.val_from_train and self.val_split != "auto":
+            raise ConfigError(f"--val-from-train validates on the videos it holds out; --val-split {self.val_split} "
+                              f"would validate elsewhere: drop one of them")
         if self.no_alpha and self.alpha_checkpoint:
             raise ConfigError("--alpha-checkpoint has no use with --no-alpha: drop one of them")
 
@@ -700,8 +708,9 @@ class MasksStatsConfig:
 
 
 # --- the experiments: sweep, ablate, bench-motion, bench-masks, demo ------------------------------------------------
-RUN_FIELDS = ("shards_dir", "out", "split", "val_split", "no_alpha", "alpha_checkpoint", "captions", "shuffle_buffer",
-              "max_steps", "seed", "save_every", "keep_last", "log_every", "val_every", "tensorboard", "resume")
+RUN_FIELDS = ("shards_dir", "out", "split", "val_split", "val_from_train", "no_alpha", "alpha_checkpoint", "captions",
+              "shuffle_buffer", "max_steps", "seed", "save_every", "keep_last", "log_every", "val_every", "tensorboard",
+              "resume")
 """The :class:`TrainConfig` fields an experiment sets for each run itself (where it reads and writes, its arm, seed
 and length, how often it logs and saves); every other train option reaches the experiments through :class:`Budget`.
 ``captions`` stays out because ``fda sweep --captions`` is the preprocess captions file."""

@@ -40,6 +40,7 @@ from fda.shards.manifest import SplitInfo, load_manifest, load_split, require_ca
 from fda.shards.schema import write_json_atomic
 from fda.train.data import data_stream
 from fda.train.dist import Dist, StopSignals, agree, barrier, dist_from_env, stop_requested
+from fda.train.holdout import HOLDOUT_DIR, HOLDOUT_SPLIT, SELECTED_ON, Holdout, plan_holdout, write_holdout
 from fda.train.loop import LoopSpec, NonFiniteLossError, step_seed, train
 from fda.train.optim import auto_lr, build_optimizer, default_warmup, freeze_text_tower
 
@@ -194,6 +195,8 @@ class RunState:
         best: the best validation score so far (``Validate.best_key``).
         val_split: the split validated on; None when validation is off (or was switched off by a failure).
         selects: whether validation keeps ``best.pt`` (False: the curve is logged only, see :func:`_val_split`).
+        val_dir: the shard set validated on (None: the training set's; ``--val-from-train``: the held-out set).
+        selected_on: what ``best.pt`` records as the split that chose it.
         metrics: the last step's ``train/*`` metrics.
     """
 
@@ -204,6 +207,8 @@ class RunState:
     best: Optional[float]
     val_split: Optional[str]
     selects: bool = True
+    val_dir: Optional[str] = None
+    selected_on: Optional[str] = None
     metrics: Dict[str, float] = field(default_factory=dict)
 
 
@@ -312,7 +317,10 @@ def _val_split(cfg: TrainConfig) -> Tuple[Optional[str], bool]:
 
 
 def _validation_split(cfg: TrainConfig, validate: Optional[Validate]) -> Tuple[Optional[str], bool]:
-    """The split to validate on and whether it selects ``best.pt`` (:func:`_val_split`); why, logged."""
+    """The split to validate on and whether it selects ``best.pt`` (:func:`_val_split`); why, logged.
+    (``--val-from-train`` validates on its own held-out set: the caller sets that up.)"""
+    if cfg.val_from_train:
+        return None, False
     val_split, selects = _val_split(cfg) if validate is not None else (None, False)
     if cfg.val_split == "none":
         logger.info("validation off (--val-split none)")
@@ -357,10 +365,12 @@ def run_train(cfg: TrainConfig, validate: Optional[Validate] = None) -> TrainRes
     device = resolve_device(cfg.device, dist.local_rank)
     info = load_split(cfg.shards_dir, cfg.split)  # fails fast, before any process group or model
     asked = cfg
-    cfg = resolve_lr(fit_batch(cfg, info, dist.world_size))
-    plan = RunPlan.of(cfg, info, dist.world_size)
+    holdout = plan_holdout(info, cfg.val_from_train) if cfg.val_from_train else None
+    train_info = holdout.train if holdout is not None else info
+    cfg = resolve_lr(fit_batch(cfg, train_info, dist.world_size))
+    plan = RunPlan.of(cfg, train_info, dist.world_size)
     for epoch in range(min(plan.epochs, 1000)):  # every epoch's shard deal must let each stream fill a batch
-        check_plan(info, cfg.batch_size, dist.world_size, cfg.workers, cfg.seed, epoch, cfg.captions)
+        check_plan(train_info, cfg.batch_size, dist.world_size, cfg.workers, cfg.seed, epoch, cfg.captions)
     pg = None
     if dist.active:
         import torch.distributed as tdist
@@ -372,14 +382,15 @@ def run_train(cfg: TrainConfig, validate: Optional[Validate] = None) -> TrainRes
         pg = tdist
     try:
         with StopSignals() as stop:
-            return _run(cfg, dist, device, info, plan, validate, stop, asked)
+            return _run(cfg, dist, device, info, plan, validate, stop, asked, holdout)
     finally:
         if pg is not None and pg.is_initialized():
             pg.destroy_process_group()
 
 
 def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, plan: RunPlan,
-         validate: Optional[Validate], stop: StopSignals, asked: TrainConfig) -> TrainResult:
+         validate: Optional[Validate], stop: StopSignals, asked: TrainConfig,
+         holdout: Optional[Holdout] = None) -> TrainResult:
     # the run folder (--out, else the one --resume names, else a new one) and the checkpoint to resume from
     resume_dir = None
     if cfg.resume:
@@ -411,8 +422,19 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, pl
 
     # record the resolved config, open the logs
     val_split, selects = _validation_split(cfg, validate)
+    val_dir, selected_on = None, val_split
+    if holdout is not None:
+        if dist.main:
+            holdout = write_holdout(info, holdout, run.path)
+        val_dir = os.path.join(run.path, HOLDOUT_DIR)
+        val_split, selects, selected_on = (HOLDOUT_SPLIT, True, SELECTED_ON) if validate is not None else (None, False,
+                                                                                                           None)
+        logger.info("--val-from-train %d: validating on %d training videos held out in %s (they do not train), "
+                    "keeping best.pt by them", cfg.val_from_train, len(holdout.keys), val_dir)
     resolved = _resolved_config(cfg, model, run, dist, device, dtype, plan, info, val_split, history)
-    resolved["best_selected_on"] = val_split if selects else None
+    resolved["best_selected_on"] = selected_on if selects else None
+    if holdout is not None:
+        resolved["held_out"] = holdout.record()
     resolved["val_interval"] = plan.val_interval
     for name in ("lr", "batch_size"):  # what the user asked, where the run chose another value (--lr auto, ...)
         if getattr(asked, name) != getattr(cfg, name):
@@ -432,12 +454,13 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, pl
 
         forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     state = RunState(start=start, step=start, checkpoint=resume_from, saved_step=start, best=best, val_split=val_split,
-                     selects=selects)
+                     selects=selects, val_dir=val_dir, selected_on=selected_on)
     hooks = RunHooks(cfg=cfg, dist=dist, device=device, run=run, plan=plan, model=model, optimizer=optimizer,
                      scaler=scaler, state=state, resolved=resolved, logs=logs, validate=validate)
     epoch, batch = plan.position(start)
-    batches = data_stream(info, cfg, dist, tokenizer, start_epoch=epoch, start_batch=batch,
-                          batches_epoch=plan.batches_per_epoch, pin_memory=device.type == "cuda")
+    batches = data_stream(holdout.train if holdout is not None else info, cfg, dist, tokenizer, start_epoch=epoch,
+                          start_batch=batch, batches_epoch=plan.batches_per_epoch, pin_memory=device.type == "cuda",
+                          exclude=holdout.keys if holdout is not None else frozenset())
     autocast = (functools.partial(torch.autocast, device.type, dtype=dtype) if dtype is not None
                 else contextlib.nullcontext)
     spec = LoopSpec(total_steps=plan.total_steps, warmup_steps=plan.warmup_steps,
@@ -550,7 +573,8 @@ class RunHooks:
             self.model.eval()
             try:
                 with torch.no_grad():
-                    raw = self.validate(self.model, self.cfg.shards_dir, state.val_split, self.device)
+                    raw = self.validate(self.model, state.val_dir or self.cfg.shards_dir, state.val_split,
+                                        self.device)
             except Exception as err:  # noqa: BLE001 - the step is saved; any validation failure only ends validation
                 error = (str(err).strip().splitlines() or [type(err).__name__])[-1][:300]
                 if not isinstance(err, FdaError):
@@ -616,7 +640,7 @@ class RunHooks:
                      "world_size": self.dist.world_size, "workers": cfg.workers, "seed": cfg.seed,
                      "captions": cfg.captions, "batch_size": cfg.batch_size},
             "val_metrics": dict(val_metrics) if val_metrics else None,
-            "selected_on": self.state.val_split if val_metrics else None,  # best.pt: the split that chose it
+            "selected_on": self.state.selected_on if val_metrics else None,  # best.pt: the split that chose it
             "best_r1": self.state.best,
         }
         save_checkpoint(path, self.model, **extra)
@@ -627,7 +651,7 @@ class RunHooks:
 # Resuming.
 
 RESUME_FIXED = ("model", "pretrained", "alpha_checkpoint", "no_alpha", "freeze_text", "shards_dir", "split",
-                "batch_size", "accum_steps", "captions", "seed", "shuffle_buffer", "augment")
+                "batch_size", "accum_steps", "captions", "seed", "shuffle_buffer", "augment", "val_from_train")
 """Options a resume refuses to change: the model and its weights, and what shapes the data and its order."""
 
 RESUME_IGNORED = ("out", "resume")
