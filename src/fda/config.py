@@ -250,7 +250,7 @@ class PreprocessConfig:
     out: str = opt("shards", "Folder for shards and manifest.")
     layout: Optional[str] = opt(None, "Dataset layout (default: detected).", choices=LAYOUTS)
     msrvtt_train: str = opt("9k", "MSR-VTT training list.", choices=MSRVTT_TRAIN_LISTS)
-    captions: Optional[str] = opt(None, "Captions file (CSV or JSONL) for a folder of videos.")
+    captions: Optional[str] = opt(None, "Captions file (CSV, TSV or JSONL) for a folder of videos.")
     split: Optional[str] = opt(None, "Comma list of splits to write (default: all).")
     frames_train: int = opt(6, "Frames sampled per training clip.")
     frames_test: int = opt(12, "Frames sampled per val/test clip.")

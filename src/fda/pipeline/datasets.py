@@ -28,8 +28,8 @@ Six layouts are understood (DATASETS.md §1-3 and the README's "Dataset layouts"
   ``video``, ``caption`` (a string) or ``captions`` (a list), optional ``split``; any other key is an error) at the
   root (only one of them), or any file given by ``captions=``. Video files under the root that the file does not
   list are returned as :attr:`Dataset.unlisted`. Without a captions file every video under the root is an
-  uncaptioned item of ``test``: a library to index and search. Several rows per video give several captions; a video whose
-  rows name no split goes to ``test``. Rows are grouped by the real path of the file they name (``a.mp4``,
+  uncaptioned item of ``test``: a library to index and search. Several rows per video give several captions; a
+  video whose rows name no split goes to ``test``. Rows are grouped by the real path of the file they name (``a.mp4``,
   ``./a.mp4`` and ``/abs/root/a.mp4`` are one video; so are a symlink and its target); exact repeats of a caption
   are dropped and counted. When two different files would get the same id (``x.mp4`` and ``x.mkv`` both give
   ``x``), each of them takes its file name with the extension as its id (``x.mp4``, ``x.mkv``).
@@ -817,8 +817,9 @@ def _folder_header(path: str, header: List[str], sep: str) -> List[str]:
     if unknown or repeated or "video" not in header:
         got = f"unknown column {unknown[0]!r}" if unknown else (
             f"column {repeated[0]!r} twice" if repeated else "no 'video' column")
-        raise InputError(f"{path} line 1: the header must name {sep}-separated columns from {', '.join(FOLDER_COLUMNS)} "
-                         f"(video,caption[,split]), got {got} in {sep.join(header)[:80]!r}: fix the header line")
+        raise InputError(f"{path} line 1: the header must name {sep}-separated columns from "
+                         f"{', '.join(FOLDER_COLUMNS)} (video,caption[,split]), got {got} in "
+                         f"{sep.join(header)[:80]!r}: fix the header line")
     return header
 
 
