@@ -5,8 +5,8 @@ group itself (nccl on GPU, gloo on CPU) and closes it at the end; nothing distri
 
 The run folder's layout (``train_config.json``, ``metrics.jsonl``, ``tb/``, ``checkpoints/step-0000100.pt`` keeping
 the last ``--keep-last``, ``checkpoints/best.pt`` by validation on a split that may select it: ``val`` or the
-``--val-from-train`` videos, never test unless asked) is :class:`fda.runs.RunDir`'s, which ``fda eval`` reads too. Checkpoints are written
-atomically.
+``--val-from-train`` videos, never test unless asked) is :class:`fda.runs.RunDir`'s, which ``fda eval`` reads too.
+Checkpoints are written atomically.
 
 Rerunning into a RUN_DIR that has checkpoints (or ``--resume``) restores model, optimiser, grad scaler, step, RNG
 states and the data position; the loader and every per-step random draw depend only on (seed, step), so a resumed
