@@ -106,8 +106,8 @@ def amp_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
 
 MIN_VAL_INTERVAL = 50
 """With ``--val-every 0``, validation runs at epoch ends but no more often than every this many steps (rounded up to
-whole epochs; and always at the last step). On a small set an epoch is a few steps, and validating each one spent
-most of the run encoding the validation split; 50 steps still gives a 500-step run ten points of its curve."""
+whole epochs; and always at the last step). On a small set an epoch is a few steps (2 for 7 videos at batch 8), and
+validating at each one made half the steps validation steps; 50 still gives a 500-step run ten points of its curve."""
 
 
 def fit_batch(cfg: TrainConfig, info: SplitInfo, world_size: int) -> TrainConfig:
