@@ -17,6 +17,6 @@ for v in 3 0; do
   s=$(date +%s.%N)
   fda train shards --model fda-tiny --pretrained none --batch-size 8 --max-steps 60 --loader-workers 0 --val-every $v --out $out --no-tensorboard 2>/dev/null >/dev/null
   e=$(date +%s.%N)
-  n=$(grep -c t2v_R@1 $out/metrics.jsonl)
+  n=$(grep -c 'eval/t2v_R@1' $out/metrics.jsonl)
   echo "val-every=$v validations=$n wall=$(python3 -c "print(round($e-$s,1))") s"
 done
