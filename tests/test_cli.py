@@ -244,6 +244,25 @@ def test_out_naming_a_file_or_an_impossible_place_is_a_one_line_error(command, a
         _one_line_error(res, 2, "--out '/proc/nope': No such file or directory: choose another --out")
 
 
+@pytest.mark.parametrize("command", ["preprocess", "train", "embed", "visualize", "generate"])
+def test_out_with_a_missing_parent_folder_is_exit_2_and_creates_nothing(command, tmp_path, eval_shards):
+    """The README's rule, like --log-file: an --out is created, but its parent folder must exist."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "captions.csv").write_text("video,caption\na.mp4,a caption\n")
+    out = str(tmp_path / "nonexistent" / "dir" / "x")
+    args = {"preprocess": ["preprocess", str(data), "--out", out],
+            "train": ["train", eval_shards, "--model", "fda-tiny", "--max-steps", "1", "--out", out],
+            "embed": ["embed", "--shards", eval_shards, "--model", "fda-tiny", "--pretrained", "none", "--out", out],
+            "visualize": ["visualize", eval_shards, "--out", out],
+            "generate": ["generate", out]}[command]
+    res = CliRunner().invoke(cli, args)
+    name = "OUT_DIR" if command == "generate" else "--out"
+    _one_line_error(res, 2, f"{name} {out!r}: folder {os.path.dirname(out)} does not exist: create it first, or "
+                            f"choose another {name}")
+    assert not (tmp_path / "nonexistent").exists()
+
+
 def test_unwritable_log_file_is_a_one_line_error(tmp_path):
     res = CliRunner().invoke(cli, ["--log-file", "/nonexistent/dir/x.log", "preprocess", str(tmp_path)])
     _one_line_error(res, 2, "--log-file '/nonexistent/dir/x.log': folder /nonexistent/dir does not exist: name a "

@@ -251,15 +251,19 @@ def test_folder_jsonl_and_explicit_captions(tmp_path):
 
 
 def test_folder_errors(tmp_path):
-    _folder_videos(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
     with pytest.raises(InputError, match="cannot tell the layout.*--layout"):
-        detect_layout(str(tmp_path))
-    with pytest.raises(InputError, match="no captions.csv or captions.jsonl"):
-        load_dataset(str(tmp_path), "folder")
+        detect_layout(str(empty))
+    with pytest.raises(InputError, match="no captions file and no video files under"):
+        load_dataset(str(empty), "folder")
+    _folder_videos(tmp_path)
     with pytest.raises(InputError, match="not found"):
         load_dataset(str(tmp_path), captions="nope.csv")
     _write(tmp_path / "captions.csv", "file,text\na,b\n")
-    with pytest.raises(InputError, match="header must have columns video,caption"):
+    with pytest.raises(InputError, match=r"captions.csv line 1: the header must name comma-separated columns from "
+                                         r"video, caption, split \(video,caption\[,split\]\), got unknown column "
+                                         r"'file'"):
         load_dataset(str(tmp_path))
     _write(tmp_path / "captions.csv", "video,caption,split\na,b,training\n")
     with pytest.raises(InputError, match="line 2: split must be one of train, val, test"):
@@ -271,7 +275,7 @@ def test_folder_errors(tmp_path):
     with pytest.raises(InputError, match="captions.jsonl line 2: not valid JSON"):
         load_dataset(str(tmp_path), captions="captions.jsonl")
     _write(tmp_path / "c.txt", "x")
-    with pytest.raises(ConfigError, match="--captions must be a .csv or .jsonl"):
+    with pytest.raises(ConfigError, match="--captions must be a .csv, .tsv or .jsonl"):
         load_dataset(str(tmp_path), captions="c.txt")
 
 

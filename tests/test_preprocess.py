@@ -297,8 +297,10 @@ def test_bad_options_are_one_line_errors(motion_root, tmp_path, args, code, text
 
 
 def test_missing_root(tmp_path):
+    # the README's rule: a dataset root (or shard set) that is not there is missing input data, exit 3
     res = CliRunner().invoke(cli, ["preprocess", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
-    assert res.exit_code in (2, 3) and "Traceback" not in res.stderr
+    assert res.exit_code == 3 and "Traceback" not in res.stderr
+    assert res.stderr.count("\n") == 1 and "is not a folder" in res.stderr and not (tmp_path / "o").exists()
 
 
 def test_one_decode_for_several_mask_settings_equals_one_run_per_setting(motion_root, tmp_path):

@@ -418,10 +418,46 @@ def test_cli_end_to_end_on_preprocessed_shards_with_validation(eval_shards, tmp_
     assert "trained 6 steps" in res.stdout
     evals = [m for m in _metrics(out) if "eval/t2v_R@1" in m]
     assert [m["step"] for m in evals] == [3, 6]
+    # no val split: the test curve is logged, but no best.pt is chosen on it, and eval reads the last checkpoint
+    assert not os.path.exists(os.path.join(out, "checkpoints", "best.pt"))
+    assert "validating on test for the curve only, keeping no best.pt" in res.stderr
+    with open(os.path.join(out, "train_config.json"), encoding="utf-8") as f:
+        resolved = json.load(f)
+    assert resolved["val_split"] == "test" and resolved["best_selected_on"] is None
+    res = CliRunner().invoke(cli, ["eval", "--run", out, "--device", "cpu"])
+    assert res.exit_code == 0, res.output + res.stderr
+    assert "evaluating checkpoint" in res.stderr and "step-0000006.pt (step 6)" in res.stderr
+    assert "checkpoint chosen on: none: last checkpoint (step 6)" in res.stdout and "WARNING" not in res.stdout
+    with open(os.path.join(out, "eval_test.json"), encoding="utf-8") as f:
+        assert json.load(f)["checkpoint_selected_on"] == {"split": None, "text": "none: last checkpoint (step 6)"}
+
+    # --val-split test selects on test, as some papers do: eval on test says so, in the log and the report
+    out = str(tmp_path / "on-test")
+    res = CliRunner().invoke(cli, ["train", eval_shards, "--out", out, "--model", "fda-tiny", "--batch-size", "3",
+                                   "--max-steps", "2", "--workers", "0", "--val-every", "1", "--val-split", "test",
+                                   "--lr", "1e-3", "--no-tensorboard"])
+    assert res.exit_code == 0, res.output + res.stderr
+    evals = [m for m in _metrics(out) if "eval/t2v_R@1" in m]
     best = torch.load(os.path.join(out, "checkpoints", "best.pt"), weights_only=True)
     assert best["val_metrics"]["eval/t2v_R@1"] == max(m["eval/t2v_R@1"] for m in evals)
-    with open(os.path.join(out, "train_config.json"), encoding="utf-8") as f:
-        assert json.load(f)["val_split"] == "test"
+    assert best["selected_on"] == "test"
+    res = CliRunner().invoke(cli, ["eval", "--run", out, "--device", "cpu"])
+    assert res.exit_code == 0, res.output + res.stderr
+    warning = "the checkpoint was selected on test, the split being evaluated"
+    assert warning in res.stderr and f"WARNING: {warning}" in res.stdout
+    with open(os.path.join(out, "eval_test.json"), encoding="utf-8") as f:
+        selection = json.load(f)["checkpoint_selected_on"]
+    assert selection["split"] == "test" and warning in selection["warning"]
+    # a best.pt written before checkpoints recorded selected_on: the run's recorded val_split chose it
+    from fda.eval.source import checkpoint_selection
+
+    old = dict(best)
+    del old["selected_on"]
+    torch.save(old, os.path.join(out, "checkpoints", "best.pt"))
+    assert checkpoint_selection({"kind": "checkpoint", "checkpoint": os.path.join(out, "checkpoints", "best.pt")}
+                                )["split"] == "test"
+    res = CliRunner().invoke(cli, ["eval", "--run", out, "--device", "cpu", "--no-cache"])
+    assert res.exit_code == 0 and warning in res.stderr
 
 
 def test_random_captions_accumulation_and_joint_augmentation_run(shards, tmp_path):
@@ -682,3 +718,113 @@ def test_a_damaged_manifest_is_a_one_line_input_error(tmp_path):
         assert res.exception is None or isinstance(res.exception, SystemExit)
         lines = [ln for ln in res.stderr.splitlines() if ln.startswith("Error:")]
         assert len(lines) == 1 and "manifest.json is damaged" in lines[0] and "rerun fda preprocess" in lines[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Defaults that learn (issue 20)
+
+
+def test_lr_auto_means_the_rate_for_the_weights_a_run_starts_from():
+    from fda.train.run import resolve_lr
+
+    assert TrainConfig("s").lr is None  # the default is auto
+    assert resolve_lr(TrainConfig("s", model="fda-tiny", pretrained="none")).lr == 1e-3
+    assert resolve_lr(TrainConfig("s", model="fda-tiny")).lr == 1e-3  # openai on fda-tiny: random init
+    assert resolve_lr(TrainConfig("s", model="fda-tiny", pretrained="trained.pt")).lr == 1e-6
+    assert resolve_lr(TrainConfig("s", model="ViT-B-32")).lr == 1e-6
+    assert resolve_lr(TrainConfig("s", model="fda-tiny", lr=5e-4)).lr == 5e-4
+    with pytest.raises(ConfigError, match="--lr must be a finite number >= 0"):
+        TrainConfig("s", lr=-1.0)
+
+
+def test_validation_on_a_small_set_is_at_least_50_steps_apart(shards):
+    from fda.train.run import RunPlan
+
+    info = load_split(shards, "train")  # 72 pairs: 9 steps per epoch at batch 8
+    plan = RunPlan.of(TrainConfig(shards, batch_size=8), info, 1)
+    assert plan.steps_per_epoch == 9 and plan.val_interval == 54  # whole epochs, >= 50 steps
+    assert RunPlan.of(TrainConfig(shards, batch_size=8, val_every=3), info, 1).val_interval == 3
+    assert RunPlan.of(TrainConfig(shards, batch_size=1), info, 1).val_interval == 72  # an epoch is long enough
+
+
+def test_readme_cpu_example_runs_on_a_folder_of_seven_videos(tmp_path):
+    """`fda train shards/ --model fda-tiny --batch-size 8 --max-steps 50 --loader-workers 0` on 7 videos: the batch
+    is lowered to the 7 videos a stream holds (a contrastive batch holds distinct videos), said and recorded; the
+    random-weight model gets --lr auto's 1e-3."""
+    from click.testing import CliRunner
+
+    from fda.cli import cli
+
+    root = make_shards(str(tmp_path / "s"), videos=7, per_shard=7, captions=1)
+    out = str(tmp_path / "run")
+    res = CliRunner().invoke(cli, ["train", root, "--model", "fda-tiny", "--batch-size", "8", "--max-steps", "3",
+                                   "--loader-workers", "0", "--out", out, "--no-tensorboard"])
+    assert res.exit_code == 0, res.output + res.stderr
+    assert "--batch-size 8 is more than the 7 distinct videos one data stream sees" in res.stderr
+    with open(os.path.join(out, "train_config.json"), encoding="utf-8") as f:
+        resolved = json.load(f)
+    assert (resolved["batch_size"], resolved["batch_size_requested"]) == (7, 8)
+    assert (resolved["lr"], resolved["lr_requested"]) == (1e-3, "auto")
+    # resuming with the same command asks the same and gets the same: nothing counts as changed
+    res = CliRunner().invoke(cli, ["train", root, "--model", "fda-tiny", "--batch-size", "8", "--max-steps", "4",
+                                   "--loader-workers", "0", "--out", out, "--no-tensorboard"])
+    assert res.exit_code == 0, res.stderr
+    changes = [ln for ln in res.stderr.splitlines() if "changed options" in ln]
+    assert len(changes) == 1 and changes[0].endswith("--max-steps 3 -> 4"), res.stderr
+
+
+def test_a_folder_set_without_a_train_split_says_where_its_rows_went(tmp_path):
+    from click.testing import CliRunner
+
+    from fda.cli import cli
+
+    root = make_shards(str(tmp_path / "s"), videos=7, per_shard=7, splits=("test",))
+    with open(os.path.join(root, MANIFEST), encoding="utf-8") as f:
+        manifest = json.load(f)
+    write_json_atomic(os.path.join(root, MANIFEST), {**manifest, "layout": "folder"})
+    res = CliRunner().invoke(cli, ["train", root, "--model", "fda-tiny", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 3 and res.stderr.count("\n") == 1, res.stderr
+    assert "rows of a captions file without a split go to test: write train in the split column" in res.stderr
+
+
+def test_val_from_train_holds_out_videos_by_key_and_selects_best_on_them(tmp_path):
+    """--val-from-train 6: the same 6 videos whatever the run, copied to RUN/val-from-train, never in a training
+    batch, validated on; best.pt records them as what chose it, and eval says so."""
+    from click.testing import CliRunner
+
+    from fda.cli import cli
+    from fda.train.holdout import choose
+
+    root = make_shards(str(tmp_path / "s"), videos=24, per_shard=8, splits=("train", "test"))
+    out = str(tmp_path / "run")
+    res = CliRunner().invoke(cli, ["train", root, "--model", "fda-tiny", "--batch-size", "6", "--max-steps", "4",
+                                   "--loader-workers", "0", "--out", out, "--val-from-train", "6", "--val-every", "2",
+                                   "--no-tensorboard"])
+    assert res.exit_code == 0, res.output + res.stderr
+    held = sorted(choose([f"video{i}" for i in range(24)], 6))
+    with open(os.path.join(out, "train_config.json"), encoding="utf-8") as f:
+        resolved = json.load(f)
+    assert resolved["held_out"]["keys"] == held and resolved["best_selected_on"] == "val-from-train"
+    holdout = load_split(os.path.join(out, "val-from-train"), "val")
+    assert holdout.videos == 6 and holdout.captions == 18
+    assert [m["step"] for m in _metrics(out) if "eval/t2v_R@1" in m] == [2, 4]
+    best = torch.load(os.path.join(out, "checkpoints", "best.pt"), weights_only=True)
+    assert best["selected_on"] == "val-from-train"
+    assert best["data"]["steps_per_epoch"] == (24 - 6) * 3 // 6  # the held-out pairs are not in an epoch
+
+    # the training stream never yields a held-out video
+    from fda.train.holdout import plan_holdout
+
+    plan = plan_holdout(load_split(root, "train"), 6)
+    seen = {k for batch in _take(L.build_train_pipeline(plan.train, batch_size=6, exclude=plan.keys), 12)
+            for k in batch["keys"]}
+    assert seen == {f"video{i}" for i in range(24)} - set(held)
+
+    res = CliRunner().invoke(cli, ["eval", "--run", out, "--device", "cpu"])
+    assert res.exit_code == 0, res.output + res.stderr
+    assert "checkpoint chosen on: val-from-train: best validation R@1" in res.stdout and "WARNING" not in res.stdout
+    res = CliRunner().invoke(cli, ["train", root, "--val-from-train", "6", "--val-split", "test"])
+    assert res.exit_code == 2 and "--val-from-train validates on the videos it holds out" in res.stderr
+    res = CliRunner().invoke(cli, ["train", root, "--model", "fda-tiny", "--val-from-train", "23", "--out",
+                                   str(tmp_path / "r2")])
+    assert res.exit_code == 2 and "--val-from-train 23 leaves 1 of the 24 training videos" in res.stderr

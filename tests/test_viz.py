@@ -73,6 +73,11 @@ def test_visualize_chosen_video_and_mp4(two_tau_shards, tmp_path):
     assert os.path.getsize(tmp_path / f"{key}.mp4") > 0
     with pytest.raises(InputError, match="not in split"):
         run_visualize(VisualizeConfig(two_tau_shards[1], out=str(tmp_path), video=("nope",)))
+    # every name is checked before anything is written: no sheet of the good one, no folder
+    res = CliRunner().invoke(cli, ["visualize", two_tau_shards[1], "--video", key, "--video", "missing", "--out",
+                                   str(tmp_path / "new")])
+    assert res.exit_code == 3 and "video(s) missing not in split 'test'" in res.stderr, res.output
+    assert not (tmp_path / "new").exists()
 
 
 def test_masks_stats_match_the_metas(two_tau_shards, tmp_path):

@@ -8,6 +8,7 @@ inside each command so that ``fda --help`` stays fast.
 import dataclasses
 import functools
 import logging
+import os
 import re
 import typing
 from typing import Any, Callable, Dict, List, Optional
@@ -18,7 +19,7 @@ from fda import __version__
 from fda.config import (AblateConfig, BenchMasksConfig, BenchMotionConfig, CliField, DemoConfig, EmbedConfig,
                         EvalConfig, GenerateConfig, MasksStatsConfig, PreprocessConfig, SearchConfig, SweepConfig,
                         TrainConfig, VisualizeConfig, cli_fields, from_options)
-from fda.errors import FdaError, path_error
+from fda.errors import ConfigError, FdaError, path_error
 from fda.logs import setup_logging
 
 log = logging.getLogger("fda.cli")
@@ -51,6 +52,23 @@ def _base_type(annotation: Any) -> Any:
     return typing.get_origin(annotation) or annotation
 
 
+class AutoNumber(click.ParamType):
+    """A number, or the word ``auto`` (given to the config as ``None``: the stage chooses the value and records it)."""
+
+    def __init__(self, kind: Any) -> None:
+        self.kind = kind
+        self.name = f"{kind.__name__}|auto"
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> Any:
+        """``auto`` -> None; anything else as a number of ``kind``."""
+        if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+            return None
+        try:
+            return self.kind(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is neither a number nor auto", param, ctx)
+
+
 def _remember_alias(alias: str, field: CliField, ctx: click.Context, param: click.Parameter, value: Any) -> None:
     if value is not None:
         ctx.meta.setdefault(_ALIASES, {})[field.dest] = (alias, field.flag, value)
@@ -72,6 +90,9 @@ def _decorators(field: CliField) -> List[Callable[[Any], Any]]:
         kw["is_flag"] = True
     elif base is tuple:
         kw["multiple"] = True
+    elif spec.auto:
+        kw["show_default"] = "auto" if field.default is None else True
+        kw["type"] = AutoNumber(base)
     else:
         kw["show_default"] = True
         kw["type"] = click.Choice(spec.choices) if spec.choices else {int: click.INT, float: click.FLOAT}.get(base)
@@ -117,7 +138,31 @@ def build_config(cls: type, **kwargs: Any) -> Any:
             raise click.UsageError(f"pass {new} only ({alias} is its deprecated spelling)")
         log.warning("fda %s %s is deprecated: use %s %s", ctx.info_name, alias, new, value)  # type: ignore[union-attr]
         kwargs[dest] = value
+    _check_output_parents(cls, kwargs)
     return run_stage(from_options, cls, kwargs)
+
+
+OUTPUT_DESTS = ("out", "out_dir")
+"""A command's output path (``--out``, ``OUT_DIR``): it is created, but its parent folder must exist."""
+
+
+def _check_output_parents(cls: type, kwargs: Dict[str, Any]) -> None:
+    """Refuse an output path whose parent folder does not exist (exit 2, as ``--log-file``): a mistyped path is not
+    silently created as a tree of folders.
+
+    Raises:
+        FdaClickError: the first such path (exit 2, one line).
+    """
+    fields = {f.dest: f for f in cli_fields(cls)}
+    for dest in OUTPUT_DESTS:
+        value = kwargs.get(dest)
+        if dest not in fields or not isinstance(value, str) or not value:
+            continue
+        parent = os.path.dirname(os.path.abspath(value))
+        if not os.path.lexists(parent):
+            name = fields[dest].path[-1].upper() if fields[dest].spec.argument else fields[dest].flag
+            raise FdaClickError(ConfigError(f"{name} {value!r}: folder {parent} does not exist: create it first, or "
+                                            f"choose another {name}"))
 
 
 class FdaGroup(click.Group):

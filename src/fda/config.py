@@ -46,6 +46,7 @@ class Opt:
         aliases: old spellings, still accepted (hidden) with a deprecation warning.
         argument: a positional argument (a tuple-typed one takes any number of values).
         folder: the value names a folder (an existing file there is a usage error).
+        auto: the option also takes the word ``auto`` (the field's ``None``: the stage chooses and records it).
     """
 
     help: str
@@ -54,6 +55,7 @@ class Opt:
     aliases: Tuple[str, ...] = ()
     argument: bool = False
     folder: bool = False
+    auto: bool = False
 
 
 @dataclass(frozen=True)
@@ -248,7 +250,7 @@ class PreprocessConfig:
     out: str = opt("shards", "Folder for shards and manifest.")
     layout: Optional[str] = opt(None, "Dataset layout (default: detected).", choices=LAYOUTS)
     msrvtt_train: str = opt("9k", "MSR-VTT training list.", choices=MSRVTT_TRAIN_LISTS)
-    captions: Optional[str] = opt(None, "Captions file (CSV or JSONL) for a folder of videos.")
+    captions: Optional[str] = opt(None, "Captions file (CSV, TSV or JSONL) for a folder of videos.")
     split: Optional[str] = opt(None, "Comma list of splits to write (default: all).")
     frames_train: int = opt(6, "Frames sampled per training clip.")
     frames_test: int = opt(12, "Frames sampled per val/test clip.")
@@ -432,8 +434,13 @@ class TrainConfig:
     out: Optional[str] = opt(None, "Run folder (default: a new folder under ./runs/); rerunning into one that has "
                              "checkpoints resumes it.")
     split: str = opt("train", "Split to train on.", choices=SPLITS)
-    val_split: str = opt("auto", "Split for periodic validation (auto: val, else test, else none).",
+    val_split: str = opt("auto", "Split for periodic validation. auto: val, which keeps best.pt by its R@1; without "
+                         "val, test for the curve only, no best.pt (fda eval reads the last checkpoint). test: keep "
+                         "best.pt by test R@1, as papers that select on test do (fda eval on test says so).",
                          choices=VAL_SPLITS)
+    val_from_train: int = opt(0, "Hold out N training videos (the same N for the same set: chosen by a hash of their "
+                              "keys; they do not train) to validate on and keep best.pt by: a proper best.pt for a set "
+                              "without a val split. 0: off.")
     model: str = opt("ViT-B-32", "Architecture: ViT-B-32, ViT-B-16, ViT-L-14, fda-small, fda-tiny, or a config .json.")
     pretrained: Optional[str] = opt("openai", "CLIP weights: an open_clip tag (downloaded), a local FILE, or 'none' "
                                     "for random init.")
@@ -448,7 +455,9 @@ class TrainConfig:
     shuffle_buffer: int = opt(500, "Videos in each stream's shuffle buffer.")
     epochs: int = opt(5, "Run length in epochs (from the manifest's counts).")
     max_steps: Optional[int] = opt(None, "Run length in optimiser steps (overrides --epochs).")
-    lr: float = opt(1e-6, "Learning rate of CLIP weights.")
+    lr: Optional[float] = opt(None, "Learning rate of CLIP weights. auto: 1e-6 (CLIP4Clip's) from pretrained weights, "
+                              "1e-3 (the demo's) from random weights; train_config.json records the rate used.",
+                              auto=True)
     alpha_lr: float = opt(1e-4, "Learning rate of the alpha conv.")
     weight_decay: float = opt(0.2, "AdamW weight decay (not on gains, biases, embeddings, logit scale).")
     warmup_steps: Optional[int] = opt(None, "Linear warmup steps (default: 10% of the run).")
@@ -483,9 +492,16 @@ class TrainConfig:
         _require(self.warmup_steps is None or self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, ">= 0")
         for name in ("lr", "alpha_lr", "weight_decay", "grad_clip"):
             value = getattr(self, name)
+            if value is None and name == "lr":
+                continue  # auto
             _require(value >= 0 and value == value and value != float("inf"), name, value, "a finite number >= 0")
         _require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", self.label_smoothing, "in [0, 1)")
         _require(self.val_every >= 0, "val_every", self.val_every, ">= 0 (0: at each epoch end)")
+        _require(isinstance(self.val_from_train, int) and self.val_from_train >= 0, "val_from_train",
+                 self.val_from_train, "an integer >= 0 (0: off)")
+        if self.val_from_train and self.val_split != "auto":
+            raise ConfigError(f"--val-from-train validates on the videos it holds out; --val-split {self.val_split} "
+                              f"would validate elsewhere: drop one of them")
         if self.no_alpha and self.alpha_checkpoint:
             raise ConfigError("--alpha-checkpoint has no use with --no-alpha: drop one of them")
 
@@ -514,7 +530,8 @@ class EvalConfig:
 
     split: str = opt("test", "Split to evaluate.", choices=SPLITS)
     shards: Optional[str] = opt(None, SHARDS_HELP)  # None: the shard set the run trained on, else ./shards
-    run: Optional[str] = opt(None, "Run folder: evaluate its best checkpoint (default: newest run).")
+    run: Optional[str] = opt(None, "Run folder: evaluate its best.pt (kept only when a val split chose it), else its "
+                             "last checkpoint (default: newest run).")
     checkpoint: Optional[str] = opt(None, "An fda checkpoint file.")
     model: Optional[str] = opt(None, "Evaluate an untrained model (zero-shot), e.g. ViT-B-32 or fda-tiny.")
     pretrained: Optional[str] = opt(None, PRETRAINED_HELP)
@@ -691,8 +708,9 @@ class MasksStatsConfig:
 
 
 # --- the experiments: sweep, ablate, bench-motion, bench-masks, demo ------------------------------------------------
-RUN_FIELDS = ("shards_dir", "out", "split", "val_split", "no_alpha", "alpha_checkpoint", "captions", "shuffle_buffer",
-              "max_steps", "seed", "save_every", "keep_last", "log_every", "val_every", "tensorboard", "resume")
+RUN_FIELDS = ("shards_dir", "out", "split", "val_split", "val_from_train", "no_alpha", "alpha_checkpoint", "captions",
+              "shuffle_buffer", "max_steps", "seed", "save_every", "keep_last", "log_every", "val_every", "tensorboard",
+              "resume")
 """The :class:`TrainConfig` fields an experiment sets for each run itself (where it reads and writes, its arm, seed
 and length, how often it logs and saves); every other train option reaches the experiments through :class:`Budget`.
 ``captions`` stays out because ``fda sweep --captions`` is the preprocess captions file."""
@@ -905,7 +923,7 @@ class DemoConfig:
         _require(budget.train.batch_size >= 2, "batch_size", budget.train.batch_size, "an integer >= 2")
         for name in ("lr", "alpha_lr"):
             value = getattr(budget.train, name)
-            _require(0 < value < 1, name, value, "in (0, 1)")
+            _require(value is None or 0 < value < 1, name, value, "in (0, 1) or auto")
         _twin_checks(self)
         _require(isinstance(self.visualize, int) and self.visualize >= 0, "visualize", self.visualize,
                  ">= 0 test videos to draw (0: no pictures)")

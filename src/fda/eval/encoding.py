@@ -20,7 +20,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from webdataset.handlers import reraise_exception
 
 from fda.errors import InputError
-from fda.shards.manifest import SplitInfo, load_split
+from fda.shards.manifest import SplitInfo, load_split, require_captions
 from fda.shards.reader import decode_sample, iter_samples
 
 
@@ -94,6 +94,7 @@ def open_split(shards_dir: str, split: str, frames: Optional[int]) -> SplitInfo:
     Raises:
         InputError: as :func:`load_split`, or the split holds another number of frames per clip than ``frames``.
     """
+    require_captions(shards_dir, split, "fda eval")
     info = load_split(shards_dir, split)
     if frames is not None and info.frames and info.frames != frames:
         option = "--frames-train" if split == "train" else "--frames-test"

@@ -22,7 +22,8 @@ from fda.errors import InputError
 from fda.eval.encoding import SplitFeatures, encode_split, open_split
 from fda.eval.evaluate import logit_scale_of, metrics_report
 from fda.eval.metrics import DIRECTIONS, METRIC_KEYS
-from fda.eval.source import describe_source, load_model, resolve_model_source, resolve_shards, sha256_file
+from fda.eval.source import (checkpoint_selection, describe_source, load_model, resolve_model_source,
+                              resolve_shards, sha256_file)
 from fda.model.device import resolve_device
 from fda.shards.schema import MANIFEST, shown_mask, write_json_atomic
 
@@ -108,6 +109,13 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     model, identity = load_model(source, device, cfg.seed)
     logger.info("evaluating %s on %s split %s (%d videos, %d frames per clip)", describe_source(source, identity),
                 shards, cfg.split, info.videos, info.frames)
+    selection = checkpoint_selection(source)
+    logger.info("checkpoint chosen on: %s", selection["text"])
+    if selection["split"] == cfg.split:
+        selection["warning"] = (f"the checkpoint was selected on {cfg.split}, the split being evaluated: these "
+                                f"numbers are optimistically biased (select on a val split, or report the last "
+                                f"checkpoint)")
+        logger.warning("%s", selection["warning"])
     main = bool(model.use_alpha)
     variants = [main] + ([False] if cfg.baseline and main else [])
     out_dir = _out_dir(cfg, source)
@@ -149,6 +157,7 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
         "frames": info.frames,
         "model": {"name": model.name, "use_alpha": main, **identity},
         "source": source,
+        "checkpoint_selected_on": selection,
         "shards": {"dir": os.path.abspath(shards), "manifest_sha256": manifest_sha, "frames": info.frames,
                    "size": info.size,
                    "mask": shown_mask(info.config)},
@@ -182,6 +191,11 @@ def render_table(report: Dict[str, Any]) -> str:
     main_label = "fda (alpha)" if report["model"]["use_alpha"] else "model (no alpha)"
     lines = [f"{report['split']} split: {report['counts']['videos']} videos, {report['counts']['captions']} captions; "
              f"{report['protocol']['description']}"]
+    selection = report.get("checkpoint_selected_on")
+    if selection:
+        lines.append(f"checkpoint chosen on: {selection['text']}")
+        if selection.get("warning"):
+            lines.append(f"WARNING: {selection['warning']}")
     cut = report.get("truncation", {}).get("captions_truncated")
     if cut:
         lines.append(f"{cut} of {report['counts']['captions']} captions are longer than the model's "

@@ -137,6 +137,30 @@ def load_model(source: Dict[str, Any], device: torch.device, seed: int = 0) -> T
     return model, identity
 
 
+def checkpoint_selection(source: Dict[str, Any]) -> Dict[str, Any]:
+    """Which split chose the checkpoint a source names: ``{"split": "val" | "test" | ... | None, "text"}``.
+
+    ``best.pt`` records the split that chose it (``selected_on``); one written before that was recorded is read as
+    chosen on the run's recorded ``val_split``. A step checkpoint was chosen by no split.
+    """
+    if source.get("kind") != "checkpoint":
+        return {"split": None, "text": "none: a model not trained here"}
+    path = source["checkpoint"]
+    try:
+        meta = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - load_model has read it already; a file that mmap refuses is simply not described
+        meta = {}
+    split = meta.get("selected_on")
+    if split is None and meta.get("val_metrics"):
+        split = RunDir.of_checkpoint(path).read_config().get("val_split") or "a validation split (not recorded)"
+    if split is not None:
+        return {"split": split, "text": f"{split}: best validation R@1 (step {meta.get('step')})"}
+    run = RunDir.of_checkpoint(path)
+    latest = run.latest()
+    last = latest is not None and os.path.abspath(latest) == os.path.abspath(path)
+    return {"split": None, "text": f"none: {'last' if last else 'step'} checkpoint (step {meta.get('step')})"}
+
+
 def describe_source(source: Dict[str, Any], identity: Dict[str, Any]) -> str:
     """``checkpoint X (step N)`` or ``model M (weights W)`` for log lines."""
     if source.get("checkpoint"):

@@ -159,11 +159,17 @@ def _safe_name(key: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in key)
 
 
-def _pick_samples(cfg: VisualizeConfig, info: SplitInfo) -> Iterator[Dict[str, Any]]:
-    """Decoded samples of the chosen videos: the first ``n`` of the split, or those named by ``--video``."""
+def _pick_samples(cfg: VisualizeConfig, info: SplitInfo) -> List[Dict[str, Any]]:
+    """Raw (undecoded) samples of the chosen videos: the first ``n`` of the split, or those named by ``--video``.
+
+    Every name is checked before anything is drawn or written.
+
+    Raises:
+        InputError: a ``--video`` that is not in the split (all of them named).
+    """
     wanted = set(cfg.video)
     found: set = set()
-    drawn = 0
+    picked: List[Dict[str, Any]] = []
     for raw in iter_samples(info.urls, handler=unreadable_shard):
         if wanted:
             meta = json.loads(raw.get(META, b"{}"))
@@ -171,14 +177,14 @@ def _pick_samples(cfg: VisualizeConfig, info: SplitInfo) -> Iterator[Dict[str, A
             if not hits:
                 continue
             found |= hits
-        yield decode_sample(raw)
-        drawn += 1
-        if (wanted and found >= wanted) or (not wanted and drawn >= cfg.n):
-            return
+        picked.append(raw)
+        if (wanted and found >= wanted) or (not wanted and len(picked) >= cfg.n):
+            return picked
     missing = sorted(wanted - found)
     if missing:
         raise InputError(f"video(s) {', '.join(missing)} not in split {cfg.split!r} of {cfg.shards_dir!r}: "
                          "check the id (or the key printed in index.html) and --split")
+    return picked
 
 
 def _index_html(cfg: VisualizeConfig, manifest: Dict[str, Any], entries: List[Dict[str, Any]]) -> str:
@@ -213,9 +219,10 @@ def run_visualize(cfg: VisualizeConfig) -> VisualizeResult:
     """
     manifest = load_manifest(cfg.shards_dir)
     info = load_split(cfg.shards_dir, cfg.split, manifest)
+    picked = _pick_samples(cfg, info)  # every --video is checked before anything is written
     make_out_dir(cfg.out)
     result = VisualizeResult(cfg.out, os.path.join(cfg.out, "index.html"))
-    for sample in _pick_samples(cfg, info):
+    for sample in map(decode_sample, picked):
         frames, masks, meta = sample["frames"], sample["masks"], sample["meta"]
         name = _safe_name(sample["key"])
         sheet = frame_sheet(frames, masks, meta, tile=cfg.tile)

@@ -22,10 +22,14 @@ Six layouts are understood (DATASETS.md §1-3 and the README's "Dataset layouts"
   no header, one caption per line, 6 tab-separated fields ``clip_id, start_aligned, end_aligned, start_extracted,
   end_extracted, sentence``; a clip id may have several lines (several captions). Clips are found by stem,
   preferably in their movie's folder (``<clip_id minus its last _part>/<clip_id>.avi``).
-- ``folder``: your own videos plus a captions file, ``captions.csv`` (header ``video,caption[,split]``) or
-  ``captions.jsonl`` (keys ``video``, ``caption`` (a string) or ``captions`` (a list), optional ``split``) at the
-  root (not both), or any file given by ``captions=``. Several rows per video give several captions; a video whose
-  rows name no split goes to ``test``. Rows are grouped by the real path of the file they name (``a.mp4``,
+- ``folder``: your own videos plus a captions file, ``captions.csv`` or ``captions.tsv`` (header
+  ``video,caption[,split]``, read by the csv module with quoting, strictly: a row with another number of fields
+  than the header, an unclosed quote or an unknown column is an error naming the line) or ``captions.jsonl`` (keys
+  ``video``, ``caption`` (a string) or ``captions`` (a list), optional ``split``; any other key is an error) at the
+  root (only one of them), or any file given by ``captions=``. Video files under the root that the file does not
+  list are returned as :attr:`Dataset.unlisted`. Without a captions file every video under the root is an
+  uncaptioned item of ``test``: a library to index and search. Several rows per video give several captions; a
+  video whose rows name no split goes to ``test``. Rows are grouped by the real path of the file they name (``a.mp4``,
   ``./a.mp4`` and ``/abs/root/a.mp4`` are one video; so are a symlink and its target); exact repeats of a caption
   are dropped and counted. When two different files would get the same id (``x.mp4`` and ``x.mkv`` both give
   ``x``), each of them takes its file name with the extension as its id (``x.mp4``, ``x.mkv``).
@@ -65,8 +69,11 @@ MSRVTT_TRAIN_CSV = {"9k": "MSRVTT_train.9k.csv", "7k": "MSRVTT_train.7k.csv"}
 MSRVTT_TEST_CSV = "MSRVTT_JSFUSION_test.csv"
 MSVD_CAPTIONS = "raw-captions.pkl"
 MSVD_LISTS = {"train": "train_list.txt", "val": "val_list.txt", "test": "test_list.txt"}
-FOLDER_CAPTIONS = ("captions.csv", "captions.jsonl")
+FOLDER_CAPTIONS = ("captions.csv", "captions.tsv", "captions.jsonl")
+FOLDER_COLUMNS = ("video", "caption", "split")  # a CSV/TSV header: video required, the others optional, any order
+FOLDER_DELIMITERS = {".csv": ",", ".tsv": "\t"}
 JSONL_CAPTION_KEYS = ("caption", "captions")  # a string, or a list of strings, under either key
+JSONL_KEYS = ("video", "split", *JSONL_CAPTION_KEYS)
 ANET_IDS = {"train": "train_ids.json", "test": "val_ids.json"}
 ANET_CAPTIONS = {"train": "train.json", "test": "val_1.json"}  # val_1 is the field's test split
 DIDEMO_LISTS = MSVD_LISTS  # the same three names as MSVD: the *_data.json files tell the layouts apart
@@ -130,6 +137,9 @@ class Dataset:
             (MSR-VTT test: the JSFUSION csv row order).
         annotations: real paths of the annotation files read (split lists, captions), in reading order.
         duplicate_captions: exact repeats of a video's caption dropped from a folder captions file.
+        unlisted: video files under the root (relative paths) that a folder's captions file does not list: they are
+            not preprocessed, and the manifest lists them.
+        captions_file: a folder's captions file, or None (another layout, or a folder indexed without one).
     """
 
     layout: str
@@ -137,6 +147,13 @@ class Dataset:
     items: Dict[str, List[VideoItem]]
     annotations: Tuple[str, ...] = ()
     duplicate_captions: int = 0
+    unlisted: Tuple[str, ...] = ()
+    captions_file: Optional[str] = None
+
+    @property
+    def captioned(self) -> bool:
+        """Whether any video has a caption (a folder without captions is an uncaptioned library: index only)."""
+        return any(it.captions for lst in self.items.values() for it in lst)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -207,6 +224,10 @@ class _VideoIndex:
 
     def __len__(self) -> int:
         return len(self._by_stem)
+
+    def files(self) -> List[str]:
+        """Relative paths of every video file under the root, sorted."""
+        return sorted(rel for rels in self._by_stem.values() for rel in rels)
 
     def candidates(self, stem: str) -> List[str]:
         """Relative paths of every file named ``stem`` (any extension, any folder)."""
@@ -365,7 +386,8 @@ def detect_layout(root: str) -> str:
         One of :data:`fda.config.LAYOUTS`.
 
     Raises:
-        InputError: ``root`` is not a folder, or holds no known annotation file.
+        InputError: ``root`` is not a folder, or holds neither a known annotation file nor a video (a folder of
+            videos without one is ``folder``: an uncaptioned library).
         ConfigError: the files of more than one layout are present (pass ``--layout``).
     """
     if not os.path.isdir(root):
@@ -375,10 +397,13 @@ def detect_layout(root: str) -> str:
         layout = next(iter(found))
         logger.debug("detected layout %s in %s from %s", layout, root, ", ".join(found[layout]))
         return layout
+    if not found and len(_VideoIndex(root)):
+        logger.debug("no annotation file in %s but video files: an uncaptioned folder", root)
+        return "folder"
     if not found:
         raise InputError(f"cannot tell the layout of {root}: found none of MSRVTT_data.json/MSRVTT_*.csv (msrvtt), "
                          f"{MSVD_CAPTIONS} (msvd), train_ids.json/val_ids.json/val_1.json (activitynet), "
-                         f"*_data.json (didemo), LSMDC16_*.csv (lsmdc), captions.csv/captions.jsonl (folder) at the "
+                         f"*_data.json (didemo), LSMDC16_*.csv (lsmdc), captions.csv/.tsv/.jsonl (folder) at the "
                          f"root or one folder down: add them, or pass --layout and --captions")
     names = "; ".join(f"{k}: {', '.join(v)}" for k, v in found.items())
     raise ConfigError(f"{root} holds the files of several layouts ({names}): pass --layout "
@@ -440,7 +465,7 @@ def load_dataset(root: str, layout: Optional[str] = None, *, msrvtt_train: str =
     if layout is None:
         layout = detect_layout(root)
     files: List[str] = []
-    duplicates = 0
+    duplicates, unlisted, captions_file = 0, (), None
     if layout == "msrvtt":
         items = _load_msrvtt(root, msrvtt_train, splits, files)
     elif layout == "msvd":
@@ -452,7 +477,7 @@ def load_dataset(root: str, layout: Optional[str] = None, *, msrvtt_train: str =
     elif layout == "lsmdc":
         items = _load_lsmdc(root, splits, files)
     else:
-        items, duplicates = _load_folder(root, captions, splits, files)
+        items, duplicates, unlisted, captions_file = _load_folder(root, captions, splits, files)
     for split, lst in items.items():
         missing = sum(1 for it in lst if it.path is None)
         uncaptioned = sum(1 for it in lst if not it.captions)
@@ -461,7 +486,8 @@ def load_dataset(root: str, layout: Optional[str] = None, *, msrvtt_train: str =
         logger.info("%s %s: %d videos%s, %d without a file, %d without captions", layout, split, len(lst), note,
                     missing, uncaptioned)
     return Dataset(layout=layout, root=root, items=items,
-                   annotations=tuple(dict.fromkeys(os.path.realpath(f) for f in files)), duplicate_captions=duplicates)
+                   annotations=tuple(dict.fromkeys(os.path.realpath(f) for f in files)), duplicate_captions=duplicates,
+                   unlisted=unlisted, captions_file=captions_file)
 
 
 def _load_msrvtt(root: str, which: str, splits: Optional[Sequence[str]], files: List[str]
@@ -706,58 +732,132 @@ def _regular_file(path: str, what: str, fix: str) -> str:
     return path
 
 
-def _find_captions_file(root: str, captions: Optional[str]) -> str:
+def _find_captions_file(root: str, captions: Optional[str]) -> Optional[str]:
+    """The captions file to read: ``captions`` (as given, else inside ``root``), else the one of
+    :data:`FOLDER_CAPTIONS` at the root, else None (an uncaptioned library)."""
     if captions is None:
         present = [os.path.join(root, name) for name in FOLDER_CAPTIONS if os.path.lexists(os.path.join(root, name))]
         if len(present) > 1:
-            raise ConfigError(f"{root} holds both {' and '.join(FOLDER_CAPTIONS)}: pass --captions with the one to "
-                              f"read (e.g. --captions {FOLDER_CAPTIONS[0]}), or delete the other")
+            names = " and ".join(os.path.basename(p) for p in present)
+            raise ConfigError(f"{root} holds both {names}: pass --captions with the one to read (e.g. --captions "
+                              f"{os.path.basename(present[0])}), or delete the other")
         if present:
             return _regular_file(present[0], "captions file", "replace it with the file itself")
-        raise InputError(f"no captions.csv or captions.jsonl in {root}: write one (columns video,caption[,split]) "
-                         f"or pass --captions FILE")
+        return None
     for path in (captions, os.path.join(root, captions)):
         if os.path.exists(path):
             return os.path.abspath(_regular_file(path, "captions file", "pass the file itself to --captions"))
     raise InputError(f"captions file {captions!r} not found (tried it as given and inside {root}): fix --captions")
 
 
-def _folder_rows(path: str) -> List[Tuple[int, str, Optional[str], Optional[str]]]:
-    """``(line, video, caption or None, split or None)`` per row of a captions CSV or JSONL file."""
+Row = Tuple[int, str, Optional[str], Optional[str]]
+"""``(line, video, caption or None, split or None)``: one row of a folder's captions file."""
+
+
+def _folder_rows(path: str) -> List[Row]:
+    """Every row of a captions CSV, TSV or JSONL file, read strictly (a malformed row is an error, never a guess).
+
+    Raises:
+        InputError: a wrong header, a row with the wrong number of fields, an unclosed quote, a caption across
+            lines, invalid JSON or an unknown key; the message names the file and line.
+        ConfigError: another extension than .csv, .tsv, .jsonl.
+    """
     ext = os.path.splitext(path)[1].lower()
-    rows: List[Tuple[int, str, Optional[str], Optional[str]]] = []
-    if ext == ".csv":
-        for line, row in _read_csv(path, ("video", "caption")):
-            rows.append((line, row["video"], row["caption"] or None, row.get("split") or None))
-    elif ext in (".jsonl", ".ndjson"):
-        for line, text in enumerate(_read_text(path).splitlines(), start=1):
-            if not text.strip():
+    if ext in FOLDER_DELIMITERS:
+        return _delimited_rows(path, FOLDER_DELIMITERS[ext])
+    if ext in (".jsonl", ".ndjson"):
+        return _jsonl_rows(path)
+    raise ConfigError(f"--captions must be a .csv, .tsv or .jsonl file, got {path}")
+
+
+def _delimited_rows(path: str, delimiter: str) -> List[Row]:
+    """Rows of a headed CSV (``,``) or TSV (tab) captions file, through the csv module with quoting, strictly."""
+    sep = "comma" if delimiter == "," else "tab"
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""), delimiter=delimiter, strict=True)
+    rows: List[Row] = []
+    header: List[str] = []
+    line = 1  # where the record being read starts
+    try:
+        for fields in reader:
+            start, line = line, reader.line_num + 1
+            if not any(f.strip() for f in fields):
+                continue  # blank line
+            spans = next((f for f in fields if "\n" in f or "\r" in f), None)
+            if spans is not None:
+                raise InputError(f"{path} line {start}: a quoted field runs over lines {start}-{reader.line_num} "
+                                 f"({spans[:40]!r}...): close its quote (a caption is one line)")
+            if not header:
+                header = _folder_header(path, [f.strip() for f in fields], sep)
                 continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{path} line {line}: not valid JSON ({err.msg}): one object per line") from None
-            if not isinstance(obj, dict) or not isinstance(obj.get("video"), str):
-                raise InputError(f"{path} line {line}: need an object with a string 'video' key, got {text[:80]}")
-            split = obj.get("split")
-            caps: List[Any] = []
-            for key in JSONL_CAPTION_KEYS:
-                if key in obj:
-                    caps += obj[key] if isinstance(obj[key], list) else [obj[key]]
-            unknown = sorted(k for k in obj if k not in ("video", "split", *JSONL_CAPTION_KEYS))
-            if not any(k in obj for k in JSONL_CAPTION_KEYS):
-                if unknown:
-                    raise InputError(f"{path} line {line}: no 'caption' (a string) or 'captions' (a list of strings) "
-                                     f"key, got keys {', '.join(map(repr, unknown))}: rename the caption key")
-                caps = [None]  # a video listed without a caption: recorded as a failure with its reason
-            for cap in caps:
-                if cap is not None and not isinstance(cap, str):
-                    raise InputError(f"{path} line {line}: 'caption' and 'captions' must be a string or a list of "
-                                     f"strings, got {str(cap)[:40]}")
-                rows.append((line, obj["video"].strip(), (cap or "").strip() or None,
-                             split.strip() if isinstance(split, str) and split.strip() else None))
-    else:
-        raise ConfigError(f"--captions must be a .csv or .jsonl file, got {path}")
+            if len(fields) != len(header):
+                hint = ""
+                if len(fields) > len(header) and "caption" in header:
+                    hint = (f": a {sep} inside a caption needs the caption in double quotes "
+                            f'(a.mp4{delimiter}"a man{delimiter} riding a bike")' if delimiter == "," else
+                            ": a tab inside a caption needs the caption in double quotes")
+                raise InputError(f"{path} line {start}: {len(fields)} {sep}-separated fields, but the header has "
+                                 f"{len(header)} ({','.join(header)}){hint or ': fix the row'}")
+            row = dict(zip(header, (f.strip() for f in fields)))
+            rows.append((start, row["video"], row.get("caption") or None, row.get("split") or None))
+    except csv.Error as err:
+        what = ("an unclosed quote runs to the end of the file" if "end of data" in str(err)
+                else f"{err} (a quoted field must end at its closing quote, before the {sep})")
+        raise InputError(f"{path} line {line}: {what}: close the quote, or double a quote inside a caption "
+                         f'(""like this"")') from None
+    if not header:
+        raise InputError(f"{path} is empty: write a header line {delimiter.join(FOLDER_COLUMNS[:2])}[{delimiter}split] "
+                         f"and one row per caption")
+    return rows
+
+
+def _folder_header(path: str, header: List[str], sep: str) -> List[str]:
+    """The column names of a captions file's first line, checked: known names, each once, ``video`` present."""
+    unknown = [h for h in header if h not in FOLDER_COLUMNS]
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if unknown or repeated or "video" not in header:
+        got = f"unknown column {unknown[0]!r}" if unknown else (
+            f"column {repeated[0]!r} twice" if repeated else "no 'video' column")
+        raise InputError(f"{path} line 1: the header must name {sep}-separated columns from "
+                         f"{', '.join(FOLDER_COLUMNS)} (video,caption[,split]), got {got} in "
+                         f"{sep.join(header)[:80]!r}: fix the header line")
+    return header
+
+
+def _jsonl_rows(path: str) -> List[Row]:
+    """Rows of a JSONL captions file: one object per line, keys :data:`JSONL_KEYS`."""
+    rows: List[Row] = []
+    for line, text in enumerate(_read_text(path).splitlines(), start=1):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{path} line {line}: not valid JSON ({err.msg} at column {err.colno}): one object "
+                             f"per line") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("video"), str):
+            raise InputError(f"{path} line {line}: need an object with a string 'video' key, got {text[:80]}")
+        unknown = sorted(k for k in obj if k not in JSONL_KEYS)
+        if unknown and not any(k in obj for k in JSONL_CAPTION_KEYS):
+            raise InputError(f"{path} line {line}: no 'caption' (a string) or 'captions' (a list of strings) "
+                             f"key, got keys {', '.join(map(repr, unknown))}: rename the caption key")
+        if unknown:
+            raise InputError(f"{path} line {line}: unknown key {unknown[0]!r} (keys are video, caption, captions, "
+                             f"split): remove or rename it")
+        split = obj.get("split")
+        if split is not None and not isinstance(split, str):
+            raise InputError(f"{path} line {line}: 'split' must be a string, got {str(split)[:40]}")
+        caps: List[Any] = []
+        for key in JSONL_CAPTION_KEYS:
+            if key in obj:
+                caps += obj[key] if isinstance(obj[key], list) else [obj[key]]
+        if not any(k in obj for k in JSONL_CAPTION_KEYS):
+            caps = [None]  # a video listed without a caption
+        for cap in caps:
+            if cap is not None and not isinstance(cap, str):
+                raise InputError(f"{path} line {line}: 'caption' and 'captions' must be a string or a list of "
+                                 f"strings, got {str(cap)[:40]}")
+            rows.append((line, obj["video"].strip(), (cap or "").strip() or None,
+                         split.strip() if isinstance(split, str) and split.strip() else None))
     return rows
 
 
@@ -782,14 +882,17 @@ def _folder_value(root: str, value: str) -> str:
 
 
 def _load_folder(root: str, captions: Optional[str], splits: Optional[Sequence[str]], files: List[str]
-                 ) -> Tuple[Dict[str, List[VideoItem]], int]:
-    """Items per split and the number of exact duplicate caption rows dropped."""
+                 ) -> Tuple[Dict[str, List[VideoItem]], int, Tuple[str, ...], Optional[str]]:
+    """Items per split, the number of exact duplicate caption rows dropped, the video files under the root that the
+    captions file does not list, and the captions file read (None: an uncaptioned library)."""
     path = _find_captions_file(root, captions)
+    index = _VideoIndex(root)
+    if path is None:
+        return _uncaptioned_folder(root, index, splits), 0, (), None
     files.append(path)
     rows = _folder_rows(path)
     if not rows:
         raise InputError(f"{path} has no rows: add lines of video,caption[,split]")
-    index = _VideoIndex(root)
     located: Dict[str, Optional[str]] = {}  # value -> relative path of its file (one lookup per distinct value)
     by_file: Dict[str, Dict[str, Any]] = {}  # real path (or "\0" + id when no file) -> the video's rows
     duplicates = 0
@@ -829,7 +932,29 @@ def _load_folder(root: str, captions: Optional[str], splits: Optional[Sequence[s
         if split in items:
             items[split].append(VideoItem(vid, split, entry["path"], tuple(entry["captions"]),
                                           entry["rel"] if entry["rel"] is not None else entry["value"]))
-    return items, duplicates
+    unlisted = tuple(rel for rel in index.files()
+                     if os.path.realpath(os.path.join(root, *rel.split("/"))) not in by_file)
+    if unlisted:
+        logger.warning("%d video files under %s are not in %s, so not preprocessed (first: %s); the manifest lists "
+                       "them under 'unlisted'", len(unlisted), root, os.path.basename(path), unlisted[0])
+    return items, duplicates, unlisted, path
+
+
+def _uncaptioned_folder(root: str, index: "_VideoIndex", splits: Optional[Sequence[str]]
+                        ) -> Dict[str, List[VideoItem]]:
+    """Every video under ``root``, without captions, in the test split: a library to index and search."""
+    rels = index.files()
+    if not rels:
+        raise InputError(f"no captions file and no video files under {root}: add videos (and captions.csv, "
+                         f"video,caption[,split], to train or evaluate), or pass --captions FILE")
+    wanted = _check_splits(splits, (FOLDER_DEFAULT_SPLIT,), "folder (no captions file)")
+    entries = [{"value": rel, "rel": rel} for rel in rels]
+    logger.warning("no %s in %s: indexing its %d videos without captions (split %s) for fda embed and fda search; "
+                   "fda train and fda eval need captions", " or ".join(FOLDER_CAPTIONS), root, len(rels),
+                   FOLDER_DEFAULT_SPLIT)
+    out = [VideoItem(vid, FOLDER_DEFAULT_SPLIT, os.path.realpath(os.path.join(root, *rel.split("/"))), (), rel)
+           for vid, rel in zip(_folder_ids(entries), rels)]
+    return {s: out for s in wanted}
 
 
 def _folder_ids(entries: Sequence[Dict[str, Any]]) -> List[str]:

@@ -104,8 +104,12 @@ class PreprocessResult:
         if self.redone:
             first, why = next(iter(self.redone.items()))
             redone = f", {self.redone_shards} redone (first: {first}: {why})"
-        return (f"wrote {parts} videos in {shards} shards to {self.out} ({failed} failed, "
-                f"listed in {os.path.join(self.out, MANIFEST)}){reused}{redone}{rate}")
+        unlisted = len(self.manifest.get("unlisted") or ())
+        unlisted = (f", {unlisted} videos under the root not in {os.path.basename(self.manifest['captions_file'])} "
+                    f"(manifest 'unlisted')" if unlisted else "")
+        bare = ", without captions (for fda embed/search)" if self.manifest.get("uncaptioned") else ""
+        return (f"wrote {parts} videos in {shards} shards to {self.out}{bare} ({failed} failed, "
+                f"listed in {os.path.join(self.out, MANIFEST)}){unlisted}{reused}{redone}{rate}")
 
 
 @dataclass(frozen=True)
@@ -271,7 +275,7 @@ def decode_clip(item: VideoItem, cfg: PreprocessConfig) -> Clip:
     """Check, probe, sample and decode one video as ``cfg`` says (everything but the masks).
 
     Raises:
-        VideoError: the video cannot be used (missing, not a file, no caption, too damaged); the message is the
+        VideoError: the video cannot be used (missing, not a file, too damaged); the message is the
             one-line reason the manifest records.
     """
     if item.path is None:
@@ -279,8 +283,6 @@ def decode_clip(item: VideoItem, cfg: PreprocessConfig) -> Clip:
     kind = not_regular(item.path)
     if kind is not None:
         raise VideoError(f"{item.source} is {kind}, not a regular file: list the video file itself")
-    if not item.captions:
-        raise VideoError("no caption")
     window_end = None if cfg.full_duration else item.window_end
     info, total, indices, partners, decoded, decode_meta = _sample_and_decode(
         item.path, cfg.frames_for(item.split), cfg, window_end)
@@ -771,6 +773,8 @@ def build_manifest(cfg: PreprocessConfig, dataset: Dataset, listed: Dict[str, in
             "dataset_root": dataset.root, "layout": dataset.layout,
             "annotations": [{"path": path, **file_digest(path)} for path in dataset.annotations],
             "duplicate_captions_dropped": dataset.duplicate_captions,
+            "captions_file": dataset.captions_file, "uncaptioned": not dataset.captioned,
+            "unlisted": list(dataset.unlisted),
             "config": dataclasses.asdict(cfg), "mask": MaskParams.from_config(cfg).record(), "ffmpeg": ffmpeg,
             "caption_truncation": TRUNCATION_NOTE,
             "splits": splits, "failures": failures}
@@ -778,17 +782,26 @@ def build_manifest(cfg: PreprocessConfig, dataset: Dataset, listed: Dict[str, in
 
 def _key_collisions(dataset: Dataset) -> Tuple[Dataset, List[Dict[str, Any]]]:
     """Drop a video whose shard key another video of its split already took (webdataset would merge the two
-    samples), recording it as a failure. Repeated ids never get here: ``load_dataset`` keeps the first of each."""
+    samples), and, in a captioned set, a video without a caption, recording each as a failure. Repeated ids never
+    get here: ``load_dataset`` keeps the first of each. (A set where no video has a caption is an uncaptioned
+    library: its videos are written without captions, for ``fda embed`` and ``fda search``.)"""
     items: Dict[str, List[VideoItem]] = {}
     dropped: List[Dict[str, Any]] = []
+    captioned = dataset.captioned
+    where = os.path.basename(dataset.captions_file) if dataset.captions_file else "the annotations"
     for split, split_items in dataset.items.items():
         owner: Dict[str, str] = {}  # sample key -> the video id that took it
         kept = []
         for item in split_items:
             key = sample_key(item.video_id)
+            error = None
             if key in owner:
-                dropped.append({"split": split, "video_id": item.video_id, "source": item.source,
-                                "error": f"its shard key {key} is taken by video {owner[key]!r}"})
+                error = f"its shard key {key} is taken by video {owner[key]!r}"
+            elif captioned and not item.captions and item.path is not None:
+                error = (f"no caption: add one in {where} (a set where no video has a caption is indexed "
+                         "uncaptioned, for fda embed/search)")
+            if error is not None:
+                dropped.append({"split": split, "video_id": item.video_id, "source": item.source, "error": error})
                 continue
             owner[key] = item.video_id
             kept.append(item)

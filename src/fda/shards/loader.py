@@ -28,7 +28,7 @@ This module yields numpy (no torch import, STYLE.md §2); the trainer wraps the 
 import functools
 import json
 import logging
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import webdataset as wds
@@ -337,6 +337,14 @@ def _decode_batch(batches: Iterator[List[Dict[str, Any]]],
 
 slot_pieces = _slot_pieces
 piece_samples = wds.pipelinefilter(_piece_samples)
+def _drop_keys(samples: Iterator[Dict[str, Any]], exclude: FrozenSet[str]) -> Iterator[Dict[str, Any]]:
+    """Raw samples whose key is not in ``exclude`` (videos held out for validation); pass markers go through."""
+    for sample in samples:
+        if PASS_END in sample or sample.get("__key__") not in exclude:
+            yield sample
+
+
+drop_keys = wds.pipelinefilter(_drop_keys)
 expand_captions = wds.pipelinefilter(_expand_captions)
 shuffle_pairs = wds.pipelinefilter(_shuffle_pairs)
 batch_unique = wds.pipelinefilter(_batch_unique)
@@ -347,7 +355,8 @@ decode_batch = wds.pipelinefilter(_decode_batch)
 def build_train_pipeline(info: SplitInfo, *, batch_size: int, captions: str = "all", seed: int = 0, epoch: int = 0,
                          rank: int = 0, world_size: int = 1, workers: int = 0, shuffle_buffer: int = 500,
                          skip: int = 0,
-                         batch_fn: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None) -> wds.DataPipeline:
+                         batch_fn: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None,
+                         exclude: FrozenSet[str] = frozenset()) -> wds.DataPipeline:
     """The endless training stream of one rank for one epoch (see the module docstring).
 
     Args:
@@ -362,6 +371,7 @@ def build_train_pipeline(info: SplitInfo, *, batch_size: int, captions: str = "a
         shuffle_buffer: videos in the shuffle buffer (capped at the videos a stream sees per pass).
         skip: batches this rank already consumed in this epoch (resume).
         batch_fn: optional picklable ``f(batch) -> dict`` merged into each batch inside the worker (tokenising).
+        exclude: sample keys left out of the stream (held out for validation; ``info``'s counts exclude them).
 
     Returns:
         A ``webdataset.DataPipeline`` (an ``IterableDataset``) yielding decoded batches endlessly: take
@@ -385,6 +395,8 @@ def build_train_pipeline(info: SplitInfo, *, batch_size: int, captions: str = "a
         functools.partial(slot_pieces, plan, seed=seed, epoch=epoch, **slot_args),
         # tar -> raw samples; broken shards and incomplete samples are skipped with a warning naming them
         piece_samples(),
+        # videos held out for validation (--val-from-train) never train
+        drop_keys(exclude=frozenset(exclude)),
         # captions to use per video: all of them per epoch, or one random caption per visit
         expand_captions(mode=captions, seed=seed, epoch=epoch, **slot_args),
         # shuffle buffer of videos, drawing one (video, caption) pair at a time; seeded per slot

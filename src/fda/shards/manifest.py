@@ -131,3 +131,18 @@ def load_split(shards_dir: str, split: str, manifest: Optional[Dict[str, Any]] =
     return SplitInfo(shards_dir=shards_dir, split=split, frames=int(info.get("frames", 0)),
                      size=int(info.get("size", 0)), videos=videos, captions=captions, shards=shards,
                      config=dict(manifest.get("config", {})))
+
+
+def require_captions(shards_dir: str, split: str, command: str) -> None:
+    """Refuse a split whose videos have no captions (a library preprocessed without a captions file).
+
+    Raises:
+        InputError: the split holds videos but no caption; the message says what works on it instead.
+    """
+    manifest = load_manifest(shards_dir)
+    info = manifest.get("splits", {}).get(split) or {}
+    if manifest.get("uncaptioned") or (int(info.get("videos", 0)) > 0 and int(info.get("captions", 1)) == 0):
+        what = "shard set" if manifest.get("uncaptioned") else f"split {split!r} of"
+        raise InputError(f"{what} {shards_dir!r} has no captions (preprocessed without a captions file): "
+                         f"{command} needs captions: add captions.csv (video,caption[,split]) beside the videos and "
+                         f"rerun fda preprocess; fda embed and fda search work on it as it is")

@@ -8,7 +8,7 @@ it stopped.
 import functools
 import itertools
 import signal
-from typing import Any, Callable, Dict, Iterator, List
+from typing import Any, Callable, Dict, FrozenSet, Iterator, List
 
 import torch
 
@@ -45,11 +45,12 @@ def _loader_error(err: Exception) -> Exception:
 
 
 def data_stream(info: SplitInfo, cfg: TrainConfig, dist: Dist, tokenizer: Any, *, start_epoch: int, start_batch: int,
-                batches_epoch: int, pin_memory: bool = False) -> Iterator[Dict[str, Any]]:
+                batches_epoch: int, pin_memory: bool = False,
+                exclude: FrozenSet[str] = frozenset()) -> Iterator[Dict[str, Any]]:
     """Endless batches for this rank: ``batches_epoch`` per epoch, from ``(start_epoch, start_batch)`` on.
 
     Each epoch gets its own pipeline and DataLoader (the epoch seeds the shard deal and every shuffle), so a
-    position is just ``(epoch, batch)``.
+    position is just ``(epoch, batch)``. ``exclude``: sample keys held out for validation.
     """
     from torch.utils.data import DataLoader
 
@@ -58,7 +59,8 @@ def data_stream(info: SplitInfo, cfg: TrainConfig, dist: Dist, tokenizer: Any, *
         skip = start_batch if epoch == start_epoch else 0
         pipeline = build_train_pipeline(info, batch_size=cfg.batch_size, captions=cfg.captions, seed=cfg.seed,
                                         epoch=epoch, rank=dist.rank, world_size=dist.world_size, workers=cfg.workers,
-                                        shuffle_buffer=cfg.shuffle_buffer, skip=skip, batch_fn=batch_fn)
+                                        shuffle_buffer=cfg.shuffle_buffer, skip=skip, batch_fn=batch_fn,
+                                        exclude=exclude)
         loader = DataLoader(pipeline, batch_size=None, num_workers=cfg.workers, pin_memory=pin_memory,
                             worker_init_fn=_worker_init if cfg.workers else None)
         iterator = iter(loader)

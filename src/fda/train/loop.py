@@ -53,6 +53,7 @@ class LoopSpec:
         global_batch: pairs per optimiser step over all ranks (for samples/s).
         should_stop: ``should_stop() -> bool``, asked after every step (and its checkpoint and validation): True
             ends the loop early, at a step boundary (an interrupt); the caller saves and reports.
+        val_interval: validate every this many steps; 0: ``cfg.val_every``, else at each epoch end.
     """
 
     total_steps: int
@@ -66,6 +67,7 @@ class LoopSpec:
     no_sync: Callable[[], Any] = contextlib.nullcontext
     global_batch: int = 0
     should_stop: Callable[[], bool] = _never
+    val_interval: int = 0
 
 
 def _finite(value: torch.Tensor) -> bool:
@@ -148,7 +150,7 @@ def train(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer, 
         # checkpoint first: whatever validation does, the step is on disk
         if on_checkpoint is not None and (step % cfg.save_every == 0 or step == spec.total_steps):
             on_checkpoint(step)
-        val_due = (step % cfg.val_every == 0) if cfg.val_every else (step % spec.steps_per_epoch == 0)
+        val_due = step % (spec.val_interval or cfg.val_every or spec.steps_per_epoch) == 0
         if on_validate is not None and (val_due or step == spec.total_steps):
             on_validate(step)
     return step

@@ -13,6 +13,17 @@ import torch
 from torch import nn
 
 
+LR_PRETRAINED = 1e-6
+"""``--lr auto`` from pretrained CLIP weights: CLIP4Clip's rate (a larger one wrecks what CLIP learned)."""
+LR_RANDOM = 1e-3
+"""``--lr auto`` from random weights: the demo's rate; at 1e-6 a model from scratch learns nothing (R@1 stays flat)."""
+
+
+def auto_lr(pretrained: bool) -> float:
+    """The learning rate ``--lr auto`` means: :data:`LR_PRETRAINED` or :data:`LR_RANDOM`."""
+    return LR_PRETRAINED if pretrained else LR_RANDOM
+
+
 def _no_decay(name: str, param: nn.Parameter) -> bool:
     """open_clip's rule: no weight decay on 1-d params (norms, biases), embeddings and the logit scale."""
     return param.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name \

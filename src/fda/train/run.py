@@ -4,8 +4,9 @@ One process or many: under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) 
 group itself (nccl on GPU, gloo on CPU) and closes it at the end; nothing distributed happens at import.
 
 The run folder's layout (``train_config.json``, ``metrics.jsonl``, ``tb/``, ``checkpoints/step-0000100.pt`` keeping
-the last ``--keep-last``, ``checkpoints/best.pt`` by validation) is :class:`fda.runs.RunDir`'s, which ``fda eval``
-reads too. Checkpoints are written atomically.
+the last ``--keep-last``, ``checkpoints/best.pt`` by validation on a split that may select it: ``val`` or the
+``--val-from-train`` videos, never test unless asked) is :class:`fda.runs.RunDir`'s, which ``fda eval`` reads too.
+Checkpoints are written atomically.
 
 Rerunning into a RUN_DIR that has checkpoints (or ``--resume``) restores model, optimiser, grad scaler, step, RNG
 states and the data position; the loader and every per-step random draw depend only on (seed, step), so a resumed
@@ -35,13 +36,14 @@ from fda.config import SAMPLE_FIELDS, TrainConfig, make_out_dir
 from fda.errors import ConfigError, FdaError, InputError
 from fda.model.device import resolve_device
 from fda.runs import RunDir, resume_source, shard_changes
-from fda.shards.loader import batches_per_epoch, check_plan
-from fda.shards.manifest import SplitInfo, load_manifest, load_split
+from fda.shards.loader import batches_per_epoch, check_plan, plan_slots, slot_videos
+from fda.shards.manifest import SplitInfo, load_manifest, load_split, require_captions
 from fda.shards.schema import write_json_atomic
 from fda.train.data import data_stream
 from fda.train.dist import Dist, StopSignals, agree, barrier, dist_from_env, stop_requested
+from fda.train.holdout import HOLDOUT_DIR, HOLDOUT_SPLIT, SELECTED_ON, Holdout, plan_holdout, write_holdout
 from fda.train.loop import LoopSpec, NonFiniteLossError, step_seed, train
-from fda.train.optim import build_optimizer, default_warmup, freeze_text_tower
+from fda.train.optim import auto_lr, build_optimizer, default_warmup, freeze_text_tower
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +104,43 @@ def amp_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
 # ---------------------------------------------------------------------------------------------------------------
 # Length and state of a run.
 
+MIN_VAL_INTERVAL = 50
+"""With ``--val-every 0``, validation runs at epoch ends but no more often than every this many steps (rounded up to
+whole epochs; and always at the last step). On a small set an epoch is a few steps (2 for 7 videos at batch 8), and
+validating at each one made half the steps validation steps; 50 still gives a 500-step run ten points of its curve."""
+
+
+def fit_batch(cfg: TrainConfig, info: SplitInfo, world_size: int) -> TrainConfig:
+    """``cfg`` with ``batch_size`` lowered to the fewest distinct videos a data stream sees, when it asks more.
+
+    A contrastive batch holds distinct videos, so one stream cannot fill a batch larger than its videos (a folder of
+    7 videos and ``--batch-size 8``). The lowered size is logged, and ``train_config.json`` records it as
+    ``batch_size`` (``batch_size_requested``: what was asked); a stream with fewer than 2 videos is left to
+    :func:`fda.shards.loader.check_plan`'s error. Deterministic (the shard deal is seeded), so a resume gets the same.
+    """
+    n_slots = world_size * max(1, cfg.workers)
+    epochs = -(-(cfg.max_steps or cfg.epochs * batches_per_epoch(info, cfg.captions, cfg.batch_size, world_size))
+               // max(1, batches_per_epoch(info, cfg.captions, cfg.batch_size, world_size)))
+    fewest = min(min(slot_videos(plan_slots(info.shards, n_slots, cfg.seed, epoch, cfg.captions), info.shards))
+                 for epoch in range(min(epochs, 1000)))
+    if cfg.batch_size <= fewest or fewest < 2:
+        return cfg
+    logger.warning("--batch-size %d is more than the %d distinct videos one data stream sees (%d videos, %d "
+                   "stream(s)): training with batch size %d", cfg.batch_size, fewest, info.videos, n_slots, fewest)
+    return dataclasses.replace(cfg, batch_size=fewest)
+
+
+def resolve_lr(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with ``--lr auto`` (None) replaced by the rate it means for the weights the run starts from."""
+    if cfg.lr is not None:
+        return cfg
+    from fda.model import get_model_config
+
+    pretrained = effective_pretrained(cfg.pretrained, get_model_config(cfg.model)) is not None
+    lr = auto_lr(pretrained)
+    logger.debug("--lr auto: %g (%s weights)", lr, "pretrained" if pretrained else "random")
+    return dataclasses.replace(cfg, lr=lr)
+
 @dataclass(frozen=True)
 class RunPlan:
     """How long a run is, from the manifest's counts (computed once, before anything is built).
@@ -111,12 +150,15 @@ class RunPlan:
         steps_per_epoch: optimiser steps per epoch.
         total_steps: the step the run ends at.
         warmup_steps: linear warmup length.
+        val_interval: steps between validations: ``--val-every``, else whole epochs, at least
+            :data:`MIN_VAL_INTERVAL` steps apart.
     """
 
     accum_steps: int
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
+    val_interval: int = 0
 
     @classmethod
     def of(cls, cfg: TrainConfig, info: SplitInfo, world_size: int) -> "RunPlan":
@@ -124,7 +166,8 @@ class RunPlan:
         steps_per_epoch = max(1, batches_per_epoch(info, cfg.captions, cfg.batch_size, world_size) // cfg.accum_steps)
         total = cfg.max_steps or cfg.epochs * steps_per_epoch
         warmup = cfg.warmup_steps if cfg.warmup_steps is not None else default_warmup(total)
-        return cls(cfg.accum_steps, steps_per_epoch, total, warmup)
+        val_interval = cfg.val_every or steps_per_epoch * -(-MIN_VAL_INTERVAL // steps_per_epoch)
+        return cls(cfg.accum_steps, steps_per_epoch, total, warmup, val_interval)
 
     @property
     def batches_per_epoch(self) -> int:
@@ -152,6 +195,9 @@ class RunState:
         saved_step: the step of ``checkpoint`` (the resumed step at first).
         best: the best validation score so far (``Validate.best_key``).
         val_split: the split validated on; None when validation is off (or was switched off by a failure).
+        selects: whether validation keeps ``best.pt`` (False: the curve is logged only, see :func:`_val_split`).
+        val_dir: the shard set validated on (None: the training set's; ``--val-from-train``: the held-out set).
+        selected_on: what ``best.pt`` records as the split that chose it.
         metrics: the last step's ``train/*`` metrics.
     """
 
@@ -161,6 +207,9 @@ class RunState:
     saved_step: int
     best: Optional[float]
     val_split: Optional[str]
+    selects: bool = True
+    val_dir: Optional[str] = None
+    selected_on: Optional[str] = None
     metrics: Dict[str, float] = field(default_factory=dict)
 
 
@@ -236,28 +285,56 @@ def check_shards_fit(info: SplitInfo, model_cfg: Dict[str, Any]) -> None:
                          f"1..{max_frames or 'any'}: rerun fda preprocess --frames-train N")
 
 
-def _val_split(cfg: TrainConfig) -> Optional[str]:
+def _folder_split_hint(cfg: TrainConfig) -> None:
+    """A folder set without the split to train on: say that rows without a split went to test, and the fix."""
+    manifest = load_manifest(cfg.shards_dir)
+    splits = manifest.get("splits", {})
+    if manifest.get("layout") == "folder" and not splits.get(cfg.split):
+        have = ", ".join(s for s in splits if splits[s]) or "none"
+        raise InputError(f"shard set {cfg.shards_dir!r} has no {cfg.split!r} split (it has: {have}); rows of a "
+                         f"captions file without a split go to test: write {cfg.split} in the split column of the "
+                         f"videos to train on (val for a few, to select best.pt) and rerun fda preprocess")
+
+
+def _val_split(cfg: TrainConfig) -> Tuple[Optional[str], bool]:
+    """``(split to validate on, whether it selects best.pt)``.
+
+    ``auto`` validates on ``val`` and keeps ``best.pt`` by it; without a ``val`` split it validates on ``test`` for the
+    curve only and keeps no ``best.pt``, so ``fda eval`` reads the last checkpoint and never reports a test number
+    from a checkpoint chosen on test. An explicit ``--val-split test`` selects on test (to replicate papers that do);
+    ``fda eval`` on test then says so.
+    """
     if cfg.val_split == "none":
-        return None
+        return None, False
     splits = load_manifest(cfg.shards_dir).get("splits", {})
     if cfg.val_split == "auto":
-        return next((s for s in ("val", "test") if splits.get(s)), None)
+        if splits.get("val"):
+            return "val", True
+        return ("test", False) if splits.get("test") else (None, False)
     if not splits.get(cfg.val_split):
         raise InputError(f"--val-split {cfg.val_split}: {cfg.shards_dir} has no such split: preprocess it or pass "
                          f"--val-split none")
-    return cfg.val_split
+    return cfg.val_split, True
 
 
-def _validation_split(cfg: TrainConfig, validate: Optional[Validate]) -> Optional[str]:
-    """The split to validate on, or None (and why, logged)."""
-    val_split = _val_split(cfg) if validate is not None else None
+def _validation_split(cfg: TrainConfig, validate: Optional[Validate]) -> Tuple[Optional[str], bool]:
+    """The split to validate on and whether it selects ``best.pt`` (:func:`_val_split`); why, logged.
+    (``--val-from-train`` validates on its own held-out set: the caller sets that up.)"""
+    if cfg.val_from_train:
+        return None, False
+    val_split, selects = _val_split(cfg) if validate is not None else (None, False)
     if cfg.val_split == "none":
         logger.info("validation off (--val-split none)")
     elif validate is None:
         logger.info("validation off: no evaluator wired in")
     elif val_split is None:
         logger.info("validation off: %s has no val or test split", cfg.shards_dir)
-    return val_split
+    elif not selects:
+        logger.info("no val split: validating on %s for the curve only, keeping no best.pt (fda eval reads the last "
+                    "checkpoint); --val-split test selects on test, as some papers do", val_split)
+    elif val_split == "test":
+        logger.warning("--val-split test: best.pt is chosen on the test split; fda eval on test will say so")
+    return val_split, selects
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -281,14 +358,20 @@ def run_train(cfg: TrainConfig, validate: Optional[Validate] = None) -> TrainRes
         NonFiniteLossError: the loss diverged; the last good checkpoint is kept.
         TrainInterrupted: SIGINT/SIGTERM; the step reached is saved (exit code 130/143).
     """
+    require_captions(cfg.shards_dir, cfg.split, "fda train")
+    _folder_split_hint(cfg)
     if cfg.out:
         make_out_dir(cfg.out)  # a file or an unwritable place fails here, in one line, before any model is built
     dist = dist_from_env()
     device = resolve_device(cfg.device, dist.local_rank)
     info = load_split(cfg.shards_dir, cfg.split)  # fails fast, before any process group or model
-    plan = RunPlan.of(cfg, info, dist.world_size)
+    asked = cfg
+    holdout = plan_holdout(info, cfg.val_from_train) if cfg.val_from_train else None
+    train_info = holdout.train if holdout is not None else info
+    cfg = resolve_lr(fit_batch(cfg, train_info, dist.world_size))
+    plan = RunPlan.of(cfg, train_info, dist.world_size)
     for epoch in range(min(plan.epochs, 1000)):  # every epoch's shard deal must let each stream fill a batch
-        check_plan(info, cfg.batch_size, dist.world_size, cfg.workers, cfg.seed, epoch, cfg.captions)
+        check_plan(train_info, cfg.batch_size, dist.world_size, cfg.workers, cfg.seed, epoch, cfg.captions)
     pg = None
     if dist.active:
         import torch.distributed as tdist
@@ -300,14 +383,15 @@ def run_train(cfg: TrainConfig, validate: Optional[Validate] = None) -> TrainRes
         pg = tdist
     try:
         with StopSignals() as stop:
-            return _run(cfg, dist, device, info, plan, validate, stop)
+            return _run(cfg, dist, device, info, plan, validate, stop, asked, holdout)
     finally:
         if pg is not None and pg.is_initialized():
             pg.destroy_process_group()
 
 
 def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, plan: RunPlan,
-         validate: Optional[Validate], stop: StopSignals) -> TrainResult:
+         validate: Optional[Validate], stop: StopSignals, asked: TrainConfig,
+         holdout: Optional[Holdout] = None) -> TrainResult:
     # the run folder (--out, else the one --resume names, else a new one) and the checkpoint to resume from
     resume_dir = None
     if cfg.resume:
@@ -338,14 +422,31 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, pl
         logger.info("nothing to do: the run is at step %d of %d", start, plan.total_steps)
 
     # record the resolved config, open the logs
-    val_split = _validation_split(cfg, validate)
+    val_split, selects = _validation_split(cfg, validate)
+    val_dir, selected_on = None, val_split
+    if holdout is not None:
+        if dist.main:
+            holdout = write_holdout(info, holdout, run.path)
+        val_dir = os.path.join(run.path, HOLDOUT_DIR)
+        val_split, selects, selected_on = (HOLDOUT_SPLIT, True, SELECTED_ON) if validate is not None else (None, False,
+                                                                                                           None)
+        logger.info("--val-from-train %d: validating on %d training videos held out in %s (they do not train), "
+                    "keeping best.pt by them", cfg.val_from_train, len(holdout.keys), val_dir)
     resolved = _resolved_config(cfg, model, run, dist, device, dtype, plan, info, val_split, history)
+    resolved["best_selected_on"] = selected_on if selects else None
+    if holdout is not None:
+        resolved["held_out"] = holdout.record()
+    resolved["val_interval"] = plan.val_interval
+    for name in ("lr", "batch_size"):  # what the user asked, where the run chose another value (--lr auto, ...)
+        if getattr(asked, name) != getattr(cfg, name):
+            resolved[f"{name}_requested"] = "auto" if getattr(asked, name) is None else getattr(asked, name)
     logs = RunLogs(run, start, tensorboard=cfg.tensorboard) if dist.main else None
     if dist.main:
         write_json_atomic(run.config, resolved)
-        logger.info("training %s on %s (%d process(es)): %d steps, %d per epoch, global batch %d, %s captions; "
-                    "run folder %s", model.name, device, dist.world_size, plan.total_steps, plan.steps_per_epoch,
-                    cfg.batch_size * cfg.accum_steps * dist.world_size, cfg.captions, run.path)
+        logger.info("training %s on %s (%d process(es)): %d steps, %d per epoch, global batch %d, %s captions, lr "
+                    "%g%s; run folder %s", model.name, device, dist.world_size, plan.total_steps, plan.steps_per_epoch,
+                    cfg.batch_size * cfg.accum_steps * dist.world_size, cfg.captions, cfg.lr,
+                    " (auto)" if asked.lr is None else "", run.path)
 
     # train
     forward: Any = model
@@ -353,12 +454,14 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, pl
         from torch.nn.parallel import DistributedDataParallel
 
         forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    state = RunState(start=start, step=start, checkpoint=resume_from, saved_step=start, best=best, val_split=val_split)
+    state = RunState(start=start, step=start, checkpoint=resume_from, saved_step=start, best=best, val_split=val_split,
+                     selects=selects, val_dir=val_dir, selected_on=selected_on)
     hooks = RunHooks(cfg=cfg, dist=dist, device=device, run=run, plan=plan, model=model, optimizer=optimizer,
                      scaler=scaler, state=state, resolved=resolved, logs=logs, validate=validate)
     epoch, batch = plan.position(start)
-    batches = data_stream(info, cfg, dist, tokenizer, start_epoch=epoch, start_batch=batch,
-                          batches_epoch=plan.batches_per_epoch, pin_memory=device.type == "cuda")
+    batches = data_stream(holdout.train if holdout is not None else info, cfg, dist, tokenizer, start_epoch=epoch,
+                          start_batch=batch, batches_epoch=plan.batches_per_epoch, pin_memory=device.type == "cuda",
+                          exclude=holdout.keys if holdout is not None else frozenset())
     autocast = (functools.partial(torch.autocast, device.type, dtype=dtype) if dtype is not None
                 else contextlib.nullcontext)
     spec = LoopSpec(total_steps=plan.total_steps, warmup_steps=plan.warmup_steps,
@@ -366,7 +469,7 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, pl
                     autocast=autocast, scaler=scaler,
                     no_sync=forward.no_sync if dist.active else contextlib.nullcontext,
                     global_batch=cfg.batch_size * cfg.accum_steps * dist.world_size,
-                    should_stop=functools.partial(stop_requested, dist, stop, device))
+                    should_stop=functools.partial(stop_requested, dist, stop, device), val_interval=plan.val_interval)
     try:
         steps = train(cfg, model, optimizer, batches, spec, on_log=hooks.on_log,
                       on_validate=hooks.on_validate if val_split else None, on_checkpoint=hooks.on_checkpoint)
@@ -471,7 +574,8 @@ class RunHooks:
             self.model.eval()
             try:
                 with torch.no_grad():
-                    raw = self.validate(self.model, self.cfg.shards_dir, state.val_split, self.device)
+                    raw = self.validate(self.model, state.val_dir or self.cfg.shards_dir, state.val_split,
+                                        self.device)
             except Exception as err:  # noqa: BLE001 - the step is saved; any validation failure only ends validation
                 error = (str(err).strip().splitlines() or [type(err).__name__])[-1][:300]
                 if not isinstance(err, FdaError):
@@ -494,7 +598,7 @@ class RunHooks:
             logger.info("step %d validation on %s: %s", step, state.val_split,
                         ", ".join(f"{k[5:]} {v:.2f}" for k, v in result.items() if "R@" in k))
             score = result.get(self.validate.best_key)
-            if score is not None and (state.best is None or score > state.best):
+            if state.selects and score is not None and (state.best is None or score > state.best):
                 state.best = score
                 self.save(self.run.best, step, result)
                 logger.info("step %d: best validation %s so far (%.2f), saved %s", step, self.validate.best_key,
@@ -537,6 +641,7 @@ class RunHooks:
                      "world_size": self.dist.world_size, "workers": cfg.workers, "seed": cfg.seed,
                      "captions": cfg.captions, "batch_size": cfg.batch_size},
             "val_metrics": dict(val_metrics) if val_metrics else None,
+            "selected_on": self.state.selected_on if val_metrics else None,  # best.pt: the split that chose it
             "best_r1": self.state.best,
         }
         save_checkpoint(path, self.model, **extra)
@@ -547,7 +652,7 @@ class RunHooks:
 # Resuming.
 
 RESUME_FIXED = ("model", "pretrained", "alpha_checkpoint", "no_alpha", "freeze_text", "shards_dir", "split",
-                "batch_size", "accum_steps", "captions", "seed", "shuffle_buffer", "augment")
+                "batch_size", "accum_steps", "captions", "seed", "shuffle_buffer", "augment", "val_from_train")
 """Options a resume refuses to change: the model and its weights, and what shapes the data and its order."""
 
 RESUME_IGNORED = ("out", "resume")
