@@ -773,6 +773,34 @@ def test_readme_cpu_example_runs_on_a_folder_of_seven_videos(tmp_path):
     assert len(changes) == 1 and changes[0].endswith("--max-steps 3 -> 4"), res.stderr
 
 
+def test_lr_auto_on_resume_keeps_the_rate_the_run_used(tmp_path):
+    """A run trained with an explicit --lr (or before --lr auto existed) and resumed without --lr keeps its rate:
+    auto never switches a resumed run to another learning rate; an explicit --lr still changes it, recorded."""
+    from click.testing import CliRunner
+
+    from fda.cli import cli
+
+    root = make_shards(str(tmp_path / "s"), videos=6, per_shard=6, captions=1)
+    out = str(tmp_path / "run")
+    base = ["train", root, "--model", "fda-tiny", "--batch-size", "6", "--loader-workers", "0", "--out", out,
+            "--no-tensorboard"]
+    res = CliRunner().invoke(cli, base + ["--max-steps", "2", "--lr", "1e-6"])
+    assert res.exit_code == 0, res.output + res.stderr
+    res = CliRunner().invoke(cli, base + ["--max-steps", "3"])
+    assert res.exit_code == 0, res.output + res.stderr
+    with open(os.path.join(out, "train_config.json"), encoding="utf-8") as f:
+        resolved = json.load(f)
+    assert (resolved["lr"], resolved["lr_requested"]) == (1e-6, "auto")
+    assert not [c for c in resolved["changes"] if c["option"] == "--lr"]
+    res = CliRunner().invoke(cli, base + ["--max-steps", "4", "--lr", "1e-3"])
+    assert res.exit_code == 0, res.output + res.stderr
+    with open(os.path.join(out, "train_config.json"), encoding="utf-8") as f:
+        resolved = json.load(f)
+    assert resolved["lr"] == 1e-3
+    assert [c for c in resolved["changes"] if c["option"] == "--lr"] == [
+        {"step": 3, "option": "--lr", "from": 1e-6, "to": 1e-3}]
+
+
 def test_a_folder_set_without_a_train_split_says_where_its_rows_went(tmp_path):
     from click.testing import CliRunner
 

@@ -404,6 +404,12 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, pl
     # model, optimiser, precision
     torch.manual_seed(cfg.seed)  # a randomly initialised model is the same for the same seed (and on every rank)
     model, tokenizer, ckpt = _build_model(cfg, info, device, resume_from)
+    recorded_lr = ((ckpt or {}).get("train_cfg") or {}).get("lr") if resume_from else None
+    if asked.lr is None and recorded_lr is not None and recorded_lr != cfg.lr:
+        # --lr auto on resume means the rate the run was trained with, not a new default (a run started before
+        # --lr auto existed, or with an explicit --lr, keeps its rate unless --lr is given again)
+        logger.info("--lr auto: resuming with the run's own rate %g (not %g)", recorded_lr, cfg.lr)
+        cfg = dataclasses.replace(cfg, lr=recorded_lr)
     _prepare_for_training(model, cfg)
     optimizer = build_optimizer(model, lr=cfg.lr, alpha_lr=cfg.alpha_lr, weight_decay=cfg.weight_decay)
     dtype = amp_dtype(cfg.precision, device)
