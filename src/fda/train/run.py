@@ -36,6 +36,7 @@ from fda.errors import ConfigError, FdaError, InputError
 from fda.model.device import resolve_device
 from fda.runs import RunDir, resume_source, shard_changes
 from fda.shards.loader import batches_per_epoch, check_plan
+from fda.shards.location import recorded
 from fda.shards.manifest import SplitInfo, load_manifest, load_split
 from fda.shards.schema import write_json_atomic
 from fda.train.data import data_stream
@@ -396,7 +397,7 @@ def _resolved_config(cfg: TrainConfig, model: Any, run: RunDir, dist: Dist, devi
                 "fda_version": __version__, "model_name": model.name,
                 "shards": {"split": info.split, "videos": info.videos, "captions": info.captions,
                            "frames": info.frames, "size": info.size, "shards": len(info.shards),
-                           "dir": os.path.abspath(info.shards_dir), "config": info.config},
+                           "dir": recorded(info.shards_dir), "config": info.config},
                 **history}
     if used != cfg.pretrained:
         resolved["pretrained_requested"] = cfg.pretrained
@@ -561,7 +562,7 @@ def flag_name(field: str) -> str:
 
 def _comparable(name: str, value: Any, model_cfg: Dict[str, Any]) -> Any:
     if name == "shards_dir" and isinstance(value, str):
-        return os.path.abspath(value)
+        return recorded(value)
     if name == "model" and isinstance(value, str):
         return value.replace("/", "-")
     if name == "pretrained":

@@ -1,0 +1,215 @@
+"""Shard sets at a URL: train, eval and embed read a real local HTTP server (stdlib, started here on a free port),
+give the folder's numbers, retry a dropped connection, and skip (train) or refuse (eval) a shard that is gone."""
+
+import functools
+import json
+import os
+import shutil
+import socket
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from typing import Dict, Iterator
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from fda.cli import cli
+from fda.errors import InputError
+from fda.shards.location import Location, RetryingReader, is_url, recorded
+from fda.shards.manifest import load_split, manifest_sha256
+
+TRAIN = ["--model", "fda-tiny", "--pretrained", "none", "--batch-size", "3", "--loader-workers", "0", "--lr", "1e-3",
+         "--val-split", "none", "--no-tensorboard", "--save-every", "2"]
+EVAL = ["--decode-threads", "0", "--device", "cpu"]
+
+
+class FaultyHandler(SimpleHTTPRequestHandler):
+    """Serves a folder; ``faults[path]`` makes one file misbehave: ``"404"``, ``"drop"`` (always cut mid-file) or
+    ``"drop-once"`` (cut the first time only). ``hits`` counts GETs per path."""
+
+    faults: Dict[str, str] = {}
+    hits: Dict[str, int] = {}
+
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+    def do_GET(self) -> None:
+        self.hits[self.path] = self.hits.get(self.path, 0) + 1
+        fault = self.faults.get(self.path)
+        if fault == "404":
+            self.send_error(404)
+            return
+        if fault == "drop" or (fault == "drop-once" and self.hits[self.path] == 1):
+            with open(self.translate_path(self.path), "rb") as f:
+                data = f.read()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[:len(data) // 2])  # half the tar, then the connection goes
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return
+        super().do_GET()
+
+
+@pytest.fixture(scope="module")
+def remote_set(tmp_path_factory) -> str:
+    """A preprocessed set with several shards per split (2 samples each): train 3 videos x 5 captions (2 shards),
+    test 6 videos (3 shards), 4 frames of 32 px."""
+    from fda.config import PreprocessConfig
+    from fda.lab.synthetic import make_msrvtt_demo
+    from fda.pipeline.preprocess import run_preprocess
+
+    root = tmp_path_factory.mktemp("remote")
+    make_msrvtt_demo(str(root / "data"), n_train=3, n_test=6, size=(64, 48), seconds=1)
+    out = str(root / "www" / "set")
+    run_preprocess(PreprocessConfig(str(root / "data"), out=out, size=32, frames_train=2, frames_test=4, workers=1,
+                                    samples_per_shard=2))
+    return out
+
+
+@pytest.fixture
+def server(remote_set, monkeypatch) -> Iterator[str]:
+    """``http://127.0.0.1:PORT/set/`` over ``remote_set``, on a free port; faults cleared per test."""
+    monkeypatch.setenv("FDA_READ_RETRY_WAIT", "0.01")
+    FaultyHandler.faults, FaultyHandler.hits = {}, {}
+    handler = functools.partial(FaultyHandler, directory=os.path.dirname(remote_set))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/set/"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def invoke(args):
+    res = CliRunner().invoke(cli, args)
+    return res
+
+
+def _losses(run_dir: str):
+    with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as f:
+        return [m["train/loss"] for m in map(json.loads, f) if "train/loss" in m]
+
+
+def test_locations_parse_folders_urls_patterns_and_pipes():
+    assert Location.parse("shards").member("manifest.json") == os.path.join("shards", "manifest.json")
+    url = Location.parse("s3://bucket/set/")
+    assert url.remote and url.tars is None and url.member("train-000000.tar") == "s3://bucket/set/train-000000.tar"
+    pattern = Location.parse("http://h/set/train-{000000..000002}.tar")
+    assert pattern.tars == ("train-000000.tar", "train-000001.tar", "train-000002.tar")
+    assert pattern.member("manifest.json") == "http://h/set/manifest.json"
+    pipe = Location.parse("pipe:curl -s -f http://h/set/test-{000000..000001}.tar")
+    assert pipe.member("manifest.json") == "pipe:curl -s -f http://h/set/manifest.json"
+    assert not pipe.selects("train-000000.tar") and pipe.selects("test-000001.tar")
+    with pytest.raises(InputError, match="names no .tar"):
+        Location.parse("pipe:cat")
+    assert recorded("s3://b/set/") == "s3://b/set/" and recorded("x") == os.path.abspath("x")
+    assert is_url("pipe:cat x.tar") and not is_url("/data/shards")
+
+
+def test_train_eval_embed_from_http_equal_the_folder_and_resume(remote_set, server, tmp_path):
+    """The same steps from the folder and from its URL: same losses, same weights; eval and embed the same numbers;
+    the URL run resumes from its URL, and the run records the URL as given."""
+    local, remote = str(tmp_path / "local"), str(tmp_path / "remote")
+    for shards, out in ((remote_set, local), (server, remote)):
+        res = invoke(["train", shards, "--out", out, "--max-steps", "2", *TRAIN])
+        assert res.exit_code == 0, res.output + res.stderr
+    assert _losses(local) == _losses(remote) and len(_losses(local)) == 2
+    a = torch.load(os.path.join(local, "checkpoints", "step-0000002.pt"), weights_only=True)["state_dict"]
+    b = torch.load(os.path.join(remote, "checkpoints", "step-0000002.pt"), weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with open(os.path.join(remote, "train_config.json"), encoding="utf-8") as f:
+        assert json.load(f)["shards"]["dir"] == server  # as given, not made a local path
+
+    res = invoke(["train", server, "--out", remote, "--max-steps", "3", *TRAIN])  # resume from the URL
+    assert res.exit_code == 0, res.output + res.stderr
+    assert "resum" in res.stderr.lower() and len(_losses(remote)) == 3
+
+    ckpt = os.path.join(local, "checkpoints", "step-0000002.pt")
+    reports = []
+    for shards, out in ((remote_set, "ev-local"), (server, "ev-remote")):
+        res = invoke(["eval", "--shards", shards, "--checkpoint", ckpt, "--out", str(tmp_path / out), *EVAL])
+        assert res.exit_code == 0, res.output + res.stderr
+        with open(tmp_path / out / "eval_test.json", encoding="utf-8") as f:
+            reports.append(json.load(f))
+    assert reports[0]["metrics"] == reports[1]["metrics"] and reports[1]["counts"] == {"videos": 6, "captions": 6}
+    assert reports[1]["shards"]["manifest_sha256"] == reports[0]["shards"]["manifest_sha256"] == manifest_sha256(
+        remote_set)
+    assert reports[1]["shards"]["dir"] == server
+
+    for shards, out in ((remote_set, "emb-local"), (server, "emb-remote")):
+        res = invoke(["embed", "--shards", shards, "--checkpoint", ckpt, "--out", str(tmp_path / out), *EVAL])
+        assert res.exit_code == 0, res.output + res.stderr
+    names = sorted(n for n in os.listdir(tmp_path / "emb-local") if n.endswith(".npy"))
+    assert names and names == sorted(n for n in os.listdir(tmp_path / "emb-remote") if n.endswith(".npy"))
+    for name in names:
+        assert np.array_equal(np.load(tmp_path / "emb-local" / name), np.load(tmp_path / "emb-remote" / name))
+
+
+def test_a_pattern_of_tar_names_selects_shards(remote_set, server):
+    info = load_split(server + "test-{000000..000001}.tar", "test")
+    assert [os.path.basename(u) for u in info.urls] == ["test-000000.tar", "test-000001.tar"] and info.videos == 4
+    with pytest.raises(InputError, match="does not list"):
+        load_split(server + "test-{000000..000009}.tar", "test")
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_a_pipe_command_reads_the_manifest_and_the_tars(remote_set, server):
+    from fda.shards.reader import iter_samples
+
+    info = load_split(f"pipe:curl -s -f {server}test-{{000000..000002}}.tar", "test")
+    keys = [s["key"] for s in iter_samples(info.urls, decode=True)]
+    folder = load_split(remote_set, "test")
+    assert keys == [s["key"] for s in iter_samples(folder.urls, decode=True)] and len(keys) == 6
+
+
+def test_a_dropped_connection_is_retried_and_gives_the_same_batches(remote_set, server):
+    from fda.shards.loader import build_train_pipeline
+
+    def keys(shards):
+        pipeline = build_train_pipeline(load_split(shards, "train"), batch_size=3, seed=1)
+        it = iter(pipeline)
+        return [next(it)["keys"] for _ in range(4)]
+
+    want = keys(remote_set)
+    FaultyHandler.faults["/set/train-000000.tar"] = "drop-once"
+    assert keys(server) == want
+    assert FaultyHandler.hits["/set/train-000000.tar"] >= 2  # it was cut, then read again
+
+
+def test_retrying_reader_gives_up_after_its_retries(remote_set, server):
+    FaultyHandler.faults["/set/test-000000.tar"] = "drop"
+    with pytest.raises(OSError, match="after 2 retries"):
+        with RetryingReader(server + "test-000000.tar", retries=2, wait=0.0) as f:
+            f.read()
+    assert FaultyHandler.hits["/set/test-000000.tar"] == 3
+
+
+@pytest.mark.parametrize("fault", ["drop", "404"])
+def test_a_lost_shard_is_skipped_by_training_and_stops_eval(remote_set, server, tmp_path, fault, caplog):
+    """Training warns and goes on without the shard (as for a broken local one); eval stops with exit 3 naming it,
+    because metrics over part of a test split are not the benchmark's."""
+    FaultyHandler.faults["/set/train-000000.tar"] = fault
+    FaultyHandler.faults["/set/test-000001.tar"] = fault
+    res = invoke(["train", server, "--out", str(tmp_path / "run"), "--max-steps", "2",
+                  *[a if a != "3" else "1" for a in TRAIN]])  # batch 1: the one readable train shard fills it
+    assert res.exit_code == 0, res.output + res.stderr
+    assert "skipping the rest of shard" in res.stderr and "train-000000.tar" in res.stderr
+    res = invoke(["eval", "--shards", server, "--checkpoint", str(tmp_path / "run" / "checkpoints" / "step-0000002.pt"),
+                  "--out", str(tmp_path / "ev"), *EVAL])
+    assert res.exit_code == 3, res.output + res.stderr
+    assert "test-000001.tar" in res.stderr and "every eval sample must count" in res.stderr
+    assert len(res.stderr.strip().splitlines()[-1]) < 400 and "Traceback" not in res.stderr
+    assert not os.path.exists(tmp_path / "ev" / "eval_test.json")
+
+
+def test_a_url_without_a_manifest_is_a_one_line_input_error(server, tmp_path):
+    res = invoke(["train", server.replace("/set/", "/nothing/"), "--out", str(tmp_path / "r"), *TRAIN])
+    assert res.exit_code == 3 and "manifest.json" in res.stderr and "Traceback" not in res.stderr
+    shutil.rmtree(tmp_path / "r", ignore_errors=True)
