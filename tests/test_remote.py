@@ -56,18 +56,29 @@ class FaultyHandler(SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def remote_set(tmp_path_factory) -> str:
-    """A preprocessed set with several shards per split (2 samples each): train 3 videos x 5 captions (2 shards),
-    test 6 videos (3 shards), 4 frames of 32 px."""
-    from fda.config import PreprocessConfig
+def demo_data(tmp_path_factory) -> str:
+    """A synthetic MSR-VTT layout: train 3 videos x 5 captions, test 6 videos x 1 caption."""
     from fda.lab.synthetic import make_msrvtt_demo
+
+    data = str(tmp_path_factory.mktemp("remote") / "data")
+    make_msrvtt_demo(data, n_train=3, n_test=6, size=(64, 48), seconds=1)
+    return data
+
+
+def preprocess_config(data: str, out: str):
+    """Several shards per split (2 samples each): train 2 shards, test 3; 2/4 frames of 32 px."""
+    from fda.config import PreprocessConfig
+
+    return PreprocessConfig(data, out=out, size=32, frames_train=2, frames_test=4, workers=1, samples_per_shard=2)
+
+
+@pytest.fixture(scope="module")
+def remote_set(demo_data) -> str:
+    """``demo_data`` preprocessed into a folder ``.../www/set`` (served by ``server``)."""
     from fda.pipeline.preprocess import run_preprocess
 
-    root = tmp_path_factory.mktemp("remote")
-    make_msrvtt_demo(str(root / "data"), n_train=3, n_test=6, size=(64, 48), seconds=1)
-    out = str(root / "www" / "set")
-    run_preprocess(PreprocessConfig(str(root / "data"), out=out, size=32, frames_train=2, frames_test=4, workers=1,
-                                    samples_per_shard=2))
+    out = os.path.join(os.path.dirname(demo_data), "www", "set")
+    run_preprocess(preprocess_config(demo_data, out))
     return out
 
 
@@ -213,3 +224,125 @@ def test_a_url_without_a_manifest_is_a_one_line_input_error(server, tmp_path):
     res = invoke(["train", server.replace("/set/", "/nothing/"), "--out", str(tmp_path / "r"), *TRAIN])
     assert res.exit_code == 3 and "manifest.json" in res.stderr and "Traceback" not in res.stderr
     shutil.rmtree(tmp_path / "r", ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# s3:// against a local S3-compatible server (moto's server mode), s3fs as the client.
+
+class UploadGate:
+    """WSGI middleware in front of the S3 server: a PUT whose path ends with ``hold`` reads part of its body, then
+    waits (the client is mid-upload) until ``release`` is set, and fails."""
+
+    def __init__(self, app) -> None:
+        self.app, self.hold = app, None
+        self.reached, self.release = threading.Event(), threading.Event()
+        self.puts: Dict[str, int] = {}
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if environ["REQUEST_METHOD"] == "PUT":
+            self.puts[path] = self.puts.get(path, 0) + 1
+            if self.hold and path.endswith(self.hold):
+                environ["wsgi.input"].read(512)
+                self.reached.set()
+                self.release.wait(120)
+                start_response("500 Internal Server Error", [("Content-Length", "0")])
+                return [b""]
+        return self.app(environ, start_response)
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory):
+    """A local S3 server on a free port with bucket ``fda-test``; yields ``(gate, env)``, the env pointing s3fs at
+    it (credentials are moto's dummies)."""
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto.moto_server.werkzeug_app")
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    gate = UploadGate(DomainDispatcherApplication(create_backend_app))
+    httpd = make_server("127.0.0.1", 0, gate, threaded=True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{httpd.server_port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "FDA_STAGING_DIR": str(tmp_path_factory.mktemp("staging")), "FDA_READ_RETRY_WAIT": "0.01"}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        import s3fs
+
+        s3fs.S3FileSystem(skip_instance_cache=True).mkdir("fda-test")
+        yield gate, env
+    httpd.shutdown()
+
+
+@pytest.mark.slow
+def test_s3_preprocess_killed_mid_upload_resumes_then_train_and_eval_read_it(demo_data, remote_set, s3_server,
+                                                                            tmp_path):
+    """fda preprocess --out s3://... is killed while a tar is half uploaded: nothing is listed; the rerun reuses the
+    shards already there, redoes the rest, and lists only complete tars (the same bytes as a local run); then train
+    (and its resume) and eval read s3:// and give the folder's numbers."""
+    import signal
+    import subprocess
+    import sys
+
+    import s3fs
+
+    from fda.pipeline.preprocess import run_preprocess
+    from fda.shards.schema import read_json
+
+    gate, env = s3_server
+    url = "s3://fda-test/set/"
+    gate.hold = "/set/test-000001.tar"
+    cmd = [sys.executable, "-m", "fda", "preprocess", demo_data, "--out", url, "--size", "32", "--frames-train", "2",
+           "--frames-test", "4", "--workers", "1", "--samples-per-shard", "2"]
+    proc = subprocess.Popen(cmd, env={**os.environ, **env, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        while not gate.reached.wait(0.2):
+            assert proc.poll() is None, proc.stderr.read().decode()
+        proc.send_signal(signal.SIGKILL)  # mid-upload
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        gate.hold = None
+        gate.release.set()
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    there = {os.path.basename(p) for p in fs.ls("fda-test/set")}
+    assert "manifest.json" not in there and "test-000001.stats.json" not in there  # nothing listed, not finished
+    finished = {n for n in there if n.endswith(".stats.json")}
+    assert finished and all(n.replace(".stats.json", ".tar") in there for n in finished)
+
+    puts_before = dict(gate.puts)
+    result = run_preprocess(preprocess_config(demo_data, url))
+    assert result.reused_shards == len(finished)
+    for name in finished:  # a finished shard is not uploaded again
+        assert gate.puts.get(f"/fda-test/set/{name.replace('.stats.json', '.tar')}") == puts_before.get(
+            f"/fda-test/set/{name.replace('.stats.json', '.tar')}")
+    fs.invalidate_cache()
+    manifest = json.loads(fs.cat("fda-test/set/manifest.json"))
+    listed = [s["name"] for split in manifest["splits"].values() for s in split["shards"]]
+    assert sorted(listed) == sorted(n for n in os.listdir(remote_set) if n.endswith(".tar"))
+    for name in listed:  # every listed tar is complete: the very bytes a local run writes
+        with open(os.path.join(remote_set, name), "rb") as f:
+            assert fs.cat(f"fda-test/set/{name}") == f.read(), name
+        stats = json.loads(fs.cat(f"fda-test/set/{name.replace('.tar', '.stats.json')}"))
+        assert stats["tar"] == read_json(os.path.join(remote_set, name.replace(".tar", ".stats.json")))["tar"]
+
+    local, remote = str(tmp_path / "local"), str(tmp_path / "remote")
+    for shards, out in ((remote_set, local), (url, remote)):
+        res = invoke(["train", shards, "--out", out, "--max-steps", "2", *TRAIN])
+        assert res.exit_code == 0, res.output + res.stderr
+    assert _losses(local) == _losses(remote)
+    res = invoke(["train", url, "--out", remote, "--max-steps", "3", *TRAIN])
+    assert res.exit_code == 0 and len(_losses(remote)) == 3, res.output + res.stderr
+    ckpt = os.path.join(local, "checkpoints", "step-0000002.pt")
+    reports = []
+    for shards, out in ((remote_set, "ev-local"), (url, "ev-s3")):
+        res = invoke(["eval", "--shards", shards, "--checkpoint", ckpt, "--out", str(tmp_path / out), *EVAL])
+        assert res.exit_code == 0, res.output + res.stderr
+        with open(tmp_path / out / "eval_test.json", encoding="utf-8") as f:
+            reports.append(json.load(f))
+    assert reports[0]["metrics"] == reports[1]["metrics"] and reports[1]["shards"]["dir"] == url
