@@ -163,11 +163,16 @@ def test_train_eval_embed_from_http_equal_the_folder_and_resume(remote_set, serv
         assert np.array_equal(np.load(tmp_path / "emb-local" / name), np.load(tmp_path / "emb-remote" / name))
 
 
-def test_a_pattern_of_tar_names_selects_shards(remote_set, server):
+def test_a_pattern_of_tar_names_selects_shards(remote_set, server, tmp_path):
     info = load_split(server + "test-{000000..000001}.tar", "test")
     assert [os.path.basename(u) for u in info.urls] == ["test-000000.tar", "test-000001.tar"] and info.videos == 4
     with pytest.raises(InputError, match="does not list"):
         load_split(server + "test-{000000..000009}.tar", "test")
+    # the pattern names train tars only: validation (auto) finds no val/test split in it and is off
+    res = invoke(["train", server + "train-{000000..000001}.tar", "--out", str(tmp_path / "r"), "--max-steps", "1",
+                  *TRAIN, "--val-split", "auto"])
+    assert res.exit_code == 0, res.output + res.stderr
+    assert "validation off" in res.stderr
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
@@ -192,6 +197,21 @@ def test_a_dropped_connection_is_retried_and_gives_the_same_batches(remote_set, 
     FaultyHandler.faults["/set/train-000000.tar"] = "drop-once"
     assert keys(server) == want
     assert FaultyHandler.hits["/set/train-000000.tar"] >= 2  # it was cut, then read again
+
+
+def test_dataloader_workers_stream_from_the_url(remote_set, server):
+    """Forked DataLoader workers open their shards over HTTP themselves (after the parent read the manifest)."""
+    from torch.utils.data import DataLoader
+
+    from fda.shards.loader import build_train_pipeline
+
+    def keys(shards):
+        pipeline = build_train_pipeline(load_split(shards, "train"), batch_size=1, seed=2, workers=2)
+        it = iter(DataLoader(pipeline, batch_size=None, num_workers=2))
+        return [next(it)["keys"] for _ in range(6)]
+
+    assert keys(server) == keys(remote_set)
+    assert FaultyHandler.hits.get("/set/train-000000.tar", 0) >= 1
 
 
 def test_retrying_reader_gives_up_after_its_retries(remote_set, server):
@@ -278,8 +298,7 @@ def s3_server(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_s3_preprocess_killed_mid_upload_resumes_then_train_and_eval_read_it(demo_data, remote_set, s3_server,
-                                                                            tmp_path):
+def test_s3_preprocess_killed_mid_upload_resumes_and_train_eval_read_it(demo_data, remote_set, s3_server, tmp_path):
     """fda preprocess --out s3://... is killed while a tar is half uploaded: nothing is listed; the rerun reuses the
     shards already there, redoes the rest, and lists only complete tars (the same bytes as a local run); then train
     (and its resume) and eval read s3:// and give the folder's numbers."""
@@ -346,3 +365,16 @@ def test_s3_preprocess_killed_mid_upload_resumes_then_train_and_eval_read_it(dem
         with open(tmp_path / out / "eval_test.json", encoding="utf-8") as f:
             reports.append(json.load(f))
     assert reports[0]["metrics"] == reports[1]["metrics"] and reports[1]["shards"]["dir"] == url
+
+
+def test_visualize_and_masks_stats_read_the_url(remote_set, server, tmp_path):
+    res = invoke(["visualize", server, "--out", str(tmp_path / "viz"), "-n", "2", "--tile", "32"])
+    assert res.exit_code == 0, res.output + res.stderr
+    assert server in (tmp_path / "viz" / "index.html").read_text(encoding="utf-8")
+    stats = []
+    for shards, out in ((remote_set, "local.png"), (server, "remote.png")):
+        res = invoke(["masks-stats", shards, "--out", str(tmp_path / out)])
+        assert res.exit_code == 0, res.output + res.stderr
+        with open(tmp_path / out.replace(".png", ".json"), encoding="utf-8") as f:
+            stats.append([{k: v for k, v in row.items() if k != "shards_dir"} for row in json.load(f)])
+    assert stats[0] == stats[1] and stats[0]

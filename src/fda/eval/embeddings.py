@@ -116,7 +116,7 @@ def run_embed(cfg: EmbedConfig) -> EmbedResult:
     from fda.eval.source import describe_source, load_model, resolve_model_source, resolve_shards
     from fda.model.device import resolve_device
     from fda.shards.location import recorded
-    from fda.shards.manifest import load_manifest, load_split, manifest_sha256
+    from fda.shards.manifest import filled_splits, load_manifest, load_split, manifest_sha256
 
     if cfg.index == "hnsw":
         _import_faiss()
@@ -124,7 +124,8 @@ def run_embed(cfg: EmbedConfig) -> EmbedResult:
     source = resolve_model_source(cfg)
     shards = resolve_shards(cfg.shards, source)
     manifest = load_manifest(shards)
-    splits = list(cfg.splits or [s for s in ("train", "val", "test") if manifest.get("splits", {}).get(s)])
+    have = filled_splits(manifest, shards)
+    splits = list(cfg.splits or [s for s in ("train", "val", "test") if s in have])
     infos = [load_split(shards, s, manifest) for s in splits]
     device = resolve_device(cfg.device)
     model, identity = load_model(source, device, cfg.seed)

@@ -378,7 +378,7 @@ def run_masks_stats(cfg: MasksStatsConfig) -> MasksStatsResult:
     """
     rows: List[MaskStatsRow] = []
     for shards_dir in cfg.shards_dirs:
-        have = filled_splits(load_manifest(shards_dir))
+        have = filled_splits(load_manifest(shards_dir), shards_dir)
         splits = [s for s in (cfg.splits or have) if s in have]
         if not splits:
             raise InputError(f"shard set {shards_dir!r} has none of the splits {', '.join(cfg.splits or ())} "

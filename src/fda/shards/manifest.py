@@ -127,9 +127,12 @@ def _listed(manifest: Dict[str, Any], name: str) -> bool:
     return any(s.get("name") == name for info in manifest.get("splits", {}).values() for s in info.get("shards", []))
 
 
-def filled_splits(manifest: Dict[str, Any]) -> List[str]:
-    """The splits of a manifest that hold samples, in manifest order."""
-    return [s for s in manifest.get("splits", {}) if split_shards(manifest, s)]
+def filled_splits(manifest: Dict[str, Any], shards_dir: Optional[str] = None) -> List[str]:
+    """The splits of a manifest that hold samples, in manifest order; with ``shards_dir``, only those with shards
+    its location selects (a brace pattern of tar names may name one split's tars)."""
+    location = Location.parse(shards_dir) if shards_dir else None
+    return [s for s in manifest.get("splits", {})
+            if any(location is None or location.selects(name) for name in split_shards(manifest, s))]
 
 
 def load_split(shards_dir: str, split: str, manifest: Optional[Dict[str, Any]] = None) -> SplitInfo:

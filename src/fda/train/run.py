@@ -37,7 +37,7 @@ from fda.model.device import resolve_device
 from fda.runs import RunDir, resume_source, shard_changes
 from fda.shards.loader import batches_per_epoch, check_plan
 from fda.shards.location import recorded
-from fda.shards.manifest import SplitInfo, load_manifest, load_split
+from fda.shards.manifest import SplitInfo, filled_splits, load_manifest, load_split
 from fda.shards.schema import write_json_atomic
 from fda.train.data import data_stream
 from fda.train.dist import Dist, StopSignals, agree, barrier, dist_from_env, stop_requested
@@ -240,10 +240,10 @@ def check_shards_fit(info: SplitInfo, model_cfg: Dict[str, Any]) -> None:
 def _val_split(cfg: TrainConfig) -> Optional[str]:
     if cfg.val_split == "none":
         return None
-    splits = load_manifest(cfg.shards_dir).get("splits", {})
+    splits = filled_splits(load_manifest(cfg.shards_dir), cfg.shards_dir)  # a tar pattern may select one split
     if cfg.val_split == "auto":
-        return next((s for s in ("val", "test") if splits.get(s)), None)
-    if not splits.get(cfg.val_split):
+        return next((s for s in ("val", "test") if s in splits), None)
+    if cfg.val_split not in splits:
         raise InputError(f"--val-split {cfg.val_split}: {cfg.shards_dir} has no such split: preprocess it or pass "
                          f"--val-split none")
     return cfg.val_split
