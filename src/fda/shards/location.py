@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Optional, Tuple
 
-from fda.errors import InputError
+from fda.errors import EnvError, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -141,9 +141,11 @@ def _open_once(url: str) -> IO[bytes]:
 
 class RetryingReader(io.RawIOBase):
     """A read-only stream of a remote file that survives a broken connection: on a read error it reopens the file,
-    skips what was already read, and goes on; after ``retries`` failed attempts the error is raised.
+    skips what was already read, and goes on; after ``retries`` failed attempts at the same position the error is
+    raised (a retry that gets further before breaking again starts a new count there).
 
-    A missing file (``FileNotFoundError``: a 404) is not retried.
+    A missing file (``FileNotFoundError``: a 404), a refusal, a missing fsspec backend or an unknown protocol is not
+    retried.
     """
 
     def __init__(self, url: str, opener: Callable[[str], IO[bytes]] = _open_once, retries: int = DEFAULT_RETRIES,
@@ -156,9 +158,12 @@ class RetryingReader(io.RawIOBase):
     def _reopen(self) -> IO[bytes]:
         stream = self.opener(self.url)
         left = self.pos
-        if left and getattr(stream, "seekable", lambda: False)():
-            stream.seek(left)
-            return stream
+        if left:
+            try:
+                stream.seek(left)  # object stores seek (a ranged GET); a streamed HTTP body cannot
+                return stream
+            except (OSError, ValueError):
+                pass
         while left > 0:  # a stream that cannot seek: read past what was already delivered
             chunk = stream.read(min(left, 1 << 20))
             if not chunk:
@@ -170,8 +175,8 @@ class RetryingReader(io.RawIOBase):
         for attempt in range(self.retries + 1):
             try:
                 return action()
-            except FileNotFoundError:
-                raise
+            except (FileNotFoundError, PermissionError, ImportError, ValueError):
+                raise  # retrying cannot help: a 404, a refusal, a missing fsspec backend, an unknown protocol
             except Exception as exn:  # noqa: BLE001 - network errors come in many types (aiohttp, botocore, OS)
                 if attempt == self.retries:
                     raise OSError(f"reading {self.url} failed after {self.retries} retries "
@@ -231,6 +236,7 @@ def read_member(location: str, name: str) -> Optional[bytes]:
 
     Raises:
         InputError: the member exists but cannot be read (one line naming it).
+        EnvError: no fsspec backend for the URL's protocol.
     """
     url = Location.parse(location).member(name)
     if not is_url(url) and not os.path.isfile(url):
@@ -241,8 +247,8 @@ def read_member(location: str, name: str) -> Optional[bytes]:
     except FileNotFoundError:
         return None
     except ImportError as err:
-        raise InputError(f"cannot read {url}: {err}: install the fsspec backend for its protocol (s3: pip install "
-                         f"'fda[s3]')") from None
+        raise EnvError(f"cannot read {url}: {err}: install the fsspec backend for its protocol (s3: pip install "
+                       f"'fda[s3]')") from None
     except Exception as err:  # noqa: BLE001 - any failure to fetch is one line naming the URL
         reason = " ".join(str(err).split())[:200]
         raise InputError(f"cannot read {url} ({type(err).__name__}: {reason}): check the location and that its "

@@ -27,8 +27,8 @@ import shutil
 import tempfile
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from fda.errors import InputError
-from fda.shards.location import is_url
+from fda.errors import ConfigError, EnvError, InputError
+from fda.shards.location import PIPE, is_url
 from fda.shards.schema import CONFIG, MANIFEST, file_digest
 
 STAGING_ENV = "FDA_STAGING_DIR"
@@ -55,14 +55,20 @@ def _fs(out: str) -> Tuple[Any, str]:
     """``(filesystem, path)`` of a remote ``out``.
 
     Raises:
-        InputError: no fsspec backend for its protocol (s3fs for ``s3://``), with the install line.
+        ConfigError: a read-only (HTTP, ``pipe:``) or unknown kind of location.
+        EnvError: no fsspec backend for its protocol (s3fs for ``s3://``), with the install line.
     """
     import fsspec
 
+    if out.startswith(("http://", "https://", PIPE)):
+        raise ConfigError(f"--out {out}: HTTP and pipe: locations are read-only: preprocess into a folder or a "
+                          "writable URL (s3://, gs://) and serve that")
     try:
         fs, path = fsspec.core.url_to_fs(out)
-    except (ImportError, ValueError) as err:
-        raise InputError(f"--out {out}: {err}: install the fsspec backend for it (s3: pip install 'fda[s3]')") from None
+    except ImportError as err:
+        raise EnvError(f"--out {out}: {err}: install the fsspec backend for it (s3: pip install 'fda[s3]')") from None
+    except ValueError as err:
+        raise ConfigError(f"--out {out}: {err}: pass a folder or a URL fsspec can write") from None
     return fs, path.rstrip("/")
 
 
@@ -81,10 +87,10 @@ def pull(out: str, overwrite: bool) -> None:
     """
     if not is_remote(out):
         return
+    fs, root = _fs(out)
     local = local_dir(out)
     shutil.rmtree(local)
     os.makedirs(local)
-    fs, root = _fs(out)
     try:
         fs.invalidate_cache()
         entries = fs.ls(root, detail=True) if fs.exists(root) else []
@@ -98,8 +104,6 @@ def pull(out: str, overwrite: bool) -> None:
         for name, data in (fs.cat([f"{root}/{n}" for n in wanted]) if wanted else {}).items():
             with open(os.path.join(local, os.path.basename(name)), "wb") as f:
                 f.write(data)
-    except InputError:
-        raise
     except Exception as err:  # noqa: BLE001 - the backends raise their own types
         raise _remote_error(out, "reading what is there", err) from None
     sizes = {n: int(e.get("size") or 0) for n, e in names.items() if n.endswith(".tar")}
