@@ -57,6 +57,9 @@ def measure(shards: str, out: str, *, model: str, pretrained: str, batch_size: i
     """Train ``steps`` steps into ``out`` (a fresh run) and read its ``metrics.jsonl``: median samples/s and data-wait
     share over the steps after ``skip``, peak GPU memory (GB, CUDA only), and the run's resolved config."""
     shutil.rmtree(out, ignore_errors=True)
+    if torch.cuda.is_available():  # the peak of this run, not of the runs before it in this process
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     cfg = TrainConfig(shards, out=out, model=model, pretrained=pretrained, batch_size=batch_size, workers=workers,
                       max_steps=steps, save_every=10 ** 6, log_every=10 ** 6, val_split="none", tensorboard=False,
                       precision=precision, device=device, captions="random", shuffle_buffer=64, lr=1e-5,

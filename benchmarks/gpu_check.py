@@ -9,6 +9,8 @@ On one GPU (the default sizes; under 8 minutes on one modern GPU is the aim)::
    and preprocesses them at ``--size`` px with 12 frames, and the train split again with 32 frames;
 2. trains ``--model`` from random weights in bf16 for ``--steps`` steps with each of ``--workers`` DataLoader
    workers, at 12 and at 32 frames (``bench_train.measure``): samples/s, data-wait share, peak GPU memory;
+   on CUDA, also the largest batch that fits at each frame count (one step at double the batch, doubling until the
+   GPU runs out of memory or the batch reaches the number of train videos);
 3. evaluates one checkpoint on the test split (``--test-videos`` x ``--test-videos`` captions): seconds, R@1;
 4. trains ``--loss-steps`` steps in fp32 on the GPU and on the CPU from the same seed and data and checks that each
    step's loss agrees within ``--loss-rtol`` (relative; cuDNN's TF32 convolutions are the expected difference).
@@ -18,6 +20,7 @@ test suite runs to prove the script works end to end. The figures it gives are n
 """
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -25,7 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 import torch
 
@@ -78,6 +81,38 @@ def _eval(shards: str, checkpoint: str, out: str, device: str, frames: int) -> D
             "seconds": time.perf_counter() - start, "t2v_R@1": report["metrics"]["model"]["t2v"]["R@1"]}
 
 
+def largest_batch(fits: Callable[[int], bool], start: int, cap: int) -> Dict[str, Any]:
+    """Double the batch from ``start`` while ``fits(batch)`` and the batch stays within ``cap``.
+
+    Returns:
+        ``{"fits": the largest batch that fitted (0 if not even start), "tried": [...], "capped": whether the search
+        stopped at ``cap`` rather than at a batch that did not fit}``.
+    """
+    tried, best, batch = [], 0, start
+    while batch <= cap:
+        ok = fits(batch)
+        tried.append({"batch_size": batch, "fits": ok})
+        if not ok:
+            return {"fits": best, "tried": tried, "capped": False}
+        best, batch = batch, batch * 2
+    return {"fits": best, "tried": tried, "capped": True}
+
+
+def _fits(shards: str, work: str, args: argparse.Namespace, device: str, precision: str, frames: int,
+          batch: int) -> bool:
+    """One training step at ``batch``: False when the GPU runs out of memory."""
+    try:
+        measure(shards, os.path.join(work, f"fit-{frames}f-{batch}"), model=args.model, pretrained="none",
+                batch_size=batch, workers=min(4, os.cpu_count() or 1), steps=1, skip=0, precision=precision,
+                device=device)
+        return True
+    except torch.OutOfMemoryError:
+        return False
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
 def _loss_check(shards: str, work: str, args: argparse.Namespace, device: str) -> Dict[str, Any]:
     """fp32 losses of the first steps on ``device`` and on the CPU, same seed and data."""
     losses = {}
@@ -125,6 +160,12 @@ def main(argv: List[str]) -> int:
                               batch_size=batch, workers=w, steps=args.steps, skip=args.skip, precision=precision,
                               device=device)
                 doc["train"].append({"frames": n, "batch_size": batch, **row})
+        if device.startswith("cuda"):  # the batch that fits, doubling from the one measured (capped by the set)
+            for i, n in enumerate(frames):
+                start_batch = 2 * (args.batch_size if i == 0 else args.batch_size_long)
+                doc.setdefault("largest_batch", {})[n] = largest_batch(
+                    functools.partial(_fits, sets[n], work, args, device, precision, n), start_batch,
+                    args.train_videos)
         first = frames[0]
         checkpoint = os.path.join(work, f"run-{first}f-w{workers[0]}", "checkpoints", f"step-{args.steps:07d}.pt")
         doc["eval"] = _eval(sets[first], checkpoint, os.path.join(work, "eval"), device, first)
@@ -151,6 +192,9 @@ def table(doc: Dict[str, Any]) -> str:
         mem = f"{r['peak_mem_gb']:.1f} GB" if r["peak_mem_gb"] else "-"
         lines.append(f"| {r['frames']} | {r['batch_size']} | {r['workers']} | {r['samples_per_s']:.1f} | "
                      f"{100 * r['data_wait']:.1f}% | {mem} |")
+    for n, found in (doc.get("largest_batch") or {}).items():
+        lines.append(f"\nlargest batch that fits at {n} frames: {found['fits']}"
+                     + (" (or more: the search stops at the set's train videos)" if found["capped"] else ""))
     e, c = doc["eval"], doc["loss_check"]
     lines += ["", f"eval: {e['videos']} videos x {e['captions']} captions in {e['seconds']:.1f} s (t2v R@1 "
               f"{e['t2v_R@1']:.1f}); fp32 losses of the first {len(c['cpu_losses'])} steps, {c['device']} vs cpu: "

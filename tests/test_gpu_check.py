@@ -8,6 +8,19 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def test_largest_batch_doubles_until_one_does_not_fit():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        from gpu_check import largest_batch
+    finally:
+        sys.path.pop(0)
+    assert largest_batch(lambda b: b <= 100, 16, 1024) == {
+        "fits": 64, "capped": False, "tried": [{"batch_size": 16, "fits": True}, {"batch_size": 32, "fits": True},
+                                               {"batch_size": 64, "fits": True}, {"batch_size": 128, "fits": False}]}
+    assert largest_batch(lambda b: True, 64, 256)["fits"] == 256 and largest_batch(lambda b: True, 64, 256)["capped"]
+    assert largest_batch(lambda b: False, 64, 256)["fits"] == 0
+
+
 def test_gpu_check_quick_runs_end_to_end(tmp_path):
     out = str(tmp_path / "check.json")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
