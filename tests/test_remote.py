@@ -153,6 +153,10 @@ def test_train_eval_embed_from_http_equal_the_folder_and_resume(remote_set, serv
     assert reports[1]["shards"]["manifest_sha256"] == reports[0]["shards"]["manifest_sha256"] == manifest_sha256(
         remote_set)
     assert reports[1]["shards"]["dir"] == server
+    res = invoke(["eval", "--run", remote, *EVAL])  # no --shards: the URL the run recorded
+    assert res.exit_code == 0, res.output + res.stderr
+    with open(os.path.join(remote, "eval_test.json"), encoding="utf-8") as f:
+        assert json.load(f)["shards"]["dir"] == server
 
     for shards, out in ((remote_set, "emb-local"), (server, "emb-remote")):
         res = invoke(["embed", "--shards", shards, "--checkpoint", ckpt, "--out", str(tmp_path / out), *EVAL])
