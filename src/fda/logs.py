@@ -5,7 +5,8 @@ import sys
 from typing import Optional
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-_NOISY = ("open_clip", "webdataset", "PIL", "matplotlib", "urllib3", "huggingface_hub", "timm", "ray")
+_NOISY = ("open_clip", "webdataset", "PIL", "matplotlib", "urllib3", "huggingface_hub", "timm", "ray", "fsspec",
+          "s3fs", "botocore", "aiobotocore")
 
 
 class _DropRootInfo(logging.Filter):

@@ -27,7 +27,7 @@ import numpy as np
 from fda import __version__
 from fda.config import EmbedConfig, SearchConfig, make_out_dir
 from fda.errors import EnvError, InputError
-from fda.shards.schema import MANIFEST, read_json, write_json_atomic
+from fda.shards.schema import read_json, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -113,9 +113,10 @@ def run_embed(cfg: EmbedConfig) -> EmbedResult:
         EnvError: ``--index hnsw`` without faiss installed.
     """
     from fda.eval.encoding import encode_texts, iter_video_features
-    from fda.eval.source import describe_source, load_model, resolve_model_source, resolve_shards, sha256_file
+    from fda.eval.source import describe_source, load_model, resolve_model_source, resolve_shards
     from fda.model.device import resolve_device
-    from fda.shards.manifest import load_manifest, load_split
+    from fda.shards.location import recorded
+    from fda.shards.manifest import filled_splits, load_manifest, load_split, manifest_sha256
 
     if cfg.index == "hnsw":
         _import_faiss()
@@ -123,7 +124,8 @@ def run_embed(cfg: EmbedConfig) -> EmbedResult:
     source = resolve_model_source(cfg)
     shards = resolve_shards(cfg.shards, source)
     manifest = load_manifest(shards)
-    splits = list(cfg.splits or [s for s in ("train", "val", "test") if manifest.get("splits", {}).get(s)])
+    have = filled_splits(manifest, shards)
+    splits = list(cfg.splits or [s for s in ("train", "val", "test") if s in have])
     infos = [load_split(shards, s, manifest) for s in splits]
     device = resolve_device(cfg.device)
     model, identity = load_model(source, device, cfg.seed)
@@ -162,11 +164,11 @@ def run_embed(cfg: EmbedConfig) -> EmbedResult:
     index_file = None
     if cfg.index == "hnsw":
         index_file = build_hnsw_index(cfg.out, videos.chunks, model.embed_dim)
-    manifest_sha = sha256_file(os.path.join(shards, MANIFEST))
+    manifest_sha = manifest_sha256(shards)
     doc = {"fda_version": __version__, "dim": int(model.embed_dim), "dtype": "float16", "normalized": True,
            "model": {"name": model.name, "use_alpha": bool(model.use_alpha), **identity}, "source": source,
            "logit_scale": float(model.logit_scale.detach().float().exp().cpu()),
-           "shards": {"dir": os.path.abspath(shards), "manifest_sha256": manifest_sha, "splits": splits},
+           "shards": {"dir": recorded(shards), "manifest_sha256": manifest_sha, "splits": splits},
            "videos": {"count": videos.total, "chunks": videos.chunks},
            "captions": {"count": captions.total, "chunks": captions.chunks},
            "index": {"kind": "hnsw", "file": index_file, "M": HNSW_M} if index_file else None,

@@ -20,6 +20,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from webdataset.handlers import reraise_exception
 
 from fda.errors import InputError
+from fda.shards.location import is_url
 from fda.shards.manifest import SplitInfo, load_split, require_captions
 from fda.shards.reader import decode_sample, iter_samples
 
@@ -65,6 +66,10 @@ def iter_split_batches(info: SplitInfo, batch_size: int, *, workers: int = 0) ->
                     raise InputError(f"shard {name}: {err}") from None
                 except Exception as err:  # noqa: BLE001 - tar, gzip, PIL and OS errors: all mean a corrupt shard
                     first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+                    if is_url(shard.url):  # a remote shard that failed after the retries: the fix is elsewhere
+                        raise InputError(f"shard {shard.url} could not be read ({type(err).__name__}: {first}): "
+                                         f"every eval sample must count, so eval stops; check the server or the "
+                                         f"copy and rerun") from None
                     raise InputError(f"shard {name} is corrupt or unreadable ({type(err).__name__}: {first}): every "
                                      f"eval sample must count; rerun fda preprocess for split {info.split}") from None
                 for sample in decoded:

@@ -22,10 +22,11 @@ from fda.errors import InputError
 from fda.eval.encoding import SplitFeatures, encode_split, open_split
 from fda.eval.evaluate import logit_scale_of, metrics_report
 from fda.eval.metrics import DIRECTIONS, METRIC_KEYS
-from fda.eval.source import (checkpoint_selection, describe_source, load_model, resolve_model_source,
-                              resolve_shards, sha256_file)
+from fda.eval.source import checkpoint_selection, describe_source, load_model, resolve_model_source, resolve_shards
 from fda.model.device import resolve_device
-from fda.shards.schema import MANIFEST, shown_mask, write_json_atomic
+from fda.shards.location import recorded
+from fda.shards.manifest import manifest_sha256
+from fda.shards.schema import shown_mask, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     source = resolve_model_source(cfg)
     shards = resolve_shards(cfg.shards, source)
     info = open_split(shards, cfg.split, cfg.frames)
-    manifest_sha = sha256_file(os.path.join(shards, MANIFEST))
+    manifest_sha = manifest_sha256(shards)
     device = resolve_device(cfg.device)
     model, identity = load_model(source, device, cfg.seed)
     logger.info("evaluating %s on %s split %s (%d videos, %d frames per clip)", describe_source(source, identity),
@@ -158,7 +159,7 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
         "model": {"name": model.name, "use_alpha": main, **identity},
         "source": source,
         "checkpoint_selected_on": selection,
-        "shards": {"dir": os.path.abspath(shards), "manifest_sha256": manifest_sha, "frames": info.frames,
+        "shards": {"dir": recorded(shards), "manifest_sha256": manifest_sha, "frames": info.frames,
                    "size": info.size,
                    "mask": shown_mask(info.config)},
         "metrics": {k: metrics[k] for k in ("model", "baseline", "difference") if k in metrics},

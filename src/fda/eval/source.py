@@ -14,6 +14,7 @@ import torch
 
 from fda.errors import InputError
 from fda.runs import RunDir, newest_run
+from fda.shards.location import exists
 from fda.shards.schema import file_digest
 
 logger = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def resolve_shards(shards: Optional[str], source: Dict[str, Any]) -> str:
     doc = run.read_config()
     recorded = [p for p in ((doc.get("shards") or {}).get("dir"), doc.get("shards_dir")) if isinstance(p, str)]
     for path in recorded:
-        if os.path.isdir(path):
+        if exists(path):
             logger.info("shards: %s (recorded in %s)", path, run.config)
             return path
     if recorded:

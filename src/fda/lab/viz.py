@@ -22,6 +22,7 @@ import numpy as np
 
 from fda.config import MasksStatsConfig, VisualizeConfig, make_out_dir
 from fda.errors import InputError
+from fda.shards.location import recorded
 from fda.shards.manifest import SplitInfo, filled_splits, load_manifest, load_split
 from fda.shards.reader import decode_sample, iter_samples, unreadable_shard
 from fda.shards.schema import META, shown_mask
@@ -204,7 +205,7 @@ def _index_html(cfg: VisualizeConfig, manifest: Dict[str, Any], entries: List[Di
             ".grid{display:flex;flex-wrap:wrap;gap:12px}.card{width:260px;background:#1c1c1c;padding:6px}"
             ".card img{width:256px;image-rendering:pixelated}.cap{font-size:12px;color:#aaa}"
             ".num{font-size:11px;color:#888}a{color:#8cf}</style></head><body>\n"
-            f"<h2>Frame-difference masks: {html.escape(os.path.abspath(cfg.shards_dir))} ({html.escape(cfg.split)})"
+            f"<h2>Frame-difference masks: {html.escape(recorded(cfg.shards_dir))} ({html.escape(cfg.split)})"
             f"</h2>\n<p>{html.escape(params)}. Kept pixels are tinted with a contour, dropped pixels darkened; "
             "FULL marks a frame with no motion left (full-mask fallback). Click a picture for the whole sheet.</p>\n"
             f'<div class="grid">\n' + "\n".join(cards) + "\n</div></body></html>\n")
@@ -384,7 +385,7 @@ def run_masks_stats(cfg: MasksStatsConfig) -> MasksStatsResult:
     """
     rows: List[MaskStatsRow] = []
     for shards_dir in cfg.shards_dirs:
-        have = filled_splits(load_manifest(shards_dir))
+        have = filled_splits(load_manifest(shards_dir), shards_dir)
         splits = [s for s in (cfg.splits or have) if s in have]
         if not splits:
             raise InputError(f"shard set {shards_dir!r} has none of the splits {', '.join(cfg.splits or ())} "

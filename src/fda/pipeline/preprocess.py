@@ -48,6 +48,8 @@ from fda.pipeline.sampling import frames_before, needed_frames, partner_indices,
 from fda.pipeline.video import Video, VideoError, check_decoder, find_ffmpeg, ffmpeg_version
 from fda.shards.schema import (CONFIG, MANIFEST, SCHEMA_VERSION, MaskParams, file_digest, read_json, sample_key,
                                shard_name, stats_name, write_json_atomic)
+from fda.shards.location import recorded
+from fda.shards.store import local_dir, publish, pull, tar_problem, unpublish
 from fda.shards.writer import PARTIAL, ShardWriter, encode_frame, encode_mask, pack_sample, sample_members
 
 log = logging.getLogger(__name__)
@@ -140,7 +142,7 @@ class ShardSets:
             if mask.diff_mode != cfg.diff_mode:
                 raise ConfigError(f"--diff-mode chooses the frames that are decoded, so shard sets from one decode "
                                   f"share it: {mask.diff_mode!r} differs from {cfg.diff_mode!r}")
-        outs = [os.path.abspath(out) for out, _ in sets]
+        outs = [recorded(out) for out, _ in sets]
         if len(set(outs)) != len(outs):
             raise ConfigError("every shard set needs its own --out folder")
         cfg = dataclasses.replace(cfg, out=outs[0])
@@ -384,7 +386,8 @@ class ShardAssembly:
             samples, record = self.waiting.pop(len(self.records))
             if samples is not None:
                 if self.writers is None:
-                    self.writers = [ShardWriter(os.path.join(c.out, self.task.name)) for c in self.sets.outputs]
+                    self.writers = [ShardWriter(os.path.join(local_dir(c.out), self.task.name))
+                                    for c in self.sets.outputs]
                 for writer, blocks in zip(self.writers, samples):
                     writer.write_packed(blocks)
                 self.samples += 1
@@ -409,7 +412,10 @@ class ShardAssembly:
                      "name": task.name if self.samples else None, "samples": self.samples,
                      "captions": self.captions, "videos": [dict(r) for r in self.records], "tar": tar,
                      "inputs": task.inputs if task.inputs is None else _with_options(task.inputs, cfg)}
-            write_json_atomic(os.path.join(cfg.out, stats_name(self.task.split, self.task.index)), stats)
+            write_json_atomic(os.path.join(local_dir(cfg.out), stats_name(task.split, task.index)), stats)
+            # a remote --out: the tar, then its stats (stats there = shard finished there)
+            publish(cfg.out, [task.name] if tar else [], keep=False)
+            publish(cfg.out, [stats_name(task.split, task.index)])
             out.append(stats)
         return out
 
@@ -617,16 +623,7 @@ def _why_redo(stats: Dict[str, Any], task: ShardTask, cfg: PreprocessConfig) -> 
             return f"retrying {failed} failed video{'s' if failed > 1 else ''} (--retry-failed)"
     if stats.get("samples", 0) == 0:
         return None
-    tar_path = os.path.join(cfg.out, task.name)
-    recorded = stats.get("tar") or {}
-    if not os.path.isfile(tar_path):
-        return "its tar is missing"
-    size = os.path.getsize(tar_path)
-    if size != recorded.get("size"):
-        return f"its tar is {size} bytes, {recorded.get('size')} recorded (damaged or replaced)"
-    if file_digest(tar_path)["sha256"] != recorded.get("sha256"):
-        return "its tar's sha256 differs from the recorded one (damaged or replaced)"
-    return None
+    return tar_problem(cfg.out, task.name, stats.get("tar") or {})
 
 
 def _owned_files(out: str) -> List[str]:
@@ -636,11 +633,12 @@ def _owned_files(out: str) -> List[str]:
 
 
 def _prepare_out(cfg: PreprocessConfig, dataset: Dataset) -> None:
-    make_out_dir(cfg.out)
+    pull(cfg.out, cfg.overwrite)  # a remote --out: what it holds, mirrored into the staging folder
+    out = make_out_dir(local_dir(cfg.out))
     if cfg.overwrite:
-        for path in _owned_files(cfg.out):
+        for path in _owned_files(out):
             os.remove(path)
-    config_path = os.path.join(cfg.out, CONFIG)
+    config_path = os.path.join(out, CONFIG)
     wanted = {"schema_version": SCHEMA_VERSION, "data": {**cfg.data_fields(), "layout": dataset.layout}}
     if os.path.isfile(config_path):
         old = read_json(config_path)
@@ -652,17 +650,18 @@ def _prepare_out(cfg: PreprocessConfig, dataset: Dataset) -> None:
             if old["data"].get(name) != value:
                 raise ConfigError(f"{cfg.out} holds shards made with {flag(name)} {old['data'].get(name)!r}, this run "
                                   f"asks {value!r}: pass --overwrite to start over or choose another --out")
-    elif any(os.path.basename(p) != CONFIG for p in _owned_files(cfg.out)):
+    elif any(os.path.basename(p) != CONFIG for p in _owned_files(out)):
         raise ConfigError(f"{cfg.out} holds shard files but no {CONFIG}: pass --overwrite to start over "
                           "or choose another --out")
     else:
         write_json_atomic(config_path, wanted)
+        publish(cfg.out, [CONFIG])
 
 
 def _finished_stats(task: ShardTask, cfg: PreprocessConfig) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
     """``(stats, None)`` for a task an earlier run finished and that still stands; else ``(None, why it is redone)``
     (``why`` is ``None`` for a task never finished). Cleans up what an interrupted or outdated task left."""
-    out = cfg.out
+    out = local_dir(cfg.out)
     stats_path = os.path.join(out, stats_name(task.split, task.index))
     why: Optional[str] = None
     if os.path.isfile(stats_path):
@@ -674,6 +673,7 @@ def _finished_stats(task: ShardTask, cfg: PreprocessConfig) -> Tuple[Optional[Di
         if why is None:
             return stats, None
         os.remove(stats_path)  # first: from here on the shard counts as not finished, whatever happens
+        unpublish(cfg.out, stats_name(task.split, task.index))
     for leftover in glob.glob(os.path.join(glob.escape(out), glob.escape(task.name)) + PARTIAL + "*"):
         os.remove(leftover)
     tar_path = os.path.join(out, task.name)
@@ -849,7 +849,7 @@ def preprocess_shard_sets(cfg: PreprocessConfig, sets: Sequence[Tuple[str, MaskP
         raise InputError(f"no videos listed in {cfg.dataset_root} for splits {', '.join(dataset.items) or 'none'}")
     for c in shard_sets.outputs:
         _prepare_out(c, dataset)
-        stale = _remove_stale(c.out, tasks)
+        stale = _remove_stale(local_dir(c.out), tasks)
         if stale:
             log.warning("removed %d files of shards the dataset no longer fills: %s", len(stale),
                         ", ".join(stale[:6]) + (", ..." if len(stale) > 6 else ""))
@@ -893,7 +893,8 @@ def preprocess_shard_sets(cfg: PreprocessConfig, sets: Sequence[Tuple[str, MaskP
     for c, one in enumerate(shard_sets.outputs):
         manifest = build_manifest(one, dataset, listed, [s[c] for s in done + new], ffmpeg, dup_failures)
         manifest["last_run"] = {"reused_shards": len(done), "written_shards": len(new), "redone": redone}
-        write_json_atomic(os.path.join(one.out, MANIFEST), manifest)
+        write_json_atomic(os.path.join(local_dir(one.out), MANIFEST), manifest)
+        publish(one.out, [MANIFEST])  # a remote --out: last, listing only shards whose stats are there
         results.append(PreprocessResult(one.out, manifest, time.perf_counter() - start,
                                         processed_now=sum(len(s[c]["videos"]) for s in new),
                                         reused_shards=len(done), redone=dict(redone)))

@@ -337,6 +337,8 @@ def _decode_batch(batches: Iterator[List[Dict[str, Any]]],
 
 slot_pieces = _slot_pieces
 piece_samples = wds.pipelinefilter(_piece_samples)
+
+
 def _drop_keys(samples: Iterator[Dict[str, Any]], exclude: FrozenSet[str]) -> Iterator[Dict[str, Any]]:
     """Raw samples whose key is not in ``exclude`` (videos held out for validation); pass markers go through."""
     for sample in samples:

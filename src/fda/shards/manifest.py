@@ -2,15 +2,20 @@
 
 Every stage that reads shards (training, eval, embedding, the viewers) starts here, so a folder that is not a
 finished shard set, a missing split or a missing shard file fails with the same one-line
-:class:`~fda.errors.InputError` whichever command meets it.
+:class:`~fda.errors.InputError` whichever command meets it. A shard set may be remote (a URL of a folder, a brace
+pattern of tar names, a ``pipe:`` command: :mod:`fda.shards.location`); its manifest is read through the same opener
+as its tars, and its shards' URLs are the manifest's names put into the location.
 """
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from fda.errors import InputError
-from fda.shards.schema import MANIFEST, read_json
+from fda.shards.location import Location, read_member
+from fda.shards.schema import MANIFEST
 
 
 @dataclass(frozen=True)
@@ -27,7 +32,7 @@ class SplitInfo:
     """A split of a shard set as the manifest describes it.
 
     Attributes:
-        shards_dir: the shard set folder.
+        shards_dir: the shard set's location as given (a folder, a URL, a pattern of tar names).
         split: ``train``, ``val`` or ``test``.
         frames: frames per sample (T).
         size: frame side in pixels (frames are ``size x size``).
@@ -56,17 +61,33 @@ class SplitInfo:
         return [s.url for s in self.shards]
 
 
+def manifest_bytes(shards_dir: str) -> Optional[bytes]:
+    """The bytes of a shard set's ``manifest.json`` (local or remote), or ``None`` when it has none.
+
+    Raises:
+        InputError: it exists but cannot be read.
+    """
+    return read_member(shards_dir, MANIFEST)
+
+
+def manifest_sha256(shards_dir: str) -> str:
+    """The SHA-256 of a shard set's ``manifest.json`` (what eval and embed record; the empty string when none)."""
+    data = manifest_bytes(shards_dir)
+    return "" if data is None else hashlib.sha256(data).hexdigest()
+
+
 def read_manifest(shards_dir: str) -> Optional[Dict[str, Any]]:
     """The manifest of a shard set, or ``None`` when it has none (yet).
 
     Raises:
         InputError: the manifest is unreadable, not JSON, or not a JSON object (one line naming it).
     """
-    path = os.path.join(shards_dir, MANIFEST)
-    if not os.path.isfile(path):
+    path = Location.parse(shards_dir).member(MANIFEST)
+    data = manifest_bytes(shards_dir)
+    if data is None:
         return None
     try:
-        manifest = read_json(path)
+        manifest = json.loads(data.decode("utf-8"))
     except (OSError, ValueError) as err:
         reason = " ".join(str(err).split())[:200]
         raise InputError(f"{path} is damaged ({type(err).__name__}: {reason}): rerun fda preprocess (with "
@@ -81,13 +102,16 @@ def load_manifest(shards_dir: str) -> Dict[str, Any]:
     """The manifest of the finished shard set ``shards_dir``.
 
     Raises:
-        InputError: no such folder, or no manifest in it.
+        InputError: no such folder, or no manifest in it (or at the URL).
     """
-    if not os.path.isdir(shards_dir):
+    location = Location.parse(shards_dir)
+    if not location.remote and not os.path.isdir(shards_dir):
         raise InputError(f"shard folder {shards_dir!r} does not exist: run fda preprocess first or fix the path")
     manifest = read_manifest(shards_dir)
     if manifest is None:
-        raise InputError(f"{shards_dir!r} has no {MANIFEST}: not a finished shard set, run fda preprocess")
+        where = f" ({location.member(MANIFEST)} not found)" if location.remote else ""
+        raise InputError(f"{shards_dir!r} has no {MANIFEST}{where}: not a finished shard set, run fda preprocess "
+                         "or fix the location")
     return manifest
 
 
@@ -99,9 +123,16 @@ def split_shards(manifest: Dict[str, Any], split: str) -> List[str]:
     return [s["name"] for s in info["shards"] if s["samples"] > 0]
 
 
-def filled_splits(manifest: Dict[str, Any]) -> List[str]:
-    """The splits of a manifest that hold samples, in manifest order."""
-    return [s for s in manifest.get("splits", {}) if split_shards(manifest, s)]
+def _listed(manifest: Dict[str, Any], name: str) -> bool:
+    return any(s.get("name") == name for info in manifest.get("splits", {}).values() for s in info.get("shards", []))
+
+
+def filled_splits(manifest: Dict[str, Any], shards_dir: Optional[str] = None) -> List[str]:
+    """The splits of a manifest that hold samples, in manifest order; with ``shards_dir``, only those with shards
+    its location selects (a brace pattern of tar names may name one split's tars)."""
+    location = Location.parse(shards_dir) if shards_dir else None
+    return [s for s in manifest.get("splits", {})
+            if any(location is None or location.selects(name) for name in split_shards(manifest, s))]
 
 
 def load_split(shards_dir: str, split: str, manifest: Optional[Dict[str, Any]] = None) -> SplitInfo:
@@ -112,17 +143,23 @@ def load_split(shards_dir: str, split: str, manifest: Optional[Dict[str, Any]] =
     """
     if manifest is None:
         manifest = load_manifest(shards_dir)
+    location = Location.parse(shards_dir)
+    unknown = [name for name in location.tars or () if not _listed(manifest, name)]
+    if unknown:
+        raise InputError(f"{shards_dir!r} names {len(unknown)} tar(s) its {MANIFEST} does not list, e.g. "
+                         f"{unknown[0]!r}: fix the brace pattern or rerun fda preprocess")
     splits = manifest.get("splits", {})
     info = splits.get(split)
     if not info:
         have = ", ".join(sorted(splits)) or "none"
         raise InputError(f"shard set {shards_dir!r} has no {split!r} split (it has: {have}): "
                          f"preprocess that split or pass another --split")
-    shards = tuple(ShardInfo(os.path.join(shards_dir, s["name"]), int(s["samples"]), int(s.get("captions", 0)))
-                   for s in info.get("shards", []) if int(s["samples"]) > 0)
+    shards = tuple(ShardInfo(location.member(s["name"]), int(s["samples"]), int(s.get("captions", 0)))
+                   for s in info.get("shards", []) if int(s["samples"]) > 0 and location.selects(s["name"]))
     if not shards:
         raise InputError(f"split {split!r} of {shards_dir!r} has no samples: rerun fda preprocess for it")
-    missing = [s.url for s in shards if not os.path.isfile(s.url)]
+    # a remote set is not probed shard by shard: a shard missing there fails when it is read
+    missing = [] if location.remote else [s.url for s in shards if not os.path.isfile(s.url)]
     if missing:
         raise InputError(f"{len(missing)} shard(s) of split {split!r} listed in the manifest are missing, e.g. "
                          f"{missing[0]!r}: copy the whole shard folder or rerun fda preprocess")

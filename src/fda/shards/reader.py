@@ -14,9 +14,10 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List
 import cv2
 import numpy as np
 from webdataset.handlers import reraise_exception
-from webdataset.tariterators import base_plus_ext, tarfile_samples
+from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_expander
 
 from fda.errors import InputError
+from fda.shards.location import open_url
 from fda.shards.schema import CAPTIONS, META, SCHEMA_VERSION, frame_member, mask_member
 
 Handler = Callable[[Exception], bool]  # webdataset's error policy: True to go on, False to stop; or raise
@@ -68,6 +69,27 @@ def _is_meta(name: str) -> bool:
     return base_plus_ext(name)[1] == META  # webdataset's own split: the key up to the first dot, then the suffix
 
 
+def _open_streams(urls: Iterable[str], handler: Handler) -> Iterator[Dict[str, Any]]:
+    """webdataset's ``url_opener`` with fda's opener (:func:`fda.shards.location.open_url`: local files, ``pipe:``,
+    fsspec URLs with retries); a shard that cannot be opened goes to ``handler`` with its URL as the last argument.
+    Each stream is closed once its tar has been read (or abandoned)."""
+    for url in urls:
+        try:
+            stream = open_url(url)
+        except Exception as exn:  # noqa: BLE001 - the handler decides, as webdataset's url_opener does
+            exn.args = exn.args + (url,)
+            if handler(exn):
+                continue
+            break
+        try:
+            yield {"url": url, "stream": stream}
+        finally:
+            try:
+                stream.close()
+            except Exception:  # noqa: BLE001 - a pipe: command's failure was already seen by the tar reader
+                pass
+
+
 def iter_samples(urls: Iterable[str], *, handler: Handler = reraise_exception, meta_only: bool = False,
                  decode: bool = False) -> Iterator[Dict[str, Any]]:
     """The samples of the tars ``urls``, in the order written, grouped by webdataset itself.
@@ -85,8 +107,9 @@ def iter_samples(urls: Iterable[str], *, handler: Handler = reraise_exception, m
         Raw samples ``{"__key__", "__url__", suffix: bytes, ...}`` (key = member name up to its first dot), or
         decoded samples with ``decode``.
     """
-    raws = tarfile_samples(({"url": url} for url in urls), handler=handler,
-                           select_files=_is_meta if meta_only else None)
+    streams = _open_streams(urls, handler)
+    files = tar_file_expander(streams, handler=handler, select_files=_is_meta if meta_only else None)
+    raws = group_by_keys(files, handler=handler)
     if not decode:
         yield from raws
         return
@@ -102,7 +125,8 @@ def iter_samples(urls: Iterable[str], *, handler: Handler = reraise_exception, m
 
 def shard_of(exn: BaseException) -> str:
     """The shard webdataset names in the arguments of an error it passes to a handler (``"?"`` if none)."""
-    return next((a for a in reversed(exn.args) if isinstance(a, str) and a.endswith(".tar")), "?")
+    named = (a for a in reversed(exn.args) if isinstance(a, str) and (a.endswith(".tar") or a.startswith("pipe:")))
+    return next(named, "?")
 
 
 def one_line(exn: BaseException) -> str:

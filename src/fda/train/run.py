@@ -37,7 +37,8 @@ from fda.errors import ConfigError, FdaError, InputError
 from fda.model.device import resolve_device
 from fda.runs import RunDir, resume_source, shard_changes
 from fda.shards.loader import batches_per_epoch, check_plan, plan_slots, slot_videos
-from fda.shards.manifest import SplitInfo, load_manifest, load_split, require_captions
+from fda.shards.location import recorded
+from fda.shards.manifest import SplitInfo, filled_splits, load_manifest, load_split, require_captions
 from fda.shards.schema import write_json_atomic
 from fda.train.data import data_stream
 from fda.train.dist import Dist, StopSignals, agree, barrier, dist_from_env, stop_requested
@@ -140,6 +141,7 @@ def resolve_lr(cfg: TrainConfig) -> TrainConfig:
     lr = auto_lr(pretrained)
     logger.debug("--lr auto: %g (%s weights)", lr, "pretrained" if pretrained else "random")
     return dataclasses.replace(cfg, lr=lr)
+
 
 @dataclass(frozen=True)
 class RunPlan:
@@ -306,12 +308,12 @@ def _val_split(cfg: TrainConfig) -> Tuple[Optional[str], bool]:
     """
     if cfg.val_split == "none":
         return None, False
-    splits = load_manifest(cfg.shards_dir).get("splits", {})
+    splits = filled_splits(load_manifest(cfg.shards_dir), cfg.shards_dir)  # a tar pattern may select one split
     if cfg.val_split == "auto":
-        if splits.get("val"):
+        if "val" in splits:
             return "val", True
-        return ("test", False) if splits.get("test") else (None, False)
-    if not splits.get(cfg.val_split):
+        return ("test", False) if "test" in splits else (None, False)
+    if cfg.val_split not in splits:
         raise InputError(f"--val-split {cfg.val_split}: {cfg.shards_dir} has no such split: preprocess it or pass "
                          f"--val-split none")
     return cfg.val_split, True
@@ -505,7 +507,7 @@ def _resolved_config(cfg: TrainConfig, model: Any, run: RunDir, dist: Dist, devi
                 "fda_version": __version__, "model_name": model.name,
                 "shards": {"split": info.split, "videos": info.videos, "captions": info.captions,
                            "frames": info.frames, "size": info.size, "shards": len(info.shards),
-                           "dir": os.path.abspath(info.shards_dir), "config": info.config},
+                           "dir": recorded(info.shards_dir), "config": info.config},
                 **history}
     if used != cfg.pretrained:
         resolved["pretrained_requested"] = cfg.pretrained
@@ -672,7 +674,7 @@ def flag_name(field: str) -> str:
 
 def _comparable(name: str, value: Any, model_cfg: Dict[str, Any]) -> Any:
     if name == "shards_dir" and isinstance(value, str):
-        return os.path.abspath(value)
+        return recorded(value)
     if name == "model" and isinstance(value, str):
         return value.replace("/", "-")
     if name == "pretrained":
