@@ -153,11 +153,13 @@ def _check_output_parents(cls: type, kwargs: Dict[str, Any]) -> None:
     Raises:
         FdaClickError: the first such path (exit 2, one line).
     """
+    from fda.shards.location import is_url
+
     fields = {f.dest: f for f in cli_fields(cls)}
     for dest in OUTPUT_DESTS:
         value = kwargs.get(dest)
-        if dest not in fields or not isinstance(value, str) or not value:
-            continue
+        if dest not in fields or not isinstance(value, str) or not value or is_url(value):
+            continue  # a URL's parent is the remote store's business (fda.shards.store checks it)
         parent = os.path.dirname(os.path.abspath(value))
         if not os.path.lexists(parent):
             name = fields[dest].path[-1].upper() if fields[dest].spec.argument else fields[dest].flag
