@@ -568,7 +568,8 @@ class EmbedConfig:
     out: str = opt(help="Folder for the embeddings (EMB_DIR).")
     shards: Optional[str] = opt(None, SHARDS_HELP)  # None: the shard set the run trained on, else ./shards
     split: Optional[str] = opt(None, "Comma list of splits (default: all).")
-    run: Optional[str] = opt(None, "Run folder: use its best checkpoint.")
+    run: Optional[str] = opt(None, "Run folder: use its best.pt (kept only when a val split chose it), else its last "
+                             "checkpoint.")
     checkpoint: Optional[str] = opt(None, "An fda checkpoint file.")
     model: Optional[str] = opt(None, "An untrained model name (ViT-B-32, fda-tiny, ...).")
     pretrained: Optional[str] = opt(None, PRETRAINED_HELP)

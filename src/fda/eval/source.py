@@ -43,7 +43,7 @@ class ModelOptions(Protocol):
 
     @property
     def run(self) -> Optional[str]:
-        """A run folder (its best checkpoint)."""
+        """A run folder (its best.pt where a val split chose one, else its last checkpoint)."""
 
     @property
     def runs_dir(self) -> str:
