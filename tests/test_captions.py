@@ -179,12 +179,12 @@ def test_an_uncaptioned_library_is_preprocessed_embedded_and_searched(tmp_path, 
     assert res.exit_code == 0 and "beach" not in res.stdout and len(res.stdout.strip().splitlines()) == 2
 
 
-def test_the_readme_examples_of_each_format_read_as_written(tmp_path):
+def test_the_documented_examples_of_each_format_read_as_written(tmp_path):
     import re
 
     from fda.pipeline.datasets import load_dataset
 
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "docs", "DATASETS.md"), encoding="utf-8").read()
     start = readme.index("The same two videos in each format:")
     blocks = re.findall(r"```\n(.*?)```", readme[start:start + 2000], re.S)[:3]
     for name, block in zip(("captions.csv", "captions.tsv", "captions.jsonl"), blocks):

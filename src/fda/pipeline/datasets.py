@@ -1,6 +1,6 @@
 """Dataset layouts: which videos belong to which split, with which captions, and where their files are.
 
-Six layouts are understood (DATASETS.md §1-3 and the README's "Dataset layouts" have the official formats;
+Six layouts are understood (DATASETS.md §1-3 and docs/DATASETS.md have the official formats;
 ``activitynet``, ``didemo`` and ``lsmdc`` are read as CLIP4Clip's ``dataloaders/`` read them):
 
 - ``msrvtt``: ``MSRVTT_data.json`` (CLIP4Clip ``sentences`` schema or COCO-style ``annotations``; the
