@@ -45,7 +45,7 @@ from fda.errors import ConfigError, InputError, Interrupted
 from fda.pipeline.datasets import Dataset, VideoItem, load_dataset, not_regular
 from fda.pipeline.masks import clip_masks, robust_clip_masks
 from fda.pipeline.sampling import frames_before, needed_frames, partner_indices, sample_frame_indices
-from fda.pipeline.video import Video, VideoError, check_decoder, find_ffmpeg, ffmpeg_version
+from fda.pipeline.video import Video, VideoError, VideoInfo, check_decoder, find_ffmpeg, ffmpeg_version
 from fda.shards.schema import (CONFIG, MANIFEST, SCHEMA_VERSION, MaskParams, file_digest, read_json, sample_key,
                                shard_name, stats_name, write_json_atomic)
 from fda.shards.writer import PARTIAL, ShardWriter, encode_frame, encode_mask, pack_sample, sample_members
@@ -184,34 +184,48 @@ def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig, window_end:
     """Probe, sample, decode; a damaged clip is resampled over the frames that decoded, or fails below
     ``cfg.min_decodable``. With ``window_end``, samples and their partners are only frames presented before
     ``window_end`` seconds (from the first frame). Returns ``(info, total, indices, partners, frames, decode_meta)``;
-    ``decode_meta["window"]`` (only with ``window_end``) records the window and how many frames it held."""
+    ``decode_meta["window"]`` (only with ``window_end``) records the window and how many frames it held.
+
+    Frames are numbered by presentation time: frames lost in a hole of the timestamps keep their numbers (no frame
+    after the hole moves), so a stored index names the frame an undamaged decode calls by that number. Damage is
+    charged where it lands: frames lost (holes, decode errors, corrupt frames), frames missing at the end, and frames
+    decoded from a damaged reference (tainted) all count against ``cfg.min_decodable``; see docs/DAMAGE.md."""
     with Video(path) as video:  # probed and decoded from one open file
         info = video.info
-        declared = max(info.num_packets, info.declared_frames)
+        declared = info.expected_frames
         if info.present < cfg.min_decodable:
             held = (f"{info.num_packets} of its {info.declared_frames} frames" if info.declared_frames else
-                    f"{100 * info.present:.0f}% of its {info.duration:.2f} s")
+                    f"{100 * info.present:.0f}% of its {info.duration:.2f} s" if not info.tail_frames else
+                    f"{info.num_packets} of its {declared} frames")
             raise VideoError(f"truncated file: it holds {held} (--min-decodable {cfg.min_decodable})"
                              + (f"; read error: {info.demux_error}" if info.demux_error else ""))
-        total = info.num_packets
+        total = info.num_frames
         if total < 2:
             raise VideoError("only 1 frame: a frame-difference mask needs at least 2")
         span = total if window_end is None else frames_before(info.frame_times(), window_end)  # frames [0, span)
+        if window_end is not None and info.holes and span:
+            span = int(info.index_of_rank()[span - 1]) + 1  # ranks -> frame numbers
         indices = sample_frame_indices(span, count)
         partners = partner_indices(indices, span, cfg.diff_mode)
         needed = needed_frames(indices, partners)
-        dec = video.decode(needed, cfg.size)
+        dec = video.decode(needed, cfg.size, full=bool(info.holes))  # a clip with holes: count every frame
         lost: List[int] = []
+        tainted: List[int] = []
         frames = dec.frames
-        if dec.full and (dec.good is None or len(dec.good) != total or any(i not in dec.frames for i in needed)):
+        if dec.full and (dec.good is None or len(dec.good) != total or dec.tainted
+                         or any(i not in dec.frames for i in needed)):
             good = dec.good or []
             # No decode error: the codec simply makes fewer (or more) frames than there are packets (field-coded
-            # video, packed frames); the clip is the frames it made. Errors: the missing frames are lost.
-            renumber = dec.errors == 0
-            if len(good) < 2 or (not renumber and len(good) < cfg.min_decodable * declared):
-                raise VideoError(f"only {len(good)} of {declared} frames decodable ({dec.errors} decode errors; "
-                                 f"--min-decodable {cfg.min_decodable})")
-            usable = np.asarray(good, np.int64)
+            # video, packed frames); the clip is the frames it made. Errors or holes: the missing frames are lost.
+            renumber = dec.errors == 0 and not info.holes
+            tainted = dec.tainted
+            clean = sorted(set(good) - set(tainted))
+            if len(good) < 2 or (not renumber and len(clean) < cfg.min_decodable * declared):
+                spread = f", {len(tainted)} decoded from a damaged reference" if tainted else ""
+                holes = (f", {len(info.hole_frames())} missing in timestamp holes" if info.holes else "")
+                raise VideoError(f"only {len(clean)} of {declared} frames decodable ({dec.errors} decode errors"
+                                 f"{spread}{holes}; --min-decodable {cfg.min_decodable})")
+            usable = np.asarray(clean if cfg.skip_damaged_frames and len(clean) >= 2 else good, np.int64)
             if window_end is not None:
                 usable = usable[usable < span] if np.count_nonzero(usable < span) >= 2 else usable[:2]
             pick = sample_frame_indices(len(usable), count)
@@ -228,6 +242,7 @@ def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig, window_end:
                 frames = {int(p): dec.frames[int(usable[p])] for p in set(pick.tolist()) | set(pick_partners.tolist())}
                 declared += len(good) - total  # a truncated tail stays counted
                 indices, partners, total = pick, pick_partners, len(good)
+                tainted = []
             else:
                 lost = sorted(set(range(total)) - set(good))
                 frames = dec.frames
@@ -235,10 +250,52 @@ def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig, window_end:
                    "sar": [dec.sar.numerator, dec.sar.denominator], "deinterlaced": dec.deinterlaced > 0,
                    "frames_lost": len(lost) + declared - total, "lost_at": _ranges(lost),
                    "truncated_frames": declared - total, "decode_errors": dec.errors}
+    decode_meta.update(_damage_meta(info, total, declared - total, tainted, indices, partners))
     if window_end is not None:
         decode_meta["window"] = {"start": 0.0, "end": float(window_end), "frames": int(min(span, total)),
                                  "rule": "frames presented before 'end' seconds, counted from the first frame"}
     return info, total, indices, partners, frames, decode_meta
+
+
+def _damage_meta(info: VideoInfo, total: int, truncated: int, tainted: Sequence[int], indices: np.ndarray,
+                 partners: np.ndarray) -> Dict[str, Any]:
+    """The sample json's damage fields beyond the always-present ones, each only when it has something to say (a
+    well-formed clip's json keeps its bytes): frames decoded from a damaged reference (``tainted_frames``,
+    ``tainted_at``, and which stored frames and partners are among them), the demuxer's own report, and why
+    ``num_frames``, ``fps`` and ``duration`` disagree when they do (``length_note``)."""
+    meta: Dict[str, Any] = {}
+    if tainted:
+        bad = set(tainted)
+        meta.update({"tainted_frames": len(bad), "tainted_at": _ranges(sorted(bad)),
+                     "tainted": [k for k, i in enumerate(indices.tolist()) if i in bad],
+                     "tainted_partners": [k for k, i in enumerate(partners.tolist()) if i in bad]})
+    if info.holes:
+        meta["holes"] = [[int(i), n] for i, n in zip(info.index_of_rank()[[r for r, _ in info.holes]].tolist(),
+                                                      (n for _, n in info.holes))]
+    if info.demux_damage:
+        meta["demux_damage"] = info.demux_damage
+    note = length_note(info, total, truncated)
+    if note:
+        meta["length_note"] = note
+    return meta
+
+
+def length_note(info: VideoInfo, total: int, truncated: int) -> Optional[str]:
+    """Why ``num_frames / fps`` is more than a frame away from ``duration``, or ``None`` when they agree."""
+    if info.fps <= 0 or info.duration <= 0:
+        return None
+    frame = 1.0 / info.fps
+    if abs(total * frame - info.duration) <= frame * 1.01:
+        return None
+    if truncated and abs((total + truncated) * frame - info.duration) <= frame * 1.51:
+        return (f"truncated: the video stream ends {truncated} frames before its declared duration "
+                "(truncated_frames)")
+    gaps = np.diff(info.frame_times())
+    if len(gaps) > 1 and np.median(gaps) > 0 and gaps.max() > 1.5 * np.median(gaps) or truncated:
+        return ("variable frame rate or missing frames: fps is the average rate the container declares, "
+                "frames are numbered by presentation time")
+    return ("the declared duration is not the video stream's: the container's duration covers a longer stream "
+            "(audio) or says more than the video holds")
 
 
 @dataclass
