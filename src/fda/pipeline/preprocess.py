@@ -376,9 +376,9 @@ def process_video_masks(item: VideoItem, cfg: PreprocessConfig, masks: Sequence[
         ``(members per mask setting or None on failure, record)``: the record is the video's status
         ``{video_id, key, source, status, error}``. Never raises for a bad video.
     """
-    record: Dict[str, Any] = {"video_id": item.video_id, "key": sample_key(item.video_id), "source": item.source,
-                              "status": "ok", "error": None}
+    record = _record(item)
     try:
+        _test_hang(item)
         clip = decode_clip(item, cfg)
         return [encode_sample(clip, mask) for mask in masks], record
     except VideoError as err:
@@ -386,11 +386,64 @@ def process_video_masks(item: VideoItem, cfg: PreprocessConfig, masks: Sequence[
         return None, record
 
 
-def _process_packed(item: VideoItem, cfg: PreprocessConfig, masks: Sequence[MaskParams]
+def _record(item: VideoItem, status: str = "ok", error: Optional[str] = None) -> Dict[str, Any]:
+    """A video's status record for the shard stats and the manifest."""
+    return {"video_id": item.video_id, "key": sample_key(item.video_id), "source": item.source, "status": status,
+            "error": error}
+
+
+TEST_HANG_ENV = "FDA_TEST_HANG"
+"""Test hook: a worker sleeps for an hour on a video whose source contains this variable's value (a decoder that
+hangs, for the tests of ``--video-timeout``)."""
+
+
+def _test_hang(item: VideoItem) -> None:
+    name = os.environ.get(TEST_HANG_ENV)
+    if name and name in item.source:
+        time.sleep(3600)
+
+
+class VideoTimeout(Exception):
+    """Raised in a single-process run when a video outlives ``--video-timeout`` (from ``SIGALRM``)."""
+
+
+def _timed_out(item: VideoItem, cfg: PreprocessConfig) -> Dict[str, Any]:
+    return _record(item, "timed out", f"timed out after {cfg.video_timeout:g} s (--video-timeout): the decoder hung "
+                                      "or is far slower than usual on this file")
+
+
+@contextlib.contextmanager
+def _alarm(seconds: float) -> Iterator[None]:
+    """Raise :class:`VideoTimeout` in this (main) thread after ``seconds`` (0, or not the main thread: no limit)."""
+    if not seconds or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def ring(signum: int, frame: Any) -> None:
+        raise VideoTimeout()
+
+    old = signal.signal(signal.SIGALRM, ring)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _process_packed(item: VideoItem, cfg: PreprocessConfig, masks: Sequence[MaskParams], job: Optional[int] = None
                     ) -> Tuple[Optional[List[bytes]], Dict[str, Any]]:
     """:func:`process_video_masks` with each sample packed into its tar blocks, in the process that made it (a
-    worker): the process assembling the shards then only appends bytes."""
-    members, record = process_video_masks(item, cfg, masks)
+    worker): the process assembling the shards then only appends bytes. A pool worker first reports ``(job, its
+    pid, start time)`` to the parent, which replaces a worker that outlives ``--video-timeout``; in one process an
+    alarm interrupts the video instead."""
+    if job is not None and _STARTED is not None:
+        _STARTED.put((job, os.getpid(), time.monotonic()))
+    try:
+        with _alarm(cfg.video_timeout if job is None else 0):
+            members, record = process_video_masks(item, cfg, masks)
+    except VideoTimeout:
+        return None, _timed_out(item, cfg)
     return (None if members is None else [pack_sample(m) for m in members]), record
 
 
@@ -404,8 +457,13 @@ def process_video(item: VideoItem, cfg: PreprocessConfig) -> Tuple[Optional[List
 # Shards, assembled in order from finished videos
 
 
-def _init_worker() -> None:
+_STARTED: Any = None  # in a pool worker: the queue that tells the parent which video it started, and when
+
+
+def _init_worker(started: Any = None) -> None:
     """Per worker process: one OpenCV thread; Ctrl-C goes to the parent only, which ends the workers itself."""
+    global _STARTED
+    _STARTED = started
     cv2.setNumThreads(1)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -540,9 +598,13 @@ def _run_videos(todo: Sequence[ShardTask], sets: ShardSets, progress: Progress, 
         # Results wait in order for their shard; bound what is in flight or waiting (a slow video at the head of a
         # shard must not let thousands of finished ones pile up in memory).
         window = 16 * workers
-        with _opencv_pool_stopped(), _pool_context(mp).Pool(workers, initializer=_init_worker) as pool:
-            pending: Deque[Tuple[int, int, Any]] = collections.deque()
-            queued = iter(jobs)
+        context = _pool_context(mp)
+        started = context.SimpleQueue()
+        running: Dict[int, Tuple[int, float]] = {}  # job number -> (worker pid, start time)
+        limit = sets.cfg.video_timeout
+        with _opencv_pool_stopped(), context.Pool(workers, initializer=_init_worker, initargs=(started,)) as pool:
+            pending: Deque[Tuple[int, int, Any, int]] = collections.deque()
+            queued = iter(enumerate(jobs))
             more = True
             while True:
                 waiting = sum(len(s.waiting) for s in shards.values())
@@ -551,21 +613,49 @@ def _run_videos(todo: Sequence[ShardTask], sets: ShardSets, progress: Progress, 
                     if job is None:
                         more = False
                         break
-                    t, position, item = job
+                    number, (t, position, item) = job
                     pending.append((t, position, pool.apply_async(_process_packed,
-                                                                  (item, sets.cfg, sets.masks))))
+                                                                  (item, sets.cfg, sets.masks, number)), number))
                 if stop or not pending:
                     return  # leaving the block terminates the workers at once
+                while not started.empty():
+                    number, pid, when = started.get()
+                    running[number] = (pid, when)
                 ready = [entry for entry in pending if entry[2].ready()]
+                if limit:
+                    ready += _overdue(pending, running, limit, ready)
                 if not ready:
                     pending[0][2].wait(0.1)
                     continue
                 for entry in ready:
                     pending.remove(entry)
-                    deliver(entry[0], entry[1], *entry[2].get())
+                    running.pop(entry[3], None)
+                    if entry[2].ready():
+                        deliver(entry[0], entry[1], *entry[2].get())
+                    else:  # its worker was killed: the pool starts another in its place
+                        deliver(entry[0], entry[1], None, _timed_out(todo[entry[0]].items[entry[1]], sets.cfg))
     finally:
         for shard in shards.values():
             shard.abort()
+
+
+def _overdue(pending: Sequence[Tuple[int, int, Any, int]], running: Dict[int, Tuple[int, float]], limit: float,
+             ready: Sequence[Tuple[int, int, Any, int]]) -> List[Tuple[int, int, Any, int]]:
+    """Pending jobs whose worker has been on them longer than ``limit`` seconds; each such worker is killed (the
+    pool replaces it), and its job is taken as timed out."""
+    now = time.monotonic()
+    late = []
+    for entry in pending:
+        if entry in ready or entry[3] not in running:
+            continue
+        pid, when = running[entry[3]]
+        if now - when > limit:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass  # it ended meanwhile; the pool replaces it all the same
+            late.append(entry)
+    return late
 
 
 @contextlib.contextmanager

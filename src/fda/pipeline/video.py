@@ -112,7 +112,8 @@ class VideoInfo:
     truncated file. ``holes`` lists ``(rank, frames)``: ``frames`` are missing just before the frame of
     presentation rank ``rank`` (a timestamp gap, see :func:`timestamp_holes`); ``tail_frames`` are missing after the
     last frame (the video stream's own duration goes on past it). ``demux_damage`` is the first error the demuxer
-    reported while reading the file (it resynchronised and went on), or ``None``.
+    reported while reading the file (it resynchronised and went on), or ``None``. ``damaged_packets`` are decode
+    positions of packets whose bytes fail their container's checksum (Matroska's CRC-32 elements).
     """
 
     num_packets: int
@@ -132,6 +133,7 @@ class VideoInfo:
     holes: Tuple[Tuple[int, int], ...] = ()
     tail_frames: int = 0
     demux_damage: Optional[str] = None
+    damaged_packets: Tuple[int, ...] = ()
 
     @property
     def num_frames(self) -> int:
@@ -325,6 +327,7 @@ class Video:
             all_packets = 0
             last_end = None
             durations: List[int] = []
+            offsets: List[int] = []
             with _ffmpeg_errors() as logged:
                 try:
                     for packet in container.demux(stream):
@@ -338,6 +341,7 @@ class Video:
                         if not pts:
                             self._first = (packet.pts, packet.dts, packet.size)
                         pts.append(packet.pts)
+                        offsets.append(packet.pos if packet.pos is not None else -1)
                         if cache is not None:
                             cached += packet.size
                             if cached <= PACKET_CACHE_BYTES:
@@ -353,6 +357,12 @@ class Video:
                     demux_error = _one_line(err)
                     cache = None  # the full decode that follows counts the error itself
             demux_damage = _one_line_text(logged[0][2]) if logged else None
+            damaged_packets: List[int] = []
+            if "matroska" in container.format.name:
+                bad = matroska_crc_damage(self.path)
+                damaged_packets = [q for q, at in enumerate(offsets) if any(a <= at < b for a, b in bad)]
+                if bad and not demux_damage:
+                    demux_damage = (f"Matroska CRC-32 mismatch in {len(bad)} element(s), the first at byte {bad[0][0]}")
             self._cache = cache
             declared_frames = max(int(stream.frames or 0), 0)
             tb = stream.time_base
@@ -405,12 +415,12 @@ class Video:
             present = 1.0
         # A timestamp gap alone is no proof of loss (encoders and cameras write gaps on purpose): frames are lost
         # in the gaps of a file the demuxer found damaged, or that stops short of its own length.
-        damaged = bool(demux_damage or demux_error or tail_frames or present < 1.0)
+        damaged = bool(demux_damage or demux_error or tail_frames or present < 1.0 or damaged_packets)
         holes = timestamp_holes(ordered) if ordered is not None and damaged else []
         return VideoInfo(len(pts), fps, duration, width, height, codec, tuple(pts) if usable else (), tuple(keyframes),
                          Fraction(sar.numerator, sar.denominator) if sar else Fraction(1), interlaced, declared_frames,
                          present, demux_error, Fraction(tb.numerator, tb.denominator) if tb else None, tuple(holes),
-                         tail_frames, demux_damage)
+                         tail_frames, demux_damage, tuple(damaged_packets))
 
 
 HOLE_FACTOR = 1.5
@@ -436,6 +446,76 @@ def timestamp_holes(pts: np.ndarray) -> List[Tuple[int, int]]:
         return []
     holes = [(int(i) + 1, int(round(gaps[i] / typical)) - 1) for i in np.nonzero(gaps > HOLE_FACTOR * typical)[0]]
     return [(rank, lost) for rank, lost in holes if lost > 0]
+
+
+_EBML_SEGMENT, _EBML_CLUSTER, _EBML_CRC32 = 0x18538067, 0x1F43B675, 0xBF  # an ID below 0x10000000 at the top
+# level is damage, but for Void (0xEC) and CRC-32 elements, which may stand anywhere
+
+
+def _ebml_vint(data, at: int, keep_marker: bool) -> Tuple[Optional[int], int]:
+    """An EBML variable-length integer at ``at``: ``(value, end)``; ``(None, end)`` for an unknown size (all ones)
+    and ``(None, at)`` for a byte that starts none."""
+    if at >= len(data) or data[at] == 0:
+        return None, at
+    length = 9 - data[at].bit_length()
+    if at + length > len(data):
+        return None, at
+    value = int.from_bytes(data[at:at + length], "big")
+    if not keep_marker:
+        value &= (1 << (7 * length)) - 1
+        if value == (1 << (7 * length)) - 1:
+            return None, at + length
+    return value, at + length
+
+
+def matroska_crc_damage(path: str) -> List[Tuple[int, int]]:
+    """Byte ranges ``[start, end)`` of a Matroska file's top-level elements that fail their CRC-32 element (FFmpeg
+    and mkvmerge write one into each cluster and header element), or that the segment cannot account for (garbage
+    up to the next cluster). Empty for a file without checksums; checking stops at an element of unknown size."""
+    import mmap
+    import zlib
+
+    bad: List[Tuple[int, int]] = []
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            at = 0
+            while at < len(data):  # top level: the EBML header, then the segment
+                ident, head = _ebml_vint(data, at, True)
+                size, body = _ebml_vint(data, head, False)
+                if ident is None or body == head:
+                    return bad
+                if ident != _EBML_SEGMENT:
+                    if size is None:
+                        return bad
+                    at = body + size
+                    continue
+                end = len(data) if size is None else min(len(data), body + size)
+                at = body
+                while at < end:
+                    ident, head = _ebml_vint(data, at, True)
+                    size, child = _ebml_vint(data, head, False) if ident is not None else (None, head)
+                    if ident is None or child == head or (ident < 0x10000000 and ident not in (0xEC, _EBML_CRC32)):
+                        resume = data.find(_EBML_CLUSTER.to_bytes(4, "big"), at + 1, end)
+                        resume = end if resume < 0 else resume
+                        bad.append((at, resume))
+                        at = resume
+                        continue
+                    if size is None:
+                        return bad  # a live stream's cluster of unknown size: nothing to check against
+                    stop = child + size
+                    if stop > end:
+                        return bad  # cut short: the truncation is counted elsewhere
+                    crc_id, crc_head = _ebml_vint(data, child, True)
+                    crc_size, crc_body = _ebml_vint(data, crc_head, False)
+                    if crc_id == _EBML_CRC32 and crc_size == 4:
+                        want = int.from_bytes(data[crc_body:crc_body + 4], "little")
+                        if zlib.crc32(data[crc_body + 4:stop]) != want:
+                            bad.append((at, stop))
+                    at = stop
+                return bad
+    except (OSError, ValueError):
+        return bad
+    return bad
 
 
 def _tag_seconds(value: Optional[str]) -> Optional[float]:
@@ -856,7 +936,7 @@ def _decode_full(video: "Video", wanted: Sequence[int], convert: _Converter, by_
     count = 0
     position = 0  # decode position of the packet being decoded
     restarts: List[int] = []  # decode positions (pts numbering) or output numbers of clean restart points
-    damage: List[int] = []  # the same, of damaged packets or frames
+    damage: List[int] = list(info.damaged_packets)  # the same, of damaged packets or frames
     leaves: set = set()  # decode positions of pictures nothing references (their damage goes nowhere)
 
     def take(frames) -> None:
@@ -1031,6 +1111,7 @@ def _decode(video: Video, needed: Iterable[int], size: int, full: bool) -> Decod
         wanted = sorted(rank_of_index[i] for i in wanted if i in rank_of_index)
     convert = _Converter(size, info.sar)
     renumbered = False
+    full = full or bool(info.damaged_packets)  # packets that fail their checksum: count every frame
     try:
         result = None
         neighbours = info.interlaced
