@@ -199,6 +199,8 @@ def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig, window_end:
                     f"{info.num_packets} of its {declared} frames")
             raise VideoError(f"truncated file: it holds {held} (--min-decodable {cfg.min_decodable})"
                              + (f"; read error: {info.demux_error}" if info.demux_error else ""))
+        if info.unnumbered:
+            raise VideoError(f"frames cannot be numbered: {info.unnumbered}")
         total = info.num_frames
         if total < 2:
             raise VideoError("only 1 frame: a frame-difference mask needs at least 2")

@@ -113,7 +113,8 @@ class VideoInfo:
     presentation rank ``rank`` (a timestamp gap, see :func:`timestamp_holes`); ``tail_frames`` are missing after the
     last frame (the video stream's own duration goes on past it). ``demux_damage`` is the first error the demuxer
     reported while reading the file (it resynchronised and went on), or ``None``. ``damaged_packets`` are decode
-    positions of packets whose bytes fail their container's checksum (Matroska's CRC-32 elements).
+    positions of packets whose bytes fail their container's checksum (Matroska's CRC-32 elements);
+    ``repeated_pts`` counts packets whose timestamp an earlier packet has.
     """
 
     num_packets: int
@@ -134,6 +135,22 @@ class VideoInfo:
     tail_frames: int = 0
     demux_damage: Optional[str] = None
     damaged_packets: Tuple[int, ...] = ()
+    repeated_pts: int = 0
+
+    @property
+    def unnumbered(self) -> Optional[str]:
+        """Why the frames of this file cannot be numbered as an undamaged copy would number them, or ``None``: it
+        holds more frames than its container declares (a duplicated chunk, or files joined end to end, in a
+        container that counts its frames: AVI, MP4), or its timestamps repeat where the demuxer found damage (a
+        duplicated chunk of a Matroska file): either way a frame's number after the extra data is off by an
+        unknown amount."""
+        if self.declared_frames and self.num_packets > self.declared_frames:
+            return (f"it holds {self.num_packets} video frames where its header declares {self.declared_frames} "
+                    "(duplicated data, or files joined end to end)")
+        if self.repeated_pts and (self.demux_damage or self.demux_error or self.damaged_packets):
+            return (f"{self.repeated_pts} frames repeat the timestamps of others in a file the demuxer found damaged "
+                    f"({self.demux_damage or self.demux_error or 'checksum mismatch'})")
+        return None
 
     @property
     def num_frames(self) -> int:
@@ -420,7 +437,8 @@ class Video:
         return VideoInfo(len(pts), fps, duration, width, height, codec, tuple(pts) if usable else (), tuple(keyframes),
                          Fraction(sar.numerator, sar.denominator) if sar else Fraction(1), interlaced, declared_frames,
                          present, demux_error, Fraction(tb.numerator, tb.denominator) if tb else None, tuple(holes),
-                         tail_frames, demux_damage, tuple(damaged_packets))
+                         tail_frames, demux_damage, tuple(damaged_packets),
+                         len(pts) - len({p for p in pts if p is not None}) - sum(p is None for p in pts))
 
 
 HOLE_FACTOR = 1.5
@@ -987,7 +1005,7 @@ def _decode_full(video: "Video", wanted: Sequence[int], convert: _Converter, by_
     _convert_ready(held, wanted_set, out, convert, info.num_packets, done=True)
     if rank_of_pts is not None:
         hit = taint([d for d in damage if d not in leaves], restarts, info.num_packets, ranks) + damage
-        tainted = sorted(set(good) & {int(ranks[q]) for q in hit})
+        tainted = sorted(set(good) & {int(ranks[q]) for q in hit if 0 <= q < len(ranks)})
     else:  # output order: a damaged frame may be referenced by the frames around it until the next keyframe
         depth = max(int(getattr(stream.codec_context, "has_b_frames", 0) or 0), 2)
         hit = taint([max(0, d - depth) for d in damage], restarts, max(count, 1))
