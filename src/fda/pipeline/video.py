@@ -434,6 +434,11 @@ class Video:
         # in the gaps of a file the demuxer found damaged, or that stops short of its own length.
         damaged = bool(demux_damage or demux_error or tail_frames or present < 1.0 or damaged_packets)
         holes = timestamp_holes(ordered) if ordered is not None and damaged else []
+        if holes:  # the packet read just before the demuxer lost its way may hold the damage (cut short, overrun)
+            ranks = np.argsort(np.argsort(np.asarray(pts, np.int64), kind="stable"), kind="stable")
+            pos_of_rank = np.argsort(ranks, kind="stable")
+            damaged_packets = sorted(set(damaged_packets) | {int(pos_of_rank[r]) - 1 for r, _ in holes
+                                                               if pos_of_rank[r] > 0})
         return VideoInfo(len(pts), fps, duration, width, height, codec, tuple(pts) if usable else (), tuple(keyframes),
                          Fraction(sar.numerator, sar.denominator) if sar else Fraction(1), interlaced, declared_frames,
                          present, demux_error, Fraction(tb.numerator, tb.denominator) if tb else None, tuple(holes),
