@@ -181,6 +181,16 @@ def test_tainted_frames_are_marked_and_can_be_skipped(clips, tmp_path):
     assert "tainted" in skipped and skipped["tainted"] == [] and skipped["tainted_partners"] == []
 
 
+def test_taint_runs_to_the_next_clean_restart_and_its_leading_pictures():
+    from fda.pipeline.video import taint
+
+    assert taint([3], [0, 5, 10], 12) == [3, 4]
+    assert taint([7, 11], [0, 5, 10], 12) == [7, 8, 9, 11]
+    # decode order 5 is a restart shown at rank 6; decode 6 (rank 5) leads it and may reference the damaged group
+    ranks = np.array([0, 2, 1, 3, 4, 6, 5, 7, 8, 9])
+    assert taint([3], [0, 5], 10, ranks) == [3, 4, 6]
+
+
 def test_skip_damaged_frames_is_a_recorded_data_option(tmp_path):
     cfg = suite_config()
     assert "skip_damaged_frames" not in cfg.data_fields()  # off: shard sets written before it keep their fingerprint

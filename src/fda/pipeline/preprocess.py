@@ -405,8 +405,9 @@ def _test_hang(item: VideoItem) -> None:
         time.sleep(3600)
 
 
-class VideoTimeout(Exception):
-    """Raised in a single-process run when a video outlives ``--video-timeout`` (from ``SIGALRM``)."""
+class VideoTimeout(BaseException):
+    """Raised in a single-process run when a video outlives ``--video-timeout`` (from ``SIGALRM``); not an
+    ``Exception``, so that no ``except Exception`` on the way (the decoder counts errors that way) swallows it."""
 
 
 def _timed_out(item: VideoItem, cfg: PreprocessConfig) -> Dict[str, Any]:

@@ -17,9 +17,13 @@ One decoder, in-process through PyAV (FFmpeg's libraries):
   aspect ratio is applied before the short-side resize and centre crop (frames get the display shape), frames
   flagged interlaced go through ``yadif`` (with their neighbours decoded, so the result equals a yadif pass over
   the whole clip), and any pixel format is converted to RGB by libswscale.
-- **Corruption is counted.** A full decode counts decode errors and frames flagged corrupt; the caller decides
-  what fraction of lost frames a clip may have (:class:`Decoded` lists them). :func:`probe` reports files whose
-  packets stop short of the frame count or duration their container declares (truncated files).
+- **Damage is found where it lands** (docs/DAMAGE.md). :func:`probe` measures the video stream against its own
+  length (declared frame count, own duration, Matroska's per-track ``DURATION`` tag; never an audio track's),
+  finds holes in the timestamps of a damaged file (frames after a hole keep the numbers an undamaged copy gives
+  them), checks Matroska's CRC-32 elements and keeps what the demuxer complained about. A full decode runs with
+  ``err_detect=explode`` and counts decode errors and corrupt frames, and taints the frames decoded from a damaged
+  picture up to the next clean restart (:func:`taint`); the caller decides what a clip may lose (:class:`Decoded`
+  lists it).
 
 Failures are values: :class:`VideoError` carries a one-line reason that the caller records.
 """
