@@ -547,11 +547,18 @@ class _Stop:
 
     def __init__(self) -> None:
         self.signum: Optional[int] = None
+        self.pid = os.getpid()
 
     def __bool__(self) -> bool:
         return self.signum is not None
 
     def handle(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self.pid:
+            # A worker forked while the handler was in place (the pool replacing a timed-out one) and signalled
+            # before its initializer restored the default: the pool is ending it, so end as the default would.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         if self.signum is not None:
             raise KeyboardInterrupt
         self.signum = signum
@@ -652,7 +659,7 @@ def _overdue(pending: Sequence[Tuple[int, int, Any, int]], running: Dict[int, Tu
         if entry in ready or entry[3] not in running:
             continue
         pid, when = running[entry[3]]
-        if now - when > limit:
+        if now - when > limit and not entry[2].wait(0.2):  # a result on its way: the worker is not hung
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:

@@ -349,6 +349,7 @@ class Video:
             last_end = None
             durations: List[int] = []
             offsets: List[int] = []
+            last_pts, last_timed = None, True  # the last frame's timestamp, and whether its packet has a duration
             with _ffmpeg_errors() as logged:
                 try:
                     for packet in container.demux(stream):
@@ -374,6 +375,8 @@ class Video:
                             last_end = end if last_end is None else max(last_end, end)
                             if packet.duration:
                                 durations.append(packet.duration)
+                            if last_pts is None or packet.pts > last_pts:
+                                last_pts, last_timed = packet.pts, bool(packet.duration)
                 except Exception as err:  # noqa: BLE001 - a read error mid-file: keep what came before
                     demux_error = _one_line(err)
                     cache = None  # the full decode that follows counts the error itself
@@ -425,6 +428,8 @@ class Video:
             interval = float(np.median(np.diff(ordered))) * float(tb)
         elif durations and tb:
             interval = float(np.median(durations)) * float(tb)
+        if covered is not None and not last_timed:
+            covered += interval  # the last frame lasts a frame interval, though its packet does not say so
         tail_frames = 0
         if declared_frames:
             present = min(1.0, all_packets / declared_frames)
