@@ -10,9 +10,10 @@ generated clips; ``benchmarks/bench_damage.py`` on real footage. See docs/DAMAGE
 """
 
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -29,6 +30,7 @@ RENAMED = {".mp4": ".mkv", ".mkv": ".avi", ".webm": ".mp4", ".avi": ".webm"}
 
 
 def _flip(data: bytes, rng: np.random.Generator, start: float, end: float) -> bytes:
+    """:data:`FLIPS` random bytes between ``start`` and ``end`` (fractions of the file) inverted."""
     out = bytearray(data)
     lo, hi = int(len(data) * start), max(int(len(data) * end), int(len(data) * start) + 1)
     for at in rng.integers(lo, hi, FLIPS):
@@ -36,29 +38,45 @@ def _flip(data: bytes, rng: np.random.Generator, start: float, end: float) -> by
     return bytes(out)
 
 
-def _zero(data: bytes) -> bytes:
+def _zero(data: bytes, rng: np.random.Generator) -> bytes:
+    """A tenth of the file (at least 1 kB) zeroed from its middle."""
     span = max(len(data) // 10, 1024)
     middle = len(data) // 2
     return data[:middle] + bytes(min(span, len(data) - middle)) + data[middle + span:]
 
 
-def _duplicate(data: bytes) -> bytes:
+def _duplicate(data: bytes, rng: np.random.Generator) -> bytes:
+    """The twentieth of the file before its middle written twice."""
     middle = len(data) // 2
     return data[:middle] + data[middle - len(data) // 20:middle] + data[middle:]
 
 
-MUTANT_KINDS: Dict[str, Any] = {
-    "flip-start": lambda data, rng: _flip(data, rng, 0.02, 0.10),
-    "flip-middle": lambda data, rng: _flip(data, rng, 0.45, 0.55),
-    "flip-end": lambda data, rng: _flip(data, rng, 0.90, 0.99),
-    "zero-block": lambda data, rng: _zero(data),
-    "duplicate-chunk": lambda data, rng: _duplicate(data),
-    "truncate-30": lambda data, rng: data[:int(len(data) * 0.30)],
-    "truncate-60": lambda data, rng: data[:int(len(data) * 0.60)],
-    "truncate-90": lambda data, rng: data[:int(len(data) * 0.90)],
-    "truncate-98": lambda data, rng: data[:int(len(data) * 0.977)],
-    "joined": lambda data, rng: data + data,
-    "renamed": lambda data, rng: data,
+def _truncate(data: bytes, rng: np.random.Generator, keep: float) -> bytes:
+    """The first ``keep`` of the file (a partial download)."""
+    return data[:int(len(data) * keep)]
+
+
+def _joined(data: bytes, rng: np.random.Generator) -> bytes:
+    """The file joined end to end to itself."""
+    return data + data
+
+
+def _same(data: bytes, rng: np.random.Generator) -> bytes:
+    return data
+
+
+MUTANT_KINDS: Dict[str, Callable[[bytes, np.random.Generator], bytes]] = {
+    "flip-start": functools.partial(_flip, start=0.02, end=0.10),
+    "flip-middle": functools.partial(_flip, start=0.45, end=0.55),
+    "flip-end": functools.partial(_flip, start=0.90, end=0.99),
+    "zero-block": _zero,
+    "duplicate-chunk": _duplicate,
+    "truncate-30": functools.partial(_truncate, keep=0.30),
+    "truncate-60": functools.partial(_truncate, keep=0.60),
+    "truncate-90": functools.partial(_truncate, keep=0.90),
+    "truncate-98": functools.partial(_truncate, keep=0.977),
+    "joined": _joined,
+    "renamed": _same,
 }
 """Each kind of damage: ``(bytes, rng) -> damaged bytes`` (``renamed`` keeps the bytes; :func:`mutants` changes the
 extension)."""
