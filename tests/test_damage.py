@@ -294,3 +294,20 @@ def test_a_hung_video_times_out_and_the_run_goes_on(clips, tmp_path, workers, mo
     assert split["videos"] == 2
     stats = json.load(open(next(str(p) for p in (tmp_path / "out").glob("*.stats.json"))))
     assert [v["status"] for v in stats["videos"]] == ["ok", "timed out", "ok"]
+
+
+def test_a_worker_that_dies_is_a_recorded_failure(clips, tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    root.mkdir()
+    for name in ("a", "crash", "b", "c"):
+        (root / f"{name}.mp4").write_bytes(open(clips["gops"], "rb").read())
+    (root / "captions.csv").write_text("video,caption\na.mp4,one\ncrash.mp4,two\nb.mp4,three\nc.mp4,four\n")
+    monkeypatch.setenv("FDA_TEST_CRASH", "crash.mp4")
+    from fda.config import PreprocessConfig
+
+    result = run_preprocess(PreprocessConfig(str(root), out=str(tmp_path / "out"), size=32, workers=2,
+                                             max_failure_rate=1.0))
+    (failure,) = result.manifest["failures"]
+    assert failure["video_id"] == "crash" and failure["error"].startswith("the worker process decoding it died")
+    (split,) = result.manifest["splits"].values()
+    assert split["videos"] == 3

@@ -394,15 +394,18 @@ def _record(item: VideoItem, status: str = "ok", error: Optional[str] = None) ->
             "error": error}
 
 
-TEST_HANG_ENV = "FDA_TEST_HANG"
-"""Test hook: a worker sleeps for an hour on a video whose source contains this variable's value (a decoder that
-hangs, for the tests of ``--video-timeout``)."""
+TEST_HANG_ENV, TEST_CRASH_ENV = "FDA_TEST_HANG", "FDA_TEST_CRASH"
+"""Test hooks: a worker sleeps for an hour (a decoder that hangs, for the tests of ``--video-timeout``), or its process
+ends at once (a decoder that crashes), on a video whose source contains the variable's value."""
 
 
 def _test_hang(item: VideoItem) -> None:
     name = os.environ.get(TEST_HANG_ENV)
     if name and name in item.source:
         time.sleep(3600)
+    name = os.environ.get(TEST_CRASH_ENV)
+    if name and name in item.source:
+        os._exit(70)
 
 
 class VideoTimeout(BaseException):
@@ -471,6 +474,12 @@ def _init_worker(started: Any = None) -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker must not inherit the parent's handler
+    if started is not None:
+        started.put((READY, os.getpid(), time.monotonic()))
+
+
+READY = -1
+"""The job number with which a pool worker reports that it is set up (its signal handlers are its own)."""
 
 
 class ShardAssembly:
@@ -612,6 +621,17 @@ def _run_videos(todo: Sequence[ShardTask], sets: ShardSets, progress: Progress, 
         started = context.SimpleQueue()
         running: Dict[int, Tuple[int, float]] = {}  # job number -> (worker pid, start time)
         limit = sets.cfg.video_timeout
+        set_up = replaced = 0  # workers that reported READY; workers killed or dead (the pool replaces each)
+
+        def drain() -> None:
+            nonlocal set_up
+            while not started.empty():
+                number, pid, when = started.get()
+                if number == READY:
+                    set_up += 1
+                else:
+                    running[number] = (pid, when)
+
         with _opencv_pool_stopped(), context.Pool(workers, initializer=_init_worker, initargs=(started,)) as pool:
             pending: Deque[Tuple[int, int, Any, int]] = collections.deque()
             queued = iter(enumerate(jobs))
@@ -627,45 +647,69 @@ def _run_videos(todo: Sequence[ShardTask], sets: ShardSets, progress: Progress, 
                     pending.append((t, position, pool.apply_async(_process_packed,
                                                                   (item, sets.cfg, sets.masks, number)), number))
                 if stop or not pending:
-                    return  # leaving the block terminates the workers at once
-                while not started.empty():
-                    number, pid, when = started.get()
-                    running[number] = (pid, when)
+                    break
+                drain()
                 ready = [entry for entry in pending if entry[2].ready()]
-                if limit:
-                    ready += _overdue(pending, running, limit, ready)
+                lost = dict((entry[3], why) for entry, why in _lost(pending, running, limit, ready))
+                replaced += len(lost)
+                ready += [entry for entry in pending if entry[3] in lost]
                 if not ready:
                     pending[0][2].wait(0.1)
                     continue
                 for entry in ready:
                     pending.remove(entry)
                     running.pop(entry[3], None)
-                    if entry[2].ready():
+                    if entry[3] not in lost:
                         deliver(entry[0], entry[1], *entry[2].get())
-                    else:  # its worker was killed: the pool starts another in its place
-                        deliver(entry[0], entry[1], None, _timed_out(todo[entry[0]].items[entry[1]], sets.cfg))
+                    else:  # its worker was killed, or died: the pool starts another in its place
+                        item = todo[entry[0]].items[entry[1]]
+                        deliver(entry[0], entry[1], None, _timed_out(item, sets.cfg) if lost[entry[3]] == "timed out"
+                                else _record(item, "failed", "the worker process decoding it died (a crash in the "
+                                             "decoder): retry it alone, or check the file with ffmpeg"))
+            # Leaving the block terminates the workers at once. A worker the pool is still starting in place of a
+            # killed one would miss that SIGTERM (Python drops signals that arrive while a child process is being
+            # set up), and the pool would wait for it forever: let every replacement finish setting up first.
+            deadline = time.monotonic() + 30
+            while not stop and set_up < workers + replaced and time.monotonic() < deadline:
+                drain()
+                time.sleep(0.05)
     finally:
         for shard in shards.values():
             shard.abort()
 
 
-def _overdue(pending: Sequence[Tuple[int, int, Any, int]], running: Dict[int, Tuple[int, float]], limit: float,
-             ready: Sequence[Tuple[int, int, Any, int]]) -> List[Tuple[int, int, Any, int]]:
-    """Pending jobs whose worker has been on them longer than ``limit`` seconds; each such worker is killed (the
-    pool replaces it), and its job is taken as timed out."""
+def _lost(pending: Sequence[Tuple[int, int, Any, int]], running: Dict[int, Tuple[int, float]], limit: float,
+          ready: Sequence[Tuple[int, int, Any, int]]) -> List[Tuple[Tuple[int, int, Any, int], str]]:
+    """Pending jobs that will never deliver a result, with the status to record: ``died`` (their worker is gone: a
+    crash in the decoder) or ``timed out`` (their worker has been on them longer than ``limit`` seconds, 0: no limit;
+    it is killed). The pool starts a new worker in place of each."""
     now = time.monotonic()
-    late = []
+    lost = []
     for entry in pending:
         if entry in ready or entry[3] not in running:
             continue
         pid, when = running[entry[3]]
-        if now - when > limit and not entry[2].wait(0.2):  # a result on its way: the worker is not hung
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass  # it ended meanwhile; the pool replaces it all the same
-            late.append(entry)
-    return late
+        overdue = bool(limit) and now - when > limit
+        if (overdue or not _alive(pid)) and not entry[2].wait(0.2):  # a result on its way: not lost
+            if _alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass  # it ended meanwhile; the pool replaces it all the same
+                lost.append((entry, "timed out"))
+            else:
+                lost.append((entry, "died"))
+    return lost
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False  # gone (the pool reaps a dead worker within a tenth of a second)
+    except OSError:
+        return True
+    return True
 
 
 @contextlib.contextmanager

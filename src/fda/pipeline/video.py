@@ -1173,7 +1173,10 @@ def _decode(video: Video, needed: Iterable[int], size: int, full: bool) -> Decod
         raise VideoError(f"decode failed: {_one_line(err)}") from None
     result.rotation, result.sar, result.deinterlaced = convert.rotation, info.sar, convert.deinterlaced
     result.flip = convert.flip
-    if numbering is not None and not renumbered:
+    if numbering is not None and renumbered:
+        raise VideoError("frames cannot be numbered: the decoded frames carry timestamps no packet has, in a file "
+                         "with holes in its timestamps")
+    if numbering is not None:
         result.frames = {int(numbering[r]): f for r, f in result.frames.items()}
         result.good = None if result.good is None else [int(numbering[r]) for r in result.good]
         result.tainted = [int(numbering[r]) for r in result.tainted]
