@@ -380,7 +380,6 @@ def process_video_masks(item: VideoItem, cfg: PreprocessConfig, masks: Sequence[
     """
     record = _record(item)
     try:
-        _test_hang(item)
         clip = decode_clip(item, cfg)
         return [encode_sample(clip, mask) for mask in masks], record
     except VideoError as err:
@@ -394,17 +393,22 @@ def _record(item: VideoItem, status: str = "ok", error: Optional[str] = None) ->
             "error": error}
 
 
-TEST_HANG_ENV, TEST_CRASH_ENV = "FDA_TEST_HANG", "FDA_TEST_CRASH"
-"""Test hooks: a worker sleeps for an hour (a decoder that hangs, for the tests of ``--video-timeout``), or its process
-ends at once (a decoder that crashes), on a video whose source contains the variable's value."""
+TEST_HOOKS = ("FDA_TEST_HANG", "FDA_TEST_CRASH")
+"""Test hooks, read by the process that runs ``fda preprocess`` and handed to its workers with each video (a fork
+server started earlier would not see them in its environment): on a video whose source contains the value, a worker
+sleeps for an hour (a decoder that hangs, for the tests of ``--video-timeout``) or its process ends at once (a
+decoder that crashes)."""
 
 
-def _test_hang(item: VideoItem) -> None:
-    name = os.environ.get(TEST_HANG_ENV)
-    if name and name in item.source:
+def _test_hooks() -> Tuple[Optional[str], ...]:
+    return tuple(os.environ.get(name) for name in TEST_HOOKS)
+
+
+def _run_test_hooks(item: VideoItem, hooks: Tuple[Optional[str], ...]) -> None:
+    hang, crash = hooks
+    if hang and hang in item.source:
         time.sleep(3600)
-    name = os.environ.get(TEST_CRASH_ENV)
-    if name and name in item.source:
+    if crash and crash in item.source:
         os._exit(70)
 
 
@@ -437,8 +441,8 @@ def _alarm(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
 
 
-def _process_packed(item: VideoItem, cfg: PreprocessConfig, masks: Sequence[MaskParams], job: Optional[int] = None
-                    ) -> Tuple[Optional[List[bytes]], Dict[str, Any]]:
+def _process_packed(item: VideoItem, cfg: PreprocessConfig, masks: Sequence[MaskParams], job: Optional[int] = None,
+                    hooks: Optional[Tuple[Optional[str], ...]] = None) -> Tuple[Optional[List[bytes]], Dict[str, Any]]:
     """:func:`process_video_masks` with each sample packed into its tar blocks, in the process that made it (a
     worker): the process assembling the shards then only appends bytes. A pool worker first reports ``(job, its
     pid, start time)`` to the parent, which replaces a worker that outlives ``--video-timeout``; in one process an
@@ -447,6 +451,7 @@ def _process_packed(item: VideoItem, cfg: PreprocessConfig, masks: Sequence[Mask
         _STARTED.put((job, os.getpid(), time.monotonic()))
     try:
         with _alarm(cfg.video_timeout if job is None else 0):
+            _run_test_hooks(item, _test_hooks() if hooks is None else hooks)
             members, record = process_video_masks(item, cfg, masks)
     except VideoTimeout:
         return None, _timed_out(item, cfg)
@@ -622,6 +627,7 @@ def _run_videos(todo: Sequence[ShardTask], sets: ShardSets, progress: Progress, 
         running: Dict[int, Tuple[int, float]] = {}  # job number -> (worker pid, start time)
         limit = sets.cfg.video_timeout
         set_up = replaced = 0  # workers that reported READY; workers killed or dead (the pool replaces each)
+        hooks = _test_hooks()
 
         def drain() -> None:
             nonlocal set_up
@@ -645,7 +651,8 @@ def _run_videos(todo: Sequence[ShardTask], sets: ShardSets, progress: Progress, 
                         break
                     number, (t, position, item) = job
                     pending.append((t, position, pool.apply_async(_process_packed,
-                                                                  (item, sets.cfg, sets.masks, number)), number))
+                                                                  (item, sets.cfg, sets.masks, number, hooks)),
+                                    number))
                 if stop or not pending:
                     break
                 drain()
