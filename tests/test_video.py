@@ -354,3 +354,23 @@ def test_an_open_video_is_decoded_from_the_file_it_probed(skip_clips, name, cach
         assert sorted(got.frames) == needed
         for i in needed:
             assert np.array_equal(got.frames[i], full.frames[i]), f"frame {i} differs"
+
+
+# ---------------------------------------------------------------- no false alarms
+
+
+def test_well_formed_clips_have_no_damage_record(containers, skip_clips, interlaced, damaged):
+    # every clip the decoder tests call well-formed: no hole, tail, taint, demuxer complaint or length note
+    from fda.lab.damage import damage_recorded, suite_config
+    from fda.pipeline.datasets import VideoItem
+    from fda.pipeline.preprocess import decode_clip
+
+    clips = {**containers, **skip_clips, **{f"interlaced-{k}": v for k, v in interlaced.items()},
+             "good.mp4": damaged["good"]}
+    for name, path in clips.items():
+        info = probe(path)
+        assert (info.holes, info.tail_frames, info.demux_damage, info.damaged_packets, info.unnumbered) == \
+            ((), 0, None, (), None), name
+        for split in ("train", "test"):
+            meta = decode_clip(VideoItem("v", split, path, ("c",), name), suite_config(size=32)).meta
+            assert not damage_recorded(meta), (name, meta)

@@ -272,6 +272,10 @@ class PreprocessConfig:
     decoder: str = opt("pyav", "Video decoder (in-process FFmpeg through PyAV).", choices=DECODERS)
     min_decodable: float = opt(0.95, "A clip whose decodable frames are fewer than this fraction of its frames is a "
                                "recorded failure.")
+    skip_damaged_frames: bool = opt(False, "Sample a damaged clip only from frames that decoded cleanly from clean "
+                                    "references (default: any decoded frame; tainted ones are marked in the json).")
+    video_timeout: float = opt(600.0, "Seconds one video may take to decode before its worker is replaced and the "
+                               "video recorded as timed out (0: no limit).")
     workers: int = opt(0, "Worker processes (0: all cores).")
     engine: str = opt("local", "Run shard tasks in a local process pool or on Ray.", choices=ENGINES)
     ray_address: Optional[str] = opt(None, "Ray cluster address (with --engine ray; default: local Ray).")
@@ -306,6 +310,8 @@ class PreprocessConfig:
         _choice("decoder", self.decoder, DECODERS)
         _require(isinstance(self.min_decodable, (int, float)) and 0.0 <= self.min_decodable <= 1.0, "min_decodable",
                  self.min_decodable, "in 0..1 (the fraction of a clip's frames that must decode)")
+        _require(isinstance(self.video_timeout, (int, float)) and self.video_timeout >= 0, "video_timeout",
+                 self.video_timeout, ">= 0 seconds (0: no limit)")
         _require(self.workers >= 0, "workers", self.workers, ">= 0 (0: all cores)")
         _choice("engine", self.engine, ENGINES)
         _require(0.0 <= self.max_failure_rate <= 1.0, "max_failure_rate", self.max_failure_rate, "in 0..1")
@@ -333,16 +339,21 @@ class PreprocessConfig:
     def data_fields(self) -> Dict[str, Any]:
         """The fields that decide the bytes of the shards; a rerun must match them to resume."""
         fields = {k: getattr(self, k) for k in DATA_FIELDS}
-        if self.full_duration:  # recorded only when on, so every other shard set keeps its recorded fingerprint
-            fields["full_duration"] = True
+        for name in OPTIONAL_DATA_FIELDS:  # recorded only when on: every other shard set keeps its fingerprint
+            if getattr(self, name):
+                fields[name] = True
         return fields
 
 
 DATA_FIELDS = ("layout", "msrvtt_train", "captions", "split", "frames_train", "frames_test", "size", "tau", "kernel",
                "min_area", "empty_mask", "diff_mode", "camera_motion", "normalize_brightness", "jpeg_quality",
                "samples_per_shard", "limit", "decoder", "min_decodable")
-"""The :class:`PreprocessConfig` fields that decide the bytes of a shard set (plus ``full_duration`` when on)."""
-SAMPLE_FIELDS = tuple(f for f in DATA_FIELDS if f not in ("split", "samples_per_shard")) + ("full_duration",)
+"""The :class:`PreprocessConfig` fields that decide the bytes of a shard set (plus those of
+:data:`OPTIONAL_DATA_FIELDS` that are on)."""
+OPTIONAL_DATA_FIELDS = ("full_duration", "skip_damaged_frames")
+"""Flags that decide the bytes of a shard set when on, recorded only then (shard sets written before they existed
+keep their fingerprints)."""
+SAMPLE_FIELDS = tuple(f for f in DATA_FIELDS if f not in ("split", "samples_per_shard")) + OPTIONAL_DATA_FIELDS
 """The fields that decide what a sample holds (not which splits were written or how they are cut into shards): a
 model trained on a shard set has learned from them."""
 

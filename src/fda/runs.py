@@ -133,7 +133,9 @@ def shard_changes(recorded: Dict[str, Any], now: Dict[str, Any], keys: Iterable[
     was recorded)."""
     if not recorded:
         return []
-    return [f"{k} {recorded.get(k)!r} -> {now.get(k)!r}" for k in keys if recorded.get(k) != now.get(k)]
+    # A flag a record predates is off there: absent and False are the same setting.
+    return [f"{k} {recorded.get(k)!r} -> {now.get(k)!r}" for k in keys
+            if recorded.get(k) != now.get(k) and {recorded.get(k), now.get(k)} - {None, False}]
 
 
 def resume_source(resume: Optional[str], run: RunDir) -> Optional[str]:

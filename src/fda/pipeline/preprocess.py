@@ -45,7 +45,7 @@ from fda.errors import ConfigError, InputError, Interrupted
 from fda.pipeline.datasets import Dataset, VideoItem, load_dataset, not_regular
 from fda.pipeline.masks import clip_masks, robust_clip_masks
 from fda.pipeline.sampling import frames_before, needed_frames, partner_indices, sample_frame_indices
-from fda.pipeline.video import Video, VideoError, check_decoder, find_ffmpeg, ffmpeg_version
+from fda.pipeline.video import Video, VideoError, VideoInfo, check_decoder, find_ffmpeg, ffmpeg_version
 from fda.shards.schema import (CONFIG, MANIFEST, SCHEMA_VERSION, MaskParams, file_digest, read_json, sample_key,
                                shard_name, stats_name, write_json_atomic)
 from fda.shards.location import recorded
@@ -190,34 +190,50 @@ def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig, window_end:
     """Probe, sample, decode; a damaged clip is resampled over the frames that decoded, or fails below
     ``cfg.min_decodable``. With ``window_end``, samples and their partners are only frames presented before
     ``window_end`` seconds (from the first frame). Returns ``(info, total, indices, partners, frames, decode_meta)``;
-    ``decode_meta["window"]`` (only with ``window_end``) records the window and how many frames it held."""
+    ``decode_meta["window"]`` (only with ``window_end``) records the window and how many frames it held.
+
+    Frames are numbered by presentation time: frames lost in a hole of the timestamps keep their numbers (no frame
+    after the hole moves), so a stored index names the frame an undamaged decode calls by that number. Damage is
+    charged where it lands: frames lost (holes, decode errors, corrupt frames), frames missing at the end, and frames
+    decoded from a damaged reference (tainted) all count against ``cfg.min_decodable``; see docs/DAMAGE.md."""
     with Video(path) as video:  # probed and decoded from one open file
         info = video.info
-        declared = max(info.num_packets, info.declared_frames)
+        declared = info.expected_frames
         if info.present < cfg.min_decodable:
             held = (f"{info.num_packets} of its {info.declared_frames} frames" if info.declared_frames else
-                    f"{100 * info.present:.0f}% of its {info.duration:.2f} s")
+                    f"{100 * info.present:.0f}% of its {info.duration:.2f} s" if not info.tail_frames else
+                    f"{info.num_packets} of its {declared} frames")
             raise VideoError(f"truncated file: it holds {held} (--min-decodable {cfg.min_decodable})"
                              + (f"; read error: {info.demux_error}" if info.demux_error else ""))
-        total = info.num_packets
+        if info.unnumbered:
+            raise VideoError(f"frames cannot be numbered: {info.unnumbered}")
+        total = info.num_frames
         if total < 2:
             raise VideoError("only 1 frame: a frame-difference mask needs at least 2")
         span = total if window_end is None else frames_before(info.frame_times(), window_end)  # frames [0, span)
+        if window_end is not None and info.holes and span:
+            span = int(info.index_of_rank()[span - 1]) + 1  # ranks -> frame numbers
         indices = sample_frame_indices(span, count)
         partners = partner_indices(indices, span, cfg.diff_mode)
         needed = needed_frames(indices, partners)
-        dec = video.decode(needed, cfg.size)
+        dec = video.decode(needed, cfg.size, full=bool(info.holes))  # a clip with holes: count every frame
         lost: List[int] = []
+        tainted: List[int] = []
         frames = dec.frames
-        if dec.full and (dec.good is None or len(dec.good) != total or any(i not in dec.frames for i in needed)):
+        if dec.full and (dec.good is None or len(dec.good) != total or dec.tainted
+                         or any(i not in dec.frames for i in needed)):
             good = dec.good or []
             # No decode error: the codec simply makes fewer (or more) frames than there are packets (field-coded
-            # video, packed frames); the clip is the frames it made. Errors: the missing frames are lost.
-            renumber = dec.errors == 0
-            if len(good) < 2 or (not renumber and len(good) < cfg.min_decodable * declared):
-                raise VideoError(f"only {len(good)} of {declared} frames decodable ({dec.errors} decode errors; "
-                                 f"--min-decodable {cfg.min_decodable})")
-            usable = np.asarray(good, np.int64)
+            # video, packed frames); the clip is the frames it made. Errors or holes: the missing frames are lost.
+            renumber = dec.errors == 0 and not info.holes
+            tainted = dec.tainted
+            clean = sorted(set(good) - set(tainted))
+            if len(good) < 2 or (not renumber and len(clean) < cfg.min_decodable * declared):
+                spread = f", {len(tainted)} decoded from a damaged reference" if tainted else ""
+                holes = (f", {len(info.hole_frames())} missing in timestamp holes" if info.holes else "")
+                raise VideoError(f"only {len(clean)} of {declared} frames decodable ({dec.errors} decode errors"
+                                 f"{spread}{holes}; --min-decodable {cfg.min_decodable})")
+            usable = np.asarray(clean if cfg.skip_damaged_frames and len(clean) >= 2 else good, np.int64)
             if window_end is not None:
                 usable = usable[usable < span] if np.count_nonzero(usable < span) >= 2 else usable[:2]
             pick = sample_frame_indices(len(usable), count)
@@ -234,6 +250,7 @@ def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig, window_end:
                 frames = {int(p): dec.frames[int(usable[p])] for p in set(pick.tolist()) | set(pick_partners.tolist())}
                 declared += len(good) - total  # a truncated tail stays counted
                 indices, partners, total = pick, pick_partners, len(good)
+                tainted = []
             else:
                 lost = sorted(set(range(total)) - set(good))
                 frames = dec.frames
@@ -241,10 +258,52 @@ def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig, window_end:
                    "sar": [dec.sar.numerator, dec.sar.denominator], "deinterlaced": dec.deinterlaced > 0,
                    "frames_lost": len(lost) + declared - total, "lost_at": _ranges(lost),
                    "truncated_frames": declared - total, "decode_errors": dec.errors}
+    decode_meta.update(_damage_meta(info, total, declared - total, tainted, indices, partners))
     if window_end is not None:
         decode_meta["window"] = {"start": 0.0, "end": float(window_end), "frames": int(min(span, total)),
                                  "rule": "frames presented before 'end' seconds, counted from the first frame"}
     return info, total, indices, partners, frames, decode_meta
+
+
+def _damage_meta(info: VideoInfo, total: int, truncated: int, tainted: Sequence[int], indices: np.ndarray,
+                 partners: np.ndarray) -> Dict[str, Any]:
+    """The sample json's damage fields beyond the always-present ones, each only when it has something to say (a
+    well-formed clip's json keeps its bytes): frames decoded from a damaged reference (``tainted_frames``,
+    ``tainted_at``, and which stored frames and partners are among them), the demuxer's own report, and why
+    ``num_frames``, ``fps`` and ``duration`` disagree when they do (``length_note``)."""
+    meta: Dict[str, Any] = {}
+    if tainted:
+        bad = set(tainted)
+        meta.update({"tainted_frames": len(bad), "tainted_at": _ranges(sorted(bad)),
+                     "tainted": [k for k, i in enumerate(indices.tolist()) if i in bad],
+                     "tainted_partners": [k for k, i in enumerate(partners.tolist()) if i in bad]})
+    if info.holes:
+        meta["holes"] = [[int(i), n] for i, n in zip(info.index_of_rank()[[r for r, _ in info.holes]].tolist(),
+                                                      (n for _, n in info.holes))]
+    if info.demux_damage:
+        meta["demux_damage"] = info.demux_damage
+    note = length_note(info, total, truncated)
+    if note:
+        meta["length_note"] = note
+    return meta
+
+
+def length_note(info: VideoInfo, total: int, truncated: int) -> Optional[str]:
+    """Why ``num_frames / fps`` is more than a frame away from ``duration``, or ``None`` when they agree."""
+    if info.fps <= 0 or info.duration <= 0:
+        return None
+    frame = 1.0 / info.fps
+    if abs(total * frame - info.duration) <= frame * 1.01:
+        return None
+    if truncated and abs((total + truncated) * frame - info.duration) <= frame * 1.51:
+        return (f"truncated: the video stream ends {truncated} frames before its declared duration "
+                "(truncated_frames)")
+    gaps = np.diff(info.frame_times())
+    if len(gaps) > 1 and np.median(gaps) > 0 and gaps.max() > 1.5 * np.median(gaps) or truncated:
+        return ("variable frame rate or missing frames: fps is the average rate the container declares, "
+                "frames are numbered by presentation time")
+    return ("the declared duration is not the video stream's: the container's duration covers a longer stream "
+            "(audio) or says more than the video holds")
 
 
 @dataclass
@@ -323,8 +382,7 @@ def process_video_masks(item: VideoItem, cfg: PreprocessConfig, masks: Sequence[
         ``(members per mask setting or None on failure, record)``: the record is the video's status
         ``{video_id, key, source, status, error}``. Never raises for a bad video.
     """
-    record: Dict[str, Any] = {"video_id": item.video_id, "key": sample_key(item.video_id), "source": item.source,
-                              "status": "ok", "error": None}
+    record = _record(item)
     try:
         clip = decode_clip(item, cfg)
         return [encode_sample(clip, mask) for mask in masks], record
@@ -333,11 +391,74 @@ def process_video_masks(item: VideoItem, cfg: PreprocessConfig, masks: Sequence[
         return None, record
 
 
-def _process_packed(item: VideoItem, cfg: PreprocessConfig, masks: Sequence[MaskParams]
-                    ) -> Tuple[Optional[List[bytes]], Dict[str, Any]]:
+def _record(item: VideoItem, status: str = "ok", error: Optional[str] = None) -> Dict[str, Any]:
+    """A video's status record for the shard stats and the manifest."""
+    return {"video_id": item.video_id, "key": sample_key(item.video_id), "source": item.source, "status": status,
+            "error": error}
+
+
+TEST_HOOKS = ("FDA_TEST_HANG", "FDA_TEST_CRASH")
+"""Test hooks, read by the process that runs ``fda preprocess`` and handed to its workers with each video (a fork
+server started earlier would not see them in its environment): on a video whose source contains the value, a worker
+sleeps for an hour (a decoder that hangs, for the tests of ``--video-timeout``) or its process ends at once (a
+decoder that crashes)."""
+
+
+def _test_hooks() -> Tuple[Optional[str], ...]:
+    return tuple(os.environ.get(name) for name in TEST_HOOKS)
+
+
+def _run_test_hooks(item: VideoItem, hooks: Tuple[Optional[str], ...]) -> None:
+    hang, crash = hooks
+    if hang and hang in item.source:
+        time.sleep(3600)
+    if crash and crash in item.source:
+        os._exit(70)
+
+
+class VideoTimeout(BaseException):
+    """Raised in a single-process run when a video outlives ``--video-timeout`` (from ``SIGALRM``); not an
+    ``Exception``, so that no ``except Exception`` on the way (the decoder counts errors that way) swallows it."""
+
+
+def _timed_out(item: VideoItem, cfg: PreprocessConfig) -> Dict[str, Any]:
+    return _record(item, "timed out", f"timed out after {cfg.video_timeout:g} s (--video-timeout): the decoder hung "
+                                      "or is far slower than usual on this file")
+
+
+@contextlib.contextmanager
+def _alarm(seconds: float) -> Iterator[None]:
+    """Raise :class:`VideoTimeout` in this (main) thread after ``seconds`` (0, or not the main thread: no limit)."""
+    if not seconds or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def ring(signum: int, frame: Any) -> None:
+        raise VideoTimeout()
+
+    old = signal.signal(signal.SIGALRM, ring)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _process_packed(item: VideoItem, cfg: PreprocessConfig, masks: Sequence[MaskParams], job: Optional[int] = None,
+                    hooks: Optional[Tuple[Optional[str], ...]] = None) -> Tuple[Optional[List[bytes]], Dict[str, Any]]:
     """:func:`process_video_masks` with each sample packed into its tar blocks, in the process that made it (a
-    worker): the process assembling the shards then only appends bytes."""
-    members, record = process_video_masks(item, cfg, masks)
+    worker): the process assembling the shards then only appends bytes. A pool worker first reports ``(job, its
+    pid, start time)`` to the parent, which replaces a worker that outlives ``--video-timeout``; in one process an
+    alarm interrupts the video instead."""
+    if job is not None and _STARTED is not None:
+        _STARTED.put((job, os.getpid(), time.monotonic()))
+    try:
+        with _alarm(cfg.video_timeout if job is None else 0):
+            _run_test_hooks(item, _test_hooks() if hooks is None else hooks)
+            members, record = process_video_masks(item, cfg, masks)
+    except VideoTimeout:
+        return None, _timed_out(item, cfg)
     return (None if members is None else [pack_sample(m) for m in members]), record
 
 
@@ -351,12 +472,23 @@ def process_video(item: VideoItem, cfg: PreprocessConfig) -> Tuple[Optional[List
 # Shards, assembled in order from finished videos
 
 
-def _init_worker() -> None:
+_STARTED: Any = None  # in a pool worker: the queue that tells the parent which video it started, and when
+
+
+def _init_worker(started: Any = None) -> None:
     """Per worker process: one OpenCV thread; Ctrl-C goes to the parent only, which ends the workers itself."""
+    global _STARTED
+    _STARTED = started
     cv2.setNumThreads(1)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker must not inherit the parent's handler
+    if started is not None:
+        started.put((READY, os.getpid(), time.monotonic()))
+
+
+READY = -1
+"""The job number with which a pool worker reports that it is set up (its signal handlers are its own)."""
 
 
 class ShardAssembly:
@@ -437,11 +569,18 @@ class _Stop:
 
     def __init__(self) -> None:
         self.signum: Optional[int] = None
+        self.pid = os.getpid()
 
     def __bool__(self) -> bool:
         return self.signum is not None
 
     def handle(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self.pid:
+            # A worker forked while the handler was in place (the pool replacing a timed-out one) and signalled
+            # before its initializer restored the default: the pool is ending it, so end as the default would.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         if self.signum is not None:
             raise KeyboardInterrupt
         self.signum = signum
@@ -491,9 +630,25 @@ def _run_videos(todo: Sequence[ShardTask], sets: ShardSets, progress: Progress, 
         # Results wait in order for their shard; bound what is in flight or waiting (a slow video at the head of a
         # shard must not let thousands of finished ones pile up in memory).
         window = 16 * workers
-        with _opencv_pool_stopped(), _pool_context(mp).Pool(workers, initializer=_init_worker) as pool:
-            pending: Deque[Tuple[int, int, Any]] = collections.deque()
-            queued = iter(jobs)
+        context = _pool_context(mp)
+        started = context.SimpleQueue()
+        running: Dict[int, Tuple[int, float]] = {}  # job number -> (worker pid, start time)
+        limit = sets.cfg.video_timeout
+        set_up = replaced = 0  # workers that reported READY; workers killed or dead (the pool replaces each)
+        hooks = _test_hooks()
+
+        def drain() -> None:
+            nonlocal set_up
+            while not started.empty():
+                number, pid, when = started.get()
+                if number == READY:
+                    set_up += 1
+                else:
+                    running[number] = (pid, when)
+
+        with _opencv_pool_stopped(), context.Pool(workers, initializer=_init_worker, initargs=(started,)) as pool:
+            pending: Deque[Tuple[int, int, Any, int]] = collections.deque()
+            queued = iter(enumerate(jobs))
             more = True
             while True:
                 waiting = sum(len(s.waiting) for s in shards.values())
@@ -502,21 +657,74 @@ def _run_videos(todo: Sequence[ShardTask], sets: ShardSets, progress: Progress, 
                     if job is None:
                         more = False
                         break
-                    t, position, item = job
+                    number, (t, position, item) = job
                     pending.append((t, position, pool.apply_async(_process_packed,
-                                                                  (item, sets.cfg, sets.masks))))
+                                                                  (item, sets.cfg, sets.masks, number, hooks)),
+                                    number))
                 if stop or not pending:
-                    return  # leaving the block terminates the workers at once
+                    break
+                drain()
                 ready = [entry for entry in pending if entry[2].ready()]
+                lost = dict((entry[3], why) for entry, why in _lost(pending, running, limit, ready))
+                replaced += len(lost)
+                ready += [entry for entry in pending if entry[3] in lost]
                 if not ready:
                     pending[0][2].wait(0.1)
                     continue
                 for entry in ready:
                     pending.remove(entry)
-                    deliver(entry[0], entry[1], *entry[2].get())
+                    running.pop(entry[3], None)
+                    if entry[3] not in lost:
+                        deliver(entry[0], entry[1], *entry[2].get())
+                    else:  # its worker was killed, or died: the pool starts another in its place
+                        item = todo[entry[0]].items[entry[1]]
+                        deliver(entry[0], entry[1], None, _timed_out(item, sets.cfg) if lost[entry[3]] == "timed out"
+                                else _record(item, "failed", "the worker process decoding it died (a crash in the "
+                                             "decoder): retry it alone, or check the file with ffmpeg"))
+            # Leaving the block terminates the workers at once. A worker the pool is still starting in place of a
+            # killed one would miss that SIGTERM (Python drops signals that arrive while a child process is being
+            # set up), and the pool would wait for it forever: let every replacement finish setting up first.
+            deadline = time.monotonic() + 30
+            while not stop and set_up < workers + replaced and time.monotonic() < deadline:
+                drain()
+                time.sleep(0.05)
     finally:
         for shard in shards.values():
             shard.abort()
+
+
+def _lost(pending: Sequence[Tuple[int, int, Any, int]], running: Dict[int, Tuple[int, float]], limit: float,
+          ready: Sequence[Tuple[int, int, Any, int]]) -> List[Tuple[Tuple[int, int, Any, int], str]]:
+    """Pending jobs that will never deliver a result, with the status to record: ``died`` (their worker is gone: a
+    crash in the decoder) or ``timed out`` (their worker has been on them longer than ``limit`` seconds, 0: no limit;
+    it is killed). The pool starts a new worker in place of each."""
+    now = time.monotonic()
+    lost = []
+    for entry in pending:
+        if entry in ready or entry[3] not in running:
+            continue
+        pid, when = running[entry[3]]
+        overdue = bool(limit) and now - when > limit
+        if (overdue or not _alive(pid)) and not entry[2].wait(0.2):  # a result on its way: not lost
+            if _alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass  # it ended meanwhile; the pool replaces it all the same
+                lost.append((entry, "timed out"))
+            else:
+                lost.append((entry, "died"))
+    return lost
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False  # gone (the pool reaps a dead worker within a tenth of a second)
+    except OSError:
+        return True
+    return True
 
 
 @contextlib.contextmanager

@@ -17,14 +17,19 @@ One decoder, in-process through PyAV (FFmpeg's libraries):
   aspect ratio is applied before the short-side resize and centre crop (frames get the display shape), frames
   flagged interlaced go through ``yadif`` (with their neighbours decoded, so the result equals a yadif pass over
   the whole clip), and any pixel format is converted to RGB by libswscale.
-- **Corruption is counted.** A full decode counts decode errors and frames flagged corrupt; the caller decides
-  what fraction of lost frames a clip may have (:class:`Decoded` lists them). :func:`probe` reports files whose
-  packets stop short of the frame count or duration their container declares (truncated files).
+- **Damage is found where it lands** (docs/DAMAGE.md). :func:`probe` measures the video stream against its own
+  length (declared frame count, own duration, Matroska's per-track ``DURATION`` tag; never an audio track's),
+  finds holes in the timestamps of a damaged file (frames after a hole keep the numbers an undamaged copy gives
+  them), checks Matroska's CRC-32 elements and keeps what the demuxer complained about. A full decode runs with
+  ``err_detect=explode`` and counts decode errors and corrupt frames, and taints the frames decoded from a damaged
+  picture up to the next clean restart (:func:`taint`); the caller decides what a clip may lose (:class:`Decoded`
+  lists it).
 
 Failures are values: :class:`VideoError` carries a one-line reason that the caller records.
 """
 
 import bisect
+import dataclasses
 import itertools
 import logging
 import os
@@ -107,8 +112,13 @@ class VideoInfo:
     ``pts`` holds each non-empty packet's presentation timestamp in decode order, or is empty when the
     timestamps cannot number the frames (then frames are numbered in decoder output order). ``keyframes`` are
     decode positions of keyframe packets. ``present`` is the fraction of the declared frames (or, when the
-    container declares no count, of the declared duration) that the file actually holds: below 1 for a
-    truncated file.
+    container declares no count, of the video stream's own duration) that the file actually holds: below 1 for a
+    truncated file. ``holes`` lists ``(rank, frames)``: ``frames`` are missing just before the frame of
+    presentation rank ``rank`` (a timestamp gap, see :func:`timestamp_holes`); ``tail_frames`` are missing after the
+    last frame (the video stream's own duration goes on past it). ``demux_damage`` is the first error the demuxer
+    reported while reading the file (it resynchronised and went on), or ``None``. ``damaged_packets`` are decode
+    positions of packets whose bytes fail their container's checksum (Matroska's CRC-32 elements);
+    ``repeated_pts`` counts packets whose timestamp an earlier packet has.
     """
 
     num_packets: int
@@ -125,6 +135,51 @@ class VideoInfo:
     present: float = 1.0
     demux_error: Optional[str] = None
     time_base: Optional[Fraction] = None
+    holes: Tuple[Tuple[int, int], ...] = ()
+    tail_frames: int = 0
+    demux_damage: Optional[str] = None
+    damaged_packets: Tuple[int, ...] = ()
+    repeated_pts: int = 0
+
+    @property
+    def unnumbered(self) -> Optional[str]:
+        """Why the frames of this file cannot be numbered as an undamaged copy would number them, or ``None``: it
+        holds more frames than its container declares (a duplicated chunk, or files joined end to end, in a
+        container that counts its frames: AVI, MP4), or its timestamps repeat where the demuxer found damage (a
+        duplicated chunk of a Matroska file): either way a frame's number after the extra data is off by an
+        unknown amount."""
+        if self.declared_frames and self.num_packets > self.declared_frames:
+            return (f"it holds {self.num_packets} video frames where its header declares {self.declared_frames} "
+                    "(duplicated data, or files joined end to end)")
+        if self.repeated_pts and (self.demux_damage or self.demux_error or self.damaged_packets):
+            return (f"{self.repeated_pts} frames repeat the timestamps of others in a file the demuxer found damaged "
+                    f"({self.demux_damage or self.demux_error or 'checksum mismatch'})")
+        return None
+
+    @property
+    def num_frames(self) -> int:
+        """Frames from the first to the last one the file holds, counting those missing in holes of the timestamps
+        (:attr:`holes`): the clip's frame numbers run over ``range(num_frames)``."""
+        return self.num_packets + sum(n for _, n in self.holes)
+
+    @property
+    def expected_frames(self) -> int:
+        """The frames an undamaged file would hold: the container's frame count, else :attr:`num_frames` plus the
+        frames missing at the end (:attr:`tail_frames`, from the video stream's own duration)."""
+        return max(self.declared_frames, self.num_frames + self.tail_frames)
+
+    def index_of_rank(self) -> np.ndarray:
+        """int64 [num_packets]: the frame number of the ``r``-th frame in presentation order: ``r`` plus the frames
+        lost in the holes before it (an undamaged decode would call it by that number)."""
+        index = np.arange(self.num_packets, dtype=np.int64)
+        for rank, lost in self.holes:
+            index[rank:] += lost
+        return index
+
+    def hole_frames(self) -> List[int]:
+        """Frame numbers that fall in :attr:`holes` (no packet holds them)."""
+        index = self.index_of_rank()
+        return [int(i) for rank, lost in self.holes for i in range(index[rank] - lost, index[rank])]
 
     def frame_times(self) -> np.ndarray:
         """float64 [num_packets]: each frame's presentation time in seconds, counted from the first frame, in
@@ -292,30 +347,46 @@ class Video:
             cached = 0
             all_packets = 0
             last_end = None
-            try:
-                for packet in container.demux(stream):
-                    if packet.dts is None and packet.pts is None and packet.size == 0:
-                        continue  # the demuxer's end-of-stream packet
-                    all_packets += 1
-                    if packet.size == 0:
-                        continue  # a dropped frame (AVI): no picture
-                    if packet.is_keyframe:
-                        keyframes.append(len(pts))
-                    if not pts:
-                        self._first = (packet.pts, packet.dts, packet.size)
-                    pts.append(packet.pts)
-                    if cache is not None:
-                        cached += packet.size
-                        if cached <= PACKET_CACHE_BYTES:
-                            cache.append(packet)
-                        else:
-                            cache = None  # a big file: the decode pass demuxes it again
-                    if packet.pts is not None:
-                        end = packet.pts + (packet.duration or 0)
-                        last_end = end if last_end is None else max(last_end, end)
-            except Exception as err:  # noqa: BLE001 - a read error mid-file: keep what came before
-                demux_error = _one_line(err)
-                cache = None  # the full decode that follows counts the error itself
+            durations: List[int] = []
+            offsets: List[int] = []
+            last_pts, last_timed = None, True  # the last frame's timestamp, and whether its packet has a duration
+            with _ffmpeg_errors() as logged:
+                try:
+                    for packet in container.demux(stream):
+                        if packet.dts is None and packet.pts is None and packet.size == 0:
+                            continue  # the demuxer's end-of-stream packet
+                        all_packets += 1
+                        if packet.size == 0:
+                            continue  # a dropped frame (AVI): no picture
+                        if packet.is_keyframe:
+                            keyframes.append(len(pts))
+                        if not pts:
+                            self._first = (packet.pts, packet.dts, packet.size)
+                        pts.append(packet.pts)
+                        offsets.append(packet.pos if packet.pos is not None else -1)
+                        if cache is not None:
+                            cached += packet.size
+                            if cached <= PACKET_CACHE_BYTES:
+                                cache.append(packet)
+                            else:
+                                cache = None  # a big file: the decode pass demuxes it again
+                        if packet.pts is not None:
+                            end = packet.pts + (packet.duration or 0)
+                            last_end = end if last_end is None else max(last_end, end)
+                            if packet.duration:
+                                durations.append(packet.duration)
+                            if last_pts is None or packet.pts > last_pts:
+                                last_pts, last_timed = packet.pts, bool(packet.duration)
+                except Exception as err:  # noqa: BLE001 - a read error mid-file: keep what came before
+                    demux_error = _one_line(err)
+                    cache = None  # the full decode that follows counts the error itself
+            demux_damage = _one_line_text(logged[0][2]) if logged else None
+            damaged_packets: List[int] = []
+            if "matroska" in container.format.name:
+                bad = matroska_crc_damage(self.path)
+                damaged_packets = [q for q, at in enumerate(offsets) if any(a <= at < b for a, b in bad)]
+                if bad and not demux_damage:
+                    demux_damage = (f"Matroska CRC-32 mismatch in {len(bad)} element(s), the first at byte {bad[0][0]}")
             self._cache = cache
             declared_frames = max(int(stream.frames or 0), 0)
             tb = stream.time_base
@@ -327,8 +398,17 @@ class Video:
                 duration = len(pts) / fps if fps else 0.0
             start = stream.start_time if stream.start_time is not None else 0
             covered = float((last_end - start) * tb) if last_end is not None and tb is not None else None
-            # Only the video stream's own duration (or a container holding nothing else) can date the last frame.
-            declared_duration = (duration if stream.duration is not None or len(container.streams) == 1 else 0.0)
+            # Only the video stream's own duration can date its last frame: its own duration field, Matroska's
+            # per-track DURATION tag (an end time), or the container's duration when the video is all it holds.
+            # Never a duration another stream (audio) may have set.
+            declared_duration = 0.0
+            if stream.duration is not None:
+                declared_duration = duration
+            elif _tag_seconds(stream.metadata.get("DURATION")) is not None and last_end is not None and tb:
+                declared_duration = _tag_seconds(stream.metadata.get("DURATION"))
+                covered = float(last_end * tb)
+            elif len(container.streams) == 1:
+                declared_duration = duration
             container_format = container.format.name
         except VideoError:
             raise
@@ -338,19 +418,164 @@ class Video:
             raise VideoError("no video frames" + (f" ({demux_error})" if demux_error else ""))
         if not width or not height:
             raise VideoError("video stream has no frame size")
-        if declared_frames:
-            present = min(1.0, all_packets / declared_frames)
-        elif covered is not None and declared_duration > 0 and len(pts) > 1:
-            present = min(1.0, covered / declared_duration)
-        else:
-            present = 1.0
         usable = all(p is not None for p in pts) and len(set(pts)) == len(pts)
         if usable and "avi" in container_format.split(","):
             # AVI stores no presentation time: with reordered frames the demuxer's "pts" is the decode order.
             usable = not cc.has_b_frames
+        ordered = np.sort(np.asarray(pts, np.int64)) if usable and tb and len(pts) > 2 else None
+        interval = 1.0 / fps if fps else 0.0
+        if ordered is not None and np.median(np.diff(ordered)) > 0:
+            interval = float(np.median(np.diff(ordered))) * float(tb)
+        elif durations and tb:
+            interval = float(np.median(durations)) * float(tb)
+        if covered is not None and not last_timed:
+            covered += interval  # the last frame lasts a frame interval, though its packet does not say so
+        tail_frames = 0
+        if declared_frames:
+            present = min(1.0, all_packets / declared_frames)
+        elif covered is not None and declared_duration > 0 and len(pts) > 1:
+            present = min(1.0, covered / declared_duration)
+            if interval > 0:  # a deficit of at least 3/4 of a frame interval is a frame missing at the end
+                tail_frames = max(0, int(np.floor((declared_duration - covered) / interval + 0.25)))
+        else:
+            present = 1.0
+        # A timestamp gap alone is no proof of loss (encoders and cameras write gaps on purpose): frames are lost
+        # in the gaps of a file the demuxer found damaged, or that stops short of its own length.
+        damaged = bool(demux_damage or demux_error or tail_frames or present < 1.0 or damaged_packets)
+        holes = timestamp_holes(ordered) if ordered is not None and damaged else []
+        if holes:  # the packet read just before the demuxer lost its way may hold the damage (cut short, overrun)
+            ranks = np.argsort(np.argsort(np.asarray(pts, np.int64), kind="stable"), kind="stable")
+            pos_of_rank = np.argsort(ranks, kind="stable")
+            damaged_packets = sorted(set(damaged_packets) | {int(pos_of_rank[r]) - 1 for r, _ in holes
+                                                               if pos_of_rank[r] > 0})
         return VideoInfo(len(pts), fps, duration, width, height, codec, tuple(pts) if usable else (), tuple(keyframes),
                          Fraction(sar.numerator, sar.denominator) if sar else Fraction(1), interlaced, declared_frames,
-                         present, demux_error, Fraction(tb.numerator, tb.denominator) if tb else None)
+                         present, demux_error, Fraction(tb.numerator, tb.denominator) if tb else None, tuple(holes),
+                         tail_frames, demux_damage, tuple(damaged_packets),
+                         len(pts) - len({p for p in pts if p is not None}) - sum(p is None for p in pts))
+
+
+HOLE_FACTOR = 1.5
+"""A timestamp gap longer than this many typical frame intervals is a hole where frames were lost."""
+
+
+def timestamp_holes(pts: np.ndarray) -> List[Tuple[int, int]]:
+    """Where frames are missing from the sorted presentation timestamps of a damaged file: ``[(rank, frames)]``.
+
+    The typical interval is the median gap between consecutive timestamps (the stream's own rate, so a variable
+    frame rate is measured, not assumed). A gap longer than :data:`HOLE_FACTOR` typical intervals lost
+    ``round(gap / typical) - 1`` frames just before the frame of presentation rank ``rank``. The caller asks only
+    for files with evidence of damage: a well-formed file may have gaps of its own.
+
+    Args:
+        pts: int64 [N] sorted presentation timestamps.
+    """
+    gaps = np.diff(pts)
+    if len(gaps) < 2:
+        return []
+    typical = float(np.median(gaps))
+    if typical <= 0:
+        return []
+    holes = [(int(i) + 1, int(round(gaps[i] / typical)) - 1) for i in np.nonzero(gaps > HOLE_FACTOR * typical)[0]]
+    return [(rank, lost) for rank, lost in holes if lost > 0]
+
+
+_EBML_SEGMENT, _EBML_CLUSTER, _EBML_CRC32 = 0x18538067, 0x1F43B675, 0xBF  # an ID below 0x10000000 at the top
+# level is damage, but for Void (0xEC) and CRC-32 elements, which may stand anywhere
+
+
+def _ebml_vint(data, at: int, keep_marker: bool) -> Tuple[Optional[int], int]:
+    """An EBML variable-length integer at ``at``: ``(value, end)``; ``(None, end)`` for an unknown size (all ones)
+    and ``(None, at)`` for a byte that starts none."""
+    if at >= len(data) or data[at] == 0:
+        return None, at
+    length = 9 - data[at].bit_length()
+    if at + length > len(data):
+        return None, at
+    value = int.from_bytes(data[at:at + length], "big")
+    if not keep_marker:
+        value &= (1 << (7 * length)) - 1
+        if value == (1 << (7 * length)) - 1:
+            return None, at + length
+    return value, at + length
+
+
+def matroska_crc_damage(path: str) -> List[Tuple[int, int]]:
+    """Byte ranges ``[start, end)`` of a Matroska file's top-level elements that fail their CRC-32 element (FFmpeg
+    and mkvmerge write one into each cluster and header element), or that the segment cannot account for (garbage
+    up to the next cluster). Empty for a file without checksums; checking stops at an element of unknown size."""
+    import mmap
+    import zlib
+
+    bad: List[Tuple[int, int]] = []
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            at = 0
+            while at < len(data):  # top level: the EBML header, then the segment
+                ident, head = _ebml_vint(data, at, True)
+                size, body = _ebml_vint(data, head, False)
+                if ident is None or body == head:
+                    return bad
+                if ident != _EBML_SEGMENT:
+                    if size is None:
+                        return bad
+                    at = body + size
+                    continue
+                end = len(data) if size is None else min(len(data), body + size)
+                at = body
+                while at < end:
+                    ident, head = _ebml_vint(data, at, True)
+                    size, child = _ebml_vint(data, head, False) if ident is not None else (None, head)
+                    if ident is None or child == head or (ident < 0x10000000 and ident not in (0xEC, _EBML_CRC32)):
+                        resume = data.find(_EBML_CLUSTER.to_bytes(4, "big"), at + 1, end)
+                        resume = end if resume < 0 else resume
+                        bad.append((at, resume))
+                        at = resume
+                        continue
+                    if size is None:
+                        return bad  # a live stream's cluster of unknown size: nothing to check against
+                    stop = child + size
+                    if stop > end:
+                        return bad  # cut short: the truncation is counted elsewhere
+                    crc_id, crc_head = _ebml_vint(data, child, True)
+                    crc_size, crc_body = _ebml_vint(data, crc_head, False)
+                    if crc_id == _EBML_CRC32 and crc_size == 4:
+                        want = int.from_bytes(data[crc_body:crc_body + 4], "little")
+                        if zlib.crc32(data[crc_body + 4:stop]) != want:
+                            bad.append((at, stop))
+                    at = stop
+                return bad
+    except (OSError, ValueError):
+        return bad
+    return bad
+
+
+def _tag_seconds(value: Optional[str]) -> Optional[float]:
+    """Matroska's per-track ``DURATION`` tag (``00:00:06.000000000``, written by FFmpeg and mkvmerge) in seconds."""
+    match = re.match(r"^\s*(\d+):(\d{1,2}):(\d{1,2}(?:\.\d*)?)\s*$", value or "")
+    if not match:
+        return None
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+@contextmanager
+def _ffmpeg_errors():
+    """Collect the errors FFmpeg logs in this thread while the block runs (``[(level, name, message)]``): a demuxer
+    that meets damaged data logs it, resynchronises and goes on, and says so nowhere else."""
+    import av.logging
+
+    old = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture(local=True) as logs:
+            yield logs
+    finally:
+        av.logging.set_level(old)
+
+
+def _one_line_text(text: str) -> str:
+    return " ".join(str(text).split())[:300]
 
 
 def _handed_over(cache: List) -> Iterator:
@@ -457,6 +682,8 @@ class Decoded:
         frames: frame number -> uint8 [size, size, 3] RGB, upright, display aspect.
         count: frames the decoder produced (a full decode), or ``None`` after a skipping decode.
         good: presentation indices that decoded cleanly (a full decode), else ``None``.
+        tainted: those of ``good`` decoded from a damaged reference (a decode error or a corrupt frame earlier in
+            their group of pictures, see :func:`taint`), sorted; empty after a skipping decode (it met no damage).
         errors: decode errors (packets the codec rejected) plus frames it flagged corrupt.
         full: whether every packet was decoded.
         rotation: counter-clockwise degrees applied from the display matrix; ``flip`` a mirror was applied too.
@@ -467,6 +694,7 @@ class Decoded:
     frames: Dict[int, np.ndarray]
     count: Optional[int] = None
     good: Optional[List[int]] = None
+    tainted: List[int] = dataclasses.field(default_factory=list)
     errors: int = 0
     full: bool = False
     rotation: int = 0
@@ -639,11 +867,19 @@ def _decode_skipping(video: "Video", wanted: Sequence[int], decode_set: set,
     held: Dict[int, object] = {}
     out: Dict[int, np.ndarray] = {}
     last_rank = -1
+    restart_rank = 0  # rank of the keyframe decoding (re)started at: frames shown before it lead it
+
+    def leading(r: Optional[int]) -> bool:
+        # An open GOP's leading picture nobody needs, decoded after a restart without the previous group it
+        # references: the strict decoder rejects it, and rightly, but no needed frame depends on it.
+        return r is not None and r < restart_rank and r not in decode_set
 
     def take(frames) -> None:
         nonlocal last_rank
         for fr in frames:
             r = rank_of_pts.get(fr.pts)
+            if fr.is_corrupt and leading(r):
+                continue
             if r is None or r <= last_rank or fr.is_corrupt:
                 raise _NeedFull()
             last_rank = r
@@ -653,14 +889,20 @@ def _decode_skipping(video: "Video", wanted: Sequence[int], decode_set: set,
                 held[r] = fr
                 _convert_ready(held, wanted_set, out, convert, total, done=False)
 
-    def decode(packet) -> None:
+    def decode(packet, pos: int = -1) -> None:
+        seen = len(logged)
         try:
             frames = cc.decode(packet)
         except Exception:  # noqa: BLE001 - any decode error: let the full decode count it
+            if pos >= 0 and leading(int(ranks[pos])):
+                return
             raise _NeedFull() from None
+        # A picture the codec concealed is flagged nowhere PyAV shows, but the codec logs it.
+        if any(not _SKIP_ARTEFACT.search(m[2]) for m in logged[seen:]) and not (pos >= 0 and leading(int(ranks[pos]))):
+            raise _NeedFull()
         take(frames)
 
-    with video.packets() as (stream, packets):
+    with video.packets() as (stream, packets), _ffmpeg_errors() as logged:
         cc = stream.codec_context
         cc.thread_count = 1
         pos = 0
@@ -674,11 +916,13 @@ def _decode_skipping(video: "Video", wanted: Sequence[int], decode_set: set,
                 if not sending and started:
                     decode(None)  # after a gap: drain what is buffered, then restart at this keyframe
                     cc.flush_buffers()
+                if not sending:
+                    restart_rank = int(ranks[pos])
                 sending = started = True
                 wanted_mode = "DEFAULT" if need_pkt[pos] else "NONREF"
                 if wanted_mode != mode:
                     cc.skip_frame = mode = wanted_mode
-                decode(packet)
+                decode(packet, pos)
             else:
                 sending = False
             pos += 1
@@ -722,14 +966,21 @@ def _decode_full(video: "Video", wanted: Sequence[int], convert: _Converter, by_
     good: List[int] = []
     errors = 0
     count = 0
+    position = 0  # decode position of the packet being decoded
+    restarts: List[int] = []  # decode positions (pts numbering) or output numbers of clean restart points
+    damage: List[int] = list(info.damaged_packets)  # the same, of damaged packets or frames
+    leaves: set = set()  # decode positions of pictures nothing references (their damage goes nowhere)
 
     def take(frames) -> None:
         nonlocal count, errors
         for fr in frames:
             r = count if rank_of_pts is None else rank_of_pts.get(fr.pts, -1)
             count += 1
+            if rank_of_pts is None and fr.key_frame:
+                restarts.append(r)
             if fr.is_corrupt:
                 errors += 1
+                damage.append(r if rank_of_pts is None else (int(pos_of_rank[r]) if r >= 0 else position))
                 continue
             if r < 0 or (good and r <= good[-1]):
                 raise _Renumber()  # frames the packets' timestamps do not name: number them in output order
@@ -738,24 +989,129 @@ def _decode_full(video: "Video", wanted: Sequence[int], convert: _Converter, by_
                 held[r] = fr
                 _convert_ready(held, wanted_set, out, convert, info.num_packets, done=False)
 
+    if ranks is not None:
+        pos_of_rank = np.empty(len(ranks), np.int64)
+        pos_of_rank[ranks] = np.arange(len(ranks))
     with video.packets() as (stream, packets):
-        cc = stream.codec_context
-        cc.thread_count = 1
+        cc = _strict(stream.codec_context)
+        codec = cc.name
         try:
-            for packet in packets:
+            for position, packet in enumerate(packets):
+                if rank_of_pts is not None:
+                    if packet.is_keyframe and _clean_restart(codec, packet):
+                        restarts.append(position)
+                    elif packet.is_disposable or _unreferenced(codec, packet):
+                        leaves.add(position)
                 try:
                     frames = cc.decode(packet)
                 except Exception:  # noqa: BLE001 - a packet the codec rejects: counted, decoding goes on
                     errors += 1
+                    damage.append(position if rank_of_pts is not None else count)
                     continue
                 take(frames)
+            position += 1
             take(cc.decode(None))
         except _Renumber:
             raise
         except Exception:  # noqa: BLE001 - a read error: what was decoded so far stands
             errors += 1
+            damage.append(position if rank_of_pts is not None else count)
     _convert_ready(held, wanted_set, out, convert, info.num_packets, done=True)
-    return Decoded(out, count=count, good=good, errors=errors, full=True)
+    if rank_of_pts is not None:
+        hit = taint([d for d in damage if d not in leaves], restarts, info.num_packets, ranks) + damage
+        tainted = sorted(set(good) & {int(ranks[q]) for q in hit if 0 <= q < len(ranks)})
+    else:  # output order: a damaged frame may be referenced by the frames around it until the next keyframe
+        depth = max(int(getattr(stream.codec_context, "has_b_frames", 0) or 0), 2)
+        hit = taint([max(0, d - depth) for d in damage], restarts, max(count, 1))
+        tainted = sorted(set(good) & set(hit))
+    return Decoded(out, count=count, good=good, tainted=tainted, errors=errors, full=True)
+
+
+def taint(damage: Sequence[int], restarts: Sequence[int], total: int,
+          ranks: Optional[np.ndarray] = None) -> List[int]:
+    """Positions whose pictures depend on a damaged one: from each damaged position up to the next clean restart
+    point (an IDR for H.264, an IRAP for HEVC, a keyframe otherwise), plus that restart's leading pictures (decoded
+    after it, shown before it: they may reference the damaged group).
+
+    Args:
+        damage: decode positions of packets the codec rejected or whose frame it flagged corrupt.
+        restarts: decode positions of clean restart points, ascending.
+        total: packets in the clip.
+        ranks: int64 [total] presentation rank of each position (for the leading pictures), or ``None``.
+
+    Returns:
+        The tainted positions, ascending (the damaged ones included).
+    """
+    hit = set()
+    for d in damage:
+        k = bisect.bisect_right(restarts, d)
+        end = restarts[k] if k < len(restarts) else total
+        hit.update(range(d, end))
+        if ranks is not None and k < len(restarts):
+            after = restarts[k + 1] if k + 1 < len(restarts) else total
+            hit.update(q for q in range(end + 1, after) if ranks[q] < ranks[end])
+    return sorted(h for h in hit if 0 <= h < total)
+
+
+_SKIP_ARTEFACT = re.compile(r"mmco: unref short failure")
+"""What H.264 logs when a picture's memory management names a reference the skipping decode left out (harmless)."""
+
+
+def _strict(cc):
+    """``cc`` set up for a checked decode: one thread (errors and frames stay in packet order) and FFmpeg's
+    ``err_detect=explode``, so a picture the codec had to conceal (which FFmpeg flags nowhere PyAV shows) is a decode
+    error or a frame flagged corrupt instead of a silently wrong picture."""
+    cc.thread_count = 1
+    cc.options = {**cc.options, "err_detect": "explode"}
+    return cc
+
+
+def _clean_restart(codec: str, packet) -> bool:
+    """Whether a keyframe packet starts a picture nothing after it can reference around: an IDR access unit in
+    H.264, an IRAP (IDR, CRA, BLA) in HEVC; any keyframe in other codecs."""
+    if codec not in ("h264", "hevc"):
+        return True
+    types = _nal_types(bytes(packet), codec)
+    if not types:
+        return True  # unreadable: trust the container's keyframe flag
+    if codec == "h264":
+        return 5 in types
+    return any(16 <= t <= 21 for t in types)
+
+
+def _unreferenced(codec: str, packet) -> bool:
+    """Whether no other picture can reference this packet's: every slice of an H.264 access unit has
+    ``nal_ref_idc`` 0, or every slice of an HEVC one is a sub-layer non-reference picture (an even type below 16)."""
+    if codec not in ("h264", "hevc"):
+        return False
+    data = bytes(packet)
+    if codec == "h264":
+        heads = _nal_types(data, codec, raw=True)
+        slices = [h for h in heads if h & 0x1F in (1, 5)]
+        return bool(slices) and all(h & 0x60 == 0 for h in slices)
+    slices = [t for t in _nal_types(data, codec) if t < 32]
+    return bool(slices) and all(t < 16 and t % 2 == 0 for t in slices)
+
+
+def _nal_types(data: bytes, codec: str, raw: bool = False) -> List[int]:
+    """NAL unit types (``raw``: the first header bytes) of an access unit, length-prefixed (MP4, Matroska) or
+    with start codes (Annex B)."""
+    def nal_type(first: int) -> int:
+        if raw:
+            return first
+        return first & 0x1F if codec == "h264" else (first >> 1) & 0x3F
+
+    types = []
+    i = 0
+    while i + 4 < len(data):  # length-prefixed, as MP4 and Matroska store it (4-byte lengths)
+        size = int.from_bytes(data[i:i + 4], "big")
+        if size <= 0 or i + 4 + size > len(data):
+            break
+        types.append(nal_type(data[i + 4]))
+        i += 4 + size
+    if types and i == len(data):
+        return types
+    return [nal_type(data[m.end()]) for m in re.finditer(b"\x00\x00\x01", data) if m.end() < len(data)]
 
 
 def decode_frames(path: str, needed: Iterable[int], size: int, info: Optional[VideoInfo] = None, *,
@@ -781,7 +1137,13 @@ def decode_frames(path: str, needed: Iterable[int], size: int, info: Optional[Vi
 def _decode(video: Video, needed: Iterable[int], size: int, full: bool) -> Decoded:
     info = video.info
     wanted = sorted({int(i) for i in needed})
+    numbering = info.index_of_rank() if info.holes else None
+    if numbering is not None:  # frame numbers count the frames lost in holes: decode by presentation rank
+        rank_of_index = {int(i): r for r, i in enumerate(numbering)}
+        wanted = sorted(rank_of_index[i] for i in wanted if i in rank_of_index)
     convert = _Converter(size, info.sar)
+    renumbered = False
+    full = full or bool(info.damaged_packets)  # packets that fail their checksum: count every frame
     try:
         result = None
         neighbours = info.interlaced
@@ -804,10 +1166,18 @@ def _decode(video: Video, needed: Iterable[int], size: int, full: bool) -> Decod
             except _Renumber:
                 convert = _Converter(size, info.sar)
                 result = _decode_full(video, wanted, convert, by_pts=False)
+                renumbered = True
     except VideoError:
         raise
     except Exception as err:  # noqa: BLE001 - decoder libraries raise many types
         raise VideoError(f"decode failed: {_one_line(err)}") from None
     result.rotation, result.sar, result.deinterlaced = convert.rotation, info.sar, convert.deinterlaced
     result.flip = convert.flip
+    if numbering is not None and renumbered:
+        raise VideoError("frames cannot be numbered: the decoded frames carry timestamps no packet has, in a file "
+                         "with holes in its timestamps")
+    if numbering is not None:
+        result.frames = {int(numbering[r]): f for r, f in result.frames.items()}
+        result.good = None if result.good is None else [int(numbering[r]) for r in result.good]
+        result.tainted = [int(numbering[r]) for r in result.tainted]
     return result
