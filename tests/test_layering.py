@@ -38,6 +38,12 @@ FORBIDDEN = [
     ("shards", ("fda.model", "fda.train", "fda.eval", "fda.pipeline", "fda.cli", "torch", "open_clip")),
     ("config", ("fda.shards", "fda.model", "fda.train", "fda.eval", "fda.pipeline", "fda.cli")),
     ("runs", ("fda.shards", "fda.model", "fda.train", "fda.eval", "fda.pipeline", "fda.cli", "torch", "open_clip")),
+    ("options", ("fda.config", "fda.files", "fda.shards", "fda.model", "fda.train", "fda.eval", "fda.pipeline",
+                 "fda.cli", "fda.lab", "torch", "open_clip")),
+    ("files", ("fda.config", "fda.options", "fda.shards", "fda.model", "fda.train", "fda.eval", "fda.pipeline",
+               "fda.cli", "fda.lab", "torch", "open_clip")),
+    ("lab/config.py", ("fda.shards", "fda.model", "fda.train", "fda.eval", "fda.pipeline", "fda.cli", "torch",
+                       "open_clip")),
     ("errors", ("fda.",)),
     ("logs", ("fda.",)),
     ("lab/viz.py", ("fda.model", "fda.train", "fda.eval", "fda.lab.experiments", "fda.cli", "torch", "open_clip")),
@@ -45,8 +51,8 @@ FORBIDDEN = [
 ]
 
 
-@pytest.mark.parametrize("package", ["pipeline", "shards", "model", "train", "eval", "runs", "config", "errors",
-                                     "logs"])
+@pytest.mark.parametrize("package", ["pipeline", "shards", "model", "train", "eval", "runs", "config", "options",
+                                     "files", "errors", "logs"])
 def test_the_core_never_imports_the_application_layer(package):
     bad = [f"{path.relative_to(SRC)} imports {name}" for path in _modules(package) for name in _imports(path)
            if name == "fda.lab" or name.startswith("fda.lab.")]

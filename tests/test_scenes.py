@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from fda.config import BENCH_KINDS, SCENE_CONDITIONS, GenerateConfig
+from fda.lab.config import BENCH_KINDS, SCENE_CONDITIONS, GenerateConfig
 from fda.errors import ConfigError
 from fda.lab import scenes
 from fda.lab.scenes import (BACKGROUND, KINDS, MIN_CONTRAST, PALETTE, check_palette, grey_level, make_bench_set,

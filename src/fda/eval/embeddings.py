@@ -25,7 +25,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from fda import __version__
-from fda.config import EmbedConfig, SearchConfig, make_out_dir
+from fda.config import EmbedConfig, SearchConfig
+from fda.files import make_out_dir
 from fda.errors import EnvError, InputError
 from fda.shards.schema import read_json, write_json_atomic
 

@@ -22,8 +22,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from fda.config import (SAMPLE_FIELDS, AblateConfig, Budget, EvalConfig, PreprocessConfig, SweepConfig,
-                        make_out_dir, options_record)
+from fda.config import SAMPLE_FIELDS, EvalConfig, PreprocessConfig
+from fda.files import make_out_dir
+from fda.lab.config import AblateConfig, Budget, SweepConfig
+from fda.options import options_record
 from fda.errors import ConfigError
 from fda.eval.metrics import DIRECTIONS, METRIC_KEYS, metric_name
 from fda.lab.viz import mask_stats, pyplot, save_figure

@@ -43,7 +43,7 @@ from typing import Any, Dict, List, NamedTuple, Sequence, Tuple
 
 import numpy as np
 
-from fda.config import make_out_dir
+from fda.files import make_out_dir
 from fda.errors import ConfigError, InputError
 from fda.lab.scenes import (BACKGROUND, PALETTE, STEP, Scene, SceneObject, _layout, check_palette, render_scene,
                             scene_geometry)

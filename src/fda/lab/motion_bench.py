@@ -33,7 +33,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from fda.config import BenchMasksConfig, BenchMotionConfig, GenerateConfig, make_out_dir, options_record
+from fda.files import make_out_dir
+from fda.lab.config import BenchMasksConfig, BenchMotionConfig, GenerateConfig
+from fda.options import options_record
 from fda.errors import InputError
 from fda.eval.metrics import DIRECTIONS, metric_name
 from fda.lab.viz import pyplot, save_figure

@@ -409,7 +409,7 @@ def make_bench_set(root: str, kind: str, *, n_train: int = 192, n_test: int = 64
 
 
 def run_generate(cfg: Any) -> Dict[str, Any]:
-    """Run ``fda generate`` from a :class:`fda.config.GenerateConfig`; returns the summary dict."""
+    """Run ``fda generate`` from a :class:`fda.lab.config.GenerateConfig`; returns the summary dict."""
     common = dict(n_train=cfg.train, n_test=cfg.test, seed=cfg.seed, size=cfg.dimensions, fps=cfg.frame_rate,
                   seconds=cfg.seconds)
     if cfg.kind == "demo":

@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import cv2
 import numpy as np
 
-from fda.config import make_out_dir
+from fda.files import make_out_dir
 from fda.errors import ConfigError, EnvError, InputError
 from fda.pipeline.video import find_ffmpeg
 

@@ -40,7 +40,9 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from fda import __version__
-from fda.config import PreprocessConfig, flag, make_out_dir
+from fda.config import PreprocessConfig
+from fda.files import make_out_dir
+from fda.options import flag
 from fda.errors import ConfigError, InputError, Interrupted
 from fda.pipeline.datasets import Dataset, VideoItem, load_dataset, not_regular
 from fda.pipeline.masks import clip_masks, robust_clip_masks

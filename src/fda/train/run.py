@@ -32,7 +32,8 @@ from typing import Any, Dict, List, Optional, Protocol, Tuple
 import torch
 
 from fda import __version__
-from fda.config import SAMPLE_FIELDS, TrainConfig, make_out_dir
+from fda.config import SAMPLE_FIELDS, TrainConfig
+from fda.files import make_out_dir
 from fda.errors import ConfigError, FdaError, InputError
 from fda.model.device import resolve_device
 from fda.runs import RunDir, resume_source, shard_changes
