@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 from fda.errors import ConfigError
-from fda.options import choice, flag, opt, positive, require
+from fda.options import choice, fields_with, opt, positive, require
 
 LAYOUTS = ("msrvtt", "msvd", "activitynet", "didemo", "lsmdc", "folder")
 MSRVTT_TRAIN_LISTS = ("9k", "7k")
@@ -25,9 +25,11 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 MAX_FRAMES = 99  # member names carry two digits: f00 ... f98
 
 
-def check_device_name(value: Any) -> None:
-    require(isinstance(value, str) and value.split(":")[0] in DEVICES, "device", value,
-             "auto, cpu, cuda, cuda:N or mps")
+def check_device_name(cfg: Any) -> None:
+    """``cfg.device`` is auto, cpu, cuda, cuda:N or mps."""
+    value = cfg.device
+    require(isinstance(value, str) and value.split(":")[0] in DEVICES, cfg, "device", value,
+            "auto, cpu, cuda, cuda:N or mps")
 
 
 
@@ -49,74 +51,77 @@ class PreprocessConfig:
 
     dataset_root: str = opt(help="The dataset's folder.", argument=True, folder=True)
     out: str = opt("shards", "Folder for shards and manifest.")
-    layout: Optional[str] = opt(None, "Dataset layout (default: detected).", choices=LAYOUTS)
-    msrvtt_train: str = opt("9k", "MSR-VTT training list.", choices=MSRVTT_TRAIN_LISTS)
-    captions: Optional[str] = opt(None, "Captions file (CSV, TSV or JSONL) for a folder of videos.")
-    split: Optional[str] = opt(None, "Comma list of splits to write (default: all).")
-    frames_train: int = opt(6, "Frames sampled per training clip.")
-    frames_test: int = opt(12, "Frames sampled per val/test clip.")
-    size: int = opt(224, "Short-side resize then center crop, in pixels.")
-    tau: float = opt(25.0, "Frame-difference threshold in grey levels.")
-    kernel: int = opt(3, "Morphology kernel (closing then opening); 0 disables.")
-    min_area: int = opt(16, "Drop moving regions smaller than this many pixels.")
-    empty_mask: str = opt("full", "Mask for a frame with no motion left.", choices=EMPTY_MASKS)
+    layout: Optional[str] = opt(None, "Dataset layout (default: detected).", choices=LAYOUTS, role="sample")
+    msrvtt_train: str = opt("9k", "MSR-VTT training list.", choices=MSRVTT_TRAIN_LISTS, role="sample")
+    captions: Optional[str] = opt(None, "Captions file (CSV, TSV or JSONL) for a folder of videos.", role="sample")
+    split: Optional[str] = opt(None, "Comma list of splits to write (default: all).", role="shard-set")
+    frames_train: int = opt(6, "Frames sampled per training clip.", role="sample")
+    frames_test: int = opt(12, "Frames sampled per val/test clip.", role="sample")
+    size: int = opt(224, "Short-side resize then center crop, in pixels.", role="sample")
+    tau: float = opt(25.0, "Frame-difference threshold in grey levels.", role="sample")
+    kernel: int = opt(3, "Morphology kernel (closing then opening); 0 disables.", role="sample")
+    min_area: int = opt(16, "Drop moving regions smaller than this many pixels.", role="sample")
+    empty_mask: str = opt("full", "Mask for a frame with no motion left.", choices=EMPTY_MASKS, role="sample")
     diff_mode: str = opt("adjacent", "Difference with the adjacent decoded frame or the adjacent sampled one.",
-                         choices=DIFF_MODES)
+                         choices=DIFF_MODES, role="sample")
     camera_motion: str = opt("none", "none: the paper's plain difference; compensate: fit the camera's motion between "
                              "frame and partner (tracked corners, RANSAC similarity), warp, and difference only where "
                              "both see the scene (an implausible fit falls back to the plain rule and is recorded).",
-                             choices=CAMERA_MOTIONS)
+                             choices=CAMERA_MOTIONS, role="sample")
     normalize_brightness: bool = opt(False, "Match the partner's brightness to the frame's before differencing "
-                                     "(flicker, exposure changes).")
-    jpeg_quality: int = opt(90, "JPEG quality of stored frames.")
-    samples_per_shard: int = opt(200, "Videos per tar shard.")
-    decoder: str = opt("pyav", "Video decoder (in-process FFmpeg through PyAV).", choices=DECODERS)
+                                     "(flicker, exposure changes).", role="sample")
+    jpeg_quality: int = opt(90, "JPEG quality of stored frames.", role="sample")
+    samples_per_shard: int = opt(200, "Videos per tar shard.", role="shard-set")
+    decoder: str = opt("pyav", "Video decoder (in-process FFmpeg through PyAV).", choices=DECODERS, role="sample")
     min_decodable: float = opt(0.95, "A clip whose decodable frames are fewer than this fraction of its frames is a "
-                               "recorded failure.")
+                               "recorded failure.", role="sample")
     skip_damaged_frames: bool = opt(False, "Sample a damaged clip only from frames that decoded cleanly from clean "
-                                    "references (default: any decoded frame; tainted ones are marked in the json).")
+                                    "references (default: any decoded frame; tainted ones are marked in the json).",
+                                    role="sample-when-on")
     video_timeout: float = opt(600.0, "Seconds one video may take to decode before its worker is replaced and the "
                                "video recorded as timed out (0: no limit).")
     workers: int = opt(0, "Worker processes (0: all cores).")
     engine: str = opt("local", "Run shard tasks in a local process pool or on Ray.", choices=ENGINES)
     ray_address: Optional[str] = opt(None, "Ray cluster address (with --engine ray; default: local Ray).")
     max_failure_rate: float = opt(0.01, "Exit non-zero when more videos than this fraction fail.")
-    limit: Optional[int] = opt(None, "Take only the first N videos of each split.")
+    limit: Optional[int] = opt(None, "Take only the first N videos of each split.", role="sample")
     overwrite: bool = opt(False, "Delete earlier output in --out and start over.")
     retry_failed: bool = opt(False, "Also redo finished shards that recorded failed videos (changed inputs are redone "
                              "anyway).")
     full_duration: bool = opt(False, "didemo: sample the whole clip (default: only frames presented before 30 s, the "
-                              "annotated part).")
+                              "annotated part).", role="sample-when-on")
 
     def __post_init__(self) -> None:
         if self.layout is not None:
-            choice("layout", self.layout, LAYOUTS)
-        choice("msrvtt_train", self.msrvtt_train, MSRVTT_TRAIN_LISTS)
+            choice(self, "layout", self.layout, LAYOUTS)
+        choice(self, "msrvtt_train", self.msrvtt_train, MSRVTT_TRAIN_LISTS)
         parse_splits(self.split)
         for name in ("frames_train", "frames_test"):
             value = getattr(self, name)
-            require(isinstance(value, int) and 1 <= value <= MAX_FRAMES, name, value, f"an integer in 1..{MAX_FRAMES}")
-        require(isinstance(self.size, int) and 16 <= self.size <= 4096, "size", self.size, "an integer in 16..4096")
-        require(isinstance(self.tau, (int, float)) and 0 <= self.tau <= 255, "tau", self.tau,
-                 "in 0..255 (grey levels)")
+            require(isinstance(value, int) and 1 <= value <= MAX_FRAMES, self, name, value,
+                    f"an integer in 1..{MAX_FRAMES}")
+        require(isinstance(self.size, int) and 16 <= self.size <= 4096, self, "size", self.size,
+                "an integer in 16..4096")
+        require(isinstance(self.tau, (int, float)) and 0 <= self.tau <= 255, self, "tau", self.tau,
+                "in 0..255 (grey levels)")
         object.__setattr__(self, "tau", float(self.tau))
-        require(isinstance(self.kernel, int) and self.kernel >= 0 and (self.kernel == 0 or self.kernel % 2 == 1),
-                 "kernel", self.kernel, "0 (no morphology) or an odd integer >= 1")
-        require(isinstance(self.min_area, int) and self.min_area >= 0, "min_area", self.min_area, ">= 0 pixels")
-        choice("empty_mask", self.empty_mask, EMPTY_MASKS)
-        choice("diff_mode", self.diff_mode, DIFF_MODES)
-        choice("camera_motion", self.camera_motion, CAMERA_MOTIONS)
-        require(1 <= self.jpeg_quality <= 100, "jpeg_quality", self.jpeg_quality, "in 1..100")
-        require(self.samples_per_shard >= 1, "samples_per_shard", self.samples_per_shard, ">= 1")
-        choice("decoder", self.decoder, DECODERS)
-        require(isinstance(self.min_decodable, (int, float)) and 0.0 <= self.min_decodable <= 1.0, "min_decodable",
-                 self.min_decodable, "in 0..1 (the fraction of a clip's frames that must decode)")
-        require(isinstance(self.video_timeout, (int, float)) and self.video_timeout >= 0, "video_timeout",
-                 self.video_timeout, ">= 0 seconds (0: no limit)")
-        require(self.workers >= 0, "workers", self.workers, ">= 0 (0: all cores)")
-        choice("engine", self.engine, ENGINES)
-        require(0.0 <= self.max_failure_rate <= 1.0, "max_failure_rate", self.max_failure_rate, "in 0..1")
-        require(self.limit is None or self.limit >= 1, "limit", self.limit, ">= 1")
+        require(isinstance(self.kernel, int) and self.kernel >= 0 and (self.kernel == 0 or self.kernel % 2 == 1), self,
+                "kernel", self.kernel, "0 (no morphology) or an odd integer >= 1")
+        require(isinstance(self.min_area, int) and self.min_area >= 0, self, "min_area", self.min_area, ">= 0 pixels")
+        choice(self, "empty_mask", self.empty_mask, EMPTY_MASKS)
+        choice(self, "diff_mode", self.diff_mode, DIFF_MODES)
+        choice(self, "camera_motion", self.camera_motion, CAMERA_MOTIONS)
+        require(1 <= self.jpeg_quality <= 100, self, "jpeg_quality", self.jpeg_quality, "in 1..100")
+        require(self.samples_per_shard >= 1, self, "samples_per_shard", self.samples_per_shard, ">= 1")
+        choice(self, "decoder", self.decoder, DECODERS)
+        require(isinstance(self.min_decodable, (int, float)) and 0.0 <= self.min_decodable <= 1.0, self,
+                "min_decodable", self.min_decodable, "in 0..1 (the fraction of a clip's frames that must decode)")
+        require(isinstance(self.video_timeout, (int, float)) and self.video_timeout >= 0, self, "video_timeout",
+                self.video_timeout, ">= 0 seconds (0: no limit)")
+        require(self.workers >= 0, self, "workers", self.workers, ">= 0 (0: all cores)")
+        choice(self, "engine", self.engine, ENGINES)
+        require(0.0 <= self.max_failure_rate <= 1.0, self, "max_failure_rate", self.max_failure_rate, "in 0..1")
+        require(self.limit is None or self.limit >= 1, self, "limit", self.limit, ">= 1")
         if self.ray_address is not None and self.engine != "ray":
             raise ConfigError(f"--ray-address needs --engine ray, got --engine {self.engine}")
         if self.full_duration and self.layout not in (None, "didemo"):
@@ -146,15 +151,13 @@ class PreprocessConfig:
         return fields
 
 
-DATA_FIELDS = ("layout", "msrvtt_train", "captions", "split", "frames_train", "frames_test", "size", "tau", "kernel",
-               "min_area", "empty_mask", "diff_mode", "camera_motion", "normalize_brightness", "jpeg_quality",
-               "samples_per_shard", "limit", "decoder", "min_decodable")
-"""The :class:`PreprocessConfig` fields that decide the bytes of a shard set (plus those of
-:data:`OPTIONAL_DATA_FIELDS` that are on)."""
-OPTIONAL_DATA_FIELDS = ("full_duration", "skip_damaged_frames")
+DATA_FIELDS = fields_with(PreprocessConfig, role=("sample", "shard-set"))
+"""The :class:`PreprocessConfig` fields that decide the bytes of a shard set (``role="sample"`` or ``"shard-set"``),
+plus those of :data:`OPTIONAL_DATA_FIELDS` that are on."""
+OPTIONAL_DATA_FIELDS = fields_with(PreprocessConfig, role="sample-when-on")
 """Flags that decide the bytes of a shard set when on, recorded only then (shard sets written before they existed
 keep their fingerprints)."""
-SAMPLE_FIELDS = tuple(f for f in DATA_FIELDS if f not in ("split", "samples_per_shard")) + OPTIONAL_DATA_FIELDS
+SAMPLE_FIELDS = fields_with(PreprocessConfig, role="sample") + OPTIONAL_DATA_FIELDS
 """The fields that decide what a sample holds (not which splits were written or how they are cut into shards): a
 model trained on a shard set has learned from them."""
 
@@ -176,31 +179,34 @@ class TrainConfig:
     the CLI spells it ``--loader-workers``, since preprocess's ``--workers 0`` means every core.
     """
 
-    shards_dir: str = opt(help="A shard set written by fda preprocess.", argument=True, folder=True)
+    shards_dir: str = opt(help="A shard set written by fda preprocess.", argument=True, folder=True,
+                          role="run", resume="fixed")
     out: Optional[str] = opt(None, "Run folder (default: a new folder under ./runs/); rerunning into one that has "
-                             "checkpoints resumes it.")
-    split: str = opt("train", "Split to train on.", choices=SPLITS)
+                             "checkpoints resumes it.", role="run", resume="ignored")
+    split: str = opt("train", "Split to train on.", choices=SPLITS, role="run", resume="fixed")
     val_split: str = opt("auto", "Split for periodic validation. auto: val, which keeps best.pt by its R@1; without "
                          "val, test for the curve only, no best.pt (fda eval reads the last checkpoint). test: keep "
                          "best.pt by test R@1, as papers that select on test do (fda eval on test says so).",
-                         choices=VAL_SPLITS)
+                         choices=VAL_SPLITS, role="run")
     val_from_train: int = opt(0, "Hold out N training videos (the same N for the same set: chosen by a hash of their "
                               "keys; they do not train) to validate on and keep best.pt by: a proper best.pt for a set "
-                              "without a val split. 0: off.")
-    model: str = opt("ViT-B-32", "Architecture: ViT-B-32, ViT-B-16, ViT-L-14, fda-small, fda-tiny, or a config .json.")
+                              "without a val split. 0: off.", role="run", resume="fixed")
+    model: str = opt("ViT-B-32", "Architecture: ViT-B-32, ViT-B-16, ViT-L-14, fda-small, fda-tiny, or a config .json.",
+                     resume="fixed")
     pretrained: Optional[str] = opt("openai", "CLIP weights: an open_clip tag (downloaded), a local FILE, or 'none' "
-                                    "for random init.")
-    alpha_checkpoint: Optional[str] = opt(None, "Alpha-CLIP release checkpoint of the vision tower.")
-    no_alpha: bool = opt(False, "Train the plain CLIP meanP baseline (no alpha path).")
+                                    "for random init.", resume="fixed")
+    alpha_checkpoint: Optional[str] = opt(None, "Alpha-CLIP release checkpoint of the vision tower.",
+                                          role="run", resume="fixed")
+    no_alpha: bool = opt(False, "Train the plain CLIP meanP baseline (no alpha path).", role="run", resume="fixed")
     captions: str = opt("all", "all: every (video, caption) pair per epoch; random: one caption per visit.",
-                        choices=CAPTION_MODES)
-    batch_size: int = opt(128, "Pairs per process per micro-step.")
-    accum_steps: int = opt(1, "Micro-steps per optimiser step (gradient accumulation).")
+                        choices=CAPTION_MODES, role="run", resume="fixed")
+    batch_size: int = opt(128, "Pairs per process per micro-step.", resume="fixed")
+    accum_steps: int = opt(1, "Micro-steps per optimiser step (gradient accumulation).", resume="fixed")
     workers: int = opt(4, "DataLoader worker processes per training process (0: load in the main process; unlike "
                        "preprocess --workers, 0 is not 'all cores').", flag="--loader-workers", aliases=("--workers",))
-    shuffle_buffer: int = opt(500, "Videos in each stream's shuffle buffer.")
+    shuffle_buffer: int = opt(500, "Videos in each stream's shuffle buffer.", role="run", resume="fixed")
     epochs: int = opt(5, "Run length in epochs (from the manifest's counts).")
-    max_steps: Optional[int] = opt(None, "Run length in optimiser steps (overrides --epochs).")
+    max_steps: Optional[int] = opt(None, "Run length in optimiser steps (overrides --epochs).", role="run")
     lr: Optional[float] = opt(None, "Learning rate of CLIP weights. auto: 1e-6 (CLIP4Clip's) from pretrained weights, "
                               "1e-3 (the demo's) from random weights; train_config.json records the rate used.",
                               auto=True)
@@ -209,42 +215,43 @@ class TrainConfig:
     warmup_steps: Optional[int] = opt(None, "Linear warmup steps (default: 10% of the run).")
     grad_clip: float = opt(1.0, "Clip the gradient norm to this (0: off).")
     label_smoothing: float = opt(0.0, "Label smoothing of the contrastive loss (Alpha-CLIP used 0.1).")
-    freeze_text: bool = opt(False, "Keep the text tower fixed.")
+    freeze_text: bool = opt(False, "Keep the text tower fixed.", resume="fixed")
     augment: str = opt("none", "crop-flip: one random resized crop + flip per clip, frames and masks alike.",
-                       choices=AUGMENTS)
+                       choices=AUGMENTS, resume="fixed")
     precision: str = opt("auto", "auto: bf16 autocast on CUDA, fp32 elsewhere.", choices=PRECISIONS)
     grad_checkpointing: bool = opt(False, "Recompute activations to save memory.")
     device: str = opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
-    seed: int = opt(0, "Seed of data order and draws.")
-    save_every: int = opt(1000, "Checkpoint every N steps (and at the end).")
-    keep_last: int = opt(3, "Step checkpoints to keep (best.pt is kept apart).")
-    log_every: int = opt(10, "Console line every N steps (metrics.jsonl gets every step).")
-    val_every: int = opt(0, "Validate every N steps (0: at each epoch end).")
-    tensorboard: bool = opt(True, "Write TensorBoard events to RUN_DIR/tb.")
-    resume: Optional[str] = opt(None, "Checkpoint file or run folder to resume (default: --out's own).")
+    seed: int = opt(0, "Seed of data order and draws.", role="run", resume="fixed")
+    save_every: int = opt(1000, "Checkpoint every N steps (and at the end).", role="run")
+    keep_last: int = opt(3, "Step checkpoints to keep (best.pt is kept apart).", role="run")
+    log_every: int = opt(10, "Console line every N steps (metrics.jsonl gets every step).", role="run")
+    val_every: int = opt(0, "Validate every N steps (0: at each epoch end).", role="run")
+    tensorboard: bool = opt(True, "Write TensorBoard events to RUN_DIR/tb.", role="run")
+    resume: Optional[str] = opt(None, "Checkpoint file or run folder to resume (default: --out's own).",
+                                role="run", resume="ignored")
 
     def __post_init__(self) -> None:
-        choice("split", self.split, SPLITS)
-        choice("val_split", self.val_split, VAL_SPLITS)
-        choice("captions", self.captions, CAPTION_MODES)
-        choice("augment", self.augment, AUGMENTS)
-        choice("precision", self.precision, PRECISIONS)
-        check_device_name(self.device)
+        choice(self, "split", self.split, SPLITS)
+        choice(self, "val_split", self.val_split, VAL_SPLITS)
+        choice(self, "captions", self.captions, CAPTION_MODES)
+        choice(self, "augment", self.augment, AUGMENTS)
+        choice(self, "precision", self.precision, PRECISIONS)
+        check_device_name(self)
         positive(self, "batch_size", "accum_steps", "epochs", "log_every", "keep_last", "save_every")
-        require(isinstance(self.workers, int) and self.workers >= 0, "loader_workers", self.workers,
-                 ">= 0 (0: load in the main process)")
-        require(self.shuffle_buffer >= 1, "shuffle_buffer", self.shuffle_buffer, ">= 1 video (1: no shuffle)")
-        require(self.max_steps is None or self.max_steps >= 1, "max_steps", self.max_steps, ">= 1")
-        require(self.warmup_steps is None or self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, ">= 0")
+        require(isinstance(self.workers, int) and self.workers >= 0, self, "workers", self.workers,
+                ">= 0 (0: load in the main process)")
+        require(self.shuffle_buffer >= 1, self, "shuffle_buffer", self.shuffle_buffer, ">= 1 video (1: no shuffle)")
+        require(self.max_steps is None or self.max_steps >= 1, self, "max_steps", self.max_steps, ">= 1")
+        require(self.warmup_steps is None or self.warmup_steps >= 0, self, "warmup_steps", self.warmup_steps, ">= 0")
         for name in ("lr", "alpha_lr", "weight_decay", "grad_clip"):
             value = getattr(self, name)
             if value is None and name == "lr":
                 continue  # auto
-            require(value >= 0 and value == value and value != float("inf"), name, value, "a finite number >= 0")
-        require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", self.label_smoothing, "in [0, 1)")
-        require(self.val_every >= 0, "val_every", self.val_every, ">= 0 (0: at each epoch end)")
-        require(isinstance(self.val_from_train, int) and self.val_from_train >= 0, "val_from_train",
-                 self.val_from_train, "an integer >= 0 (0: off)")
+            require(value >= 0 and value == value and value != float("inf"), self, name, value, "a finite number >= 0")
+        require(0.0 <= self.label_smoothing < 1.0, self, "label_smoothing", self.label_smoothing, "in [0, 1)")
+        require(self.val_every >= 0, self, "val_every", self.val_every, ">= 0 (0: at each epoch end)")
+        require(isinstance(self.val_from_train, int) and self.val_from_train >= 0, self, "val_from_train",
+                self.val_from_train, "an integer >= 0 (0: off)")
         if self.val_from_train and self.val_split != "auto":
             raise ConfigError(f"--val-from-train validates on the videos it holds out; --val-split {self.val_split} "
                               f"would validate elsewhere: drop one of them")
@@ -298,14 +305,14 @@ class EvalConfig:
     seed: int = opt(0, "Initialisation seed of a model without weights.")
 
     def __post_init__(self) -> None:
-        choice("split", self.split, SPLITS)
+        choice(self, "split", self.split, SPLITS)
         _model_source_checks(self)
-        require(self.frames is None or (isinstance(self.frames, int) and 1 <= self.frames <= MAX_FRAMES), "frames",
-                 self.frames, f"an integer in 1..{MAX_FRAMES}")
+        require(self.frames is None or (isinstance(self.frames, int) and 1 <= self.frames <= MAX_FRAMES), self,
+                "frames", self.frames, f"an integer in 1..{MAX_FRAMES}")
         positive(self, "batch_size", "text_batch_size")
-        require(isinstance(self.workers, int) and self.workers >= 0, "workers", self.workers,
-                 ">= 0 decoding threads (0: decode in the main thread)")
-        check_device_name(self.device)
+        require(isinstance(self.workers, int) and self.workers >= 0, self, "workers", self.workers,
+                ">= 0 decoding threads (0: decode in the main thread)")
+        check_device_name(self)
 
 
 @dataclass(frozen=True)
@@ -338,9 +345,9 @@ class EmbedConfig:
         parse_splits(self.split)
         _model_source_checks(self)
         positive(self, "batch_size", "text_batch_size", "chunk_size")
-        choice("index", self.index, INDEX_KINDS)
-        require(isinstance(self.workers, int) and self.workers >= 0, "workers", self.workers, ">= 0")
-        check_device_name(self.device)
+        choice(self, "index", self.index, INDEX_KINDS)
+        require(isinstance(self.workers, int) and self.workers >= 0, self, "workers", self.workers, ">= 0")
+        check_device_name(self)
 
     @property
     def splits(self) -> Optional[Tuple[str, ...]]:
@@ -367,7 +374,7 @@ class SearchConfig:
             raise ConfigError("give a text QUERY or --video ID (exactly one)")
         if self.query is not None and not self.query.strip():
             raise ConfigError("QUERY is empty: give some words to search for, or --video ID")
-        require(isinstance(self.k, int) and self.k >= 1, "k", self.k, "an integer >= 1")
-        choice("target", self.target, SEARCH_TARGETS)
-        check_device_name(self.device)
+        require(isinstance(self.k, int) and self.k >= 1, self, "k", self.k, "an integer >= 1")
+        choice(self, "target", self.target, SEARCH_TARGETS)
+        check_device_name(self)
 

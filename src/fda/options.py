@@ -35,6 +35,12 @@ class Opt:
         argument: a positional argument (a tuple-typed one takes any number of values).
         folder: the value names a folder (an existing file there is a usage error).
         auto: the option also takes the word ``auto`` (the field's ``None``: the stage chooses and records it).
+        role: what the value is to the stage that reads it, for the name lists derived from it (:func:`fields_with`):
+            ``fda preprocess``: ``sample`` (decides what a sample holds), ``sample-when-on`` (the same, recorded
+            only when on, so older shard sets keep their fingerprints), ``shard-set`` (which splits are written and
+            how they are cut into shards); ``fda train``: ``run`` (an experiment sets it for each run itself).
+        resume: ``fixed`` (``fda train`` refuses to resume with another value) or ``ignored`` (where the run lives,
+            not an option of the run).
     """
 
     help: str
@@ -44,6 +50,8 @@ class Opt:
     argument: bool = False
     folder: bool = False
     auto: bool = False
+    role: str = ""
+    resume: str = ""
 
 
 @dataclass(frozen=True)
@@ -182,21 +190,54 @@ def options_record(cfg: Any) -> Dict[str, Any]:
 
 
 
+# --- reading the declarations -----------------------------------------------------------------------------------
+
+def spelling(cls: Any, name: str) -> str:
+    """How the command line spells field ``name`` of config ``cls`` (a class or an instance): its declared flag,
+    else :func:`flag` of the name; a positional argument in capitals (``SHARDS_DIR``). A name that is not a field
+    of ``cls`` is spelled by :func:`flag`."""
+    cls = cls if isinstance(cls, type) else type(cls)
+    f = {f.name: f for f in dataclasses.fields(cls)}.get(name) if dataclasses.is_dataclass(cls) else None
+    spec = f.metadata.get("cli") if f is not None else None
+    if spec is None:
+        return flag(name)
+    if spec.argument:
+        return name.upper()
+    return spec.flag or flag(name)
+
+
+def fields_with(cls: type, **meta: Any) -> Tuple[str, ...]:
+    """The names of ``cls``'s fields whose :class:`Opt` has every given value (``role="sample"``), in field order;
+    a tuple value matches any of its items (``role=("sample", "shard-set")``)."""
+    def matches(spec: Optional[Opt]) -> bool:
+        return spec is not None and all(getattr(spec, k) in (v if isinstance(v, tuple) else (v,))
+                                        for k, v in meta.items())
+    return tuple(f.name for f in dataclasses.fields(cls) if matches(f.metadata.get("cli")))
+
+
 # --- checks shared by several configs -----------------------------------------------------------------------------
 
-def require(ok: bool, field: str, value: Any, need: str) -> None:
+def require(ok: bool, cfg: Any, name: str, value: Any, need: str) -> None:
+    """Raise ``<option> must be <need>, got <value>`` unless ``ok``; the option as ``cfg`` declares it
+    (:func:`spelling`).
+
+    Raises:
+        ConfigError: ``ok`` is false.
+    """
     if not ok:
-        raise ConfigError(f"{flag(field)} must be {need}, got {value!r}")
+        raise ConfigError(f"{spelling(cfg, name)} must be {need}, got {value!r}")
 
 
-def choice(field: str, value: Any, choices: Sequence[str]) -> None:
-    require(value in choices, field, value, "one of " + ", ".join(choices))
+def choice(cfg: Any, name: str, value: Any, choices: Sequence[str]) -> None:
+    """``value`` (of ``cfg``'s field ``name``) is one of ``choices``."""
+    require(value in choices, cfg, name, value, "one of " + ", ".join(choices))
 
 
 def positive(cfg: Any, *names: str) -> None:
+    """Each of ``cfg``'s fields ``names`` is an integer >= 1."""
     for name in names:
         value = getattr(cfg, name)
-        require(isinstance(value, int) and value >= 1, name, value, "an integer >= 1")
+        require(isinstance(value, int) and value >= 1, cfg, name, value, "an integer >= 1")
 
 
 def parse_floats(value: str, option: str) -> Tuple[float, ...]:

@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from fda import __version__
-from fda.config import EmbedConfig, SearchConfig
+from fda.config import SEARCH_TARGETS, EmbedConfig, SearchConfig
 from fda.files import make_out_dir
 from fda.errors import EnvError, InputError
 from fda.shards.schema import read_json, write_json_atomic
@@ -33,7 +33,6 @@ from fda.shards.schema import read_json, write_json_atomic
 logger = logging.getLogger(__name__)
 
 EMB_MANIFEST = "embeddings.json"
-KINDS = ("videos", "captions")
 FAISS_FILE = "videos.hnsw.faiss"
 HNSW_M = 32
 
@@ -99,7 +98,7 @@ def _prepare_out(out: str, overwrite: bool) -> None:
         if not overwrite:
             raise InputError(f"--out {out!r} is not empty: pass --overwrite to replace it, or another folder")
         if not os.path.isfile(os.path.join(out, EMB_MANIFEST)) and any(
-                not f.startswith(KINDS) for f in os.listdir(out)):
+                not f.startswith(SEARCH_TARGETS) for f in os.listdir(out)):
             raise InputError(f"--out {out!r} holds files that fda embed did not write: refusing to delete them")
         shutil.rmtree(out)
     make_out_dir(out)

@@ -11,7 +11,8 @@ from typing import Any, Optional, Tuple
 
 from fda.config import MAX_FRAMES, SPLITS, PreprocessConfig, TrainConfig, parse_splits
 from fda.errors import ConfigError
-from fda.options import choice, flag, name_list, nested, opt, parse_floats, parse_names, parse_seeds, positive, require
+from fda.options import (choice, fields_with, name_list, nested, opt, parse_floats, parse_names, parse_seeds, positive,
+                         require)
 
 GENERATE_KINDS = ("demo", "motion", "null", "appearance")
 BENCH_KINDS = GENERATE_KINDS[1:]  # the benchmark scenes of fda.lab.scenes
@@ -51,20 +52,21 @@ class GenerateConfig:
                          "textured background), flicker, noise, compression.", choices=SCENE_CONDITIONS)
 
     def __post_init__(self) -> None:
-        choice("kind", self.kind, GENERATE_KINDS)
-        choice("condition", self.condition, SCENE_CONDITIONS)
-        require(self.kind != "demo" or self.condition == "still", "condition", self.condition,
-                 "still for --kind demo (conditions apply to the benchmark scenes)")
+        choice(self, "kind", self.kind, GENERATE_KINDS)
+        choice(self, "condition", self.condition, SCENE_CONDITIONS)
+        require(self.kind != "demo" or self.condition == "still", self, "condition", self.condition,
+                "still for --kind demo (conditions apply to the benchmark scenes)")
         for name in ("train", "test"):
             value = getattr(self, name)
-            require(isinstance(value, int) and 1 <= value <= 100_000, name, value, "an integer in 1..100000")
-        require(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
+            require(isinstance(value, int) and 1 <= value <= 100_000, self, name, value, "an integer in 1..100000")
+        require(isinstance(self.seed, int) and self.seed >= 0, self, "seed", self.seed, "an integer >= 0")
         parse_size(self.size or "64x64")
         fps = self.frame_rate
-        require(isinstance(fps, int) and 1 <= fps <= 120, "fps", fps, "an integer in 1..120")
-        require(isinstance(self.seconds, (int, float)) and 0 < self.seconds <= 600, "seconds", self.seconds,
-                 "in (0, 600]")
-        require(round(fps * self.seconds) >= 2, "seconds", self.seconds, f"long enough for 2 frames at --fps {fps}")
+        require(isinstance(fps, int) and 1 <= fps <= 120, self, "fps", fps, "an integer in 1..120")
+        require(isinstance(self.seconds, (int, float)) and 0 < self.seconds <= 600, self, "seconds", self.seconds,
+                "in (0, 600]")
+        require(round(fps * self.seconds) >= 2, self, "seconds", self.seconds,
+                f"long enough for 2 frames at --fps {fps}")
 
     @property
     def dimensions(self) -> Tuple[int, int]:
@@ -98,12 +100,13 @@ class VisualizeConfig:
     fps: float = opt(3.0, "Frame rate of the animation.")
 
     def __post_init__(self) -> None:
-        choice("split", self.split, SPLITS)
-        require(isinstance(self.n, int) and self.n >= 1, "n", self.n, "an integer >= 1 (videos to draw)")
+        choice(self, "split", self.split, SPLITS)
+        require(isinstance(self.n, int) and self.n >= 1, self, "n", self.n, "an integer >= 1 (videos to draw)")
         object.__setattr__(self, "video", tuple(self.video or ()))
-        require(isinstance(self.tile, int) and 16 <= self.tile <= 1024, "tile", self.tile, "an integer in 16..1024")
-        choice("animation", self.animation, ANIMATIONS)
-        require(isinstance(self.fps, (int, float)) and 0 < self.fps <= 60, "fps", self.fps, "in (0, 60]")
+        require(isinstance(self.tile, int) and 16 <= self.tile <= 1024, self, "tile", self.tile,
+                "an integer in 16..1024")
+        choice(self, "animation", self.animation, ANIMATIONS)
+        require(isinstance(self.fps, (int, float)) and 0 < self.fps <= 60, self, "fps", self.fps, "in (0, 60]")
 
 
 @dataclass(frozen=True)
@@ -120,8 +123,8 @@ class MasksStatsConfig:
         if not self.shards_dirs:
             raise ConfigError("give at least one SHARDS_DIR (a folder written by fda preprocess)")
         parse_splits(self.split)
-        require(str(self.out).lower().endswith(".png"), "out", self.out, "a .png file name")
-        require(isinstance(self.bins, int) and 2 <= self.bins <= 200, "bins", self.bins, "an integer in 2..200")
+        require(str(self.out).lower().endswith(".png"), self, "out", self.out, "a .png file name")
+        require(isinstance(self.bins, int) and 2 <= self.bins <= 200, self, "bins", self.bins, "an integer in 2..200")
 
     @property
     def splits(self) -> Optional[Tuple[str, ...]]:
@@ -130,9 +133,7 @@ class MasksStatsConfig:
 
 
 # --- the experiments: sweep, ablate, bench-motion, bench-masks, demo ------------------------------------------------
-RUN_FIELDS = ("shards_dir", "out", "split", "val_split", "val_from_train", "no_alpha", "alpha_checkpoint", "captions",
-              "shuffle_buffer", "max_steps", "seed", "save_every", "keep_last", "log_every", "val_every", "tensorboard",
-              "resume")
+RUN_FIELDS = fields_with(TrainConfig, role="run")
 """The :class:`TrainConfig` fields an experiment sets for each run itself (where it reads and writes, its arm, seed
 and length, how often it logs and saves); every other train option reaches the experiments through :class:`Budget`.
 ``captions`` stays out because ``fda sweep --captions`` is the preprocess captions file."""
@@ -153,8 +154,8 @@ class Budget:
 
     def __post_init__(self) -> None:
         parse_seeds(self.seeds)
-        require(self.steps is None or (isinstance(self.steps, int) and self.steps >= 1), "steps", self.steps,
-                 "an integer >= 1 (or leave it out to train --epochs)")
+        require(self.steps is None or (isinstance(self.steps, int) and self.steps >= 1), self, "steps", self.steps,
+                "an integer >= 1 (or leave it out to train --epochs)")
         positive(self, "eval_batch_size")
 
     @property
@@ -191,17 +192,17 @@ class Scenes:
     workers: int = opt(0, "Preprocess processes (0: all cores).")
 
     def __post_init__(self) -> None:
-        require(isinstance(self.data_seed, int) and self.data_seed >= 0, "data_seed", self.data_seed,
-                 "an integer >= 0")
-        require(isinstance(self.size, int) and 16 <= self.size <= 1024 and self.size % 2 == 0, "size", self.size,
-                 "an even integer in 16..1024")
-        require(isinstance(self.fps, int) and 1 <= self.fps <= 60, "fps", self.fps, "an integer in 1..60")
+        require(isinstance(self.data_seed, int) and self.data_seed >= 0, self, "data_seed", self.data_seed,
+                "an integer >= 0")
+        require(isinstance(self.size, int) and 16 <= self.size <= 1024 and self.size % 2 == 0, self, "size", self.size,
+                "an even integer in 16..1024")
+        require(isinstance(self.fps, int) and 1 <= self.fps <= 60, self, "fps", self.fps, "an integer in 1..60")
         require(isinstance(self.seconds, (int, float)) and 0 < self.seconds <= 60 and self.fps * self.seconds >= 2,
-                 "seconds", self.seconds, f"in (0, 60] and long enough for 2 frames at --fps {self.fps}")
-        require(isinstance(self.frames, int) and 2 <= self.frames <= MAX_FRAMES, "frames", self.frames,
-                 f"an integer in 2..{MAX_FRAMES}")
-        require(0 <= self.tau <= 255, "tau", self.tau, "in 0..255 (grey levels)")
-        require(self.workers >= 0, "workers", self.workers, ">= 0 (0: all cores)")
+                self, "seconds", self.seconds, f"in (0, 60] and long enough for 2 frames at --fps {self.fps}")
+        require(isinstance(self.frames, int) and 2 <= self.frames <= MAX_FRAMES, self, "frames", self.frames,
+                f"an integer in 2..{MAX_FRAMES}")
+        require(0 <= self.tau <= 255, self, "tau", self.tau, "in 0..255 (grey levels)")
+        require(self.workers >= 0, self, "workers", self.workers, ">= 0 (0: all cores)")
 
     def preprocess_config(self, dataset_root: str, out: str, **more: Any) -> PreprocessConfig:
         """The :class:`PreprocessConfig` of a generated set: these frames and tau for every split."""
@@ -226,7 +227,7 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         for tau in self.taus:
-            require(0 <= tau <= 255, "tau", self.tau, "a comma list of thresholds in 0..255 (grey levels)")
+            require(0 <= tau <= 255, self, "tau", self.tau, "a comma list of thresholds in 0..255 (grey levels)")
 
     @property
     def taus(self) -> Tuple[float, ...]:
@@ -249,8 +250,8 @@ class AblateConfig:
     budget: Budget = nested(Budget())
 
     def __post_init__(self) -> None:
-        choice("split", self.split, SPLITS)
-        choice("eval_split", self.eval_split, SPLITS)
+        choice(self, "split", self.split, SPLITS)
+        choice(self, "eval_split", self.eval_split, SPLITS)
 
 
 BENCH_ARMS = ("masks", "no-alpha", "full", "shuffled", "compensated")
@@ -261,11 +262,11 @@ def _twin_checks(cfg: Any) -> None:
     """Clip counts of a benchmark set (``fda bench-motion``, ``fda demo``): twins, and a batch never twice a clip."""
     for name in ("train_videos", "test_videos"):
         value = getattr(cfg, name)
-        require(isinstance(value, int) and value >= 4 and value % 2 == 0, name, value,
-                 "an even integer >= 4 (clips come in twins)")
+        require(isinstance(value, int) and value >= 4 and value % 2 == 0, cfg, name, value,
+                "an even integer >= 4 (clips come in twins)")
     batch = cfg.budget.train.batch_size
-    require(batch <= cfg.train_videos, "batch_size", batch,
-             f"<= --train-videos ({cfg.train_videos}): a batch never holds a video twice")
+    require(batch <= cfg.train_videos, cfg.budget.train, "batch_size", batch,
+            f"<= --train-videos ({cfg.train_videos}): a batch never holds a video twice")
 
 
 @dataclass(frozen=True)
@@ -292,11 +293,11 @@ class BenchMotionConfig:
     arm_list = name_list("arms", BENCH_ARMS)
 
     def __post_init__(self) -> None:
-        choice("condition", self.condition, SCENE_CONDITIONS)
+        choice(self, "condition", self.condition, SCENE_CONDITIONS)
         self.set_list  # parsing checks --sets
         arms = self.arm_list
-        require(len(arms) >= 2 and "no-alpha" in arms, "arms", self.arms,
-                 "a comma list holding no-alpha (the reference) and at least one other arm")
+        require(len(arms) >= 2 and "no-alpha" in arms, self, "arms", self.arms,
+                "a comma list holding no-alpha (the reference) and at least one other arm")
         _twin_checks(self)
 
 
@@ -316,8 +317,8 @@ class BenchMasksConfig:
 
     def __post_init__(self) -> None:
         self.condition_list, self.setting_list  # parsing checks them
-        require(isinstance(self.videos, int) and self.videos >= 2 and self.videos % 2 == 0, "videos", self.videos,
-                 "an even integer >= 2 (clips come in twins)")
+        require(isinstance(self.videos, int) and self.videos >= 2 and self.videos % 2 == 0, self, "videos", self.videos,
+                "an even integer >= 2 (clips come in twins)")
 
 
 @dataclass(frozen=True)
@@ -339,16 +340,16 @@ class DemoConfig:
     visualize: int = opt(8, "Test videos to draw with their masks at the end (0: none).")
 
     def __post_init__(self) -> None:
-        choice("kind", self.kind, BENCH_KINDS)
+        choice(self, "kind", self.kind, BENCH_KINDS)
         budget = self.budget
-        require(isinstance(budget.steps, int) and budget.steps >= 2, "steps", budget.steps, "an integer >= 2")
-        require(budget.train.batch_size >= 2, "batch_size", budget.train.batch_size, "an integer >= 2")
+        require(isinstance(budget.steps, int) and budget.steps >= 2, budget, "steps", budget.steps, "an integer >= 2")
+        require(budget.train.batch_size >= 2, budget.train, "batch_size", budget.train.batch_size, "an integer >= 2")
         for name in ("lr", "alpha_lr"):
             value = getattr(budget.train, name)
-            require(value is None or 0 < value < 1, name, value, "in (0, 1) or auto")
+            require(value is None or 0 < value < 1, budget.train, name, value, "in (0, 1) or auto")
         _twin_checks(self)
-        require(isinstance(self.visualize, int) and self.visualize >= 0, "visualize", self.visualize,
-                 ">= 0 test videos to draw (0: no pictures)")
+        require(isinstance(self.visualize, int) and self.visualize >= 0, self, "visualize", self.visualize,
+                ">= 0 test videos to draw (0: no pictures)")
 
     def bench_config(self) -> BenchMotionConfig:
         """The demo as a two-arm motion benchmark (masks vs no-alpha) on one scene kind."""

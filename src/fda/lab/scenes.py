@@ -40,12 +40,12 @@ import cv2
 import numpy as np
 
 from fda.errors import ConfigError
+from fda.lab.config import BENCH_KINDS, SCENE_CONDITIONS
 from fda.lab.synthetic import (SHAPES, _SYNONYMS, _check_counts, _check_size, draw_shape, encode_frames,
                                make_msrvtt_demo, shape_extent, write_msrvtt_set)
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("motion", "null", "appearance")
 BACKGROUND: Tuple[int, int, int] = (40, 40, 40)
 PALETTE: Dict[str, Tuple[int, int, int]] = {  # RGB; every grey level is >= 50 above the background's 40
     "red": (235, 45, 45),
@@ -62,7 +62,6 @@ STEP = 5.0  # pixels per frame at a 64 px short side
 OBJECTS = 3
 DEFAULT_SIZE = (64, 64)
 DEFAULT_FPS = 2  # 3 s at 2 fps: 6 frames, a 25 px path at 64 px
-CONDITIONS = ("still", "pan", "zoom", "shake", "flicker", "noise", "compression")
 TEXTURE_RANGE = (10, 70)  # grey levels of the texture, around the flat background's 40
 TEXTURE_CONTRAST = 26.0  # every colour stays above tau 25 over the texture's brightest level
 PAN = 3.0  # camera pan, px per frame at 64 px
@@ -308,10 +307,10 @@ def _layout(rng: np.random.Generator, size: Tuple[int, int], radius: float,
 def twin_scenes(rng: np.random.Generator, kind: str, size: Tuple[int, int], frames: int,
                 condition: str = "still") -> Tuple[Scene, Scene]:
     """Two scenes with the same objects, layout and camera that differ only in what ``kind`` varies."""
-    if kind not in KINDS:
-        raise ConfigError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    if condition not in CONDITIONS:
-        raise ConfigError(f"--condition must be one of {', '.join(CONDITIONS)}, got {condition!r}")
+    if kind not in BENCH_KINDS:
+        raise ConfigError(f"--kind must be one of {', '.join(BENCH_KINDS)}, got {kind!r}")
+    if condition not in SCENE_CONDITIONS:
+        raise ConfigError(f"--condition must be one of {', '.join(SCENE_CONDITIONS)}, got {condition!r}")
     radius, travel = scene_geometry(size, frames)
     slots = _layout(rng, size, radius, travel)
     names = [str(n) for n in rng.permutation(list(PALETTE))]
@@ -374,7 +373,7 @@ def make_bench_set(root: str, kind: str, *, n_train: int = 192, n_test: int = 64
         size: ``(width, height)``, both even.
         fps: frame rate.
         seconds: clip length.
-        condition: what the camera and the sensor do (:data:`CONDITIONS`); ``still`` by default.
+        condition: what the camera and the sensor do (:data:`SCENE_CONDITIONS`); ``still`` by default.
 
     Returns:
         Summary, as :func:`fda.lab.synthetic.make_msrvtt_demo`.
@@ -390,7 +389,7 @@ def make_bench_set(root: str, kind: str, *, n_train: int = 192, n_test: int = 64
     check_palette(PALETTE, (TEXTURE_RANGE[1],) * 3, min_contrast=TEXTURE_CONTRAST)  # the texture's brightest level
     w, h = _check_size(size)
     frames = max(2, int(round(fps * seconds)))
-    rng = np.random.default_rng([seed, KINDS.index(kind) if kind in KINDS else 99, 17])
+    rng = np.random.default_rng([seed, BENCH_KINDS.index(kind) if kind in BENCH_KINDS else 99, 17])
     scenes: List[Scene] = []
     for _ in range((n_train + n_test) // 2):
         scenes.extend(twin_scenes(rng, kind, (w, h), frames, condition))

@@ -42,7 +42,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from fda import __version__
 from fda.config import PreprocessConfig
 from fda.files import make_out_dir
-from fda.options import flag
+from fda.options import spelling
 from fda.errors import ConfigError, InputError, Interrupted
 from fda.pipeline.datasets import Dataset, VideoItem, load_dataset, not_regular
 from fda.pipeline.masks import clip_masks, robust_clip_masks
@@ -802,7 +802,8 @@ def _what_changed(old: Any, new: Dict[str, Any]) -> Optional[str]:
     before_options = old.get("options", {})
     for name in list(new["options"]) + [k for k in before_options if k not in new["options"]]:
         if before_options.get(name) != new["options"].get(name):
-            return f"{flag(name)} was {before_options.get(name)!r}, now {new['options'].get(name)!r}"
+            option = spelling(PreprocessConfig, name)
+            return f"{option} was {before_options.get(name)!r}, now {new['options'].get(name)!r}"
     before = {v["video_id"]: v for v in old.get("videos", [])}
     now = {v["video_id"]: v for v in new["videos"]}
     for vid, v in now.items():
@@ -858,8 +859,9 @@ def _prepare_out(cfg: PreprocessConfig, dataset: Dataset) -> None:
         for name in list(wanted["data"]) + [k for k in old["data"] if k not in wanted["data"]]:
             value = wanted["data"].get(name)
             if old["data"].get(name) != value:
-                raise ConfigError(f"{cfg.out} holds shards made with {flag(name)} {old['data'].get(name)!r}, this run "
-                                  f"asks {value!r}: pass --overwrite to start over or choose another --out")
+                raise ConfigError(f"{cfg.out} holds shards made with {spelling(PreprocessConfig, name)} "
+                                  f"{old['data'].get(name)!r}, this run asks {value!r}: pass --overwrite to start over "
+                                  f"or choose another --out")
     elif any(os.path.basename(p) != CONFIG for p in _owned_files(out)):
         raise ConfigError(f"{cfg.out} holds shard files but no {CONFIG}: pass --overwrite to start over "
                           "or choose another --out")

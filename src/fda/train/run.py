@@ -33,9 +33,10 @@ import torch
 
 from fda import __version__
 from fda.config import SAMPLE_FIELDS, TrainConfig
-from fda.files import make_out_dir
 from fda.errors import ConfigError, FdaError, InputError
+from fda.files import make_out_dir
 from fda.model.device import resolve_device
+from fda.options import fields_with, spelling
 from fda.runs import RunDir, resume_source, shard_changes
 from fda.shards.loader import batches_per_epoch, check_plan, plan_slots, slot_videos
 from fda.shards.location import recorded
@@ -660,17 +661,11 @@ class RunHooks:
 # ---------------------------------------------------------------------------------------------------------------
 # Resuming.
 
-RESUME_FIXED = ("model", "pretrained", "alpha_checkpoint", "no_alpha", "freeze_text", "shards_dir", "split",
-                "batch_size", "accum_steps", "captions", "seed", "shuffle_buffer", "augment", "val_from_train")
+RESUME_FIXED = fields_with(TrainConfig, resume="fixed")
 """Options a resume refuses to change: the model and its weights, and what shapes the data and its order."""
 
-RESUME_IGNORED = ("out", "resume")
+RESUME_IGNORED = fields_with(TrainConfig, resume="ignored")
 """Where the run lives: not options of the run itself."""
-
-
-def flag_name(field: str) -> str:
-    """How ``fda train`` spells a config field: ``lr`` -> ``--lr``, ``workers`` -> ``--loader-workers``."""
-    return {"workers": "--loader-workers", "shards_dir": "SHARDS_DIR"}.get(field, "--" + field.replace("_", "-"))
 
 
 def _comparable(name: str, value: Any, model_cfg: Dict[str, Any]) -> Any:
@@ -701,11 +696,12 @@ def resume_changes(saved: Dict[str, Any], cfg: TrainConfig, model_cfg: Optional[
             continue
         if name in RESUME_FIXED:
             shown = "none" if name == "pretrained" and _comparable(name, old, model_cfg) is None else old
+            option = spelling(TrainConfig, name)
             if isinstance(old, bool):
-                fix = f"{'pass' if old else 'drop'} {flag_name(name)}"
+                fix = f"{'pass' if old else 'drop'} {option}"
             else:
-                fix = f"pass {'' if name == 'shards_dir' else flag_name(name) + ' '}{shown}"
-            raise ConfigError(f"{flag_name(name)} is {new!r} but the run being resumed used {shown!r}: {fix} to "
+                fix = f"pass {'' if name == 'shards_dir' else option + ' '}{shown}"
+            raise ConfigError(f"{option} is {new!r} but the run being resumed used {shown!r}: {fix} to "
                               f"resume it, or start a new run (another --out)")
         changed.append((name, old, new))
     return changed
@@ -720,8 +716,8 @@ def _resume(ckpt: Dict[str, Any], origin: RunDir, cfg: TrainConfig, dist: Dist, 
     history = _history(origin, start)
     if changed:
         logger.info("resuming at step %d with changed options, applied from this step on: %s", start,
-                    ", ".join(f"{flag_name(k)} {old!r} -> {new!r}" for k, old, new in changed))
-        history["changes"] += [{"step": start, "option": flag_name(k), "from": old, "to": new}
+                    ", ".join(f"{spelling(TrainConfig, k)} {old!r} -> {new!r}" for k, old, new in changed))
+        history["changes"] += [{"step": start, "option": spelling(TrainConfig, k), "from": old, "to": new}
                                for k, old, new in changed]
     return start, best, history
 
@@ -767,7 +763,7 @@ def _restore(ckpt: Dict[str, Any], cfg: TrainConfig, dist: Dist, optimizer: torc
         if data.get(what) not in (None, now):
             logger.warning("the interrupted run had %s %s, this one %s: training continues at the same step, but "
                            "the batches after it differ from an uninterrupted run",
-                           flag_name(what) if what == "workers" else what, data[what], now)
+                           spelling(TrainConfig, what) if what == "workers" else what, data[what], now)
     hyper = [{k: g[k] for k in ("lr", "base_lr", "weight_decay")} for g in optimizer.param_groups]
     try:
         optimizer.load_state_dict(ckpt["optimizer"])
