@@ -82,3 +82,12 @@ def test_only_cli_imports_experiments():
            if p.name not in ("cli.py", "experiments.py", "demo.py")
            and any(n.startswith("fda.lab.experiments") for n in _imports(p))]
     assert not bad, bad
+
+
+def test_one_model_front_door():
+    """train, eval, embed, search and the lab build models only through fda.model.create (fda.model.source)."""
+    builders = ("fda.model.load_alpha_clip", "fda.model.factory.load_alpha_clip", "fda.model.load_checkpoint",
+                "fda.model.checkpoint.load_checkpoint")
+    bad = [f"{p.relative_to(SRC)} imports {n}" for p in SRC.rglob("*.py") if "model" not in p.relative_to(SRC).parts
+           for n in _imports(p) if n in builders]
+    assert not bad, "\n".join(bad)

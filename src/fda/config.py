@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 from fda.errors import ConfigError
-from fda.options import choice, fields_with, opt, positive, require
+from fda.options import choice, fields_with, nested, opt, positive, require
 
 LAYOUTS = ("msrvtt", "msvd", "activitynet", "didemo", "lsmdc", "folder")
 MSRVTT_TRAIN_LISTS = ("9k", "7k")
@@ -268,14 +268,27 @@ PRETRAINED_HELP = "Its weights: an open_clip tag (openai), a file, or 'none' for
 ALPHA_HELP = "Official Alpha-CLIP vision weights over --pretrained."
 
 
-def _model_source_checks(cfg: Any) -> None:
-    """One model source: a run/checkpoint, or a model that was never trained (``--model``/``--pretrained``)."""
-    trained = bool(getattr(cfg, "run", None) or cfg.checkpoint)
-    if trained and (cfg.model or cfg.pretrained):
-        raise ConfigError("--model/--pretrained evaluate an untrained model; --run/--checkpoint a trained one: "
-                          "pass only one kind")
-    if cfg.alpha_checkpoint and not (cfg.model or cfg.pretrained):
-        raise ConfigError("--alpha-checkpoint goes with --model/--pretrained (a checkpoint records its own weights)")
+@dataclass(frozen=True)
+class ModelSource:
+    """Which model a command reads (``fda eval``, ``fda embed``; :func:`fda.model.create` builds it): a trained run
+    or checkpoint, or a model that was never trained here (``model``/``pretrained``, with ``alpha_checkpoint``)."""
+
+    run: Optional[str] = opt(None, "Run folder: evaluate its best.pt (kept only when a val split chose it), else its "
+                             "last checkpoint (default: newest run).")
+    checkpoint: Optional[str] = opt(None, "An fda checkpoint file.")
+    model: Optional[str] = opt(None, "Evaluate an untrained model (zero-shot), e.g. ViT-B-32 or fda-tiny.")
+    pretrained: Optional[str] = opt(None, PRETRAINED_HELP)
+    alpha_checkpoint: Optional[str] = opt(None, ALPHA_HELP)
+    runs_dir: str = opt("runs", "Where runs are looked for.")
+
+    def __post_init__(self) -> None:
+        trained = bool(self.run or self.checkpoint)
+        if trained and (self.model or self.pretrained):
+            raise ConfigError("--model/--pretrained evaluate an untrained model; --run/--checkpoint a trained one: "
+                              "pass only one kind")
+        if self.alpha_checkpoint and not (self.model or self.pretrained):
+            raise ConfigError("--alpha-checkpoint goes with --model/--pretrained (a checkpoint records its own "
+                              "weights)")
 
 
 @dataclass(frozen=True)
@@ -284,13 +297,7 @@ class EvalConfig:
 
     split: str = opt("test", "Split to evaluate.", choices=SPLITS)
     shards: Optional[str] = opt(None, SHARDS_HELP)  # None: the shard set the run trained on, else ./shards
-    run: Optional[str] = opt(None, "Run folder: evaluate its best.pt (kept only when a val split chose it), else its "
-                             "last checkpoint (default: newest run).")
-    checkpoint: Optional[str] = opt(None, "An fda checkpoint file.")
-    model: Optional[str] = opt(None, "Evaluate an untrained model (zero-shot), e.g. ViT-B-32 or fda-tiny.")
-    pretrained: Optional[str] = opt(None, PRETRAINED_HELP)
-    alpha_checkpoint: Optional[str] = opt(None, ALPHA_HELP)
-    runs_dir: str = opt("runs", "Where runs are looked for.")
+    source: ModelSource = nested(ModelSource())
     frames: Optional[int] = opt(None, "Frames per clip the shards must hold (default: what the shards' manifest "
                                 "says).")  # None: whatever the shards hold
     batch_size: int = opt(32, "Clips per forward pass.")
@@ -306,7 +313,6 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         choice(self, "split", self.split, SPLITS)
-        _model_source_checks(self)
         require(self.frames is None or (isinstance(self.frames, int) and 1 <= self.frames <= MAX_FRAMES), self,
                 "frames", self.frames, f"an integer in 1..{MAX_FRAMES}")
         positive(self, "batch_size", "text_batch_size")
@@ -322,13 +328,9 @@ class EmbedConfig:
     out: str = opt(help="Folder for the embeddings (EMB_DIR).")
     shards: Optional[str] = opt(None, SHARDS_HELP)  # None: the shard set the run trained on, else ./shards
     split: Optional[str] = opt(None, "Comma list of splits (default: all).")
-    run: Optional[str] = opt(None, "Run folder: use its best.pt (kept only when a val split chose it), else its last "
-                             "checkpoint.")
-    checkpoint: Optional[str] = opt(None, "An fda checkpoint file.")
-    model: Optional[str] = opt(None, "An untrained model name (ViT-B-32, fda-tiny, ...).")
-    pretrained: Optional[str] = opt(None, PRETRAINED_HELP)
-    alpha_checkpoint: Optional[str] = opt(None, ALPHA_HELP)
-    runs_dir: str = opt("runs", "Where runs are looked for.")
+    source: ModelSource = nested(ModelSource(), help={
+        "run": "Run folder: use its best.pt (kept only when a val split chose it), else its last checkpoint.",
+        "model": "An untrained model name (ViT-B-32, fda-tiny, ...)."})
     batch_size: int = opt(32, "Clips per forward pass.")
     text_batch_size: int = opt(256, "Captions per forward pass.")
     chunk_size: int = opt(65536, "Rows per .npy file.")
@@ -343,7 +345,6 @@ class EmbedConfig:
 
     def __post_init__(self) -> None:
         parse_splits(self.split)
-        _model_source_checks(self)
         positive(self, "batch_size", "text_batch_size", "chunk_size")
         choice(self, "index", self.index, INDEX_KINDS)
         require(isinstance(self.workers, int) and self.workers >= 0, self, "workers", self.workers, ">= 0")

@@ -62,10 +62,12 @@ class Nest:
         exclude: fields the outer config sets itself (no option; the nested default's value stays); a dotted name
             (``train.epochs``) reaches into a config nested in this one.
         aliases: deprecated spellings per field, replacing the field's own (which may mean something else here).
+        help: help lines per field, replacing the field's own (the same option reads differently in this command).
     """
 
     exclude: Tuple[str, ...] = ()
     aliases: Mapping[str, Tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    help: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 def opt(default: Any = dataclasses.MISSING, help: str = "", **spec: Any) -> Any:
@@ -77,9 +79,9 @@ def opt(default: Any = dataclasses.MISSING, help: str = "", **spec: Any) -> Any:
 
 
 def nested(default: Any = dataclasses.MISSING, *, exclude: Sequence[str] = (),
-           aliases: Optional[Mapping[str, Tuple[str, ...]]] = None) -> Any:
+           aliases: Optional[Mapping[str, Tuple[str, ...]]] = None, help: Optional[Mapping[str, str]] = None) -> Any:
     """A field holding another (frozen) config; ``default`` is the instance whose values the options default to."""
-    meta = {"nest": Nest(tuple(exclude), dict(aliases or {}))}
+    meta = {"nest": Nest(tuple(exclude), dict(aliases or {}), dict(help or {}))}
     if default is dataclasses.MISSING:
         return dataclasses.field(metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -142,6 +144,8 @@ def cli_fields(cls: type, defaults: Any = None, path: Tuple[str, ...] = (), nest
         if spec is None:
             raise TypeError(f"{cls.__name__}.{f.name} has no opt(...) metadata")
         aliases = nest.aliases.get(f.name, spec.aliases)
+        if f.name in nest.help:
+            spec = dataclasses.replace(spec, help=nest.help[f.name])
         out.append(CliField(path + (f.name,), hints[f.name], default, spec, spec.flag or flag(f.name), tuple(aliases)))
     return out
 
@@ -188,6 +192,19 @@ def options_record(cfg: Any) -> Dict[str, Any]:
         node[field.path[-1]] = list(value) if isinstance(value, tuple) else value
     return out
 
+
+
+def flat_fields(cfg: Any) -> Dict[str, Any]:
+    """``dataclasses.asdict`` with nested configs' fields in place of the nested field (the flat record an
+    ``fda eval`` report or ``embeddings.json`` keeps, as before the model options were one nested config)."""
+    out: Dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if "nest" in f.metadata:
+            out.update(flat_fields(value))
+        else:
+            out[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    return out
 
 
 # --- reading the declarations -----------------------------------------------------------------------------------

@@ -261,11 +261,12 @@ def twin_similarity(checkpoint: str, shards_dir: str, clips: Dict[str, Dict[str,
     Raises:
         InputError: the test split is not one caption per video, or a video has no twin in the split.
     """
+    from fda.config import ModelSource
     from fda.eval.encoding import encode_split
-    from fda.model.checkpoint import load_checkpoint
+    from fda.model import create
     from fda.shards.manifest import load_split
 
-    model, _ = load_checkpoint(checkpoint, device=device)
+    model, _ = create(ModelSource(checkpoint=checkpoint), device)
     features = encode_split(model, load_split(shards_dir, "test"), variants=(bool(model.use_alpha),),
                             batch_size=batch_size, device=device, progress=False)
     if features.protocol != "square":

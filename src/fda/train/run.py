@@ -32,10 +32,11 @@ from typing import Any, Dict, List, Optional, Protocol, Tuple
 import torch
 
 from fda import __version__
-from fda.config import SAMPLE_FIELDS, TrainConfig
+from fda.config import SAMPLE_FIELDS, ModelSource, TrainConfig
 from fda.errors import ConfigError, FdaError, InputError
 from fda.files import make_out_dir
 from fda.model.device import resolve_device
+from fda.model.source import effective_pretrained
 from fda.options import fields_with, spelling
 from fda.runs import RunDir, resume_source, shard_changes
 from fda.shards.loader import batches_per_epoch, check_plan, plan_slots, slot_videos
@@ -226,10 +227,10 @@ def _build_model(cfg: TrainConfig, info: SplitInfo, device: torch.device,
 
     The shards are checked against the model's config before any weights are downloaded or read.
     """
-    from fda.model import get_model_config, get_tokenizer, load_alpha_clip, load_checkpoint
+    from fda.model import create, get_model_config, get_tokenizer
 
     if resume_from:
-        model, ckpt = load_checkpoint(resume_from, device)
+        model, ckpt = create(ModelSource(checkpoint=resume_from), device)
         check_shards_fit(info, model.model_cfg)
         return model, get_tokenizer(model.context_length), ckpt
     config = get_model_config(cfg.model)
@@ -237,9 +238,9 @@ def _build_model(cfg: TrainConfig, info: SplitInfo, device: torch.device,
     pretrained = effective_pretrained(cfg.pretrained, config)
     if cfg.pretrained and pretrained is None and cfg.pretrained.lower() != "none":
         logger.info("--model %s has no OpenAI weights: starting from random weights", cfg.model)
-    model, tokenizer = load_alpha_clip(cfg.model, pretrained, cfg.alpha_checkpoint, device,
-                                       use_alpha=not cfg.no_alpha)
-    return model, tokenizer, {}
+    model, _ = create(ModelSource(model=cfg.model, pretrained=pretrained, alpha_checkpoint=cfg.alpha_checkpoint),
+                      device, use_alpha=not cfg.no_alpha)
+    return model, get_tokenizer(model.context_length), {}
 
 
 def _prepare_for_training(model: Any, cfg: TrainConfig) -> None:
@@ -253,17 +254,6 @@ def _prepare_for_training(model: Any, cfg: TrainConfig) -> None:
     if cfg.grad_checkpointing:
         model.clip.set_grad_checkpointing(True)
     model.train()
-
-
-def effective_pretrained(pretrained: Optional[str], config: Dict[str, Any]) -> Optional[str]:
-    """The weights a run really starts from: None for ``none`` (any case), and for ``openai`` on a model without
-    OpenAI weights (fda-tiny); otherwise ``pretrained``."""
-    from fda.model.factory import normalize_pretrained
-
-    pretrained = normalize_pretrained(pretrained)
-    if pretrained == "openai" and not config.get("fda", {}).get("open_clip_name"):
-        return None
-    return pretrained
 
 
 def check_shards_fit(info: SplitInfo, model_cfg: Dict[str, Any]) -> None:
