@@ -32,7 +32,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -44,7 +44,7 @@ from fda.config import PreprocessConfig
 from fda.files import make_out_dir
 from fda.options import spelling
 from fda.errors import ConfigError, InputError, Interrupted
-from fda.pipeline.datasets import Dataset, VideoItem, load_dataset, not_regular
+from fda.pipeline.datasets import Dataset, Layout, VideoItem, load_dataset, not_regular
 from fda.pipeline.masks import clip_masks, robust_clip_masks
 from fda.pipeline.sampling import frames_before, needed_frames, partner_indices, sample_frame_indices
 from fda.pipeline.video import Video, VideoError, VideoInfo, check_decoder, find_ffmpeg, ffmpeg_version
@@ -1021,18 +1021,21 @@ def _key_collisions(dataset: Dataset) -> Tuple[Dataset, List[Dict[str, Any]]]:
     return dataclasses.replace(dataset, items=items), dropped
 
 
-def run_preprocess(cfg: PreprocessConfig) -> PreprocessResult:
+def run_preprocess(cfg: PreprocessConfig, *, layouts: Optional[Mapping[str, Layout]] = None) -> PreprocessResult:
     """Run ``fda preprocess``: plan shard tasks, do the missing ones, write the manifest.
+
+    ``layouts`` is the dataset layout table (default: :data:`fda.pipeline.datasets.LAYOUT_TABLE`).
 
     Raises:
         ConfigError: bad options, or ``out`` holds shards made with another configuration.
         InputError: no dataset found, nothing succeeded, or more failures than ``max_failure_rate``.
         EnvError: the decoder cannot run here.
     """
-    return preprocess_shard_sets(cfg, [(cfg.out, MaskParams.from_config(cfg))])[0]
+    return preprocess_shard_sets(cfg, [(cfg.out, MaskParams.from_config(cfg))], layouts=layouts)[0]
 
 
-def preprocess_shard_sets(cfg: PreprocessConfig, sets: Sequence[Tuple[str, MaskParams]]) -> List[PreprocessResult]:
+def preprocess_shard_sets(cfg: PreprocessConfig, sets: Sequence[Tuple[str, MaskParams]], *,
+                          layouts: Optional[Mapping[str, Layout]] = None) -> List[PreprocessResult]:
     """Write one shard set per ``(out, mask setting)``, decoding every video once as ``cfg`` says.
 
     Each shard set is exactly what :func:`run_preprocess` writes for ``cfg`` with that ``out`` and mask setting (the
@@ -1051,7 +1054,7 @@ def preprocess_shard_sets(cfg: PreprocessConfig, sets: Sequence[Tuple[str, MaskP
                          "and annotations")
     decoder_version = check_decoder(cfg.decoder)
     dataset = load_dataset(cfg.dataset_root, cfg.layout, msrvtt_train=cfg.msrvtt_train, captions=cfg.captions,
-                           splits=cfg.splits)
+                           splits=cfg.splits, layouts=layouts)
     if cfg.full_duration and dataset.layout != "didemo":
         raise ConfigError(f"--full-duration applies to the didemo layout only, and {cfg.dataset_root} is "
                           f"{dataset.layout}: drop --full-duration")
