@@ -45,7 +45,8 @@ def _leaf_paths(cls, exclude=()):
 @pytest.mark.parametrize("command", sorted(cli.commands))
 def test_options_match_config_fields(command):
     cls = _config_class(command)
-    assert cls is not None, f"fda {command} has no {command.title().replace('-', '')}Config in fda.config or fda.lab.config"
+    assert cls is not None, (f"fda {command} has no {command.title().replace('-', '')}Config in fda.config or "
+                             f"fda.lab.config")
     names = [p.name for p in cli.commands[command].params if p.name != "help" and p.expose_value]
     params, fields = set(names), set(_leaf_paths(cls))
     assert params == fields, f"options only: {params - fields}; fields only: {fields - params}"

@@ -44,6 +44,8 @@ FORBIDDEN = [
                "fda.cli", "fda.lab", "torch", "open_clip")),
     ("lab/config.py", ("fda.shards", "fda.model", "fda.train", "fda.eval", "fda.pipeline", "fda.cli", "torch",
                        "open_clip")),
+    ("pipeline/executors.py", ("fda.pipeline", "fda.shards", "fda.config", "fda.model", "fda.train", "fda.eval",
+                               "fda.cli", "fda.lab", "torch", "open_clip")),
     ("errors", ("fda.",)),
     ("logs", ("fda.",)),
     ("lab/viz.py", ("fda.model", "fda.train", "fda.eval", "fda.lab.experiments", "fda.cli", "torch", "open_clip")),

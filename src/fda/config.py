@@ -5,7 +5,6 @@ commands' options from these classes. The application layer's configs (experimen
 :mod:`fda.lab.config`.
 """
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple

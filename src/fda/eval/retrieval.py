@@ -5,7 +5,6 @@
 (:mod:`fda.eval.evaluate`), writes a JSON report beside the model and renders it as a table.
 """
 
-import dataclasses
 import hashlib
 import json
 import logging

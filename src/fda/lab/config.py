@@ -11,8 +11,7 @@ from typing import Any, Optional, Tuple
 
 from fda.config import MAX_FRAMES, SPLITS, PreprocessConfig, TrainConfig, parse_splits
 from fda.errors import ConfigError
-from fda.options import (choice, fields_with, name_list, nested, opt, parse_floats, parse_names, parse_seeds, positive,
-                         require)
+from fda.options import choice, fields_with, name_list, nested, opt, parse_floats, parse_seeds, positive, require
 
 GENERATE_KINDS = ("demo", "motion", "null", "appearance")
 BENCH_KINDS = GENERATE_KINDS[1:]  # the benchmark scenes of fda.lab.scenes
