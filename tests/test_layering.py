@@ -93,3 +93,14 @@ def test_one_model_front_door():
     bad = [f"{p.relative_to(SRC)} imports {n}" for p in SRC.rglob("*.py") if "model" not in p.relative_to(SRC).parts
            for n in _imports(p) if n in builders]
     assert not bad, "\n".join(bad)
+
+
+def test_the_lab_imports_public_names_only():
+    """fda.lab reaches other modules through their public names (no ``from fda.x import _private``)."""
+    bad = []
+    for path in sorted((SRC / "lab").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fda"):
+                bad += [f"{path.relative_to(SRC)} imports {node.module}.{a.name}" for a in node.names
+                        if a.name.startswith("_")]
+    assert not bad, "\n".join(bad)

@@ -41,7 +41,7 @@ import numpy as np
 
 from fda.errors import ConfigError
 from fda.lab.config import BENCH_KINDS, SCENE_CONDITIONS
-from fda.lab.synthetic import (SHAPES, _SYNONYMS, _check_counts, _check_size, draw_shape, encode_frames,
+from fda.lab.synthetic import (SHAPES, SYNONYMS, check_counts, check_size, draw_shape, encode_frames,
                                make_msrvtt_demo, shape_extent, write_msrvtt_set)
 
 logger = logging.getLogger(__name__)
@@ -269,8 +269,8 @@ def scene_geometry(size: Tuple[int, int], frames: int) -> Tuple[float, float]:
     return radius, travel
 
 
-def _layout(rng: np.random.Generator, size: Tuple[int, int], radius: float,
-            travel: float, count: int = OBJECTS) -> List[Tuple[Tuple[float, float], int, int]]:
+def layout_objects(rng: np.random.Generator, size: Tuple[int, int], radius: float,
+                   travel: float, count: int = OBJECTS) -> List[Tuple[Tuple[float, float], int, int]]:
     """Disjoint paths for ``count`` objects: ``(centre, axis, sign)`` each, in random slot order.
 
     Objects are placed one after another, each at the first of 64 uniform candidates whose sweep box misses the
@@ -312,7 +312,7 @@ def twin_scenes(rng: np.random.Generator, kind: str, size: Tuple[int, int], fram
     if condition not in SCENE_CONDITIONS:
         raise ConfigError(f"--condition must be one of {', '.join(SCENE_CONDITIONS)}, got {condition!r}")
     radius, travel = scene_geometry(size, frames)
-    slots = _layout(rng, size, radius, travel)
+    slots = layout_objects(rng, size, radius, travel)
     names = [str(n) for n in rng.permutation(list(PALETTE))]
     colours, spare = names[:OBJECTS], names[OBJECTS]
     shapes = [SHAPES[int(rng.integers(len(SHAPES)))] for _ in range(OBJECTS)]
@@ -340,7 +340,7 @@ def scene_captions(scene: Scene, kind: str, rng: np.random.Generator, n: int) ->
     """
     obj = next(o for o in scene.objects if o.captioned)
     c, s = obj.colour, obj.shape
-    syn = _SYNONYMS[s]
+    syn = SYNONYMS[s]
     if kind == "motion":
         pool = [f"the {c} {s} moves", f"a {c} {syn[1]} is moving", f"the moving shape is a {c} {s}",
                 f"a {c} {syn[2]} slides across the screen", f"the {c} {s} travels while the others stay still",
@@ -381,13 +381,13 @@ def make_bench_set(root: str, kind: str, *, n_train: int = 192, n_test: int = 64
     Raises:
         ConfigError: odd counts, a size that cannot hold the paths, a palette that fails :func:`check_palette`.
     """
-    _check_counts(n_train, n_test, captions_per_video)
+    check_counts(n_train, n_test, captions_per_video)
     for name, value in (("--train", n_train), ("--test", n_test)):
         if value % 2:
             raise ConfigError(f"{name} must be even for the {kind} set (clips come in twins), got {value}")
     check_palette(PALETTE, BACKGROUND)
     check_palette(PALETTE, (TEXTURE_RANGE[1],) * 3, min_contrast=TEXTURE_CONTRAST)  # the texture's brightest level
-    w, h = _check_size(size)
+    w, h = check_size(size)
     frames = max(2, int(round(fps * seconds)))
     rng = np.random.default_rng([seed, BENCH_KINDS.index(kind) if kind in BENCH_KINDS else 99, 17])
     scenes: List[Scene] = []
