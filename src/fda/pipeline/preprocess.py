@@ -39,8 +39,7 @@ from fda.errors import ConfigError, InputError, Interrupted
 from fda.pipeline.datasets import Dataset, Layout, VideoItem, load_dataset, not_regular
 from fda.pipeline import executors, resume
 from fda.pipeline.masks import clip_masks, robust_clip_masks
-from fda.pipeline.sampling import frames_before, needed_frames, partner_indices, sample_frame_indices
-from fda.pipeline.video import Video, VideoError, VideoInfo, check_decoder, find_ffmpeg, ffmpeg_version
+from fda.pipeline.video import SampledFrames, Video, VideoError, check_decoder, find_ffmpeg, ffmpeg_version
 from fda.shards.schema import (MANIFEST, SCHEMA_VERSION, MaskParams, file_digest, sample_key, shard_name, stats_name,
                                write_json_atomic)
 from fda.shards.location import recorded
@@ -170,135 +169,13 @@ class Progress:
 # One video
 
 
-def _ranges(values: Sequence[int]) -> List[List[int]]:
-    """``[0, 1, 2, 7]`` -> ``[[0, 2], [7, 7]]`` (inclusive runs, for the json)."""
-    out: List[List[int]] = []
-    for v in sorted(values):
-        if out and v == out[-1][1] + 1:
-            out[-1][1] = v
-        else:
-            out.append([v, v])
-    return out
-
-
-def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig, window_end: Optional[float] = None):
-    """Probe, sample, decode; a damaged clip is resampled over the frames that decoded, or fails below
-    ``cfg.min_decodable``. With ``window_end``, samples and their partners are only frames presented before
-    ``window_end`` seconds (from the first frame). Returns ``(info, total, indices, partners, frames, decode_meta)``;
-    ``decode_meta["window"]`` (only with ``window_end``) records the window and how many frames it held.
-
-    Frames are numbered by presentation time: frames lost in a hole of the timestamps keep their numbers (no frame
-    after the hole moves), so a stored index names the frame an undamaged decode calls by that number. Damage is
-    charged where it lands: frames lost (holes, decode errors, corrupt frames), frames missing at the end, and frames
-    decoded from a damaged reference (tainted) all count against ``cfg.min_decodable``; see docs/DAMAGE.md."""
+def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig, window_end: Optional[float] = None
+                       ) -> SampledFrames:
+    """:meth:`fda.pipeline.video.Video.sample` of ``path`` as ``cfg`` says (the one seam between a run and the
+    decoder)."""
     with Video(path) as video:  # probed and decoded from one open file
-        info = video.info
-        declared = info.expected_frames
-        if info.present < cfg.min_decodable:
-            held = (f"{info.num_packets} of its {info.declared_frames} frames" if info.declared_frames else
-                    f"{100 * info.present:.0f}% of its {info.duration:.2f} s" if not info.tail_frames else
-                    f"{info.num_packets} of its {declared} frames")
-            raise VideoError(f"truncated file: it holds {held} (--min-decodable {cfg.min_decodable})"
-                             + (f"; read error: {info.demux_error}" if info.demux_error else ""))
-        if info.unnumbered:
-            raise VideoError(f"frames cannot be numbered: {info.unnumbered}")
-        total = info.num_frames
-        if total < 2:
-            raise VideoError("only 1 frame: a frame-difference mask needs at least 2")
-        span = total if window_end is None else frames_before(info.frame_times(), window_end)  # frames [0, span)
-        if window_end is not None and info.holes and span:
-            span = int(info.index_of_rank()[span - 1]) + 1  # ranks -> frame numbers
-        indices = sample_frame_indices(span, count)
-        partners = partner_indices(indices, span, cfg.diff_mode)
-        needed = needed_frames(indices, partners)
-        dec = video.decode(needed, cfg.size, full=bool(info.holes))  # a clip with holes: count every frame
-        lost: List[int] = []
-        tainted: List[int] = []
-        frames = dec.frames
-        if dec.full and (dec.good is None or len(dec.good) != total or dec.tainted
-                         or any(i not in dec.frames for i in needed)):
-            good = dec.good or []
-            # No decode error: the codec simply makes fewer (or more) frames than there are packets (field-coded
-            # video, packed frames); the clip is the frames it made. Errors or holes: the missing frames are lost.
-            renumber = dec.errors == 0 and not info.holes
-            tainted = dec.tainted
-            clean = sorted(set(good) - set(tainted))
-            if len(good) < 2 or (not renumber and len(clean) < cfg.min_decodable * declared):
-                spread = f", {len(tainted)} decoded from a damaged reference" if tainted else ""
-                holes = (f", {len(info.hole_frames())} missing in timestamp holes" if info.holes else "")
-                raise VideoError(f"only {len(clean)} of {declared} frames decodable ({dec.errors} decode errors"
-                                 f"{spread}{holes}; --min-decodable {cfg.min_decodable})")
-            usable = np.asarray(clean if cfg.skip_damaged_frames and len(clean) >= 2 else good, np.int64)
-            if window_end is not None:
-                usable = usable[usable < span] if np.count_nonzero(usable < span) >= 2 else usable[:2]
-            pick = sample_frame_indices(len(usable), count)
-            pick_partners = partner_indices(pick, len(usable), cfg.diff_mode)
-            indices, partners = usable[pick], usable[pick_partners]
-            needed = needed_frames(indices, partners)
-            if any(i not in dec.frames for i in needed):
-                dec = video.decode(needed, cfg.size, full=True)
-            missing = [i for i in needed if i not in dec.frames]
-            if missing:
-                raise VideoError(f"frames {missing[:5]} decoded once but not again (unstable decode)")
-            if renumber:
-                log.debug("%s: %d packets, %d frames; numbering the frames", path, total, len(good))
-                frames = {int(p): dec.frames[int(usable[p])] for p in set(pick.tolist()) | set(pick_partners.tolist())}
-                declared += len(good) - total  # a truncated tail stays counted
-                indices, partners, total = pick, pick_partners, len(good)
-                tainted = []
-            else:
-                lost = sorted(set(range(total)) - set(good))
-                frames = dec.frames
-    decode_meta = {"rotation": dec.rotation, "flip": dec.flip,
-                   "sar": [dec.sar.numerator, dec.sar.denominator], "deinterlaced": dec.deinterlaced > 0,
-                   "frames_lost": len(lost) + declared - total, "lost_at": _ranges(lost),
-                   "truncated_frames": declared - total, "decode_errors": dec.errors}
-    decode_meta.update(_damage_meta(info, total, declared - total, tainted, indices, partners))
-    if window_end is not None:
-        decode_meta["window"] = {"start": 0.0, "end": float(window_end), "frames": int(min(span, total)),
-                                 "rule": "frames presented before 'end' seconds, counted from the first frame"}
-    return info, total, indices, partners, frames, decode_meta
-
-
-def _damage_meta(info: VideoInfo, total: int, truncated: int, tainted: Sequence[int], indices: np.ndarray,
-                 partners: np.ndarray) -> Dict[str, Any]:
-    """The sample json's damage fields beyond the always-present ones, each only when it has something to say (a
-    well-formed clip's json keeps its bytes): frames decoded from a damaged reference (``tainted_frames``,
-    ``tainted_at``, and which stored frames and partners are among them), the demuxer's own report, and why
-    ``num_frames``, ``fps`` and ``duration`` disagree when they do (``length_note``)."""
-    meta: Dict[str, Any] = {}
-    if tainted:
-        bad = set(tainted)
-        meta.update({"tainted_frames": len(bad), "tainted_at": _ranges(sorted(bad)),
-                     "tainted": [k for k, i in enumerate(indices.tolist()) if i in bad],
-                     "tainted_partners": [k for k, i in enumerate(partners.tolist()) if i in bad]})
-    if info.holes:
-        meta["holes"] = [[int(i), n] for i, n in zip(info.index_of_rank()[[r for r, _ in info.holes]].tolist(),
-                                                      (n for _, n in info.holes))]
-    if info.demux_damage:
-        meta["demux_damage"] = info.demux_damage
-    note = length_note(info, total, truncated)
-    if note:
-        meta["length_note"] = note
-    return meta
-
-
-def length_note(info: VideoInfo, total: int, truncated: int) -> Optional[str]:
-    """Why ``num_frames / fps`` is more than a frame away from ``duration``, or ``None`` when they agree."""
-    if info.fps <= 0 or info.duration <= 0:
-        return None
-    frame = 1.0 / info.fps
-    if abs(total * frame - info.duration) <= frame * 1.01:
-        return None
-    if truncated and abs((total + truncated) * frame - info.duration) <= frame * 1.51:
-        return (f"truncated: the video stream ends {truncated} frames before its declared duration "
-                "(truncated_frames)")
-    gaps = np.diff(info.frame_times())
-    if len(gaps) > 1 and np.median(gaps) > 0 and gaps.max() > 1.5 * np.median(gaps) or truncated:
-        return ("variable frame rate or missing frames: fps is the average rate the container declares, "
-                "frames are numbered by presentation time")
-    return ("the declared duration is not the video stream's: the container's duration covers a longer stream "
-            "(audio) or says more than the video holds")
+        return video.sample(count, cfg.size, diff_mode=cfg.diff_mode, min_decodable=cfg.min_decodable,
+                            skip_damaged=cfg.skip_damaged_frames, window_end=window_end)
 
 
 @dataclass
@@ -340,16 +217,15 @@ def decode_clip(item: VideoItem, cfg: PreprocessConfig) -> Clip:
     if kind is not None:
         raise VideoError(f"{item.source} is {kind}, not a regular file: list the video file itself")
     window_end = None if cfg.full_duration else item.window_end
-    info, total, indices, partners, decoded, decode_meta = _sample_and_decode(
-        item.path, cfg.frames_for(item.split), cfg, window_end)
+    got = _sample_and_decode(item.path, cfg.frames_for(item.split), cfg, window_end)
+    info = got.info
     key = sample_key(item.video_id)
     meta = {"video_id": item.video_id, "key": key, "split": item.split, "source": item.source,
-            "num_frames": int(total), "indices": indices.tolist(), "partners": partners.tolist(),
+            "num_frames": int(got.total), "indices": got.indices.tolist(), "partners": got.partners.tolist(),
             "fps": round(info.fps, 6), "duration": round(info.duration, 6), "width": info.width,
             "height": info.height, "codec": info.codec, "size": cfg.size, "decoder": cfg.decoder,
-            **decode_meta, "num_captions": len(item.captions)}
-    return Clip(key, tuple(item.captions), np.stack([decoded[int(i)] for i in indices]),
-                np.stack([decoded[int(i)] for i in partners]), meta, cfg.jpeg_quality)
+            **got.meta, "num_captions": len(item.captions)}
+    return Clip(key, tuple(item.captions), got.frames, got.partners_frames, meta, cfg.jpeg_quality)
 
 
 def encode_sample(clip: Clip, mask: MaskParams) -> List[tuple]:
