@@ -33,16 +33,16 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from fda.errors import InputError
 from fda.files import make_out_dir
 from fda.lab.config import BenchMasksConfig, BenchMotionConfig, GenerateConfig
 from fda.options import options_record
-from fda.errors import InputError
 from fda.eval.metrics import DIRECTIONS, metric_name
 from fda.lab.viz import pyplot, save_figure
 from fda.shards.manifest import load_manifest, split_shards
 from fda.shards.reader import iter_samples, unreadable_shard
-from fda.shards.schema import CONFIG, MANIFEST, META, mask_member, read_json, write_json_atomic
-from fda.shards.writer import ShardWriter, encode_mask
+from fda.shards.schema import META, mask_member, read_json, write_json_atomic
+from fda.shards.writer import encode_mask
 
 log = logging.getLogger(__name__)
 
@@ -153,57 +153,37 @@ def derive_mask_set(src: str, dst: str, mode: str, seed: int = 0) -> str:
     Raises:
         InputError: ``src`` is no finished shard set, or clips of a split hold different frame counts.
     """
-    if os.path.isfile(os.path.join(dst, MANIFEST)):
-        return dst
-    manifest = load_manifest(src)
-    os.makedirs(dst, exist_ok=True)
+    from fda.shards import rewrite
+
     rng = np.random.default_rng([seed, 23])
-    for split in manifest.get("splits", {}):
-        names = split_shards(manifest, split)
-        per_shard = [list(iter_samples([os.path.join(src, name)], handler=unreadable_shard))
-                     for name in names]  # read once
-        samples = [raw for shard in per_shard for raw in shard]
+
+    def replace_masks(split: str, samples: List[Dict[str, Any]]) -> List[Dict[str, bytes]]:
         metas = [json.loads(raw[META]) for raw in samples]
         counts = {len(m["indices"]) for m in metas}
         if len(counts) > 1:
             raise InputError(f"split {split} of {src!r} mixes clips of {sorted(counts)} frames: cannot swap masks")
         donors = derangement(len(samples), rng) if mode == "shuffled" else np.arange(len(samples))
         full_png: Dict[int, bytes] = {}  # one all-ones PNG per frame size
-        pos = 0
-        for name, shard in zip(names, per_shard):
-            with ShardWriter(os.path.join(dst, name)) as writer:
-                for raw in shard:
-                    meta, donor = metas[pos], samples[int(donors[pos])]
-                    num = len(meta["indices"])
-                    if mode == "full":
-                        size = int(meta["size"])
-                        if size not in full_png:
-                            full_png[size] = encode_mask(np.ones((size, size), np.uint8))
-                        masks = [full_png[size]] * num
-                        meta["mask"].update(derived={"mode": "full", "from": None}, coverage=[1.0] * num)
-                    else:
-                        masks = [donor[mask_member(i)] for i in range(num)]
-                        donor_meta = metas[int(donors[pos])]
-                        meta["mask"].update(derived={"mode": "shuffled", "from": donor_meta["key"]},
-                                            coverage=donor_meta["mask"]["coverage"],
-                                            fallback=donor_meta["mask"]["fallback"])
-                    slot = {mask_member(i): i for i in range(num)}
-                    out = []
-                    for suffix, data in raw.items():  # tar order, as written
-                        if suffix.startswith("__"):  # __key__, __url__: not members
-                            continue
-                        if suffix == META:
-                            data = json.dumps(meta, ensure_ascii=False).encode("utf-8")
-                        elif suffix in slot:
-                            data = masks[slot[suffix]]
-                        out.append((f"{raw['__key__']}.{suffix}", data))
-                    writer.write(out)
-                    pos += 1
-    if os.path.isfile(os.path.join(src, CONFIG)):
-        write_json_atomic(os.path.join(dst, CONFIG), read_json(os.path.join(src, CONFIG)))
-    write_json_atomic(os.path.join(dst, MANIFEST), {**manifest, "derived": {"from": os.path.abspath(src),
-                                                                            "masks": mode, "seed": seed}})
-    return dst
+        out = []
+        for pos, meta in enumerate(metas):
+            donor = samples[int(donors[pos])]
+            num = len(meta["indices"])
+            if mode == "full":
+                size = int(meta["size"])
+                if size not in full_png:
+                    full_png[size] = encode_mask(np.ones((size, size), np.uint8))
+                masks = [full_png[size]] * num
+                meta["mask"].update(derived={"mode": "full", "from": None}, coverage=[1.0] * num)
+            else:
+                masks = [donor[mask_member(i)] for i in range(num)]
+                donor_meta = metas[int(donors[pos])]
+                meta["mask"].update(derived={"mode": "shuffled", "from": donor_meta["key"]},
+                                    coverage=donor_meta["mask"]["coverage"], fallback=donor_meta["mask"]["fallback"])
+            out.append({META: json.dumps(meta, ensure_ascii=False).encode("utf-8"),
+                        **{mask_member(i): masks[i] for i in range(num)}})
+        return out
+
+    return rewrite(src, dst, replace_masks, derived={"masks": mode, "seed": seed})
 
 
 def mask_truth_scores(shards_dir: str, split: str, clips: Dict[str, Dict[str, Any]]) -> Dict[str, float]:
