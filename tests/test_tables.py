@@ -52,3 +52,49 @@ def test_recipe_add_a_layout(tmp_path, tiny_video):
                                              workers=1), layouts=table)
     manifest = json.loads((tmp_path / "shards" / "manifest.json").read_text())
     assert manifest["layout"] == "toy" and result.processed_now == 2
+
+
+# --- bench-motion arms ----------------------------------------------------------------------------------------------
+def test_every_arm_choice_has_an_entry_and_back():
+    from fda.lab.config import BENCH_ARMS
+    from fda.lab.motion_bench import ARMS
+
+    assert tuple(ARMS) == BENCH_ARMS
+    assert all(name == arm.name and arm.label and arm.colour for name, arm in ARMS.items())
+    assert [name for name, arm in ARMS.items() if arm.no_alpha] == ["no-alpha"]
+
+
+def _zero_masks(inputs):
+    """The toy arm's shards: every mask all zeros (a copy through fda.shards.rewrite)."""
+    from fda.shards import rewrite
+    from fda.shards.schema import META, mask_member
+    from fda.shards.writer import encode_mask
+    import numpy as np
+
+    def zeros(split, samples):
+        out = []
+        for raw in samples:
+            meta = json.loads(raw[META])
+            png = encode_mask(np.zeros((meta["size"], meta["size"]), np.uint8))
+            out.append({mask_member(i): png for i in range(len(meta["indices"]))})
+        return out
+
+    return rewrite(inputs.shards, os.path.join(inputs.base, "shards", "zeros"), zeros, derived={"masks": "zeros"})
+
+
+def test_recipe_add_an_arm(tmp_path):
+    """A toy arm (all-zero masks): one function, one entry; bench-motion trains, tests and tables it."""
+    import dataclasses
+
+    from fda.lab.config import SCENE_BUDGET, BenchMotionConfig, Scenes
+    from fda.lab.motion_bench import ARMS, Arm, run_bench_motion
+
+    table = MappingProxyType({**ARMS, "zeros": Arm("zeros", "all-zero masks", "tab:brown", _zero_masks)})
+    budget = SCENE_BUDGET
+    budget = dataclasses.replace(budget, steps=1, seeds="0", eval_batch_size=4, train=dataclasses.replace(
+        budget.train, batch_size=2, workers=0, model="fda-tiny", device="cpu"))
+    cfg = BenchMotionConfig(out=str(tmp_path / "bench"), sets="motion", train_videos=4, test_videos=4,
+                            scenes=Scenes(frames=2, workers=1), budget=budget)
+    result = run_bench_motion(cfg, arms=table, names=("masks", "no-alpha", "zeros"))
+    assert [r["arm"] for r in result.rows] == ["masks", "no-alpha", "zeros"]
+    assert "all-zero masks" in result.table() and os.path.getsize(result.figure) > 5000

@@ -28,8 +28,10 @@ import logging
 import os
 import platform
 import time
+import functools
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from types import MappingProxyType
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -46,9 +48,6 @@ from fda.shards.writer import encode_mask
 
 log = logging.getLogger(__name__)
 
-ARM_LABELS = {"masks": "masks (frame difference)", "no-alpha": "no alpha (--no-alpha)",
-              "full": "full masks (no information)", "shuffled": "shuffled masks (another clip's)",
-              "compensated": "camera-compensated masks"}
 RANKS = ("R@1", "R@5", "MdR")
 METRICS = ("twin_t2v", "twin_v2t", *(metric_name(d, k) for d in DIRECTIONS for k in RANKS))
 REFERENCE = "no-alpha"
@@ -186,6 +185,77 @@ def derive_mask_set(src: str, dst: str, mode: str, seed: int = 0) -> str:
     return rewrite(src, dst, replace_masks, derived={"masks": mode, "seed": seed})
 
 
+@dataclass(frozen=True)
+class ArmInputs:
+    """What an arm's shard set is made from (:attr:`Arm.make_shards`).
+
+    Attributes:
+        cfg: the benchmark.
+        kind: the scene kind of the set.
+        data: the generated clips (an MSR-VTT layout).
+        shards: the set's plain frame-difference shard set (every set has it).
+        base: the set's folder (an arm writes its shards under ``base/shards/<arm>``).
+        fresh: the clips were (re)generated: preprocess with ``overwrite``.
+    """
+
+    cfg: BenchMotionConfig
+    kind: str
+    data: str
+    shards: str
+    base: str
+    fresh: bool
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One ``fda bench-motion --arms`` choice.
+
+    Attributes:
+        name: the ``--arms`` value.
+        label: how the table and the figure name it.
+        colour: its matplotlib colour in the figure.
+        make_shards: ``ArmInputs -> shard set folder`` the arm trains and tests on.
+        no_alpha: train the plain CLIP baseline (``--no-alpha``).
+    """
+
+    name: str
+    label: str
+    colour: str
+    make_shards: Callable[[ArmInputs], str]
+    no_alpha: bool = False
+
+
+def plain_shards(inputs: ArmInputs) -> str:
+    """The set's own frame-difference shards."""
+    return inputs.shards
+
+
+def preprocessed_shards(name: str, options: Mapping[str, Any], inputs: ArmInputs) -> str:
+    """The set's clips preprocessed again with ``options`` (:meth:`Scenes.preprocess_config`) into ``shards/<name>``."""
+    from fda.pipeline.preprocess import run_preprocess
+
+    out = os.path.join(inputs.base, "shards", name)
+    run_preprocess(inputs.cfg.scenes.preprocess_config(inputs.data, out, overwrite=inputs.fresh, **options))
+    return out
+
+
+def derived_shards(mode: str, inputs: ArmInputs) -> str:
+    """A copy of the set's shards with every mask replaced (:func:`derive_mask_set`)."""
+    return derive_mask_set(inputs.shards, os.path.join(inputs.base, "shards", mode), mode,
+                           seed=inputs.cfg.scenes.data_seed)
+
+
+ARMS: Mapping[str, Arm] = MappingProxyType({arm.name: arm for arm in (
+    Arm("masks", "masks (frame difference)", "tab:red", plain_shards),
+    Arm("no-alpha", "no alpha (--no-alpha)", "tab:gray", plain_shards, no_alpha=True),
+    Arm("full", "full masks (no information)", "tab:blue", functools.partial(derived_shards, "full")),
+    Arm("shuffled", "shuffled masks (another clip's)", "tab:olive", functools.partial(derived_shards, "shuffled")),
+    Arm("compensated", "camera-compensated masks", "tab:purple",
+        functools.partial(preprocessed_shards, "compensated", {"camera_motion": "compensate"})),
+)})
+"""Every ``--arms`` choice (the keys are :data:`fda.lab.config.BENCH_ARMS`, in that order)."""
+
+
 def mask_truth_scores(shards_dir: str, split: str, clips: Dict[str, Dict[str, Any]]) -> Dict[str, float]:
     """How well a split's masks find the moving objects, against the generator's ground truth.
 
@@ -292,6 +362,7 @@ class BenchMotionResult:
     """Rows per (set, arm), mask scores per set, and where the outputs went."""
 
     out: str
+    arms: Mapping[str, Arm] = field(default_factory=lambda: ARMS)
     rows: List[Dict[str, Any]] = field(default_factory=list)
     masks: Dict[str, Dict[str, float]] = field(default_factory=dict)
     runs: List[Dict[str, Any]] = field(default_factory=list)
@@ -311,7 +382,7 @@ class BenchMotionResult:
             diff = ""
             if row["arm"] != REFERENCE:
                 diff = f"{_ci(row['diff']['twin_t2v']):<34}{_ci(row['diff']['t2v_R@1'])}"
-            lines.append(f"{row['set']:<11}{ARM_LABELS[row['arm']]:<32}{cells}{row['t2v_MdR']:>9.1f}   {diff}")
+            lines.append(f"{row['set']:<11}{self.arms[row['arm']].label:<32}{cells}{row['t2v_MdR']:>9.1f}   {diff}")
         lines.append("")
         for name, m in self.masks.items():
             lines.append(f"{name:<11}test masks: full-mask fallback {100 * m['fallback_share']:.1f}% of frames, "
@@ -338,22 +409,20 @@ def summarize_arm(runs: Sequence[Dict[str, Any]], reference: Sequence[Dict[str, 
     return out
 
 
-def plot_bench(rows: Sequence[Dict[str, Any]], arms: Sequence[str], path: str, title: str) -> None:
+def plot_bench(rows: Sequence[Dict[str, Any]], arms: Sequence[Arm], path: str, title: str) -> None:
     """Two panels (twin accuracy t2v, R@1 t2v): bars per set and arm, std over seeds as error bars."""
     plt = pyplot()
     sets = list(dict.fromkeys(r["set"] for r in rows))
-    colours = {"masks": "tab:red", "no-alpha": "tab:gray", "full": "tab:blue", "shuffled": "tab:olive",
-               "compensated": "tab:purple"}
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     width = 0.8 / len(arms)
     x = np.arange(len(sets))
     for ax, metric, label, chance in ((axes[0], "twin_t2v", "twin accuracy, text-to-video (%)", 50.0),
                                       (axes[1], "t2v_R@1", "R@1, text-to-video (%)", None)):
         for k, arm in enumerate(arms):
-            vals = [next((r for r in rows if r["set"] == s and r["arm"] == arm), None) for s in sets]
+            vals = [next((r for r in rows if r["set"] == s and r["arm"] == arm.name), None) for s in sets]
             ax.bar(x + (k - (len(arms) - 1) / 2) * width, [v[metric] if v else 0 for v in vals], width,
-                   yerr=[v[metric + "_std"] if v else 0 for v in vals], capsize=2, color=colours[arm],
-                   label=ARM_LABELS[arm])
+                   yerr=[v[metric + "_std"] if v else 0 for v in vals], capsize=2, color=arm.colour,
+                   label=arm.label)
         if chance is not None:
             ax.axhline(chance, color="black", linestyle=":", linewidth=1, label="chance")
         ax.set_xticks(x)
@@ -386,7 +455,8 @@ def set_dir(cfg: BenchMotionConfig, kind: str) -> str:
     return os.path.join(cfg.out, kind if cfg.condition == "still" else f"{kind}-{cfg.condition}")
 
 
-def prepare_set(cfg: BenchMotionConfig, kind: str) -> Tuple[Dict[str, str], Dict[str, Dict[str, Any]]]:
+def prepare_set(cfg: BenchMotionConfig, kind: str, *, arms: Mapping[str, Arm] = ARMS,
+                names: Optional[Sequence[str]] = None) -> Tuple[Dict[str, str], Dict[str, Dict[str, Any]]]:
     """Generate and preprocess one set (both reused when finished).
 
     Returns:
@@ -407,14 +477,10 @@ def prepare_set(cfg: BenchMotionConfig, kind: str) -> Tuple[Dict[str, str], Dict
     if fresh:
         run_generate(gen)
     run_preprocess(scenes.preprocess_config(data, shards, overwrite=fresh))
+    inputs = ArmInputs(cfg, kind, data, shards, base, fresh)
     sets = {"masks": shards, "no-alpha": shards}
-    if "compensated" in cfg.arm_list:
-        sets["compensated"] = os.path.join(base, "shards", "compensated")
-        run_preprocess(scenes.preprocess_config(data, sets["compensated"], camera_motion="compensate",
-                                                overwrite=fresh))
-    for mode in ("full", "shuffled"):
-        if mode in cfg.arm_list:
-            sets[mode] = derive_mask_set(shards, os.path.join(base, "shards", mode), mode, seed=scenes.data_seed)
+    for name in names or cfg.arm_list:
+        sets[name] = arms[name].make_shards(inputs)
     return sets, _load_clips(data)
 
 
@@ -422,31 +488,37 @@ Rows = List[Dict[str, Any]]
 
 
 def run_set(cfg: BenchMotionConfig, kind: str, device: Any,
-            prepared: Optional[Tuple[Dict[str, str], Dict[str, Dict[str, Any]]]] = None
+            prepared: Optional[Tuple[Dict[str, str], Dict[str, Dict[str, Any]]]] = None, *,
+            arms: Mapping[str, Arm] = ARMS, names: Optional[Sequence[str]] = None
             ) -> Tuple[Rows, Rows, Dict[str, float]]:
     """Every arm and seed of one set: ``(rows per arm, every run, the test masks' scores)``.
 
-    ``prepared`` is :func:`prepare_set`'s result when the caller already has it.
+    ``prepared`` is :func:`prepare_set`'s result when the caller already has it; ``arms`` the arm table and
+    ``names`` the arms to run (default: ``cfg.arm_list``).
     """
-    shard_sets, clips = prepared or prepare_set(cfg, kind)
+    names = tuple(names or cfg.arm_list)
+    shard_sets, clips = prepared or prepare_set(cfg, kind, arms=arms, names=names)
     scores = mask_truth_scores(shard_sets["masks"], "test", clips)
     per_arm: Dict[str, List[Dict[str, Any]]] = {}
-    for arm in cfg.arm_list:
+    for arm in names:
         for seed in cfg.budget.seed_list:
             run_dir = os.path.join(set_dir(cfg, kind), "runs", f"{arm}-seed{seed}")
-            trained = _train(cfg, shard_sets[arm], run_dir, seed, no_alpha=arm == "no-alpha")
+            trained = _train(cfg, shard_sets[arm], run_dir, seed, no_alpha=arms[arm].no_alpha)
             row = {"set": kind, "arm": arm, "seed": seed, "run_dir": trained.run_dir, "steps": trained.steps,
                    **evaluate_run(trained.checkpoint, shard_sets[arm], clips, device=device,
                                   batch_size=cfg.budget.eval_batch_size)}
             log.info("%s / %s / seed %d: twin t2v %.1f, R@1 t2v %.1f", kind, arm, seed, row["twin_t2v"],
                      row["t2v_R@1"])
             per_arm.setdefault(arm, []).append(row)
-    rows = [{"set": kind, "arm": arm, **summarize_arm(per_arm[arm], per_arm[REFERENCE])} for arm in cfg.arm_list]
-    return rows, [r for arm in cfg.arm_list for r in per_arm[arm]], scores
+    rows = [{"set": kind, "arm": arm, **summarize_arm(per_arm[arm], per_arm[REFERENCE])} for arm in names]
+    return rows, [r for arm in names for r in per_arm[arm]], scores
 
 
-def run_bench_motion(cfg: BenchMotionConfig) -> BenchMotionResult:
+def run_bench_motion(cfg: BenchMotionConfig, *, arms: Mapping[str, Arm] = ARMS,
+                     names: Optional[Sequence[str]] = None) -> BenchMotionResult:
     """Run ``fda bench-motion`` (module docstring): every set, arm and seed; table, figure, JSON, CSV.
+
+    ``arms`` is the arm table, ``names`` the arms to run (default: ``cfg.arm_list``, which the config checked).
 
     Raises:
         ConfigError, InputError, EnvError: from the stages (generate, preprocess, train), one line each.
@@ -456,9 +528,10 @@ def run_bench_motion(cfg: BenchMotionConfig) -> BenchMotionResult:
     start = time.perf_counter()
     make_out_dir(cfg.out)
     device = resolve_device(cfg.budget.train.device)
-    result = BenchMotionResult(cfg.out)
+    names = tuple(names or cfg.arm_list)
+    result = BenchMotionResult(cfg.out, arms)
     for kind in cfg.set_list:
-        rows, runs, result.masks[kind] = run_set(cfg, kind, device)
+        rows, runs, result.masks[kind] = run_set(cfg, kind, device, arms=arms, names=names)
         if cfg.condition != "still":
             for row in rows + runs:
                 row["condition"] = cfg.condition
@@ -486,7 +559,7 @@ def run_bench_motion(cfg: BenchMotionConfig) -> BenchMotionResult:
             writer.writerow([row["set"], row["arm"], row["seeds"], *values,
                              *[row["diff"][m][k] for m in ("twin_t2v", "t2v_R@1") for k in ("mean", "lo", "hi")]])
     camera = "" if cfg.condition == "still" else f", condition {cfg.condition}"
-    plot_bench(result.rows, cfg.arm_list, result.figure,
+    plot_bench(result.rows, [arms[name] for name in names], result.figure,
                f"{cfg.budget.train.model}, {cfg.budget.steps} steps x batch {cfg.budget.train.batch_size}, "
                f"{len(cfg.budget.seed_list)} seed(s); "
                f"{cfg.train_videos} train / {cfg.test_videos} test clips per set{camera}")
