@@ -7,7 +7,7 @@ commands' options from these classes. The application layer's configs (experimen
 
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from fda.errors import ConfigError
 from fda.options import choice, fields_with, nested, opt, positive, require
@@ -267,6 +267,19 @@ PRETRAINED_HELP = "Its weights: an open_clip tag (openai), a file, or 'none' for
 ALPHA_HELP = "Official Alpha-CLIP vision weights over --pretrained."
 
 
+READER: Dict[str, Callable[[], Any]] = {
+    "shards": lambda: opt(None, SHARDS_HELP),
+    "batch_size": lambda: opt(32, "Clips per forward pass."),
+    "text_batch_size": lambda: opt(256, "Captions per forward pass."),
+    "workers": lambda: opt(2, "Image decoding threads (0: decode in the main thread).", flag="--decode-threads",
+                           aliases=("--workers",)),
+    "device": lambda: opt("auto", "auto, cpu, cuda, cuda:N or mps."),
+    "seed": lambda: opt(0, "Initialisation seed of a model without weights."),
+}
+"""The options ``fda eval`` and ``fda embed`` share beside their :class:`ModelSource` (how they read shards and run
+the model), declared once: each config takes a fresh field from here (a dataclass field belongs to one class)."""
+
+
 @dataclass(frozen=True)
 class ModelSource:
     """Which model a command reads (``fda eval``, ``fda embed``; :func:`fda.model.create` builds it): a trained run
@@ -295,20 +308,19 @@ class EvalConfig:
     """``fda eval``: retrieval metrics of a trained run, a checkpoint, or a never-trained model on one split."""
 
     split: str = opt("test", "Split to evaluate.", choices=SPLITS)
-    shards: Optional[str] = opt(None, SHARDS_HELP)  # None: the shard set the run trained on, else ./shards
+    shards: Optional[str] = READER["shards"]()  # None: the shard set the run trained on, else ./shards
     source: ModelSource = nested(ModelSource())
     frames: Optional[int] = opt(None, "Frames per clip the shards must hold (default: what the shards' manifest "
                                 "says).")  # None: whatever the shards hold
-    batch_size: int = opt(32, "Clips per forward pass.")
-    text_batch_size: int = opt(256, "Captions per forward pass.")
-    workers: int = opt(2, "Image decoding threads (0: decode in the main thread).", flag="--decode-threads",
-                       aliases=("--workers",))
-    device: str = opt("auto", "auto, cpu, cuda, cuda:N or mps.")
+    batch_size: int = READER["batch_size"]()
+    text_batch_size: int = READER["text_batch_size"]()
+    workers: int = READER["workers"]()
+    device: str = READER["device"]()
     dsl: bool = opt(False, "Add dual-softmax (DSL) numbers in separate columns.")
     baseline: bool = opt(False, "Also evaluate without the alpha channel (plain CLIP meanP), side by side.")
     out: Optional[str] = opt(None, "Report folder (default: the run folder).")
     cache: bool = opt(True, "Reuse features cached for the same model and shards.")
-    seed: int = opt(0, "Initialisation seed of a model without weights.")
+    seed: int = READER["seed"]()
 
     def __post_init__(self) -> None:
         choice(self, "split", self.split, SPLITS)
@@ -325,21 +337,20 @@ class EmbedConfig:
     """``fda embed``: video and caption embeddings of a shard set, written in chunks for ``fda search``."""
 
     out: str = opt(help="Folder for the embeddings (EMB_DIR).")
-    shards: Optional[str] = opt(None, SHARDS_HELP)  # None: the shard set the run trained on, else ./shards
+    shards: Optional[str] = READER["shards"]()  # None: the shard set the run trained on, else ./shards
     split: Optional[str] = opt(None, "Comma list of splits (default: all).")
     source: ModelSource = nested(ModelSource(), help={
         "run": "Run folder: use its best.pt (kept only when a val split chose it), else its last checkpoint.",
         "model": "An untrained model name (ViT-B-32, fda-tiny, ...)."})
-    batch_size: int = opt(32, "Clips per forward pass.")
-    text_batch_size: int = opt(256, "Captions per forward pass.")
+    batch_size: int = READER["batch_size"]()
+    text_batch_size: int = READER["text_batch_size"]()
     chunk_size: int = opt(65536, "Rows per .npy file.")
     captions: bool = opt(True, "Also embed the captions.")
     index: str = opt("none", "Also build a faiss HNSW index of the videos (optional extra fda[faiss]; for > 1M "
                      "videos).", choices=INDEX_KINDS)
-    workers: int = opt(2, "Image decoding threads (0: decode in the main thread).", flag="--decode-threads",
-                       aliases=("--workers",))
-    device: str = opt("auto", "auto, cpu, cuda, cuda:N or mps.")
-    seed: int = opt(0, "Initialisation seed of a model without weights.")
+    workers: int = READER["workers"]()
+    device: str = READER["device"]()
+    seed: int = READER["seed"]()
     overwrite: bool = opt(False, "Replace earlier embeddings in --out.")
 
     def __post_init__(self) -> None:
