@@ -25,6 +25,8 @@ ENGINES = ("local", "ray")
 EMPTY_MASKS = ("full", "zero")
 DIFF_MODES = ("adjacent", "sampled")
 CAMERA_MOTIONS = ("none", "compensate")
+MASK_RULES = ("diff", "flow", "mv")  # the keys of fda.pipeline.mask_rules.MASK_RULES (a test checks they agree)
+FLOW_THRESHOLD = 1.0  # px; fda bench-masks chose it (docs/MASKS.md)
 MAX_FRAMES = 99  # member names carry two digits: f00 ... f98
 
 
@@ -267,6 +269,13 @@ class PreprocessConfig:
                              choices=CAMERA_MOTIONS)
     normalize_brightness: bool = opt(False, "Match the partner's brightness to the frame's before differencing "
                                      "(flicker, exposure changes).")
+    # --- mask rules (issue 22): recorded only when not diff, so the default writes the bytes it always did ---
+    mask_rule: str = opt("diff", "The dynamic-region estimate: diff (the paper's frame difference), flow (dense optical "
+                         "flow, DIS), mv (the codec's motion vectors, read in the same decode; frames without them "
+                         "use diff). See docs/MASKS.md.", choices=MASK_RULES)
+    flow_threshold: float = opt(FLOW_THRESHOLD, "--mask-rule flow and mv: a pixel (block) moves when its motion, less "
+                                "the camera's with --camera-motion compensate, exceeds this many stored pixels.")
+    # --- end of the mask rules ---
     jpeg_quality: int = opt(90, "JPEG quality of stored frames.")
     samples_per_shard: int = opt(200, "Videos per tar shard.")
     decoder: str = opt("pyav", "Video decoder (in-process FFmpeg through PyAV).", choices=DECODERS)
@@ -301,6 +310,10 @@ class PreprocessConfig:
         _choice("empty_mask", self.empty_mask, EMPTY_MASKS)
         _choice("diff_mode", self.diff_mode, DIFF_MODES)
         _choice("camera_motion", self.camera_motion, CAMERA_MOTIONS)
+        _choice("mask_rule", self.mask_rule, MASK_RULES)
+        _require(isinstance(self.flow_threshold, (int, float)) and 0 < self.flow_threshold <= 100, "flow_threshold",
+                 self.flow_threshold, "in (0, 100] pixels")
+        object.__setattr__(self, "flow_threshold", float(self.flow_threshold))
         _require(1 <= self.jpeg_quality <= 100, "jpeg_quality", self.jpeg_quality, "in 1..100")
         _require(self.samples_per_shard >= 1, "samples_per_shard", self.samples_per_shard, ">= 1")
         _choice("decoder", self.decoder, DECODERS)
@@ -335,14 +348,18 @@ class PreprocessConfig:
         fields = {k: getattr(self, k) for k in DATA_FIELDS}
         if self.full_duration:  # recorded only when on, so every other shard set keeps its recorded fingerprint
             fields["full_duration"] = True
+        if self.mask_rule != "diff":  # likewise (issue 22): a diff shard set keeps its fingerprint
+            fields.update(mask_rule=self.mask_rule, flow_threshold=self.flow_threshold)
         return fields
 
 
 DATA_FIELDS = ("layout", "msrvtt_train", "captions", "split", "frames_train", "frames_test", "size", "tau", "kernel",
                "min_area", "empty_mask", "diff_mode", "camera_motion", "normalize_brightness", "jpeg_quality",
                "samples_per_shard", "limit", "decoder", "min_decodable")
-"""The :class:`PreprocessConfig` fields that decide the bytes of a shard set (plus ``full_duration`` when on)."""
-SAMPLE_FIELDS = tuple(f for f in DATA_FIELDS if f not in ("split", "samples_per_shard")) + ("full_duration",)
+"""The :class:`PreprocessConfig` fields that decide the bytes of a shard set (plus ``full_duration`` when on, and
+``mask_rule`` and ``flow_threshold`` when the rule is not ``diff``)."""
+SAMPLE_FIELDS = (tuple(f for f in DATA_FIELDS if f not in ("split", "samples_per_shard"))
+                 + ("full_duration", "mask_rule", "flow_threshold"))
 """The fields that decide what a sample holds (not which splits were written or how they are cut into shards): a
 model trained on a shard set has learned from them."""
 
