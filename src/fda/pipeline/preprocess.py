@@ -776,9 +776,18 @@ def build_manifest(cfg: PreprocessConfig, dataset: Dataset, listed: Dict[str, in
             "duplicate_captions_dropped": dataset.duplicate_captions,
             "captions_file": dataset.captions_file, "uncaptioned": not dataset.captioned,
             "unlisted": list(dataset.unlisted),
-            "config": dataclasses.asdict(cfg), "mask": mask_record(MaskParams.from_config(cfg)), "ffmpeg": ffmpeg,
+            "config": _config_record(cfg), "mask": mask_record(MaskParams.from_config(cfg)), "ffmpeg": ffmpeg,
             "caption_truncation": TRUNCATION_NOTE,
             "splits": splits, "failures": failures}
+
+
+def _config_record(cfg: PreprocessConfig) -> Dict[str, Any]:
+    """The manifest's ``config``: every field, but the mask-rule fields only when the rule is not ``diff`` (issue 22),
+    so a default run records what it always did and a run trained on it resumes on a rerun's shards."""
+    record = dataclasses.asdict(cfg)
+    if cfg.mask_rule == "diff":
+        del record["mask_rule"], record["flow_threshold"]
+    return record
 
 
 def _key_collisions(dataset: Dataset) -> Tuple[Dataset, List[Dict[str, Any]]]:
