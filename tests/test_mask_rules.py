@@ -14,7 +14,7 @@ from conftest import encode_video
 from fda.config import FLOW_THRESHOLD, MASK_RULES as RULE_CHOICES, PreprocessConfig
 from fda.errors import ConfigError
 from fda.pipeline.mask_rules import (MASK_RULES, NO_VECTORS, MaskRule, compute_masks, diff_rule, fit_similarity,
-                                     mask_record)
+                                     mask_record, paint_boxes)
 from fda.pipeline.video import Video, stored_vectors
 from fda.shards.schema import MASK_RULE, MaskParams
 
@@ -152,6 +152,16 @@ def test_stored_vectors_follow_the_crop_the_scale_and_the_orientation():
     assert np.allclose(turned, [[16, 20, 24, 28, 0, -4]] * 2)
     wide = stored_vectors(raw, 80, 80, 40, sar=Fraction(2))  # 2:1 pixels: 40 stored columns are the square
     assert np.allclose(wide[0, [0, 2, 4]], [60, 76, -8])  # 20 columns cropped each side, scale 1
+
+
+def test_painted_boxes_equal_a_loop_over_them():
+    rng = np.random.default_rng(3)
+    boxes = rng.integers(-8, 40, (30, 4))
+    boxes[:, 2:] = boxes[:, :2] + rng.integers(0, 12, (30, 2))
+    naive = np.zeros((32, 24), bool)
+    for x0, y0, x1, y1 in boxes:
+        naive[max(0, y0):max(0, y1), max(0, x0):max(0, x1)] = True
+    assert np.array_equal(paint_boxes(boxes, 32, 24), naive)
 
 
 def test_the_similarity_fit_refuses_a_field_with_no_majority():

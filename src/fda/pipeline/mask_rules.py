@@ -13,7 +13,8 @@ what the rule records and whether it needs the codec's motion vectors from the d
   (texture or a change, :func:`flow_evidence`). It marks the mover where it is in the sampled frame, its textured
   interior included.
 - ``mv``: the codec's own motion vectors of the sampled frame (FFmpeg's ``export_mvs``, read in the same decode),
-  less the camera's the same way; blocks whose residual is longer than ``flow_threshold`` are painted at block size.
+  less the camera's the same way; blocks whose residual is longer than ``flow_threshold`` are painted at block size
+  and cut to the same evidence as the flow.
   A frame without vectors (an intra frame, a codec that exports none) gets the ``diff`` mask, recorded per frame.
 
 All three then apply the same closing, opening and minimum area (:func:`fda.pipeline.masks.diff_mask`) and the
@@ -230,9 +231,27 @@ def flow_rule(frames: np.ndarray, partners: np.ndarray, vectors: Vectors, mask: 
 # mv: the codec's motion vectors
 
 
-def vector_mask(blocks: np.ndarray, h: int, w: int, mask: MaskParams) -> Tuple[np.ndarray, Dict[str, Any]]:
+def paint_boxes(boxes: np.ndarray, h: int, w: int) -> np.ndarray:
+    """bool [h, w]: the union of int64 [N, 4] boxes ``x0, y0, x1, y1`` (right/bottom exclusive, clipped to the frame),
+    painted at once (corner marks, then running sums along both axes)."""
+    marks = np.zeros((h + 1, w + 1), np.int32)
+    x0, x1 = np.clip(boxes[:, 0], 0, w), np.clip(boxes[:, 2], 0, w)
+    y0, y1 = np.clip(boxes[:, 1], 0, h), np.clip(boxes[:, 3], 0, h)
+    keep = (x1 > x0) & (y1 > y0)
+    x0, x1, y0, y1 = x0[keep], x1[keep], y0[keep], y1[keep]
+    np.add.at(marks, (y0, x0), 1)
+    np.add.at(marks, (y0, x1), -1)
+    np.add.at(marks, (y1, x0), -1)
+    np.add.at(marks, (y1, x1), 1)
+    return marks.cumsum(0).cumsum(1)[:h, :w] > 0
+
+
+def vector_mask(blocks: np.ndarray, h: int, w: int, mask: MaskParams, evidence: Optional[np.ndarray] = None
+                ) -> Tuple[np.ndarray, Dict[str, Any]]:
     """The ``mv`` rule's raw mask of one frame from its blocks (float32 [N, 6], ``x0, y0, x1, y1, mx, my`` in stored
-    pixels): blocks whose vector, less the camera's, is longer than ``flow_threshold`` are painted at block size.
+    pixels): blocks whose vector, less the camera's, is longer than ``flow_threshold`` are painted at block size,
+    then cut to ``evidence`` (bool [h, w], :func:`flow_evidence`: a codec gives a flat block any vector that predicts
+    it equally well).
 
     Returns:
         ``(uint8 [h, w] in {0, 1}, record)``: ``frame`` is ``{"blocks", "moving"}`` (vectors read, vectors over the
@@ -244,11 +263,11 @@ def vector_mask(blocks: np.ndarray, h: int, w: int, mask: MaskParams) -> Tuple[n
     inside = (corners[:, 2] > 0) & (corners[:, 0] < w) & (corners[:, 3] > 0) & (corners[:, 1] < h)
     matrix, record = _camera(centres[inside], moved[inside], h, w, mask.camera_motion)
     over = (_residual(centres, moved, matrix) > mask.flow_threshold) & inside
-    moving = np.zeros((h, w), np.uint8)
-    for x0, y0, x1, y1 in np.rint(corners[over]).astype(np.int64):
-        moving[max(0, y0):max(0, y1), max(0, x0):max(0, x1)] = 1
     record["frame"] = {"blocks": int(inside.sum()), "moving": int(over.sum())}
-    return _finish(moving.astype(bool), mask), record
+    moving = paint_boxes(np.rint(corners[over]).astype(np.int64), h, w)
+    if evidence is not None:
+        moving &= evidence
+    return _finish(moving, mask), record
 
 
 NO_VECTORS = "no motion vectors (an intra frame, or a codec that exports none)"
@@ -271,7 +290,10 @@ def mv_rule(frames: np.ndarray, partners: np.ndarray, vectors: Vectors, mask: Ma
             if mask.camera_motion != "none":
                 record.update(compensated=robust["compensated"], camera=robust["motion"])
         else:
-            raw, record = vector_mask(blocks, h, w, mask)
+            gray, partner = to_gray(frames[t]), to_gray(partners[t])
+            # the vectors point at the codec's reference picture, not the partner: evidence of a change is
+            # looked for without alignment
+            raw, record = vector_mask(blocks, h, w, mask, flow_evidence(gray, partner, None, mask.tau))
         masks[t], fell_back[t] = apply_empty_rule(raw, mask.empty_mask)
         records.append(record)
     return masks, fell_back, _collect(records, "vectors")
@@ -287,8 +309,9 @@ MASK_RULES: Mapping[str, MaskRule] = {
                      "where the frame has texture (gradient > 4 grey levels/px) or |frame - partner| > tau; close then "
                      "open; drop components < min_area", params=("flow_threshold",),
                      label="optical flow", colour="tab:green"),
-    "mv": MaskRule("mv", mv_rule, "codec motion-vector blocks with |vector - camera similarity| > flow_threshold px "
-                   "(frames without vectors: the diff rule); close then open; drop components < min_area",
+    "mv": MaskRule("mv", mv_rule, "codec motion-vector blocks with |vector - camera similarity| > flow_threshold px, "
+                   "cut to texture (gradient > 4 grey levels/px) or |frame - partner| > tau (frames without vectors: "
+                   "the diff rule); close then open; drop components < min_area",
                    params=("flow_threshold",), label="codec motion vectors", colour="tab:cyan", vectors=True),
 }
 """Every ``--mask-rule``, by its CLI name (a plain dict built once at import; nothing adds to it at run time)."""
