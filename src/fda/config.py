@@ -270,9 +270,9 @@ class PreprocessConfig:
     normalize_brightness: bool = opt(False, "Match the partner's brightness to the frame's before differencing "
                                      "(flicker, exposure changes).")
     # --- mask rules (issue 22): recorded only when not diff, so the default writes the bytes it always did ---
-    mask_rule: str = opt("diff", "The dynamic-region estimate: diff (the paper's frame difference), flow (dense optical "
-                         "flow, DIS), mv (the codec's motion vectors, read in the same decode; frames without them "
-                         "use diff). See docs/MASKS.md.", choices=MASK_RULES)
+    mask_rule: str = opt("diff", "The dynamic-region estimate: diff (the paper's frame difference), flow (dense "
+                         "optical flow, DIS), mv (the codec's motion vectors, read in the same decode; frames without "
+                         "them use diff). See docs/MASKS.md.", choices=MASK_RULES)
     flow_threshold: float = opt(FLOW_THRESHOLD, "--mask-rule flow and mv: a pixel (block) moves when its motion, less "
                                 "the camera's with --camera-motion compensate, exceeds this many stored pixels.")
     # --- end of the mask rules ---

@@ -54,7 +54,8 @@ ARM_LABELS = {"masks": "masks (frame difference)", "no-alpha": "no alpha (--no-a
               "compensated": "camera-compensated masks",
               **{name: f"{rule.label} masks" for name, rule in MASK_RULES.items() if name != "diff"}}
 ARM_COLOURS = {"masks": "tab:red", "no-alpha": "tab:gray", "full": "tab:blue", "shuffled": "tab:olive",
-               "compensated": "tab:purple", **{name: rule.colour for name, rule in MASK_RULES.items() if name != "diff"}}
+               "compensated": "tab:purple",
+               **{name: rule.colour for name, rule in MASK_RULES.items() if name != "diff"}}
 RANKS = ("R@1", "R@5", "MdR")
 METRICS = ("twin_t2v", "twin_v2t", *(metric_name(d, k) for d in DIRECTIONS for k in RANKS))
 REFERENCE = "no-alpha"

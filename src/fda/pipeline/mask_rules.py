@@ -91,7 +91,8 @@ GRID_CELLS = 32  # a flow field is fitted on about this many points per side
 FIT_TOLERANCE = 1.0  # RANSAC reprojection threshold, stored pixels
 
 
-def fit_similarity(points: np.ndarray, moved: np.ndarray, h: int, w: int) -> Tuple[Optional[np.ndarray], Dict[str, Any]]:
+def fit_similarity(points: np.ndarray, moved: np.ndarray, h: int, w: int
+                   ) -> Tuple[Optional[np.ndarray], Dict[str, Any]]:
     """Fit the camera's motion to a vector field: the similarity taking ``points`` to ``moved`` (RANSAC; movers are
     the outliers), with :func:`fda.pipeline.masks.estimate_global_motion`'s plausibility limits.
 
