@@ -96,7 +96,7 @@ def main() -> int:
                           for t in pick])
         sheet = np.concatenate([np.concatenate(row, axis=1) for row in cells], axis=0)
         target = os.path.join(args.out, f"{vid}_rules.jpg")
-        cv2.imwrite(target, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
+        cv2.imwrite(target, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 70])
         print(f"\n{target}: {os.path.getsize(target) // 1024} kB", file=sys.stderr)
     with open(os.path.join(work, "footage.json"), "w") as f:
         json.dump({s: {v: r["meta"]["mask"] for v, r in res.items()} for s, res in results.items()}, f)
