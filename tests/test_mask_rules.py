@@ -121,9 +121,11 @@ def test_a_pure_pan_leaves_no_partial_mask_after_the_camera_is_removed(tmp_path,
     assert all(extra["compensated"]) and all(abs(c["dx"]) > 1 for c in extra["camera"])
 
 
-def test_mv_on_an_intra_only_clip_falls_back_to_diff_per_frame_and_says_so(tmp_path, ffmpeg_exe):
+@pytest.mark.parametrize("name,codec,extra", [("intra.mp4", "libx264", ("-g", "1")), ("jpeg.avi", "mjpeg", ())],
+                         ids=["h264-intra-only", "mjpeg-no-vectors"])
+def test_mv_without_vectors_falls_back_to_diff_per_frame_and_says_so(tmp_path, ffmpeg_exe, name, codec, extra):
     frames, _ = square_frames()
-    path = encode_video(ffmpeg_exe, str(tmp_path / "intra.mp4"), frames, extra=("-g", "1"))
+    path = encode_video(ffmpeg_exe, str(tmp_path / name), frames, codec=codec, extra=extra)
     f, p, v = decoded(path)
     assert v == [None, None, None]
     masks, fell_back, extra = compute_masks(f, p, params("mv"), v)
