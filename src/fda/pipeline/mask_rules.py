@@ -240,17 +240,16 @@ def flow_rule(frames: np.ndarray, partners: np.ndarray, vectors: Vectors, mask: 
 
 def paint_boxes(boxes: np.ndarray, h: int, w: int) -> np.ndarray:
     """bool [h, w]: the union of int64 [N, 4] boxes ``x0, y0, x1, y1`` (right/bottom exclusive, clipped to the frame),
-    painted at once (corner marks, then running sums along both axes)."""
-    marks = np.zeros((h + 1, w + 1), np.int32)
+    painted at once (+1/-1 marks at the corners, then running sums along both axes: an integral image)."""
     x0, x1 = np.clip(boxes[:, 0], 0, w), np.clip(boxes[:, 2], 0, w)
     y0, y1 = np.clip(boxes[:, 1], 0, h), np.clip(boxes[:, 3], 0, h)
     keep = (x1 > x0) & (y1 > y0)
     x0, x1, y0, y1 = x0[keep], x1[keep], y0[keep], y1[keep]
-    np.add.at(marks, (y0, x0), 1)
-    np.add.at(marks, (y0, x1), -1)
-    np.add.at(marks, (y1, x0), -1)
-    np.add.at(marks, (y1, x1), 1)
-    return marks.cumsum(0).cumsum(1)[:h, :w] > 0
+    width = w + 1
+    corners = np.concatenate([y0 * width + x0, y0 * width + x1, y1 * width + x0, y1 * width + x1])
+    signs = np.repeat(np.array([1, -1, -1, 1], np.float64), len(x0))
+    marks = np.bincount(corners, signs, minlength=(h + 1) * width).reshape(h + 1, width).astype(np.float32)
+    return cv2.integral(marks, sdepth=cv2.CV_32F)[1:h + 1, 1:w + 1] > 0.5  # running sums along both axes
 
 
 def vector_mask(blocks: np.ndarray, h: int, w: int, mask: MaskParams, evidence: Optional[np.ndarray] = None
