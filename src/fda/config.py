@@ -25,6 +25,8 @@ ENGINES = ("local", "ray")
 EMPTY_MASKS = ("full", "zero")
 DIFF_MODES = ("adjacent", "sampled")
 CAMERA_MOTIONS = ("none", "compensate")
+MASK_RULES = ("diff", "flow", "mv")  # the keys of fda.pipeline.mask_rules.MASK_RULES (a test checks they agree)
+FLOW_THRESHOLD = 1.0  # px; fda bench-masks chose it (docs/MASKS.md)
 MAX_FRAMES = 99  # member names carry two digits: f00 ... f98
 
 
@@ -267,6 +269,13 @@ class PreprocessConfig:
                              choices=CAMERA_MOTIONS)
     normalize_brightness: bool = opt(False, "Match the partner's brightness to the frame's before differencing "
                                      "(flicker, exposure changes).")
+    # --- mask rules (issue 22): recorded only when not diff, so the default writes the bytes it always did ---
+    mask_rule: str = opt("diff", "The dynamic-region estimate: diff (the paper's frame difference), flow (dense "
+                         "optical flow, DIS), mv (the codec's motion vectors, read in the same decode; frames without "
+                         "them use diff). See docs/MASKS.md.", choices=MASK_RULES)
+    flow_threshold: float = opt(FLOW_THRESHOLD, "--mask-rule flow and mv: a pixel (block) moves when its motion, less "
+                                "the camera's with --camera-motion compensate, exceeds this many stored pixels.")
+    # --- end of the mask rules ---
     jpeg_quality: int = opt(90, "JPEG quality of stored frames.")
     samples_per_shard: int = opt(200, "Videos per tar shard.")
     decoder: str = opt("pyav", "Video decoder (in-process FFmpeg through PyAV).", choices=DECODERS)
@@ -305,6 +314,10 @@ class PreprocessConfig:
         _choice("empty_mask", self.empty_mask, EMPTY_MASKS)
         _choice("diff_mode", self.diff_mode, DIFF_MODES)
         _choice("camera_motion", self.camera_motion, CAMERA_MOTIONS)
+        _choice("mask_rule", self.mask_rule, MASK_RULES)
+        _require(isinstance(self.flow_threshold, (int, float)) and 0 < self.flow_threshold <= 100, "flow_threshold",
+                 self.flow_threshold, "in (0, 100] pixels")
+        object.__setattr__(self, "flow_threshold", float(self.flow_threshold))
         _require(1 <= self.jpeg_quality <= 100, "jpeg_quality", self.jpeg_quality, "in 1..100")
         _require(self.samples_per_shard >= 1, "samples_per_shard", self.samples_per_shard, ">= 1")
         _choice("decoder", self.decoder, DECODERS)
@@ -342,6 +355,8 @@ class PreprocessConfig:
         for name in OPTIONAL_DATA_FIELDS:  # recorded only when on: every other shard set keeps its fingerprint
             if getattr(self, name):
                 fields[name] = True
+        if self.mask_rule != "diff":  # likewise (issue 22): a diff shard set keeps its fingerprint
+            fields.update(mask_rule=self.mask_rule, flow_threshold=self.flow_threshold)
         return fields
 
 
@@ -349,11 +364,12 @@ DATA_FIELDS = ("layout", "msrvtt_train", "captions", "split", "frames_train", "f
                "min_area", "empty_mask", "diff_mode", "camera_motion", "normalize_brightness", "jpeg_quality",
                "samples_per_shard", "limit", "decoder", "min_decodable")
 """The :class:`PreprocessConfig` fields that decide the bytes of a shard set (plus those of
-:data:`OPTIONAL_DATA_FIELDS` that are on)."""
+:data:`OPTIONAL_DATA_FIELDS` that are on, and ``mask_rule`` and ``flow_threshold`` when the rule is not ``diff``)."""
 OPTIONAL_DATA_FIELDS = ("full_duration", "skip_damaged_frames")
 """Flags that decide the bytes of a shard set when on, recorded only then (shard sets written before they existed
 keep their fingerprints)."""
-SAMPLE_FIELDS = tuple(f for f in DATA_FIELDS if f not in ("split", "samples_per_shard")) + OPTIONAL_DATA_FIELDS
+SAMPLE_FIELDS = (tuple(f for f in DATA_FIELDS if f not in ("split", "samples_per_shard")) + OPTIONAL_DATA_FIELDS
+                 + ("mask_rule", "flow_threshold"))
 """The fields that decide what a sample holds (not which splits were written or how they are cut into shards): a
 model trained on a shard set has learned from them."""
 
@@ -843,7 +859,7 @@ class AblateConfig:
         _choice("eval_split", self.eval_split, SPLITS)
 
 
-BENCH_ARMS = ("masks", "no-alpha", "full", "shuffled", "compensated")
+BENCH_ARMS = ("masks", "no-alpha", "full", "shuffled", "compensated") + MASK_RULES[1:]  # + one arm per mask rule
 MASK_SETTINGS = ("plain", "compensated", "normalised", "both")
 
 
@@ -870,7 +886,8 @@ class BenchMotionConfig:
     sets: str = opt("motion,null,appearance", "Comma list of scene kinds (see fda generate --kind).")
     arms: str = opt("masks,no-alpha,full,shuffled", "Comma list of arms: masks, no-alpha (the reference, required), "
                     "full (all-ones masks), shuffled (another clip's masks), compensated (masks made with "
-                    "--camera-motion compensate).")
+                    "--camera-motion compensate), flow, mv (masks made with that --mask-rule and --camera-motion "
+                    "compensate).")
     condition: str = opt("still", "Scene condition of every set (see fda generate --condition), e.g. pan for a moving "
                          "camera.", choices=SCENE_CONDITIONS)
     train_videos: int = opt(192, "Training clips per set (even: twins).")
@@ -898,14 +915,17 @@ class BenchMasksConfig:
     conditions: str = opt(",".join(SCENE_CONDITIONS), "Comma list of scene conditions (see fda generate --condition).")
     settings: str = opt(",".join(MASK_SETTINGS), "Comma list of mask settings: plain (the paper's rule), compensated "
                         "(--camera-motion compensate), normalised (--normalize-brightness), both.")
+    rules: str = opt(",".join(MASK_RULES), "Comma list of mask rules (see fda preprocess --mask-rule); flow and mv "
+                     "are scored under the plain and compensated settings (brightness does not enter them).")
     videos: int = opt(32, "Motion clips per condition (even: twins).")
     scenes: Scenes = nested(Scenes(frames=6))
 
     condition_list = _name_list("conditions", SCENE_CONDITIONS)
     setting_list = _name_list("settings", MASK_SETTINGS)
+    rule_list = _name_list("rules", MASK_RULES)
 
     def __post_init__(self) -> None:
-        self.condition_list, self.setting_list  # parsing checks them
+        self.condition_list, self.setting_list, self.rule_list  # parsing checks them
         _require(isinstance(self.videos, int) and self.videos >= 2 and self.videos % 2 == 0, "videos", self.videos,
                  "an even integer >= 2 (clips come in twins)")
 

@@ -43,7 +43,7 @@ from fda import __version__
 from fda.config import PreprocessConfig, flag, make_out_dir
 from fda.errors import ConfigError, InputError, Interrupted
 from fda.pipeline.datasets import Dataset, VideoItem, load_dataset, not_regular
-from fda.pipeline.masks import clip_masks, robust_clip_masks
+from fda.pipeline.mask_rules import MASK_RULES, compute_masks, mask_record
 from fda.pipeline.sampling import frames_before, needed_frames, partner_indices, sample_frame_indices
 from fda.pipeline.video import Video, VideoError, VideoInfo, check_decoder, find_ffmpeg, ffmpeg_version
 from fda.shards.schema import (CONFIG, MANIFEST, SCHEMA_VERSION, MaskParams, file_digest, read_json, sample_key,
@@ -142,6 +142,9 @@ class ShardSets:
             if mask.diff_mode != cfg.diff_mode:
                 raise ConfigError(f"--diff-mode chooses the frames that are decoded, so shard sets from one decode "
                                   f"share it: {mask.diff_mode!r} differs from {cfg.diff_mode!r}")
+            if MASK_RULES[mask.mask_rule].vectors and not MASK_RULES[cfg.mask_rule].vectors:
+                raise ConfigError(f"--mask-rule {mask.mask_rule} reads motion vectors from the decode: run the "
+                                  f"decode with it (--mask-rule {mask.mask_rule}), not {cfg.mask_rule!r}")
         outs = [recorded(out) for out, _ in sets]
         if len(set(outs)) != len(outs):
             raise ConfigError("every shard set needs its own --out folder")
@@ -190,6 +193,7 @@ def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig, window_end:
     """Probe, sample, decode; a damaged clip is resampled over the frames that decoded, or fails below
     ``cfg.min_decodable``. With ``window_end``, samples and their partners are only frames presented before
     ``window_end`` seconds (from the first frame). Returns ``(info, total, indices, partners, frames, decode_meta)``;
+    plus ``vectors`` (the sampled frames' motion vectors when ``cfg.mask_rule`` reads them, else ``None``);
     ``decode_meta["window"]`` (only with ``window_end``) records the window and how many frames it held.
 
     Frames are numbered by presentation time: frames lost in a hole of the timestamps keep their numbers (no frame
@@ -216,7 +220,8 @@ def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig, window_end:
         indices = sample_frame_indices(span, count)
         partners = partner_indices(indices, span, cfg.diff_mode)
         needed = needed_frames(indices, partners)
-        dec = video.decode(needed, cfg.size, full=bool(info.holes))  # a clip with holes: count every frame
+        vectors = MASK_RULES[cfg.mask_rule].vectors  # --mask-rule mv: the codec's vectors, same decode
+        dec = video.decode(needed, cfg.size, full=bool(info.holes), vectors=vectors)  # holes: count every frame
         lost: List[int] = []
         tainted: List[int] = []
         frames = dec.frames
@@ -241,13 +246,15 @@ def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig, window_end:
             indices, partners = usable[pick], usable[pick_partners]
             needed = needed_frames(indices, partners)
             if any(i not in dec.frames for i in needed):
-                dec = video.decode(needed, cfg.size, full=True)
+                dec = video.decode(needed, cfg.size, full=True, vectors=vectors)
             missing = [i for i in needed if i not in dec.frames]
             if missing:
                 raise VideoError(f"frames {missing[:5]} decoded once but not again (unstable decode)")
             if renumber:
                 log.debug("%s: %d packets, %d frames; numbering the frames", path, total, len(good))
                 frames = {int(p): dec.frames[int(usable[p])] for p in set(pick.tolist()) | set(pick_partners.tolist())}
+                if dec.vectors is not None:
+                    dec.vectors = {int(p): dec.vectors.get(int(usable[p])) for p in set(pick.tolist())}
                 declared += len(good) - total  # a truncated tail stays counted
                 indices, partners, total = pick, pick_partners, len(good)
                 tainted = []
@@ -262,7 +269,7 @@ def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig, window_end:
     if window_end is not None:
         decode_meta["window"] = {"start": 0.0, "end": float(window_end), "frames": int(min(span, total)),
                                  "rule": "frames presented before 'end' seconds, counted from the first frame"}
-    return info, total, indices, partners, frames, decode_meta
+    return info, total, indices, partners, frames, decode_meta, dec.vectors
 
 
 def _damage_meta(info: VideoInfo, total: int, truncated: int, tainted: Sequence[int], indices: np.ndarray,
@@ -317,6 +324,7 @@ class Clip:
         partners: uint8 [T, H, W, 3] RGB, the frame each is differenced with.
         meta: the sample json without its ``mask`` entry.
         jpeg_quality: the quality the frames are stored at.
+        vectors: per sampled frame its motion vectors (``--mask-rule mv``), else ``None``.
     """
 
     key: str
@@ -325,6 +333,7 @@ class Clip:
     partners: np.ndarray
     meta: Dict[str, Any]
     jpeg_quality: int
+    vectors: Optional[List[Optional[np.ndarray]]] = None
 
     @functools.cached_property
     def jpegs(self) -> List[bytes]:
@@ -345,7 +354,7 @@ def decode_clip(item: VideoItem, cfg: PreprocessConfig) -> Clip:
     if kind is not None:
         raise VideoError(f"{item.source} is {kind}, not a regular file: list the video file itself")
     window_end = None if cfg.full_duration else item.window_end
-    info, total, indices, partners, decoded, decode_meta = _sample_and_decode(
+    info, total, indices, partners, decoded, decode_meta, vectors = _sample_and_decode(
         item.path, cfg.frames_for(item.split), cfg, window_end)
     key = sample_key(item.video_id)
     meta = {"video_id": item.video_id, "key": key, "split": item.split, "source": item.source,
@@ -354,22 +363,14 @@ def decode_clip(item: VideoItem, cfg: PreprocessConfig) -> Clip:
             "height": info.height, "codec": info.codec, "size": cfg.size, "decoder": cfg.decoder,
             **decode_meta, "num_captions": len(item.captions)}
     return Clip(key, tuple(item.captions), np.stack([decoded[int(i)] for i in indices]),
-                np.stack([decoded[int(i)] for i in partners]), meta, cfg.jpeg_quality)
+                np.stack([decoded[int(i)] for i in partners]), meta, cfg.jpeg_quality,
+                None if vectors is None else [vectors.get(int(i)) for i in indices])
 
 
 def encode_sample(clip: Clip, mask: MaskParams) -> List[tuple]:
     """Compute the masks of ``clip`` under ``mask`` and encode the sample: its tar members, in the format's order."""
-    extra: Dict[str, Any] = {}
-    if mask.robust:
-        masks, fell_back, per_frame = robust_clip_masks(
-            clip.frames, clip.partners, tau=mask.tau, kernel=mask.kernel, min_area=mask.min_area,
-            empty_mask=mask.empty_mask, camera=mask.camera_motion, normalize_brightness=mask.normalize_brightness)
-        if mask.camera_motion != "none":
-            extra = {"compensated": [r["compensated"] for r in per_frame], "camera": [r["motion"] for r in per_frame]}
-    else:
-        masks, fell_back = clip_masks(clip.frames, clip.partners, tau=mask.tau, kernel=mask.kernel,
-                                      min_area=mask.min_area, empty_mask=mask.empty_mask)
-    meta = {**clip.meta, "mask": {**mask.record(), "fallback": fell_back.tolist(),
+    masks, fell_back, extra = compute_masks(clip.frames, clip.partners, mask, clip.vectors)  # the --mask-rule
+    meta = {**clip.meta, "mask": {**mask_record(mask), "fallback": fell_back.tolist(),
                                   "coverage": [round(float(m.mean()), 6) for m in masks], **extra}}
     return sample_members(clip.key, meta, clip.captions, clip.jpegs, [encode_mask(m) for m in masks])
 
@@ -983,9 +984,18 @@ def build_manifest(cfg: PreprocessConfig, dataset: Dataset, listed: Dict[str, in
             "duplicate_captions_dropped": dataset.duplicate_captions,
             "captions_file": dataset.captions_file, "uncaptioned": not dataset.captioned,
             "unlisted": list(dataset.unlisted),
-            "config": dataclasses.asdict(cfg), "mask": MaskParams.from_config(cfg).record(), "ffmpeg": ffmpeg,
+            "config": _config_record(cfg), "mask": mask_record(MaskParams.from_config(cfg)), "ffmpeg": ffmpeg,
             "caption_truncation": TRUNCATION_NOTE,
             "splits": splits, "failures": failures}
+
+
+def _config_record(cfg: PreprocessConfig) -> Dict[str, Any]:
+    """The manifest's ``config``: every field, but the mask-rule fields only when the rule is not ``diff`` (issue 22),
+    so a default run records what it always did and a run trained on it resumes on a rerun's shards."""
+    record = dataclasses.asdict(cfg)
+    if cfg.mask_rule == "diff":
+        del record["mask_rule"], record["flow_threshold"]
+    return record
 
 
 def _key_collisions(dataset: Dataset) -> Tuple[Dataset, List[Dict[str, Any]]]:
