@@ -24,6 +24,8 @@ hits them alike; at least ``--repeats`` rounds, more for short clips, up to 25, 
   in a run) is left out;
 - compensated: the same stage with ``--camera-motion compensate --normalize-brightness`` (fit, warp and brightness
   match per frame);
+- flow, mv: the same stage with ``--mask-rule flow`` and ``--mask-rule mv`` (dense optical flow; the codec's motion
+  vectors, exported by the same decode);
 - clip4clip: CLIP4Clip's ``rawvideo_util`` path (OpenCV ``CAP_PROP_POS_FRAMES`` seek to each second, read, RGB,
   resize to 224; no masks);
 - exactness: the needed frames of the skipping decode compared byte for byte with a full decode (not timed).
@@ -34,7 +36,7 @@ one process and in a pool of two, in the same rounds (an embarrassingly parallel
 less than 2x).
 
 Usage: ``.venv/bin/python benchmarks/bench_preprocess.py [--per-group 3] [--repeats 3] [--min-seconds 3]
-[--many 48] [--real DIR] [--work DIR]``. Prints markdown (paste it into BENCHMARKS.md).
+[--many 48] [--real DIR] [--work DIR] [--groups 320x240,...]``. Prints markdown (paste it into BENCHMARKS.md).
 """
 
 import argparse
@@ -203,6 +205,7 @@ def main() -> None:
     ap.add_argument("--many", type=int, default=48, help="clips in the one-shard worker comparison")
     ap.add_argument("--real", default=None, help="a folder of real videos: adds the real-footage groups")
     ap.add_argument("--work", default=None, help="keep generated clips here (default: a temp dir)")
+    ap.add_argument("--groups", default=None, help="comma list of clip groups to run (default: all)")
     args = ap.parse_args()
     cv2.setNumThreads(1)
     work = args.work or tempfile.mkdtemp(prefix="fda-bench-")
@@ -210,37 +213,44 @@ def main() -> None:
     os.makedirs(clips, exist_ok=True)
     cfg = PreprocessConfig(dataset_root=clips, out=os.path.join(work, "shards"), workers=1)
     robust = dataclasses.replace(cfg, camera_motion="compensate", normalize_brightness=True)
+    flow, mv = (dataclasses.replace(cfg, mask_rule=rule) for rule in ("flow", "mv"))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"PyAV {av.__version__}, OpenCV {cv2.__version__}; per clip {args.repeats}-25 interleaved rounds "
           f"(about {args.min_seconds:g} s of floor decoding), medians\n")
     print("| group | clip | frames | rounds | floor ms | refs only / floor | stage ms | stage / floor "
-          "| compensated / stage | CLIP4Clip-style / stage | exact |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| compensated / stage | flow / stage | mv / stage | CLIP4Clip-style / stage | exact |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     per_group = {}
+    wanted = None if args.groups is None else set(args.groups.split(","))
     for group, label, path in clip_groups(args, clips):
+        if wanted is not None and group not in wanted:
+            continue
         item = VideoItem(os.path.basename(path), "test", path, ("clip",), os.path.basename(path))
         t0 = time.perf_counter()
         n = floor(path)
         # Short clips get more rounds (up to 25, about --min-seconds of floor decoding): a 100 ms measurement on a
         # shared machine moves by 20 % from round to round.
         repeats = min(25, max(args.repeats, math.ceil(args.min_seconds / (time.perf_counter() - t0))))
-        t_floor, t_refs, t_stage, t_comp, t_c4c = rounds(
+        t_floor, t_refs, t_stage, t_comp, t_flow, t_mv, t_c4c = rounds(
             [lambda: floor(path), lambda: refs_only(path), lambda: stage(item, cfg, work),
-             lambda: stage(item, robust, work), lambda: clip4clip(path)], repeats)
+             lambda: stage(item, robust, work), lambda: stage(item, flow, work), lambda: stage(item, mv, work),
+             lambda: clip4clip(path)], repeats)
         ok = exact(path)
         row = {"stage": paired(t_stage, t_floor), "refs": paired(t_refs, t_floor), "comp": paired(t_comp, t_stage),
-               "comp_floor": paired(t_comp, t_floor), "c4c": paired(t_c4c, t_stage)}
+               "comp_floor": paired(t_comp, t_floor), "flow": paired(t_flow, t_stage), "mv": paired(t_mv, t_stage),
+               "c4c": paired(t_c4c, t_stage)}
         per_group.setdefault(group, []).append((row, ok))
         print(f"| {group} | {label} | {n} | {repeats} | {statistics.median(t_floor) * 1e3:.0f} | {row['refs']:.2f} | "
-              f"{statistics.median(t_stage) * 1e3:.0f} | {row['stage']:.2f} | {row['comp']:.2f} | {row['c4c']:.2f} | "
+              f"{statistics.median(t_stage) * 1e3:.0f} | {row['stage']:.2f} | {row['comp']:.2f} | {row['flow']:.2f} | "
+              f"{row['mv']:.2f} | {row['c4c']:.2f} | "
               f"{'yes' if ok else '**no**'} |", flush=True)
     print("\n| group | stage / floor (median) | refs only / floor | compensated / stage | compensated / floor "
-          "| CLIP4Clip-style / stage | exact |")
-    print("|---|---|---|---|---|---|---|")
+          "| flow / stage | mv / stage | CLIP4Clip-style / stage | exact |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for group, rows in per_group.items():
         med = {k: statistics.median(r[k] for r, _ in rows) for k in rows[0][0]}
         print(f"| {group} | **{med['stage']:.2f}** | {med['refs']:.2f} | {med['comp']:.2f} | {med['comp_floor']:.2f} | "
-              f"{med['c4c']:.2f} | {sum(ok for _, ok in rows)}/{len(rows)} |")
+              f"{med['flow']:.2f} | {med['mv']:.2f} | {med['c4c']:.2f} | {sum(ok for _, ok in rows)}/{len(rows)} |")
     if args.many <= 0:
         return 0
 

@@ -136,7 +136,7 @@ def test_mask_scores_against_ground_truth(bench_shards):
 @pytest.mark.slow
 def test_bench_motion_end_to_end_tiny_budget(tmp_path):
     out = tmp_path / "bench"
-    args = ["bench-motion", "--out", str(out), "--sets", "motion,null", "--arms", "masks,no-alpha,shuffled",
+    args = ["bench-motion", "--out", str(out), "--sets", "motion,null", "--arms", "masks,no-alpha,shuffled,mv",
             "--seeds", "0,1", "--train-videos", "4", "--test-videos", "4", "--frames", "2", "--steps", "1",
             "--batch-size", "2", "--eval-batch-size", "4", "--workers", "1", "--train-workers", "0",
             "--model", "fda-tiny", "--device", "cpu"]
@@ -144,14 +144,19 @@ def test_bench_motion_end_to_end_tiny_budget(tmp_path):
     assert res.exit_code == 0, res.stderr + res.stdout
     report = json.load(open(out / "bench_motion.json"))
     assert [(r["set"], r["arm"]) for r in report["rows"]] == [
-        (s, a) for s in ("motion", "null") for a in ("masks", "no-alpha", "shuffled")]
-    assert len(report["runs"]) == 12 and set(report["masks"]) == {"motion", "null"}
+        (s, a) for s in ("motion", "null") for a in ("masks", "no-alpha", "shuffled", "mv")]
+    assert len(report["runs"]) == 16 and set(report["masks"]) == {"motion", "null"}
+    mv = [r for r in report["rows"] if r["arm"] == "mv"]
+    assert all(r["diff_masks"]["twin_t2v"]["n"] == 2 for r in mv)  # paired with the paper's masks too
+    meta = json.load(open(out / "motion" / "shards" / "mv" / "config.json"))["data"]
+    assert meta["mask_rule"] == "mv" and meta["camera_motion"] == "compensate"
     assert all(r["seeds"] == 2 and "twin_t2v" in r and "diff" in r for r in report["rows"])
     rows = list(csv.reader(open(out / "bench_motion.csv")))
-    assert len(rows) == 7 and rows[0][:3] == ["set", "arm", "seeds"]
+    assert len(rows) == 9 and rows[0][:3] == ["set", "arm", "seeds"]
     assert os.path.getsize(out / "bench_motion.png") > 5000
     table = res.stdout
     assert "shuffled masks" in table and "Δ twin t2v vs no-alpha" in table and "precision on the mover" in table
+    assert "codec motion vectors masks" in table and "Δ twin t2v vs masks" in table
     again = CliRunner().invoke(cli, args)  # a rerun reuses data, shards and finished runs
     assert again.exit_code == 0 and "wrote" not in again.stderr
 

@@ -4,7 +4,8 @@ import pytest
 from click.testing import CliRunner
 
 from fda.cli import cli
-from fda.config import DATA_FIELDS, OPTIONAL_DATA_FIELDS, SAMPLE_FIELDS, EmbedConfig, EvalConfig, TrainConfig
+from fda.config import (DATA_FIELDS, OPTIONAL_DATA_FIELDS, RULE_DATA_FIELDS, SAMPLE_FIELDS, EmbedConfig, EvalConfig,
+                        TrainConfig)
 from fda.errors import ConfigError
 from fda.lab.config import RUN_FIELDS
 from fda.options import spelling
@@ -41,7 +42,9 @@ def test_name_lists_come_from_field_roles():
                                 "normalize_brightness", "jpeg_quality", "samples_per_shard", "limit", "decoder",
                                 "min_decodable"}
     assert set(OPTIONAL_DATA_FIELDS) == {"full_duration", "skip_damaged_frames"}
-    assert set(SAMPLE_FIELDS) == (set(DATA_FIELDS) - {"split", "samples_per_shard"}) | set(OPTIONAL_DATA_FIELDS)
+    assert set(RULE_DATA_FIELDS) == {"mask_rule", "flow_threshold"}
+    assert set(SAMPLE_FIELDS) == ((set(DATA_FIELDS) - {"split", "samples_per_shard"}) | set(OPTIONAL_DATA_FIELDS)
+                                  | set(RULE_DATA_FIELDS))
     assert set(RESUME_FIXED) == {"model", "pretrained", "alpha_checkpoint", "no_alpha", "freeze_text", "shards_dir",
                                  "split", "batch_size", "accum_steps", "captions", "seed", "shuffle_buffer", "augment",
                                  "val_from_train"}

@@ -147,10 +147,14 @@ def test_bench_masks_table_and_figure(tmp_path):
                                    "plain,compensated", "--videos", "2", "--workers", "1"])
     assert res.exit_code == 0, res.stderr + res.stdout
     report = json.load(open(out / "bench_masks.json"))
-    assert list(report["scores"]) == ["still", "pan"] and list(report["scores"]["pan"]) == ["plain", "compensated"]
+    assert list(report["scores"]) == ["still", "pan"]
+    assert list(report["scores"]["pan"]) == ["plain", "compensated", "flow", "flow+comp", "mv", "mv+comp"]
     pan = report["scores"]["pan"]
-    assert pan["compensated"]["precision"] > pan["plain"]["precision"]
-    assert pan["compensated"]["coverage"] < pan["plain"]["coverage"]
+    for plain, comp in (("plain", "compensated"), ("flow", "flow+comp"), ("mv", "mv+comp")):
+        assert pan[comp]["precision"] > pan[plain]["precision"], plain
+        assert pan[comp]["coverage"] < pan[plain]["coverage"], plain
+    assert all(s["ms_per_frame"] > 0 for s in pan.values())
+    assert report["scores"]["still"]["flow"]["recall"] > report["scores"]["still"]["plain"]["recall"]
     assert res.stdout.splitlines()[1].startswith("still") and os.path.getsize(out / "bench_masks.png") > 5000
     bad = CliRunner().invoke(cli, ["bench-masks", "--out", str(out), "--settings", "plain,fancy"])
     assert bad.exit_code == 2

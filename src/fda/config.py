@@ -20,6 +20,8 @@ ENGINES = ("local", "ray")
 EMPTY_MASKS = ("full", "zero")
 DIFF_MODES = ("adjacent", "sampled")
 CAMERA_MOTIONS = ("none", "compensate")
+MASK_RULES = ("diff", "flow", "mv")  # the keys of fda.pipeline.mask_rules.MASK_RULES (a test checks they agree)
+FLOW_THRESHOLD = 1.0  # px; fda bench-masks chose it (docs/MASKS.md)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MAX_FRAMES = 99  # member names carry two digits: f00 ... f98
 
@@ -69,6 +71,12 @@ class PreprocessConfig:
                              choices=CAMERA_MOTIONS, role="sample")
     normalize_brightness: bool = opt(False, "Match the partner's brightness to the frame's before differencing "
                                      "(flicker, exposure changes).", role="sample")
+    mask_rule: str = opt("diff", "The dynamic-region estimate: diff (the paper's frame difference), flow (dense "
+                         "optical flow, DIS), mv (the codec's motion vectors, read in the same decode; frames without "
+                         "them use diff). See docs/MASKS.md.", choices=MASK_RULES, role="sample-unless-diff")
+    flow_threshold: float = opt(FLOW_THRESHOLD, "--mask-rule flow and mv: a pixel (block) moves when its motion, less "
+                                "the camera's with --camera-motion compensate, exceeds this many stored pixels.",
+                                role="sample-unless-diff")
     jpeg_quality: int = opt(90, "JPEG quality of stored frames.", role="sample")
     samples_per_shard: int = opt(200, "Videos per tar shard.", role="shard-set")
     decoder: str = opt("pyav", "Video decoder (in-process FFmpeg through PyAV).", choices=DECODERS, role="sample")
@@ -110,6 +118,10 @@ class PreprocessConfig:
         choice(self, "empty_mask", self.empty_mask, EMPTY_MASKS)
         choice(self, "diff_mode", self.diff_mode, DIFF_MODES)
         choice(self, "camera_motion", self.camera_motion, CAMERA_MOTIONS)
+        choice(self, "mask_rule", self.mask_rule, MASK_RULES)
+        require(isinstance(self.flow_threshold, (int, float)) and 0 < self.flow_threshold <= 100, self,
+                "flow_threshold", self.flow_threshold, "in (0, 100] pixels")
+        object.__setattr__(self, "flow_threshold", float(self.flow_threshold))
         require(1 <= self.jpeg_quality <= 100, self, "jpeg_quality", self.jpeg_quality, "in 1..100")
         require(self.samples_per_shard >= 1, self, "samples_per_shard", self.samples_per_shard, ">= 1")
         choice(self, "decoder", self.decoder, DECODERS)
@@ -147,6 +159,8 @@ class PreprocessConfig:
         for name in OPTIONAL_DATA_FIELDS:  # recorded only when on: every other shard set keeps its fingerprint
             if getattr(self, name):
                 fields[name] = True
+        if self.mask_rule != "diff":  # likewise (issue 22): a diff shard set keeps its fingerprint
+            fields.update({name: getattr(self, name) for name in RULE_DATA_FIELDS})
         return fields
 
 
@@ -156,7 +170,10 @@ plus those of :data:`OPTIONAL_DATA_FIELDS` that are on."""
 OPTIONAL_DATA_FIELDS = fields_with(PreprocessConfig, role="sample-when-on")
 """Flags that decide the bytes of a shard set when on, recorded only then (shard sets written before they existed
 keep their fingerprints)."""
-SAMPLE_FIELDS = fields_with(PreprocessConfig, role="sample") + OPTIONAL_DATA_FIELDS
+RULE_DATA_FIELDS = fields_with(PreprocessConfig, role="sample-unless-diff")
+"""The mask rule and its parameters: they decide the bytes of a shard set whose rule is not ``diff``, recorded only
+then (a ``diff`` shard set keeps the fingerprint it always had)."""
+SAMPLE_FIELDS = fields_with(PreprocessConfig, role="sample") + OPTIONAL_DATA_FIELDS + RULE_DATA_FIELDS
 """The fields that decide what a sample holds (not which splits were written or how they are cut into shards): a
 model trained on a shard set has learned from them."""
 

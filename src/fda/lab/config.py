@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
-from fda.config import MAX_FRAMES, SPLITS, PreprocessConfig, TrainConfig, parse_splits
+from fda.config import MASK_RULES, MAX_FRAMES, SPLITS, PreprocessConfig, TrainConfig, parse_splits
 from fda.errors import ConfigError
 from fda.options import choice, fields_with, name_list, nested, opt, parse_floats, parse_seeds, positive, require
 
@@ -253,7 +253,7 @@ class AblateConfig:
         choice(self, "eval_split", self.eval_split, SPLITS)
 
 
-BENCH_ARMS = ("masks", "no-alpha", "full", "shuffled", "compensated")
+BENCH_ARMS = ("masks", "no-alpha", "full", "shuffled", "compensated") + MASK_RULES[1:]  # + one arm per mask rule
 MASK_SETTINGS = ("plain", "compensated", "normalised", "both")
 
 
@@ -280,7 +280,8 @@ class BenchMotionConfig:
     sets: str = opt("motion,null,appearance", "Comma list of scene kinds (see fda generate --kind).")
     arms: str = opt("masks,no-alpha,full,shuffled", "Comma list of arms: masks, no-alpha (the reference, required), "
                     "full (all-ones masks), shuffled (another clip's masks), compensated (masks made with "
-                    "--camera-motion compensate).")
+                    "--camera-motion compensate), flow, mv (masks made with that --mask-rule and --camera-motion "
+                    "compensate).")
     condition: str = opt("still", "Scene condition of every set (see fda generate --condition), e.g. pan for a moving "
                          "camera.", choices=SCENE_CONDITIONS)
     train_videos: int = opt(192, "Training clips per set (even: twins).")
@@ -308,14 +309,17 @@ class BenchMasksConfig:
     conditions: str = opt(",".join(SCENE_CONDITIONS), "Comma list of scene conditions (see fda generate --condition).")
     settings: str = opt(",".join(MASK_SETTINGS), "Comma list of mask settings: plain (the paper's rule), compensated "
                         "(--camera-motion compensate), normalised (--normalize-brightness), both.")
+    rules: str = opt(",".join(MASK_RULES), "Comma list of mask rules (see fda preprocess --mask-rule); flow and mv "
+                     "are scored under the plain and compensated settings (brightness does not enter them).")
     videos: int = opt(32, "Motion clips per condition (even: twins).")
     scenes: Scenes = nested(Scenes(frames=6))
 
     condition_list = name_list("conditions", SCENE_CONDITIONS)
     setting_list = name_list("settings", MASK_SETTINGS)
+    rule_list = name_list("rules", MASK_RULES)
 
     def __post_init__(self) -> None:
-        self.condition_list, self.setting_list  # parsing checks them
+        self.condition_list, self.setting_list, self.rule_list  # parsing checks them
         require(isinstance(self.videos, int) and self.videos >= 2 and self.videos % 2 == 0, self, "videos", self.videos,
                 "an even integer >= 2 (clips come in twins)")
 

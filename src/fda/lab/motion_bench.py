@@ -8,7 +8,10 @@ preprocesses it once (``fda preprocess``: frames + tau masks), and trains every 
 - ``no-alpha``: plain CLIP meanP on the same frames (``--no-alpha``), the reference of every difference;
 - ``full``: Alpha-CLIP with every mask all ones: the same alpha pathway, no information in it;
 - ``shuffled``: Alpha-CLIP with each clip's masks taken from another clip of its split (a derangement): masks with
-  realistic statistics that say nothing about this clip.
+  realistic statistics that say nothing about this clip;
+- ``compensated``: the frame-difference masks made with ``--camera-motion compensate``;
+- one arm per other mask rule (:data:`fda.pipeline.mask_rules.MASK_RULES`: ``flow``, ``mv``): masks made with
+  that ``--mask-rule`` and ``--camera-motion compensate`` (the camera's motion removed from the vector field).
 
 ``full`` and ``shuffled`` train and test on copies of the shard set whose mask members are replaced
 (:func:`derive_mask_set`); frames, captions and keys are byte-identical to the source set.
@@ -23,6 +26,7 @@ Outputs in ``--out``: ``bench_motion.json`` (config, budget, machine, every run,
 """
 
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -36,11 +40,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from fda.errors import InputError
+from fda.eval.metrics import DIRECTIONS, metric_name
 from fda.files import make_out_dir
 from fda.lab.config import BenchMasksConfig, BenchMotionConfig, GenerateConfig
-from fda.options import options_record
-from fda.eval.metrics import DIRECTIONS, metric_name
 from fda.lab.viz import pyplot, save_figure
+from fda.options import options_record
+from fda.pipeline.mask_rules import MASK_RULES
 from fda.shards.manifest import load_manifest, split_shards
 from fda.shards.reader import iter_samples, unreadable_shard
 from fda.shards.schema import META, mask_member, read_json, write_json_atomic
@@ -252,6 +257,9 @@ ARMS: Mapping[str, Arm] = MappingProxyType({arm.name: arm for arm in (
     Arm("shuffled", "shuffled masks (another clip's)", "tab:olive", functools.partial(derived_shards, "shuffled")),
     Arm("compensated", "camera-compensated masks", "tab:purple",
         functools.partial(preprocessed_shards, "compensated", {"camera_motion": "compensate"})),
+    *(Arm(name, f"{rule.label} masks", rule.colour,  # the other mask rules, with the camera's motion removed
+          functools.partial(preprocessed_shards, name, {"mask_rule": name, "camera_motion": "compensate"}))
+      for name, rule in MASK_RULES.items() if name != "diff"),
 )})
 """Every ``--arms`` choice (the keys are :data:`fda.lab.config.BENCH_ARMS`, in that order)."""
 
@@ -374,14 +382,17 @@ class BenchMotionResult:
     def table(self) -> str:
         """The printed table: mean±std over seeds; Δ columns are paired differences from no-alpha with 95 % CI."""
         head = (f"{'set':<11}{'arm':<32}{'twin t2v':>13}{'twin v2t':>13}{'R@1 t2v':>13}{'R@1 v2t':>13}"
-                f"{'MdR t2v':>9}   {'Δ twin t2v vs no-alpha [95% CI]':<34}{'Δ R@1 t2v [95% CI]'}")
+                f"{'MdR t2v':>9}   {'Δ twin t2v vs no-alpha [95% CI]':<34}{'Δ R@1 t2v [95% CI]':<24}"
+                f"{'Δ twin t2v vs masks':<24}{'Δ R@1 t2v vs masks'}")
         lines = [head]
         for row in self.rows:
             cells = "".join(f"{row[m]:>7.1f}±{row[m + '_std']:<5.1f}"
                             for m in ("twin_t2v", "twin_v2t", "t2v_R@1", "v2t_R@1"))
             diff = ""
             if row["arm"] != REFERENCE:
-                diff = f"{_ci(row['diff']['twin_t2v']):<34}{_ci(row['diff']['t2v_R@1'])}"
+                diff = f"{_ci(row['diff']['twin_t2v']):<34}{_ci(row['diff']['t2v_R@1']):<24}"
+            if "diff_masks" in row:
+                diff += f"{_ci(row['diff_masks']['twin_t2v']):<24}{_ci(row['diff_masks']['t2v_R@1'])}"
             lines.append(f"{row['set']:<11}{self.arms[row['arm']].label:<32}{cells}{row['t2v_MdR']:>9.1f}   {diff}")
         lines.append("")
         for name, m in self.masks.items():
@@ -511,6 +522,10 @@ def run_set(cfg: BenchMotionConfig, kind: str, device: Any,
                      row["t2v_R@1"])
             per_arm.setdefault(arm, []).append(row)
     rows = [{"set": kind, "arm": arm, **summarize_arm(per_arm[arm], per_arm[REFERENCE])} for arm in names]
+    if "masks" in per_arm:  # another mask rule's arm is also compared with the paper's masks, seed by seed
+        for row in rows:
+            if row["arm"] in MASK_RULES and row["arm"] != "diff":
+                row["diff_masks"] = summarize_arm(per_arm[row["arm"]], per_arm["masks"])["diff"]
     return rows, [r for arm in names for r in per_arm[arm]], scores
 
 
@@ -573,6 +588,46 @@ SETTINGS = {"plain": ("none", False), "compensated": ("compensate", False), "nor
             "both": ("compensate", True)}
 
 
+def mask_columns(rules: Sequence[str], settings: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+    """The columns of ``fda bench-masks``: per rule and setting the preprocess options, by column name.
+
+    ``diff`` keeps the setting names (``plain``, ``compensated``, ...); another rule is ``<rule>`` (plain) and
+    ``<rule>+comp`` (compensated); the brightness settings apply to ``diff`` only.
+    """
+    columns: Dict[str, Dict[str, Any]] = {}
+    for rule in rules:
+        for setting in settings:
+            camera, normalise = SETTINGS[setting]
+            if rule == "diff":
+                columns[setting] = {"camera_motion": camera, "normalize_brightness": normalise}
+            elif not normalise:
+                name = rule if camera == "none" else f"{rule}+comp"
+                columns[name] = {"mask_rule": rule, "camera_motion": camera}
+    return columns
+
+
+def rule_milliseconds(data: str, scenes: Any, columns: Dict[str, Dict[str, Any]]) -> Dict[str, float]:
+    """Milliseconds per frame of each column's mask computation alone, on the test clips of ``data`` decoded once
+    (with the motion vectors), one process: what a rule adds to preprocess beside the decode."""
+    from fda.pipeline.datasets import load_dataset
+    from fda.pipeline.mask_rules import compute_masks
+    from fda.pipeline.preprocess import decode_clip
+    from fda.shards.schema import MaskParams
+
+    cfg = scenes.preprocess_config(data, os.path.join(data, "unused"), split="test", mask_rule="mv")
+    items = load_dataset(data, splits=("test",)).items["test"]
+    clips = [decode_clip(item, cfg) for item in items]
+    frames = sum(len(c.frames) for c in clips)
+    out = {}
+    for name, options in columns.items():
+        mask = MaskParams.from_config(dataclasses.replace(cfg, **{"mask_rule": "diff", **options}))
+        start = time.perf_counter()
+        for clip in clips:
+            compute_masks(clip.frames, clip.partners, mask, clip.vectors)
+        out[name] = round(1000 * (time.perf_counter() - start) / max(1, frames), 3)
+    return out
+
+
 @dataclass
 class BenchMasksResult:
     """Scores per (condition, setting) and where the outputs went."""
@@ -584,13 +639,15 @@ class BenchMasksResult:
     figure: str = ""
 
     def table(self) -> str:
-        """Rows: conditions; per setting precision / recall / fallback % / coverage."""
+        """Rows: conditions; per column (rule and setting) precision / recall / fallback % / coverage / ms per
+        frame of the mask computation."""
         settings = list(next(iter(self.scores.values()))) if self.scores else []
-        head = f"{'condition':<13}" + "".join(f"{s + ' P/R/fb%/cov':>28}" for s in settings)
+        head = f"{'condition':<13}" + "".join(f"{s + ' P/R/fb%/cov/ms':>34}" for s in settings)
         lines = [head]
         for cond, per in self.scores.items():
             cells = "".join(f"{per[s]['precision']:>9.2f}/{per[s]['recall']:.2f}/{100 * per[s]['fallback_share']:>4.0f}"
-                            f"/{per[s]['coverage']:.3f}" for s in settings)
+                            f"/{per[s]['coverage']:.3f}/{per[s].get('ms_per_frame', float('nan')):>5.2f}"
+                            for s in settings)
             lines.append(f"{cond:<13}{cells}")
         return "\n".join(lines)
 
@@ -600,7 +657,7 @@ def plot_mask_quality(scores: Dict[str, Dict[str, Dict[str, float]]], path: str,
     plt = pyplot()
     conds = list(scores)
     settings = list(scores[conds[0]])
-    fig, axes = plt.subplots(1, 3, figsize=(11, 0.45 * len(conds) + 1.8))
+    fig, axes = plt.subplots(1, 3, figsize=(max(11.0, 2.4 * len(settings) + 2), 0.45 * len(conds) + 1.8))
     for ax, key, label in zip(axes, ("precision", "recall", "coverage"),
                               ("precision on the mover", "recall of its boxes", "coverage of the frame")):
         grid = np.array([[scores[c][s][key] for s in settings] for c in conds])
@@ -641,12 +698,13 @@ def run_bench_masks(cfg: BenchMasksConfig) -> BenchMasksResult:
                            size=(scenes.size, scenes.size), fps=scenes.fps, seconds=scenes.seconds, condition=cond)
         clips = _load_clips(data)
         result.scores[cond] = {}
-        for setting in cfg.setting_list:
-            camera, normalise = SETTINGS[setting]
-            shards = os.path.join(cfg.out, cond, "shards", setting)
-            run_preprocess(scenes.preprocess_config(data, shards, split="test", camera_motion=camera,
-                                                    normalize_brightness=normalise, overwrite=fresh))
-            result.scores[cond][setting] = mask_truth_scores(shards, "test", clips)
+        columns = mask_columns(cfg.rule_list, cfg.setting_list)
+        for name, options in columns.items():
+            shards = os.path.join(cfg.out, cond, "shards", name)
+            run_preprocess(scenes.preprocess_config(data, shards, split="test", overwrite=fresh, **options))
+            result.scores[cond][name] = mask_truth_scores(shards, "test", clips)
+        for name, ms in rule_milliseconds(data, scenes, columns).items():
+            result.scores[cond][name]["ms_per_frame"] = ms
     result.seconds = round(time.perf_counter() - start, 1)
     result.json_path = os.path.join(cfg.out, "bench_masks.json")
     result.figure = os.path.join(cfg.out, "bench_masks.png")

@@ -36,9 +36,9 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from fda import __version__
 from fda.config import PreprocessConfig
 from fda.errors import ConfigError, InputError, Interrupted
-from fda.pipeline.datasets import Dataset, Layout, VideoItem, load_dataset, not_regular
 from fda.pipeline import executors, resume
-from fda.pipeline.masks import clip_masks, robust_clip_masks
+from fda.pipeline.datasets import Dataset, Layout, VideoItem, load_dataset, not_regular
+from fda.pipeline.mask_rules import MASK_RULES, compute_masks, mask_record
 from fda.pipeline.video import SampledFrames, Video, VideoError, check_decoder, find_ffmpeg, ffmpeg_version
 from fda.shards.schema import (MANIFEST, SCHEMA_VERSION, MaskParams, file_digest, sample_key, shard_name, stats_name,
                                write_json_atomic)
@@ -136,6 +136,9 @@ class ShardSets:
             if mask.diff_mode != cfg.diff_mode:
                 raise ConfigError(f"--diff-mode chooses the frames that are decoded, so shard sets from one decode "
                                   f"share it: {mask.diff_mode!r} differs from {cfg.diff_mode!r}")
+            if MASK_RULES[mask.mask_rule].vectors and not MASK_RULES[cfg.mask_rule].vectors:
+                raise ConfigError(f"--mask-rule {mask.mask_rule} reads motion vectors from the decode: run the "
+                                  f"decode with it (--mask-rule {mask.mask_rule}), not {cfg.mask_rule!r}")
         outs = [recorded(out) for out, _ in sets]
         if len(set(outs)) != len(outs):
             raise ConfigError("every shard set needs its own --out folder")
@@ -175,7 +178,8 @@ def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig, window_end:
     decoder)."""
     with Video(path) as video:  # probed and decoded from one open file
         return video.sample(count, cfg.size, diff_mode=cfg.diff_mode, min_decodable=cfg.min_decodable,
-                            skip_damaged=cfg.skip_damaged_frames, window_end=window_end)
+                            skip_damaged=cfg.skip_damaged_frames, window_end=window_end,
+                            vectors=MASK_RULES[cfg.mask_rule].vectors)  # --mask-rule mv: the same decode
 
 
 @dataclass
@@ -189,6 +193,7 @@ class Clip:
         partners: uint8 [T, H, W, 3] RGB, the frame each is differenced with.
         meta: the sample json without its ``mask`` entry.
         jpeg_quality: the quality the frames are stored at.
+        vectors: per sampled frame its motion vectors (``--mask-rule mv``), else ``None``.
     """
 
     key: str
@@ -197,6 +202,7 @@ class Clip:
     partners: np.ndarray
     meta: Dict[str, Any]
     jpeg_quality: int
+    vectors: Optional[List[Optional[np.ndarray]]] = None
 
     @functools.cached_property
     def jpegs(self) -> List[bytes]:
@@ -225,22 +231,13 @@ def decode_clip(item: VideoItem, cfg: PreprocessConfig) -> Clip:
             "fps": round(info.fps, 6), "duration": round(info.duration, 6), "width": info.width,
             "height": info.height, "codec": info.codec, "size": cfg.size, "decoder": cfg.decoder,
             **got.meta, "num_captions": len(item.captions)}
-    return Clip(key, tuple(item.captions), got.frames, got.partners_frames, meta, cfg.jpeg_quality)
+    return Clip(key, tuple(item.captions), got.frames, got.partners_frames, meta, cfg.jpeg_quality, got.vectors)
 
 
 def encode_sample(clip: Clip, mask: MaskParams) -> List[tuple]:
     """Compute the masks of ``clip`` under ``mask`` and encode the sample: its tar members, in the format's order."""
-    extra: Dict[str, Any] = {}
-    if mask.robust:
-        masks, fell_back, per_frame = robust_clip_masks(
-            clip.frames, clip.partners, tau=mask.tau, kernel=mask.kernel, min_area=mask.min_area,
-            empty_mask=mask.empty_mask, camera=mask.camera_motion, normalize_brightness=mask.normalize_brightness)
-        if mask.camera_motion != "none":
-            extra = {"compensated": [r["compensated"] for r in per_frame], "camera": [r["motion"] for r in per_frame]}
-    else:
-        masks, fell_back = clip_masks(clip.frames, clip.partners, tau=mask.tau, kernel=mask.kernel,
-                                      min_area=mask.min_area, empty_mask=mask.empty_mask)
-    meta = {**clip.meta, "mask": {**mask.record(), "fallback": fell_back.tolist(),
+    masks, fell_back, extra = compute_masks(clip.frames, clip.partners, mask, clip.vectors)  # the --mask-rule
+    meta = {**clip.meta, "mask": {**mask_record(mask), "fallback": fell_back.tolist(),
                                   "coverage": [round(float(m.mean()), 6) for m in masks], **extra}}
     return sample_members(clip.key, meta, clip.captions, clip.jpegs, [encode_mask(m) for m in masks])
 
@@ -481,9 +478,18 @@ def build_manifest(cfg: PreprocessConfig, dataset: Dataset, listed: Dict[str, in
             "duplicate_captions_dropped": dataset.duplicate_captions,
             "captions_file": dataset.captions_file, "uncaptioned": not dataset.captioned,
             "unlisted": list(dataset.unlisted),
-            "config": dataclasses.asdict(cfg), "mask": MaskParams.from_config(cfg).record(), "ffmpeg": ffmpeg,
+            "config": _config_record(cfg), "mask": mask_record(MaskParams.from_config(cfg)), "ffmpeg": ffmpeg,
             "caption_truncation": TRUNCATION_NOTE,
             "splits": splits, "failures": failures}
+
+
+def _config_record(cfg: PreprocessConfig) -> Dict[str, Any]:
+    """The manifest's ``config``: every field, but the mask-rule fields only when the rule is not ``diff`` (issue 22),
+    so a default run records what it always did and a run trained on it resumes on a rerun's shards."""
+    record = dataclasses.asdict(cfg)
+    if cfg.mask_rule == "diff":
+        del record["mask_rule"], record["flow_threshold"]
+    return record
 
 
 def _key_collisions(dataset: Dataset) -> Tuple[Dataset, List[Dict[str, Any]]]:

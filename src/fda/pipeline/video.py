@@ -286,17 +286,19 @@ class Video:
         if container is not None:
             container.close()
 
-    def decode(self, needed: Iterable[int], size: int, *, full: bool = False) -> "Decoded":
+    def decode(self, needed: Iterable[int], size: int, *, full: bool = False, vectors: bool = False) -> "Decoded":
         """:func:`decode_frames` of this video, the first pass reading the already open file."""
-        return _decode(self, needed, size, full)
+        return _decode(self, needed, size, full, vectors)
 
     def sample(self, count: int, size: int, *, diff_mode: str = "adjacent", min_decodable: float = 0.95,
-               skip_damaged: bool = False, window_end: Optional[float] = None) -> "SampledFrames":
+               skip_damaged: bool = False, window_end: Optional[float] = None,
+               vectors: bool = False) -> "SampledFrames":
         """Sample ``count`` frames and their difference partners (``diff_mode``, :mod:`fda.pipeline.sampling`) and
         decode them at ``size``; a damaged clip is resampled over the frames that decoded (only the clean ones with
         ``skip_damaged``), decoded again in full where needed, or fails below ``min_decodable``. With
         ``window_end``, samples and their partners are only frames presented before ``window_end`` seconds (from
-        the first frame); ``meta["window"]`` records the window and how many frames it held.
+        the first frame); ``meta["window"]`` records the window and how many frames it held. With ``vectors``,
+        the codec's motion vectors of the sampled frames come from the same decode (``--mask-rule mv``).
 
         Frames are numbered by presentation time: frames lost in a hole of the timestamps keep their numbers (no
         frame after the hole moves), so a stored index names the frame an undamaged decode calls by that number. A
@@ -308,7 +310,7 @@ class Video:
         Raises:
             VideoError: the clip cannot be used (truncated, unnumbered, one frame, too damaged, unstable decode).
         """
-        return _sample(self, count, size, diff_mode, min_decodable, skip_damaged, window_end)
+        return _sample(self, count, size, diff_mode, min_decodable, skip_damaged, window_end, vectors)
 
     @contextmanager
     def packets(self):
@@ -710,6 +712,9 @@ class Decoded:
         rotation: counter-clockwise degrees applied from the display matrix; ``flip`` a mirror was applied too.
         sar: the sample aspect ratio applied.
         deinterlaced: how many of the returned frames were flagged interlaced and deinterlaced.
+        vectors: with ``vectors=True`` (``--mask-rule mv``), frame number -> the codec's motion vectors of that
+            frame in stored geometry (:func:`stored_vectors`), ``None`` for a frame without any (intra frames,
+            codecs that export none); else ``None``.
     """
 
     frames: Dict[int, np.ndarray]
@@ -722,6 +727,59 @@ class Decoded:
     flip: bool = False
     sar: Fraction = Fraction(1)
     deinterlaced: int = 0
+    vectors: Optional[Dict[int, Optional[np.ndarray]]] = None
+
+
+# --- the codec's motion vectors (--mask-rule mv; added for issue 22) -------------------------------------------
+EXPORT_MVS = {"flags2": "+export_mvs"}
+"""Codec option that makes FFmpeg's decoders (H.264, MPEG-1/2/4; not HEVC, VP9 or AV1) attach each inter frame's
+motion vectors as side data. Set only when the vectors are asked for: the default decode is unchanged."""
+
+
+def stored_vectors(raw: np.ndarray, width: int, height: int, size: int, sar: Fraction = Fraction(1),
+                   transform: Tuple[bool, bool, bool] = (False, False, False)) -> np.ndarray:
+    """Map FFmpeg's motion vectors of one frame into stored geometry (:func:`center_square`, then :func:`orient`).
+
+    Args:
+        raw: the structured array of ``AV_FRAME_DATA_MOTION_VECTORS`` (``source, w, h, src_x, src_y, dst_x, dst_y,
+            flags, motion_x, motion_y, motion_scale``), coded-picture pixels.
+        width, height: the coded picture's size.
+        transform: :func:`display_transform` of the frame.
+
+    Returns:
+        float32 [N, 6]: per block ``x0, y0, x1, y1`` (its rectangle in the stored ``size`` x ``size`` frame, not
+        clipped) and ``mx, my``, where the block's content was in the previous picture minus where it is, in stored
+        pixels (a vector to a future reference is negated, so a pan gives one direction whatever the reference).
+    """
+    side = min(height, width * sar)
+    crop_h, crop_w = max(1.0, min(height, float(side))), max(1.0, min(width, float(side / sar)))
+    top, left = (height - crop_h) / 2.0, (width - crop_w) / 2.0
+    sx, sy = size / crop_w, size / crop_h
+    scale = np.maximum(raw["motion_scale"].astype(np.float32), 1)
+    sign = np.where(raw["source"] > 0, -1.0, 1.0).astype(np.float32)
+    cx, cy = (raw["dst_x"] - left) * sx, (raw["dst_y"] - top) * sy
+    hw, hh = raw["w"] * sx / 2.0, raw["h"] * sy / 2.0
+    mx = raw["motion_x"] / scale * sign * sx
+    my = raw["motion_y"] / scale * sign * sy
+    x0, y0, x1, y1 = cx - hw, cy - hh, cx + hw, cy + hh
+    transpose, flip_rows, flip_cols = transform
+    if transpose:
+        x0, y0, x1, y1, mx, my = y0, x0, y1, x1, my, mx
+    if flip_rows:
+        y0, y1, my = size - y1, size - y0, -my
+    if flip_cols:
+        x0, x1, mx = size - x1, size - x0, -mx
+    return np.stack([x0, y0, x1, y1, mx, my], axis=1).astype(np.float32)
+
+
+def _frame_vectors(frame, convert: "_Converter") -> Optional[np.ndarray]:
+    """The stored-geometry motion vectors of a decoded frame, or ``None`` when it carries none."""
+    data = frame.side_data.get("MOTION_VECTORS")
+    if data is None or len(data) == 0:
+        return None
+    return stored_vectors(data.to_ndarray(), frame.width, frame.height, convert.size, convert.sar,
+                          display_transform(_display_matrix(frame)))
+# --- end of the motion vectors -------------------------------------------------------------------------------
 
 
 class _NeedFull(Exception):
@@ -873,8 +931,8 @@ def _plan(info: VideoInfo, ranks: np.ndarray, wanted: Sequence[int]) -> np.ndarr
     return send
 
 
-def _decode_skipping(video: "Video", wanted: Sequence[int], decode_set: set,
-                     convert: _Converter) -> Dict[int, np.ndarray]:
+def _decode_skipping(video: "Video", wanted: Sequence[int], decode_set: set, convert: _Converter,
+                     vectors: Optional[Dict[int, Optional[np.ndarray]]] = None) -> Dict[int, np.ndarray]:
     info = video.info
     ranks = info.ranks
     if ranks is None:
@@ -907,6 +965,8 @@ def _decode_skipping(video: "Video", wanted: Sequence[int], decode_set: set,
             if r in decode_set:
                 if fr.interlaced_frame and r in wanted_set and not ({r - 1, r + 1} <= decode_set | {-1, total}):
                     raise _NeedNeighbours()
+                if vectors is not None and r in wanted_set:
+                    vectors[r] = _frame_vectors(fr, convert)
                 held[r] = fr
                 _convert_ready(held, wanted_set, out, convert, total, done=False)
 
@@ -926,6 +986,8 @@ def _decode_skipping(video: "Video", wanted: Sequence[int], decode_set: set,
     with video.packets() as (stream, packets), _ffmpeg_errors() as logged:
         cc = stream.codec_context
         cc.thread_count = 1
+        if vectors is not None:
+            cc.options = {**cc.options, **EXPORT_MVS}
         pos = 0
         mode = ""
         sending = started = False
@@ -976,7 +1038,8 @@ def _convert_ready(held: Dict[int, object], wanted: set, out: Dict[int, np.ndarr
             del held[r]
 
 
-def _decode_full(video: "Video", wanted: Sequence[int], convert: _Converter, by_pts: bool = True) -> Decoded:
+def _decode_full(video: "Video", wanted: Sequence[int], convert: _Converter, by_pts: bool = True,
+                 vectors: bool = False) -> Decoded:
     info = video.info
     ranks = info.ranks if by_pts else None
     rank_of_pts = {p: int(r) for p, r in zip(info.pts, ranks)} if ranks is not None else None
@@ -987,6 +1050,7 @@ def _decode_full(video: "Video", wanted: Sequence[int], convert: _Converter, by_
     good: List[int] = []
     errors = 0
     count = 0
+    found: Optional[Dict[int, Optional[np.ndarray]]] = {} if vectors else None
     position = 0  # decode position of the packet being decoded
     restarts: List[int] = []  # decode positions (pts numbering) or output numbers of clean restart points
     damage: List[int] = list(info.damaged_packets)  # the same, of damaged packets or frames
@@ -1006,6 +1070,8 @@ def _decode_full(video: "Video", wanted: Sequence[int], convert: _Converter, by_
             if r < 0 or (good and r <= good[-1]):
                 raise _Renumber()  # frames the packets' timestamps do not name: number them in output order
             good.append(r)
+            if found is not None and r in wanted_set:
+                found[r] = _frame_vectors(fr, convert)
             if r in keep:
                 held[r] = fr
                 _convert_ready(held, wanted_set, out, convert, info.num_packets, done=False)
@@ -1016,6 +1082,8 @@ def _decode_full(video: "Video", wanted: Sequence[int], convert: _Converter, by_
     with video.packets() as (stream, packets):
         cc = _strict(stream.codec_context)
         codec = cc.name
+        if vectors:
+            cc.options = {**cc.options, **EXPORT_MVS}
         try:
             for position, packet in enumerate(packets):
                 if rank_of_pts is not None:
@@ -1045,7 +1113,7 @@ def _decode_full(video: "Video", wanted: Sequence[int], convert: _Converter, by_
         depth = max(int(getattr(stream.codec_context, "has_b_frames", 0) or 0), 2)
         hit = taint([max(0, d - depth) for d in damage], restarts, max(count, 1))
         tainted = sorted(set(good) & set(hit))
-    return Decoded(out, count=count, good=good, tainted=tainted, errors=errors, full=True)
+    return Decoded(out, count=count, good=good, tainted=tainted, errors=errors, full=True, vectors=found)
 
 
 def taint(damage: Sequence[int], restarts: Sequence[int], total: int,
@@ -1136,14 +1204,15 @@ def _nal_types(data: bytes, codec: str, raw: bool = False) -> List[int]:
 
 
 def decode_frames(path: str, needed: Iterable[int], size: int, info: Optional[VideoInfo] = None, *,
-                  full: bool = False) -> Decoded:
+                  full: bool = False, vectors: bool = False) -> Decoded:
     """Decode the frames numbered ``needed`` (0-based, presentation order) as ``size`` x ``size`` RGB.
 
     Decodes only what the needed frames depend on unless ``full`` (or the clip's timestamps cannot number its
     frames, or the skipping decode meets an error); a full decode also counts every frame and error, so the caller
     can tell a damaged clip (``Decoded.good`` shorter than ``info.num_packets``) and resample over what decoded.
     ``info`` is the clip's :func:`probe` (probed here when left out); :meth:`Video.decode` does the same on a
-    video that is already open.
+    video that is already open. ``vectors`` also exports the codec's motion vectors of the needed frames
+    (:attr:`Decoded.vectors`; no extra decode).
 
     Returns:
         :class:`Decoded`; a needed frame that did not decode is absent from ``frames``.
@@ -1152,10 +1221,10 @@ def decode_frames(path: str, needed: Iterable[int], size: int, info: Optional[Vi
         VideoError: the file cannot be opened or decoded at all.
     """
     with Video(path, info) as video:
-        return video.decode(needed, size, full=full)
+        return video.decode(needed, size, full=full, vectors=vectors)
 
 
-def _decode(video: Video, needed: Iterable[int], size: int, full: bool) -> Decoded:
+def _decode(video: Video, needed: Iterable[int], size: int, full: bool, vectors: bool = False) -> Decoded:
     info = video.info
     wanted = sorted({int(i) for i in needed})
     numbering = info.index_of_rank() if info.holes else None
@@ -1172,8 +1241,9 @@ def _decode(video: Video, needed: Iterable[int], size: int, full: bool) -> Decod
             decode_set = set(wanted)
             if neighbours:
                 decode_set |= {w - 1 for w in wanted if w > 0} | {w + 1 for w in wanted if w + 1 < info.num_packets}
+            found: Optional[Dict[int, Optional[np.ndarray]]] = {} if vectors else None
             try:
-                result = Decoded(_decode_skipping(video, wanted, decode_set, convert))
+                result = Decoded(_decode_skipping(video, wanted, decode_set, convert, found), vectors=found)
             except _NeedNeighbours:
                 if neighbours:
                     break
@@ -1183,10 +1253,10 @@ def _decode(video: Video, needed: Iterable[int], size: int, full: bool) -> Decod
         if result is None:
             try:
                 convert = _Converter(size, info.sar)
-                result = _decode_full(video, wanted, convert)
+                result = _decode_full(video, wanted, convert, vectors=vectors)
             except _Renumber:
                 convert = _Converter(size, info.sar)
-                result = _decode_full(video, wanted, convert, by_pts=False)
+                result = _decode_full(video, wanted, convert, by_pts=False, vectors=vectors)
                 renumbered = True
     except VideoError:
         raise
@@ -1220,6 +1290,7 @@ class SampledFrames:
         frames: uint8 [T, H, W, 3] RGB, the sampled frames.
         partners_frames: uint8 [T, H, W, 3] RGB, their partners.
         meta: the sample json's decode and damage fields (rotation, sar, frames lost, taint, ...).
+        vectors: per sampled frame its motion vectors (asked for with ``vectors``), else ``None``.
     """
 
     info: VideoInfo
@@ -1229,6 +1300,7 @@ class SampledFrames:
     frames: np.ndarray
     partners_frames: np.ndarray
     meta: Dict[str, Any]
+    vectors: Optional[List[Optional[np.ndarray]]] = None
 
 
 def _ranges(values: Sequence[int]) -> List[List[int]]:
@@ -1243,7 +1315,7 @@ def _ranges(values: Sequence[int]) -> List[List[int]]:
 
 
 def _sample(video: "Video", count: int, size: int, diff_mode: str, min_decodable: float, skip_damaged: bool,
-            window_end: Optional[float]) -> "SampledFrames":
+            window_end: Optional[float], vectors: bool) -> "SampledFrames":
     """:meth:`Video.sample`'s work (its docstring)."""
     path = video.path
     info = video.info
@@ -1265,7 +1337,7 @@ def _sample(video: "Video", count: int, size: int, diff_mode: str, min_decodable
     indices = sample_frame_indices(span, count)
     partners = partner_indices(indices, span, diff_mode)
     needed = needed_frames(indices, partners)
-    dec = video.decode(needed, size, full=bool(info.holes))  # a clip with holes: count every frame
+    dec = video.decode(needed, size, full=bool(info.holes), vectors=vectors)  # holes: count every frame
     lost: List[int] = []
     tainted: List[int] = []
     frames = dec.frames
@@ -1290,13 +1362,15 @@ def _sample(video: "Video", count: int, size: int, diff_mode: str, min_decodable
         indices, partners = usable[pick], usable[pick_partners]
         needed = needed_frames(indices, partners)
         if any(i not in dec.frames for i in needed):
-            dec = video.decode(needed, size, full=True)
+            dec = video.decode(needed, size, full=True, vectors=vectors)
         missing = [i for i in needed if i not in dec.frames]
         if missing:
             raise VideoError(f"frames {missing[:5]} decoded once but not again (unstable decode)")
         if renumber:
             log.debug("%s: %d packets, %d frames; numbering the frames", path, total, len(good))
             frames = {int(p): dec.frames[int(usable[p])] for p in set(pick.tolist()) | set(pick_partners.tolist())}
+            if dec.vectors is not None:
+                dec.vectors = {int(p): dec.vectors.get(int(usable[p])) for p in set(pick.tolist())}
             declared += len(good) - total  # a truncated tail stays counted
             indices, partners, total = pick, pick_partners, len(good)
             tainted = []
@@ -1312,7 +1386,8 @@ def _sample(video: "Video", count: int, size: int, diff_mode: str, min_decodable
         decode_meta["window"] = {"start": 0.0, "end": float(window_end), "frames": int(min(span, total)),
                                  "rule": "frames presented before 'end' seconds, counted from the first frame"}
     return SampledFrames(info, total, indices, partners, np.stack([frames[int(i)] for i in indices]),
-                         np.stack([frames[int(i)] for i in partners]), decode_meta)
+                         np.stack([frames[int(i)] for i in partners]), decode_meta,
+                         None if dec.vectors is None else [dec.vectors.get(int(i)) for i in indices])
 
 
 def _damage_meta(info: VideoInfo, total: int, truncated: int, tainted: Sequence[int], indices: np.ndarray,

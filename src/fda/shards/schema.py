@@ -29,7 +29,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Mapping
 
-from fda.config import PreprocessConfig
+from fda.config import FLOW_THRESHOLD, PreprocessConfig
 from fda.errors import InputError
 
 SCHEMA_VERSION = 1
@@ -125,6 +125,12 @@ class MaskParams:
     diff_mode: str
     camera_motion: str = "none"
     normalize_brightness: bool = False
+    mask_rule: str = "diff"  # issue 22: recorded (with flow_threshold) only when not diff
+    flow_threshold: float = FLOW_THRESHOLD
+
+    def __post_init__(self) -> None:
+        if self.mask_rule == "diff":  # the paper's rule does not read it: one diff setting, one record
+            object.__setattr__(self, "flow_threshold", FLOW_THRESHOLD)
 
     @classmethod
     def from_config(cls, cfg: PreprocessConfig) -> "MaskParams":
@@ -157,6 +163,8 @@ class MaskParams:
             params["camera_motion"] = self.camera_motion
         if self.normalize_brightness:
             params["normalize_brightness"] = True
+        if self.mask_rule != "diff":  # "rule" then holds that rule's text (fda.pipeline.mask_rules.mask_record)
+            params.update(mask_rule=self.mask_rule, flow_threshold=self.flow_threshold)
         return params
 
     def fields(self) -> Dict[str, Any]:
@@ -166,8 +174,11 @@ class MaskParams:
 
 def shown_mask(record: Mapping[str, Any]) -> Dict[str, Any]:
     """The mask parameters of a record or config dict for reports: the always-recorded ones (``None`` where one is
-    absent), then the robustness options that were on (``camera_motion``, ``normalize_brightness``)."""
+    absent), then the robustness options that were on (``camera_motion``, ``normalize_brightness``) and a rule other
+    than ``diff`` (``mask_rule``, ``flow_threshold``)."""
     shown = {name: record.get(name) for name in SHOWN_MASK_FIELDS}
     shown.update({name: record[name] for name in ("camera_motion", "normalize_brightness")
                   if record.get(name) not in (None, "none", False)})
+    if record.get("mask_rule") not in (None, "diff"):
+        shown.update(mask_rule=record["mask_rule"], flow_threshold=record.get("flow_threshold"))
     return shown
