@@ -98,3 +98,46 @@ def test_recipe_add_an_arm(tmp_path):
     result = run_bench_motion(cfg, arms=table, names=("masks", "no-alpha", "zeros"))
     assert [r["arm"] for r in result.rows] == ["masks", "no-alpha", "zeros"]
     assert "all-zero masks" in result.table() and os.path.getsize(result.figure) > 5000
+
+
+# --- mask rules -----------------------------------------------------------------------------------------------------
+def test_every_mask_rule_choice_has_an_entry_and_back():
+    from fda.config import MASK_RULES as CHOICES
+    from fda.pipeline.mask_rules import MASK_RULES
+
+    assert tuple(MASK_RULES) == CHOICES and all(name == rule.name for name, rule in MASK_RULES.items())
+    with pytest.raises(TypeError):
+        MASK_RULES["toy"] = MASK_RULES["diff"]  # the shipped table is frozen
+
+
+def _left_half(frames, partners, vectors, mask):
+    """The toy rule: the left half of every frame moves."""
+    import numpy as np
+
+    masks = np.zeros(frames.shape[:3], np.uint8)
+    masks[:, :, :frames.shape[2] // 2] = 1
+    return masks, np.zeros(len(frames), bool), {}
+
+
+def test_recipe_add_a_mask_rule(tmp_path, tiny_video):
+    """A toy rule: one function, one entry; preprocess's per-video path (decode_clip, encode_sample) writes a sample
+    the shard reader decodes, with the rule's masks and its text recorded."""
+    import dataclasses
+
+    from fda.pipeline.datasets import VideoItem
+    from fda.pipeline.mask_rules import MASK_RULES, MaskRule
+    from fda.pipeline.preprocess import decode_clip, encode_sample
+    from fda.shards.reader import decode_sample, iter_samples
+    from fda.shards.schema import MaskParams
+    from fda.shards.writer import ShardWriter
+
+    rules = MappingProxyType({**MASK_RULES, "toy": MaskRule("toy", _left_half, "the left half", label="toy")})
+    cfg = PreprocessConfig(str(tmp_path), size=32, frames_test=3)
+    clip = decode_clip(VideoItem("tiny", "test", tiny_video, ("a test pattern",), "tiny.mp4"), cfg)
+    mask = dataclasses.replace(MaskParams.from_config(cfg), mask_rule="toy")
+    with ShardWriter(str(tmp_path / "test-000000.tar")) as writer:
+        writer.write(encode_sample(clip, mask, rules))
+    sample = decode_sample(next(iter_samples([str(tmp_path / "test-000000.tar")])))
+    masks = sample["masks"]
+    assert masks[:, :, :16].all() and not masks[:, :, 16:].any()
+    assert sample["meta"]["mask"]["rule"] == "the left half" and sample["meta"]["mask"]["mask_rule"] == "toy"

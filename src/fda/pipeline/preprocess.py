@@ -38,7 +38,7 @@ from fda.config import PreprocessConfig
 from fda.errors import ConfigError, InputError, Interrupted
 from fda.pipeline import executors, resume
 from fda.pipeline.datasets import Dataset, Layout, VideoItem, load_dataset, not_regular
-from fda.pipeline.mask_rules import MASK_RULES, compute_masks, mask_record
+from fda.pipeline.mask_rules import MASK_RULES, MaskRule, compute_masks, mask_record
 from fda.pipeline.video import SampledFrames, Video, VideoError, check_decoder, find_ffmpeg, ffmpeg_version
 from fda.shards.schema import (MANIFEST, SCHEMA_VERSION, MaskParams, file_digest, sample_key, shard_name, stats_name,
                                write_json_atomic)
@@ -234,10 +234,12 @@ def decode_clip(item: VideoItem, cfg: PreprocessConfig) -> Clip:
     return Clip(key, tuple(item.captions), got.frames, got.partners_frames, meta, cfg.jpeg_quality, got.vectors)
 
 
-def encode_sample(clip: Clip, mask: MaskParams) -> List[tuple]:
-    """Compute the masks of ``clip`` under ``mask`` and encode the sample: its tar members, in the format's order."""
-    masks, fell_back, extra = compute_masks(clip.frames, clip.partners, mask, clip.vectors)  # the --mask-rule
-    meta = {**clip.meta, "mask": {**mask_record(mask), "fallback": fell_back.tolist(),
+def encode_sample(clip: Clip, mask: MaskParams, rules: Mapping[str, MaskRule] = MASK_RULES) -> List[tuple]:
+    """Compute the masks of ``clip`` under ``mask`` and encode the sample: its tar members, in the format's order.
+
+    ``rules`` is the mask-rule table (:data:`fda.pipeline.mask_rules.MASK_RULES`; a copy may hold more rules)."""
+    masks, fell_back, extra = compute_masks(clip.frames, clip.partners, mask, clip.vectors, rules)  # --mask-rule
+    meta = {**clip.meta, "mask": {**mask_record(mask, rules), "fallback": fell_back.tolist(),
                                   "coverage": [round(float(m.mean()), 6) for m in masks], **extra}}
     return sample_members(clip.key, meta, clip.captions, clip.jpegs, [encode_mask(m) for m in masks])
 
