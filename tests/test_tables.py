@@ -126,7 +126,7 @@ def test_recipe_add_a_mask_rule(tmp_path, tiny_video):
 
     from fda.pipeline.datasets import VideoItem
     from fda.pipeline.mask_rules import MASK_RULES, MaskRule
-    from fda.pipeline.preprocess import decode_clip, encode_sample
+    from fda.pipeline.clips import decode_clip, encode_sample
     from fda.shards.reader import decode_sample, iter_samples
     from fda.shards.schema import MaskParams
     from fda.shards.writer import ShardWriter

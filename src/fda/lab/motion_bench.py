@@ -611,7 +611,7 @@ def rule_milliseconds(data: str, scenes: Any, columns: Dict[str, Dict[str, Any]]
     (with the motion vectors), one process: what a rule adds to preprocess beside the decode."""
     from fda.pipeline.datasets import load_dataset
     from fda.pipeline.mask_rules import compute_masks
-    from fda.pipeline.preprocess import decode_clip
+    from fda.pipeline.clips import decode_clip
     from fda.shards.schema import MaskParams
 
     cfg = scenes.preprocess_config(data, os.path.join(data, "unused"), split="test", mask_rule="mv")
