@@ -30,7 +30,8 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from fda.config import SCENE_BUDGET, BenchMotionConfig, PreprocessConfig, Scenes
+from fda.config import PreprocessConfig
+from fda.lab.config import SCENE_BUDGET, BenchMotionConfig, Scenes
 from fda.lab.long_scenes import (CAPTION_FILES, EVENT_SECONDS, EVENTS, LONG_META, cut_paragraphs_differ, event_hits,
                                  load_long_clips, make_long_set, one_event_true_of)
 from fda.lab.motion_bench import (mask_truth_scores, ranking_row, run_set, summarize_arm, twin_similarity)

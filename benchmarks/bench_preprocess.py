@@ -59,7 +59,8 @@ import numpy as np
 
 from fda.config import PreprocessConfig
 from fda.pipeline.datasets import VIDEO_EXTENSIONS, VideoItem
-from fda.pipeline.preprocess import process_video, run_preprocess
+from fda.pipeline.clips import process_video
+from fda.pipeline.preprocess import run_preprocess
 from fda.pipeline.sampling import needed_frames, partner_indices, sample_frame_indices
 from fda.pipeline.video import decode_frames, find_ffmpeg, probe
 from fda.shards.writer import pack_sample

@@ -70,12 +70,12 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
 
 
 def _eval(shards: str, checkpoint: str, out: str, device: str, frames: int) -> Dict[str, Any]:
-    from fda.config import EvalConfig
+    from fda.config import EvalConfig, ModelSource
     from fda.eval.retrieval import run_eval
 
     start = time.perf_counter()
-    result = run_eval(EvalConfig(shards=shards, checkpoint=checkpoint, out=out, device=device, frames=frames,
-                                 cache=False, batch_size=32))
+    result = run_eval(EvalConfig(shards=shards, source=ModelSource(checkpoint=checkpoint), out=out, device=device,
+                                 frames=frames, cache=False, batch_size=32))
     report = result.report
     return {"videos": report["counts"]["videos"], "captions": report["counts"]["captions"],
             "seconds": time.perf_counter() - start, "t2v_R@1": report["metrics"]["model"]["t2v"]["R@1"]}

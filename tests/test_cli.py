@@ -11,13 +11,15 @@ import pytest
 from click.testing import CliRunner
 
 import fda.config as config
+import fda.lab.config as lab_config
+import fda.options as options
 from fda import __version__
 from fda.cli import cli
 
 
 def _config_class(command: str):
     name = "".join(part.capitalize() for part in command.split("-")) + "Config"
-    return getattr(config, name, None)
+    return getattr(config, name, None) or getattr(lab_config, name, None)
 
 
 def _leaf_paths(cls, exclude=()):
@@ -43,7 +45,8 @@ def _leaf_paths(cls, exclude=()):
 @pytest.mark.parametrize("command", sorted(cli.commands))
 def test_options_match_config_fields(command):
     cls = _config_class(command)
-    assert cls is not None, f"fda {command} has no {command.title().replace('-', '')}Config in fda.config"
+    assert cls is not None, (f"fda {command} has no {command.title().replace('-', '')}Config in fda.config or "
+                             f"fda.lab.config")
     names = [p.name for p in cli.commands[command].params if p.name != "help" and p.expose_value]
     params, fields = set(names), set(_leaf_paths(cls))
     assert params == fields, f"options only: {params - fields}; fields only: {fields - params}"
@@ -55,18 +58,18 @@ def test_options_match_config_fields(command):
 # Each command's required arguments, and the config they must give when nothing else is passed.
 REQUIRED = {
     "preprocess": (["root"], lambda: config.PreprocessConfig("root")),
-    "generate": (["out"], lambda: config.GenerateConfig("out")),
+    "generate": (["out"], lambda: lab_config.GenerateConfig("out")),
     "train": (["shards"], lambda: config.TrainConfig("shards")),
     "eval": ([], lambda: config.EvalConfig()),
     "embed": (["--out", "emb"], lambda: config.EmbedConfig("emb")),
     "search": (["emb", "cats"], lambda: config.SearchConfig("emb", "cats")),
-    "demo": ([], lambda: config.DemoConfig()),
-    "visualize": (["shards"], lambda: config.VisualizeConfig("shards")),
-    "masks-stats": (["a", "b"], lambda: config.MasksStatsConfig(("a", "b"))),
-    "sweep": (["root"], lambda: config.SweepConfig(config.PreprocessConfig("root"))),
-    "ablate": (["shards"], lambda: config.AblateConfig("shards")),
-    "bench-motion": ([], lambda: config.BenchMotionConfig()),
-    "bench-masks": ([], lambda: config.BenchMasksConfig()),
+    "demo": ([], lambda: lab_config.DemoConfig()),
+    "visualize": (["shards"], lambda: lab_config.VisualizeConfig("shards")),
+    "masks-stats": (["a", "b"], lambda: lab_config.MasksStatsConfig(("a", "b"))),
+    "sweep": (["root"], lambda: lab_config.SweepConfig(config.PreprocessConfig("root"))),
+    "ablate": (["shards"], lambda: lab_config.AblateConfig("shards")),
+    "bench-motion": ([], lambda: lab_config.BenchMotionConfig()),
+    "bench-masks": ([], lambda: lab_config.BenchMasksConfig()),
 }
 
 
@@ -98,22 +101,22 @@ def test_option_defaults_come_from_the_fields(command):
 
 
 def test_composite_defaults_come_from_their_nested_instances():
-    bench, demo = config.BenchMotionConfig(), config.DemoConfig()
-    assert bench.budget == config.SCENE_BUDGET and bench.budget.train.model == "fda-small"
+    bench, demo = lab_config.BenchMotionConfig(), lab_config.DemoConfig()
+    assert bench.budget == lab_config.SCENE_BUDGET and bench.budget.train.model == "fda-small"
     assert (demo.budget.steps, demo.budget.seeds, demo.budget.train.lr) == (200, "0,1", 1e-3)
-    assert config.BenchMasksConfig().scenes.frames == 6 and bench.scenes.frames == 4
+    assert lab_config.BenchMasksConfig().scenes.frames == 6 and bench.scenes.frames == 4
     sweep_help = CliRunner().invoke(cli, ["bench-motion", "--help"], terminal_width=200).output
     assert "fda-small" in sweep_help and "[default: 150]" in sweep_help
 
 
 def test_choices_are_the_constants_they_are_validated_against():
-    constants = [v for k, v in vars(config).items() if k.isupper() and isinstance(v, tuple)]
+    constants = [v for m in (config, lab_config) for k, v in vars(m).items() if k.isupper() and isinstance(v, tuple)]
     seen = 0
     for command in cli.commands.values():
         for param in command.params:
             if isinstance(param.type, click.Choice):
                 cls = _config_class(command.name)
-                spec = next(f.spec for f in config.cli_fields(cls) if f.dest == param.name)
+                spec = next(f.spec for f in options.cli_fields(cls) if f.dest == param.name)
                 assert tuple(param.type.choices) == spec.choices, param.name
                 assert any(spec.choices is c for c in constants), f"{command.name} --{param.name}: not a constant"
                 seen += 1
@@ -125,7 +128,7 @@ def test_choices_are_the_constants_they_are_validated_against():
     assert "click.Choice([" not in inspect.getsource(fda.cli)
 
 
-ALIASES = [(c, f.flag, a, f.dest) for c in sorted(cli.commands) for f in config.cli_fields(_config_class(c))
+ALIASES = [(c, f.flag, a, f.dest) for c in sorted(cli.commands) for f in options.cli_fields(_config_class(c))
            for a in f.aliases]
 
 
@@ -351,9 +354,9 @@ def test_runs_of_a_fixed_step_count_offer_no_epochs_option(command, has_epochs):
 
 def test_an_experiment_records_only_its_options():
     # sweep.json's "config": what the user could choose, nested like the configs; not the fields the sweep sets
-    record = config.options_record(config.SweepConfig(config.PreprocessConfig("videos"), tau="0,25"))
+    record = options.options_record(lab_config.SweepConfig(config.PreprocessConfig("videos"), tau="0,25"))
     assert record["tau"] == "0,25" and record["preprocess"]["dataset_root"] == "videos"
     assert "tau" not in record["preprocess"] and "out" not in record["preprocess"]
     train = record["budget"]["train"]
     assert train["model"] == "ViT-B-32" and not {"val_split", "seed", "shards_dir", "no_alpha"} & set(train)
-    assert "epochs" not in config.options_record(config.BenchMotionConfig())["budget"]["train"]
+    assert "epochs" not in options.options_record(lab_config.BenchMotionConfig())["budget"]["train"]

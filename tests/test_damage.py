@@ -13,7 +13,9 @@ import pytest
 
 from fda.lab.damage import MUTANT_KINDS, judge, mutants, suite_config
 from fda.pipeline.datasets import VideoItem
-from fda.pipeline.preprocess import decode_clip, length_note, run_preprocess
+from fda.pipeline.clips import decode_clip
+from fda.pipeline.preprocess import run_preprocess
+from fda.pipeline.video import length_note
 from fda.pipeline.video import VideoError, decode_frames, probe
 
 VIDEO = ("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=25")

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from fda.cli import cli
-from fda.config import AblateConfig, Budget, PreprocessConfig, SweepConfig
+from fda.config import PreprocessConfig
+from fda.lab.config import AblateConfig, Budget, SweepConfig
 from fda.errors import ConfigError
 
 TINY_BUDGET = ["--model", "fda-tiny", "--pretrained", "none", "--steps", "2", "--batch-size", "2", "--lr", "1e-3",

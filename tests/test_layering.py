@@ -38,6 +38,14 @@ FORBIDDEN = [
     ("shards", ("fda.model", "fda.train", "fda.eval", "fda.pipeline", "fda.cli", "torch", "open_clip")),
     ("config", ("fda.shards", "fda.model", "fda.train", "fda.eval", "fda.pipeline", "fda.cli")),
     ("runs", ("fda.shards", "fda.model", "fda.train", "fda.eval", "fda.pipeline", "fda.cli", "torch", "open_clip")),
+    ("options", ("fda.config", "fda.files", "fda.shards", "fda.model", "fda.train", "fda.eval", "fda.pipeline",
+                 "fda.cli", "fda.lab", "torch", "open_clip")),
+    ("files", ("fda.config", "fda.options", "fda.shards", "fda.model", "fda.train", "fda.eval", "fda.pipeline",
+               "fda.cli", "fda.lab", "torch", "open_clip")),
+    ("lab/config.py", ("fda.shards", "fda.model", "fda.train", "fda.eval", "fda.pipeline", "fda.cli", "torch",
+                       "open_clip")),
+    ("pipeline/executors.py", ("fda.pipeline", "fda.shards", "fda.config", "fda.model", "fda.train", "fda.eval",
+                               "fda.cli", "fda.lab", "torch", "open_clip")),
     ("errors", ("fda.",)),
     ("logs", ("fda.",)),
     ("lab/viz.py", ("fda.model", "fda.train", "fda.eval", "fda.lab.experiments", "fda.cli", "torch", "open_clip")),
@@ -45,8 +53,8 @@ FORBIDDEN = [
 ]
 
 
-@pytest.mark.parametrize("package", ["pipeline", "shards", "model", "train", "eval", "runs", "config", "errors",
-                                     "logs"])
+@pytest.mark.parametrize("package", ["pipeline", "shards", "model", "train", "eval", "runs", "config", "options",
+                                     "files", "errors", "logs"])
 def test_the_core_never_imports_the_application_layer(package):
     bad = [f"{path.relative_to(SRC)} imports {name}" for path in _modules(package) for name in _imports(path)
            if name == "fda.lab" or name.startswith("fda.lab.")]
@@ -76,3 +84,23 @@ def test_only_cli_imports_experiments():
            if p.name not in ("cli.py", "experiments.py", "demo.py")
            and any(n.startswith("fda.lab.experiments") for n in _imports(p))]
     assert not bad, bad
+
+
+def test_one_model_front_door():
+    """train, eval, embed, search and the lab build models only through fda.model.create (fda.model.source)."""
+    builders = ("fda.model.load_alpha_clip", "fda.model.factory.load_alpha_clip", "fda.model.load_checkpoint",
+                "fda.model.checkpoint.load_checkpoint")
+    bad = [f"{p.relative_to(SRC)} imports {n}" for p in SRC.rglob("*.py") if "model" not in p.relative_to(SRC).parts
+           for n in _imports(p) if n in builders]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_lab_imports_public_names_only():
+    """fda.lab reaches other modules through their public names (no ``from fda.x import _private``)."""
+    bad = []
+    for path in sorted((SRC / "lab").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fda"):
+                bad += [f"{path.relative_to(SRC)} imports {node.module}.{a.name}" for a in node.names
+                        if a.name.startswith("_")]
+    assert not bad, "\n".join(bad)

@@ -172,7 +172,7 @@ def test_bench_motion_rejects_bad_options(tmp_path):
 
 
 def test_a_condition_keeps_its_data_and_runs_apart_from_the_still_set(tmp_path):
-    from fda.config import BenchMotionConfig
+    from fda.lab.config import BenchMotionConfig
     from fda.lab.motion_bench import set_dir
 
     still = BenchMotionConfig(out=str(tmp_path))

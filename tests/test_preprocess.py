@@ -416,7 +416,7 @@ def test_another_root_into_the_same_out_is_redone_and_recorded(ffmpeg_exe, tmp_p
 
 
 def test_fixed_videos_are_redone_and_retry_failed_retries_the_rest(ffmpeg_exe, tmp_path, monkeypatch):
-    import fda.pipeline.preprocess as pre
+    import fda.pipeline.clips as pre
 
     root = _clips(tmp_path / "data", ffmpeg_exe, ["good.mp4", "flaky.mp4"])
     (tmp_path / "data" / "broken.mp4").write_bytes(b"")
@@ -475,7 +475,7 @@ def test_same_stem_files_keep_distinct_ids(ffmpeg_exe, tmp_path):
 
 def test_a_fifo_is_reported_as_such(tmp_path):
     from fda.pipeline.datasets import VideoItem
-    from fda.pipeline.preprocess import process_video
+    from fda.pipeline.clips import process_video
 
     os.mkfifo(tmp_path / "pipe.mp4")
     item = VideoItem("pipe", "test", str(tmp_path / "pipe.mp4"), ("a caption",), "pipe.mp4")

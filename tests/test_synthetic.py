@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from fda.cli import cli
-from fda.config import GenerateConfig
+from fda.lab.config import GenerateConfig
 from fda.errors import ConfigError, InputError
 from fda.pipeline.datasets import load_dataset
 from fda.lab.synthetic import (COLOURS, META_FILE, ClipSpec, ObjectSpec, captions_for,

@@ -363,7 +363,7 @@ def test_well_formed_clips_have_no_damage_record(containers, skip_clips, interla
     # every clip the decoder tests call well-formed: no hole, tail, taint, demuxer complaint or length note
     from fda.lab.damage import damage_recorded, suite_config
     from fda.pipeline.datasets import VideoItem
-    from fda.pipeline.preprocess import decode_clip
+    from fda.pipeline.clips import decode_clip
 
     clips = {**containers, **skip_clips, **{f"interlaced-{k}": v for k, v in interlaced.items()},
              "good.mp4": damaged["good"]}

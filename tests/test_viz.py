@@ -9,7 +9,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from fda.cli import cli
-from fda.config import MasksStatsConfig, PreprocessConfig, VisualizeConfig
+from fda.config import PreprocessConfig
+from fda.lab.config import MasksStatsConfig, VisualizeConfig
 from fda.errors import ConfigError, InputError
 from fda.lab.viz import LABEL_H, frame_sheet, iter_metas, overlay, run_masks_stats, run_visualize
 

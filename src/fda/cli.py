@@ -1,8 +1,8 @@
 """The ``fda`` command line: options -> stage configs, FdaError -> exit codes, logging set up once.
 
 Every command's options come from its config class (:func:`config_options` reads the field metadata of
-:mod:`fda.config`); a command's body builds its config and calls one library function. Stage modules are imported
-inside each command so that ``fda --help`` stays fast.
+:mod:`fda.config` and :mod:`fda.lab.config`); a command's body builds its config and calls one library function.
+Stage modules are imported inside each command so that ``fda --help`` stays fast.
 """
 
 import dataclasses
@@ -16,9 +16,10 @@ from typing import Any, Callable, Dict, List, Optional
 import click
 
 from fda import __version__
-from fda.config import (AblateConfig, BenchMasksConfig, BenchMotionConfig, CliField, DemoConfig, EmbedConfig,
-                        EvalConfig, GenerateConfig, MasksStatsConfig, PreprocessConfig, SearchConfig, SweepConfig,
-                        TrainConfig, VisualizeConfig, cli_fields, from_options)
+from fda.config import EmbedConfig, EvalConfig, PreprocessConfig, SearchConfig, TrainConfig
+from fda.lab.config import (AblateConfig, BenchMasksConfig, BenchMotionConfig, DemoConfig, GenerateConfig,
+                            MasksStatsConfig, SweepConfig, VisualizeConfig)
+from fda.options import CliField, cli_fields, from_options
 from fda.errors import ConfigError, FdaError, path_error
 from fda.logs import setup_logging
 

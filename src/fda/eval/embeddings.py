@@ -25,14 +25,15 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from fda import __version__
-from fda.config import EmbedConfig, SearchConfig, make_out_dir
+from fda.config import SEARCH_TARGETS, EmbedConfig, SearchConfig
 from fda.errors import EnvError, InputError
+from fda.files import make_out_dir
+from fda.options import flat_fields
 from fda.shards.schema import read_json, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
 EMB_MANIFEST = "embeddings.json"
-KINDS = ("videos", "captions")
 FAISS_FILE = "videos.hnsw.faiss"
 HNSW_M = 32
 
@@ -98,7 +99,7 @@ def _prepare_out(out: str, overwrite: bool) -> None:
         if not overwrite:
             raise InputError(f"--out {out!r} is not empty: pass --overwrite to replace it, or another folder")
         if not os.path.isfile(os.path.join(out, EMB_MANIFEST)) and any(
-                not f.startswith(KINDS) for f in os.listdir(out)):
+                not f.startswith(SEARCH_TARGETS) for f in os.listdir(out)):
             raise InputError(f"--out {out!r} holds files that fda embed did not write: refusing to delete them")
         shutil.rmtree(out)
     make_out_dir(out)
@@ -113,7 +114,8 @@ def run_embed(cfg: EmbedConfig) -> EmbedResult:
         EnvError: ``--index hnsw`` without faiss installed.
     """
     from fda.eval.encoding import encode_texts, iter_video_features
-    from fda.eval.source import describe_source, load_model, resolve_model_source, resolve_shards
+    from fda.eval.source import describe_source, load_model, resolve_shards
+    from fda.model.source import resolve
     from fda.model.device import resolve_device
     from fda.shards.location import recorded
     from fda.shards.manifest import filled_splits, load_manifest, load_split, manifest_sha256
@@ -121,7 +123,7 @@ def run_embed(cfg: EmbedConfig) -> EmbedResult:
     if cfg.index == "hnsw":
         _import_faiss()
     make_out_dir(cfg.out)  # a file or an unwritable place fails here, before the model is loaded
-    source = resolve_model_source(cfg)
+    source = resolve(cfg.source)
     shards = resolve_shards(cfg.shards, source)
     manifest = load_manifest(shards)
     have = filled_splits(manifest, shards)
@@ -172,7 +174,7 @@ def run_embed(cfg: EmbedConfig) -> EmbedResult:
            "videos": {"count": videos.total, "chunks": videos.chunks},
            "captions": {"count": captions.total, "chunks": captions.chunks},
            "index": {"kind": "hnsw", "file": index_file, "M": HNSW_M} if index_file else None,
-           "options": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}}
+           "options": flat_fields(cfg)}
     write_json_atomic(os.path.join(cfg.out, EMB_MANIFEST), doc)  # last: the folder is complete
     return EmbedResult(cfg.out, videos.total, captions.total, index_file)
 

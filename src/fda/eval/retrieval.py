@@ -5,7 +5,6 @@
 (:mod:`fda.eval.evaluate`), writes a JSON report beside the model and renders it as a table.
 """
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -22,8 +21,10 @@ from fda.errors import InputError
 from fda.eval.encoding import SplitFeatures, encode_split, open_split
 from fda.eval.evaluate import logit_scale_of, metrics_report
 from fda.eval.metrics import DIRECTIONS, METRIC_KEYS
-from fda.eval.source import checkpoint_selection, describe_source, load_model, resolve_model_source, resolve_shards
+from fda.eval.source import checkpoint_selection, describe_source, load_model, resolve_shards
 from fda.model.device import resolve_device
+from fda.model.source import resolve
+from fda.options import flat_fields
 from fda.shards.location import recorded
 from fda.shards.manifest import manifest_sha256
 from fda.shards.schema import shown_mask, write_json_atomic
@@ -59,7 +60,7 @@ def _out_dir(cfg: EvalConfig, source: Dict[str, Any]) -> str:
         return os.path.dirname(os.path.abspath(source["checkpoint"]))
     name = str(source.get("model") or "model").replace("/", "-")
     tag = os.path.splitext(os.path.basename(str(source["pretrained"])))[0] if source.get("pretrained") else "init"
-    return os.path.join(cfg.runs_dir, f"eval-{name}-{tag}")
+    return os.path.join(cfg.source.runs_dir, f"eval-{name}-{tag}")
 
 
 def _cache_key(identity: Dict[str, Any], manifest_sha: str, split: str, frames: int) -> str:
@@ -102,7 +103,7 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
         EnvError: a device that is not there.
     """
     start = time.perf_counter()
-    source = resolve_model_source(cfg)
+    source = resolve(cfg.source)
     shards = resolve_shards(cfg.shards, source)
     info = open_split(shards, cfg.split, cfg.frames)
     manifest_sha = manifest_sha256(shards)
@@ -163,7 +164,7 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
                    "size": info.size,
                    "mask": shown_mask(info.config)},
         "metrics": {k: metrics[k] for k in ("model", "baseline", "difference") if k in metrics},
-        "options": dataclasses.asdict(cfg),
+        "options": flat_fields(cfg),
         "features_cached": cached,
         "seconds": round(time.perf_counter() - start, 3),
     }

@@ -1,19 +1,18 @@
-"""Which model an ``fda eval`` or ``fda embed`` reads, and the shard set that goes with it.
+"""The shard set and the identity of the model an ``fda eval`` or ``fda embed`` reads.
 
-A model source is a plain dict (it is written into reports and ``embeddings.json`` and read back by ``fda search``):
-``{"kind": "checkpoint", "checkpoint", "run_dir"}`` for a trained model (a run's best checkpoint or a file), or
-``{"kind": "model", "model", "pretrained", "alpha_checkpoint", "run_dir": None, "checkpoint": None}`` for a model that
-was never trained here. Runs are found through :class:`fda.runs.RunDir`, the trainer's own layout.
+Which model is :func:`fda.model.resolve`'s record (``{"kind": "checkpoint" | "model", ...}``, written into reports
+and ``embeddings.json`` and read back by ``fda search``); :func:`fda.model.create` builds it. Runs are found through
+:class:`fda.runs.RunDir`, the trainer's own layout.
 """
 
 import logging
 import os
-from typing import Any, Dict, Optional, Protocol, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
 from fda.errors import InputError
-from fda.runs import RunDir, newest_run
+from fda.runs import RunDir
 from fda.shards.location import exists
 from fda.shards.schema import file_digest
 
@@ -22,62 +21,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_SHARDS = "shards"
 
 
-class ModelOptions(Protocol):
-    """The options that name a model (``EvalConfig`` and ``EmbedConfig`` both have them)."""
-
-    @property
-    def model(self) -> Optional[str]:
-        """A model name to build untrained (zero-shot)."""
-
-    @property
-    def pretrained(self) -> Optional[str]:
-        """Its weights: an open_clip tag, a file, or ``none``."""
-
-    @property
-    def alpha_checkpoint(self) -> Optional[str]:
-        """Alpha-CLIP vision weights over ``pretrained``."""
-
-    @property
-    def checkpoint(self) -> Optional[str]:
-        """An fda checkpoint file."""
-
-    @property
-    def run(self) -> Optional[str]:
-        """A run folder (its best.pt where a val split chose one, else its last checkpoint)."""
-
-    @property
-    def runs_dir(self) -> str:
-        """Where the newest run is looked for when nothing else is named."""
-
-
 def sha256_file(path: str) -> str:
     """The SHA-256 hex digest of a file (:func:`fda.shards.schema.file_digest`'s)."""
     return file_digest(path)["sha256"]
-
-
-def resolve_model_source(options: ModelOptions) -> Dict[str, Any]:
-    """Which model to read: ``--model``/``--pretrained``, else ``--checkpoint``, else a run's (``--run`` or the newest).
-
-    Returns:
-        The source dict (module docstring).
-
-    Raises:
-        InputError: no run, no checkpoint in the run, or a missing file.
-    """
-    if options.model or options.pretrained:
-        return {"kind": "model", "model": options.model, "pretrained": options.pretrained,
-                "alpha_checkpoint": options.alpha_checkpoint, "run_dir": None, "checkpoint": None}
-    if options.checkpoint:
-        if not os.path.isfile(options.checkpoint):
-            raise InputError(f"--checkpoint file not found: {options.checkpoint}")
-        return {"kind": "checkpoint", "checkpoint": options.checkpoint, "run_dir": options.run}
-    run = RunDir(options.run) if options.run else newest_run(options.runs_dir)
-    if not os.path.isdir(run.path):
-        raise InputError(f"--run folder not found: {run.path}")
-    checkpoint = run.eval_checkpoint()
-    if checkpoint is None:
-        raise InputError(f"run {run.path!r} has no checkpoint (.pt): train it first or pass --checkpoint FILE")
-    return {"kind": "checkpoint", "checkpoint": checkpoint, "run_dir": run.path}
 
 
 def resolve_shards(shards: Optional[str], source: Dict[str, Any]) -> str:
@@ -118,18 +64,14 @@ def load_model(source: Dict[str, Any], device: torch.device, seed: int = 0) -> T
         InputError: the checkpoint is not an fda checkpoint or does not fit its config.
         ConfigError: an unknown model name or tag.
     """
-    if source["kind"] == "checkpoint":
-        from fda.model.checkpoint import load_checkpoint
+    from fda.model import create
 
-        model, ckpt = load_checkpoint(source["checkpoint"], device=device)
+    if source["kind"] == "checkpoint":
+        model, ckpt = create(source, device)
         identity = {"checkpoint": os.path.abspath(source["checkpoint"]),
                     "checkpoint_sha256": sha256_file(source["checkpoint"]), "step": ckpt.get("step")}
         return model, identity
-    from fda.model import load_alpha_clip
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model, _ = load_alpha_clip(source["model"], source["pretrained"], source["alpha_checkpoint"], device=device)
+    model, _ = create(source, device, seed=seed)
     identity: Dict[str, Any] = {"model": model.name, "pretrained": source["pretrained"],
                                 "alpha_checkpoint": source["alpha_checkpoint"], "seed": seed}
     for key in ("pretrained", "alpha_checkpoint"):

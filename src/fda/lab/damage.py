@@ -19,7 +19,7 @@ import numpy as np
 
 from fda.config import PreprocessConfig
 from fda.pipeline.datasets import VideoItem
-from fda.pipeline.preprocess import decode_clip
+from fda.pipeline.clips import decode_clip
 from fda.pipeline.video import VideoError, decode_frames
 
 FLIPS = 8

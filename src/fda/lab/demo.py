@@ -14,7 +14,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from fda.config import DemoConfig, make_out_dir
+from fda.files import make_out_dir
+from fda.lab.config import DemoConfig
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
                         f"own clip above its twin, chance 50 %):")
     result.lines.append(table)
     if cfg.visualize:
-        from fda.config import VisualizeConfig
+        from fda.lab.config import VisualizeConfig
         from fda.lab.viz import run_visualize
 
         viz = run_visualize(VisualizeConfig(shard_sets["masks"], out=os.path.join(cfg.out, "viz"), split="test",

@@ -22,8 +22,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from fda.config import (SAMPLE_FIELDS, AblateConfig, Budget, EvalConfig, PreprocessConfig, SweepConfig,
-                        make_out_dir, options_record)
+from fda.config import SAMPLE_FIELDS, EvalConfig, ModelSource, PreprocessConfig
+from fda.files import make_out_dir
+from fda.lab.config import AblateConfig, Budget, SweepConfig
+from fda.options import options_record
 from fda.errors import ConfigError
 from fda.eval.metrics import DIRECTIONS, METRIC_KEYS, metric_name
 from fda.lab.viz import mask_stats, pyplot, save_figure
@@ -117,7 +119,7 @@ def train_and_eval(shards_dir: str, run_dir: str, budget: Budget, *, seed: int, 
     train_cfg = budget.run_config(shards_dir, run_dir, seed=seed, no_alpha=no_alpha, split=split)
     drop_stale_run(run_dir, shards_dir)
     trained = run_train(train_cfg)
-    ev = run_eval(EvalConfig(split=eval_split, shards=shards_dir, run=trained.run_dir, frames=None,
+    ev = run_eval(EvalConfig(split=eval_split, shards=shards_dir, source=ModelSource(run=trained.run_dir), frames=None,
                              batch_size=budget.eval_batch_size, workers=0, device=budget.train.device, cache=False,
                              out=trained.run_dir, seed=seed))
     metrics = ev.report["metrics"]["model"]

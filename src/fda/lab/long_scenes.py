@@ -43,11 +43,11 @@ from typing import Any, Dict, List, NamedTuple, Sequence, Tuple
 
 import numpy as np
 
-from fda.config import make_out_dir
+from fda.files import make_out_dir
 from fda.errors import ConfigError, InputError
-from fda.lab.scenes import (BACKGROUND, PALETTE, STEP, Scene, SceneObject, _layout, check_palette, render_scene,
+from fda.lab.scenes import (BACKGROUND, PALETTE, STEP, Scene, SceneObject, layout_objects, check_palette, render_scene,
                             scene_geometry)
-from fda.lab.synthetic import SHAPES, _check_size, encode_frames
+from fda.lab.synthetic import SHAPES, check_size, encode_frames
 from fda.pipeline.datasets import paragraph
 
 logger = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def long_twins(rng: np.random.Generator, size: Tuple[int, int], frames: int, eve
         raise ConfigError(f"{events} events of {event_len} frames do not fit a clip of {frames} frames: use fewer "
                           "or shorter events (--events, --event-seconds) or longer clips")
     radius, travel = scene_geometry(size, PATH_FRAMES)
-    slots = _layout(rng, size, radius, travel, count=LONG_OBJECTS)
+    slots = layout_objects(rng, size, radius, travel, count=LONG_OBJECTS)
     names = [str(n) for n in rng.permutation(list(PALETTE))][:LONG_OBJECTS]
     shapes = [SHAPES[int(rng.integers(len(SHAPES)))] for _ in range(LONG_OBJECTS)]
     # Still stretches: the frames no event uses, cut into events + 1 gaps at random (a gap may be empty).
@@ -189,7 +189,7 @@ def make_long_set(root: str, *, clips: int = 64, seconds: float = 60.0, seed: in
     if not (isinstance(clips, int) and clips >= 2 and clips % 2 == 0):
         raise ConfigError(f"clips must be an even integer >= 2 (clips come in twins), got {clips!r}")
     check_palette(PALETTE, BACKGROUND)
-    w, h = _check_size(size)
+    w, h = check_size(size)
     frames = max(2, int(round(fps * seconds)))
     _, travel = scene_geometry((w, h), PATH_FRAMES)
     event_len = event_frames(fps, event_seconds, period_frames((w, h), travel))

@@ -32,30 +32,27 @@ import logging
 import os
 import platform
 import time
+import functools
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from types import MappingProxyType
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from fda.config import BenchMasksConfig, BenchMotionConfig, GenerateConfig, make_out_dir, options_record
 from fda.errors import InputError
 from fda.eval.metrics import DIRECTIONS, metric_name
+from fda.files import make_out_dir
+from fda.lab.config import BenchMasksConfig, BenchMotionConfig, GenerateConfig
 from fda.lab.viz import pyplot, save_figure
+from fda.options import options_record
 from fda.pipeline.mask_rules import MASK_RULES
 from fda.shards.manifest import load_manifest, split_shards
 from fda.shards.reader import iter_samples, unreadable_shard
-from fda.shards.schema import CONFIG, MANIFEST, META, mask_member, read_json, write_json_atomic
-from fda.shards.writer import ShardWriter, encode_mask
+from fda.shards.schema import META, mask_member, read_json, write_json_atomic
+from fda.shards.writer import encode_mask
 
 log = logging.getLogger(__name__)
 
-ARM_LABELS = {"masks": "masks (frame difference)", "no-alpha": "no alpha (--no-alpha)",
-              "full": "full masks (no information)", "shuffled": "shuffled masks (another clip's)",
-              "compensated": "camera-compensated masks",
-              **{name: f"{rule.label} masks" for name, rule in MASK_RULES.items() if name != "diff"}}
-ARM_COLOURS = {"masks": "tab:red", "no-alpha": "tab:gray", "full": "tab:blue", "shuffled": "tab:olive",
-               "compensated": "tab:purple",
-               **{name: rule.colour for name, rule in MASK_RULES.items() if name != "diff"}}
 RANKS = ("R@1", "R@5", "MdR")
 METRICS = ("twin_t2v", "twin_v2t", *(metric_name(d, k) for d in DIRECTIONS for k in RANKS))
 REFERENCE = "no-alpha"
@@ -160,57 +157,111 @@ def derive_mask_set(src: str, dst: str, mode: str, seed: int = 0) -> str:
     Raises:
         InputError: ``src`` is no finished shard set, or clips of a split hold different frame counts.
     """
-    if os.path.isfile(os.path.join(dst, MANIFEST)):
-        return dst
-    manifest = load_manifest(src)
-    os.makedirs(dst, exist_ok=True)
+    from fda.shards import rewrite
+
     rng = np.random.default_rng([seed, 23])
-    for split in manifest.get("splits", {}):
-        names = split_shards(manifest, split)
-        per_shard = [list(iter_samples([os.path.join(src, name)], handler=unreadable_shard))
-                     for name in names]  # read once
-        samples = [raw for shard in per_shard for raw in shard]
+
+    def replace_masks(split: str, samples: List[Dict[str, Any]]) -> List[Dict[str, bytes]]:
         metas = [json.loads(raw[META]) for raw in samples]
         counts = {len(m["indices"]) for m in metas}
         if len(counts) > 1:
             raise InputError(f"split {split} of {src!r} mixes clips of {sorted(counts)} frames: cannot swap masks")
         donors = derangement(len(samples), rng) if mode == "shuffled" else np.arange(len(samples))
         full_png: Dict[int, bytes] = {}  # one all-ones PNG per frame size
-        pos = 0
-        for name, shard in zip(names, per_shard):
-            with ShardWriter(os.path.join(dst, name)) as writer:
-                for raw in shard:
-                    meta, donor = metas[pos], samples[int(donors[pos])]
-                    num = len(meta["indices"])
-                    if mode == "full":
-                        size = int(meta["size"])
-                        if size not in full_png:
-                            full_png[size] = encode_mask(np.ones((size, size), np.uint8))
-                        masks = [full_png[size]] * num
-                        meta["mask"].update(derived={"mode": "full", "from": None}, coverage=[1.0] * num)
-                    else:
-                        masks = [donor[mask_member(i)] for i in range(num)]
-                        donor_meta = metas[int(donors[pos])]
-                        meta["mask"].update(derived={"mode": "shuffled", "from": donor_meta["key"]},
-                                            coverage=donor_meta["mask"]["coverage"],
-                                            fallback=donor_meta["mask"]["fallback"])
-                    slot = {mask_member(i): i for i in range(num)}
-                    out = []
-                    for suffix, data in raw.items():  # tar order, as written
-                        if suffix.startswith("__"):  # __key__, __url__: not members
-                            continue
-                        if suffix == META:
-                            data = json.dumps(meta, ensure_ascii=False).encode("utf-8")
-                        elif suffix in slot:
-                            data = masks[slot[suffix]]
-                        out.append((f"{raw['__key__']}.{suffix}", data))
-                    writer.write(out)
-                    pos += 1
-    if os.path.isfile(os.path.join(src, CONFIG)):
-        write_json_atomic(os.path.join(dst, CONFIG), read_json(os.path.join(src, CONFIG)))
-    write_json_atomic(os.path.join(dst, MANIFEST), {**manifest, "derived": {"from": os.path.abspath(src),
-                                                                            "masks": mode, "seed": seed}})
-    return dst
+        out = []
+        for pos, meta in enumerate(metas):
+            donor = samples[int(donors[pos])]
+            num = len(meta["indices"])
+            if mode == "full":
+                size = int(meta["size"])
+                if size not in full_png:
+                    full_png[size] = encode_mask(np.ones((size, size), np.uint8))
+                masks = [full_png[size]] * num
+                meta["mask"].update(derived={"mode": "full", "from": None}, coverage=[1.0] * num)
+            else:
+                masks = [donor[mask_member(i)] for i in range(num)]
+                donor_meta = metas[int(donors[pos])]
+                meta["mask"].update(derived={"mode": "shuffled", "from": donor_meta["key"]},
+                                    coverage=donor_meta["mask"]["coverage"], fallback=donor_meta["mask"]["fallback"])
+            out.append({META: json.dumps(meta, ensure_ascii=False).encode("utf-8"),
+                        **{mask_member(i): masks[i] for i in range(num)}})
+        return out
+
+    return rewrite(src, dst, replace_masks, derived={"masks": mode, "seed": seed})
+
+
+@dataclass(frozen=True)
+class ArmInputs:
+    """What an arm's shard set is made from (:attr:`Arm.make_shards`).
+
+    Attributes:
+        cfg: the benchmark.
+        kind: the scene kind of the set.
+        data: the generated clips (an MSR-VTT layout).
+        shards: the set's plain frame-difference shard set (every set has it).
+        base: the set's folder (an arm writes its shards under ``base/shards/<arm>``).
+        fresh: the clips were (re)generated: preprocess with ``overwrite``.
+    """
+
+    cfg: BenchMotionConfig
+    kind: str
+    data: str
+    shards: str
+    base: str
+    fresh: bool
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One ``fda bench-motion --arms`` choice.
+
+    Attributes:
+        name: the ``--arms`` value.
+        label: how the table and the figure name it.
+        colour: its matplotlib colour in the figure.
+        make_shards: ``ArmInputs -> shard set folder`` the arm trains and tests on.
+        no_alpha: train the plain CLIP baseline (``--no-alpha``).
+    """
+
+    name: str
+    label: str
+    colour: str
+    make_shards: Callable[[ArmInputs], str]
+    no_alpha: bool = False
+
+
+def plain_shards(inputs: ArmInputs) -> str:
+    """The set's own frame-difference shards."""
+    return inputs.shards
+
+
+def preprocessed_shards(name: str, options: Mapping[str, Any], inputs: ArmInputs) -> str:
+    """The set's clips preprocessed again with ``options`` (:meth:`Scenes.preprocess_config`) into ``shards/<name>``."""
+    from fda.pipeline.preprocess import run_preprocess
+
+    out = os.path.join(inputs.base, "shards", name)
+    run_preprocess(inputs.cfg.scenes.preprocess_config(inputs.data, out, overwrite=inputs.fresh, **options))
+    return out
+
+
+def derived_shards(mode: str, inputs: ArmInputs) -> str:
+    """A copy of the set's shards with every mask replaced (:func:`derive_mask_set`)."""
+    return derive_mask_set(inputs.shards, os.path.join(inputs.base, "shards", mode), mode,
+                           seed=inputs.cfg.scenes.data_seed)
+
+
+ARMS: Mapping[str, Arm] = MappingProxyType({arm.name: arm for arm in (
+    Arm("masks", "masks (frame difference)", "tab:red", plain_shards),
+    Arm("no-alpha", "no alpha (--no-alpha)", "tab:gray", plain_shards, no_alpha=True),
+    Arm("full", "full masks (no information)", "tab:blue", functools.partial(derived_shards, "full")),
+    Arm("shuffled", "shuffled masks (another clip's)", "tab:olive", functools.partial(derived_shards, "shuffled")),
+    Arm("compensated", "camera-compensated masks", "tab:purple",
+        functools.partial(preprocessed_shards, "compensated", {"camera_motion": "compensate"})),
+    *(Arm(name, f"{rule.label} masks", rule.colour,  # the other mask rules, with the camera's motion removed
+          functools.partial(preprocessed_shards, name, {"mask_rule": name, "camera_motion": "compensate"}))
+      for name, rule in MASK_RULES.items() if name != "diff"),
+)})
+"""Every ``--arms`` choice (the keys are :data:`fda.lab.config.BENCH_ARMS`, in that order)."""
 
 
 def mask_truth_scores(shards_dir: str, split: str, clips: Dict[str, Dict[str, Any]]) -> Dict[str, float]:
@@ -268,11 +319,12 @@ def twin_similarity(checkpoint: str, shards_dir: str, clips: Dict[str, Dict[str,
     Raises:
         InputError: the test split is not one caption per video, or a video has no twin in the split.
     """
+    from fda.config import ModelSource
     from fda.eval.encoding import encode_split
-    from fda.model.checkpoint import load_checkpoint
+    from fda.model import create
     from fda.shards.manifest import load_split
 
-    model, _ = load_checkpoint(checkpoint, device=device)
+    model, _ = create(ModelSource(checkpoint=checkpoint), device)
     features = encode_split(model, load_split(shards_dir, "test"), variants=(bool(model.use_alpha),),
                             batch_size=batch_size, device=device, progress=False)
     if features.protocol != "square":
@@ -318,6 +370,7 @@ class BenchMotionResult:
     """Rows per (set, arm), mask scores per set, and where the outputs went."""
 
     out: str
+    arms: Mapping[str, Arm] = field(default_factory=lambda: ARMS)
     rows: List[Dict[str, Any]] = field(default_factory=list)
     masks: Dict[str, Dict[str, float]] = field(default_factory=dict)
     runs: List[Dict[str, Any]] = field(default_factory=list)
@@ -340,7 +393,7 @@ class BenchMotionResult:
                 diff = f"{_ci(row['diff']['twin_t2v']):<34}{_ci(row['diff']['t2v_R@1']):<24}"
             if "diff_masks" in row:
                 diff += f"{_ci(row['diff_masks']['twin_t2v']):<24}{_ci(row['diff_masks']['t2v_R@1'])}"
-            lines.append(f"{row['set']:<11}{ARM_LABELS[row['arm']]:<32}{cells}{row['t2v_MdR']:>9.1f}   {diff}")
+            lines.append(f"{row['set']:<11}{self.arms[row['arm']].label:<32}{cells}{row['t2v_MdR']:>9.1f}   {diff}")
         lines.append("")
         for name, m in self.masks.items():
             lines.append(f"{name:<11}test masks: full-mask fallback {100 * m['fallback_share']:.1f}% of frames, "
@@ -367,7 +420,7 @@ def summarize_arm(runs: Sequence[Dict[str, Any]], reference: Sequence[Dict[str, 
     return out
 
 
-def plot_bench(rows: Sequence[Dict[str, Any]], arms: Sequence[str], path: str, title: str) -> None:
+def plot_bench(rows: Sequence[Dict[str, Any]], arms: Sequence[Arm], path: str, title: str) -> None:
     """Two panels (twin accuracy t2v, R@1 t2v): bars per set and arm, std over seeds as error bars."""
     plt = pyplot()
     sets = list(dict.fromkeys(r["set"] for r in rows))
@@ -377,10 +430,10 @@ def plot_bench(rows: Sequence[Dict[str, Any]], arms: Sequence[str], path: str, t
     for ax, metric, label, chance in ((axes[0], "twin_t2v", "twin accuracy, text-to-video (%)", 50.0),
                                       (axes[1], "t2v_R@1", "R@1, text-to-video (%)", None)):
         for k, arm in enumerate(arms):
-            vals = [next((r for r in rows if r["set"] == s and r["arm"] == arm), None) for s in sets]
+            vals = [next((r for r in rows if r["set"] == s and r["arm"] == arm.name), None) for s in sets]
             ax.bar(x + (k - (len(arms) - 1) / 2) * width, [v[metric] if v else 0 for v in vals], width,
-                   yerr=[v[metric + "_std"] if v else 0 for v in vals], capsize=2, color=ARM_COLOURS[arm],
-                   label=ARM_LABELS[arm])
+                   yerr=[v[metric + "_std"] if v else 0 for v in vals], capsize=2, color=arm.colour,
+                   label=arm.label)
         if chance is not None:
             ax.axhline(chance, color="black", linestyle=":", linewidth=1, label="chance")
         ax.set_xticks(x)
@@ -413,7 +466,8 @@ def set_dir(cfg: BenchMotionConfig, kind: str) -> str:
     return os.path.join(cfg.out, kind if cfg.condition == "still" else f"{kind}-{cfg.condition}")
 
 
-def prepare_set(cfg: BenchMotionConfig, kind: str) -> Tuple[Dict[str, str], Dict[str, Dict[str, Any]]]:
+def prepare_set(cfg: BenchMotionConfig, kind: str, *, arms: Mapping[str, Arm] = ARMS,
+                names: Optional[Sequence[str]] = None) -> Tuple[Dict[str, str], Dict[str, Dict[str, Any]]]:
     """Generate and preprocess one set (both reused when finished).
 
     Returns:
@@ -434,19 +488,10 @@ def prepare_set(cfg: BenchMotionConfig, kind: str) -> Tuple[Dict[str, str], Dict
     if fresh:
         run_generate(gen)
     run_preprocess(scenes.preprocess_config(data, shards, overwrite=fresh))
+    inputs = ArmInputs(cfg, kind, data, shards, base, fresh)
     sets = {"masks": shards, "no-alpha": shards}
-    if "compensated" in cfg.arm_list:
-        sets["compensated"] = os.path.join(base, "shards", "compensated")
-        run_preprocess(scenes.preprocess_config(data, sets["compensated"], camera_motion="compensate",
-                                                overwrite=fresh))
-    for rule in MASK_RULES:
-        if rule in cfg.arm_list:  # the other mask rules, with the camera's motion removed
-            sets[rule] = os.path.join(base, "shards", rule)
-            run_preprocess(scenes.preprocess_config(data, sets[rule], mask_rule=rule, camera_motion="compensate",
-                                                    overwrite=fresh))
-    for mode in ("full", "shuffled"):
-        if mode in cfg.arm_list:
-            sets[mode] = derive_mask_set(shards, os.path.join(base, "shards", mode), mode, seed=scenes.data_seed)
+    for name in names or cfg.arm_list:
+        sets[name] = arms[name].make_shards(inputs)
     return sets, _load_clips(data)
 
 
@@ -454,35 +499,41 @@ Rows = List[Dict[str, Any]]
 
 
 def run_set(cfg: BenchMotionConfig, kind: str, device: Any,
-            prepared: Optional[Tuple[Dict[str, str], Dict[str, Dict[str, Any]]]] = None
+            prepared: Optional[Tuple[Dict[str, str], Dict[str, Dict[str, Any]]]] = None, *,
+            arms: Mapping[str, Arm] = ARMS, names: Optional[Sequence[str]] = None
             ) -> Tuple[Rows, Rows, Dict[str, float]]:
     """Every arm and seed of one set: ``(rows per arm, every run, the test masks' scores)``.
 
-    ``prepared`` is :func:`prepare_set`'s result when the caller already has it.
+    ``prepared`` is :func:`prepare_set`'s result when the caller already has it; ``arms`` the arm table and
+    ``names`` the arms to run (default: ``cfg.arm_list``).
     """
-    shard_sets, clips = prepared or prepare_set(cfg, kind)
+    names = tuple(names or cfg.arm_list)
+    shard_sets, clips = prepared or prepare_set(cfg, kind, arms=arms, names=names)
     scores = mask_truth_scores(shard_sets["masks"], "test", clips)
     per_arm: Dict[str, List[Dict[str, Any]]] = {}
-    for arm in cfg.arm_list:
+    for arm in names:
         for seed in cfg.budget.seed_list:
             run_dir = os.path.join(set_dir(cfg, kind), "runs", f"{arm}-seed{seed}")
-            trained = _train(cfg, shard_sets[arm], run_dir, seed, no_alpha=arm == "no-alpha")
+            trained = _train(cfg, shard_sets[arm], run_dir, seed, no_alpha=arms[arm].no_alpha)
             row = {"set": kind, "arm": arm, "seed": seed, "run_dir": trained.run_dir, "steps": trained.steps,
                    **evaluate_run(trained.checkpoint, shard_sets[arm], clips, device=device,
                                   batch_size=cfg.budget.eval_batch_size)}
             log.info("%s / %s / seed %d: twin t2v %.1f, R@1 t2v %.1f", kind, arm, seed, row["twin_t2v"],
                      row["t2v_R@1"])
             per_arm.setdefault(arm, []).append(row)
-    rows = [{"set": kind, "arm": arm, **summarize_arm(per_arm[arm], per_arm[REFERENCE])} for arm in cfg.arm_list]
+    rows = [{"set": kind, "arm": arm, **summarize_arm(per_arm[arm], per_arm[REFERENCE])} for arm in names]
     if "masks" in per_arm:  # another mask rule's arm is also compared with the paper's masks, seed by seed
         for row in rows:
             if row["arm"] in MASK_RULES and row["arm"] != "diff":
                 row["diff_masks"] = summarize_arm(per_arm[row["arm"]], per_arm["masks"])["diff"]
-    return rows, [r for arm in cfg.arm_list for r in per_arm[arm]], scores
+    return rows, [r for arm in names for r in per_arm[arm]], scores
 
 
-def run_bench_motion(cfg: BenchMotionConfig) -> BenchMotionResult:
+def run_bench_motion(cfg: BenchMotionConfig, *, arms: Mapping[str, Arm] = ARMS,
+                     names: Optional[Sequence[str]] = None) -> BenchMotionResult:
     """Run ``fda bench-motion`` (module docstring): every set, arm and seed; table, figure, JSON, CSV.
+
+    ``arms`` is the arm table, ``names`` the arms to run (default: ``cfg.arm_list``, which the config checked).
 
     Raises:
         ConfigError, InputError, EnvError: from the stages (generate, preprocess, train), one line each.
@@ -492,9 +543,10 @@ def run_bench_motion(cfg: BenchMotionConfig) -> BenchMotionResult:
     start = time.perf_counter()
     make_out_dir(cfg.out)
     device = resolve_device(cfg.budget.train.device)
-    result = BenchMotionResult(cfg.out)
+    names = tuple(names or cfg.arm_list)
+    result = BenchMotionResult(cfg.out, arms)
     for kind in cfg.set_list:
-        rows, runs, result.masks[kind] = run_set(cfg, kind, device)
+        rows, runs, result.masks[kind] = run_set(cfg, kind, device, arms=arms, names=names)
         if cfg.condition != "still":
             for row in rows + runs:
                 row["condition"] = cfg.condition
@@ -522,7 +574,7 @@ def run_bench_motion(cfg: BenchMotionConfig) -> BenchMotionResult:
             writer.writerow([row["set"], row["arm"], row["seeds"], *values,
                              *[row["diff"][m][k] for m in ("twin_t2v", "t2v_R@1") for k in ("mean", "lo", "hi")]])
     camera = "" if cfg.condition == "still" else f", condition {cfg.condition}"
-    plot_bench(result.rows, cfg.arm_list, result.figure,
+    plot_bench(result.rows, [arms[name] for name in names], result.figure,
                f"{cfg.budget.train.model}, {cfg.budget.steps} steps x batch {cfg.budget.train.batch_size}, "
                f"{len(cfg.budget.seed_list)} seed(s); "
                f"{cfg.train_videos} train / {cfg.test_videos} test clips per set{camera}")
@@ -559,7 +611,7 @@ def rule_milliseconds(data: str, scenes: Any, columns: Dict[str, Dict[str, Any]]
     (with the motion vectors), one process: what a rule adds to preprocess beside the decode."""
     from fda.pipeline.datasets import load_dataset
     from fda.pipeline.mask_rules import compute_masks
-    from fda.pipeline.preprocess import decode_clip
+    from fda.pipeline.clips import decode_clip
     from fda.shards.schema import MaskParams
 
     cfg = scenes.preprocess_config(data, os.path.join(data, "unused"), split="test", mask_rule="mv")

@@ -40,12 +40,12 @@ import cv2
 import numpy as np
 
 from fda.errors import ConfigError
-from fda.lab.synthetic import (SHAPES, _SYNONYMS, _check_counts, _check_size, draw_shape, encode_frames,
+from fda.lab.config import BENCH_KINDS, SCENE_CONDITIONS
+from fda.lab.synthetic import (SHAPES, SYNONYMS, check_counts, check_size, draw_shape, encode_frames,
                                make_msrvtt_demo, shape_extent, write_msrvtt_set)
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("motion", "null", "appearance")
 BACKGROUND: Tuple[int, int, int] = (40, 40, 40)
 PALETTE: Dict[str, Tuple[int, int, int]] = {  # RGB; every grey level is >= 50 above the background's 40
     "red": (235, 45, 45),
@@ -62,7 +62,6 @@ STEP = 5.0  # pixels per frame at a 64 px short side
 OBJECTS = 3
 DEFAULT_SIZE = (64, 64)
 DEFAULT_FPS = 2  # 3 s at 2 fps: 6 frames, a 25 px path at 64 px
-CONDITIONS = ("still", "pan", "zoom", "shake", "flicker", "noise", "compression")
 TEXTURE_RANGE = (10, 70)  # grey levels of the texture, around the flat background's 40
 TEXTURE_CONTRAST = 26.0  # every colour stays above tau 25 over the texture's brightest level
 PAN = 3.0  # camera pan, px per frame at 64 px
@@ -270,8 +269,8 @@ def scene_geometry(size: Tuple[int, int], frames: int) -> Tuple[float, float]:
     return radius, travel
 
 
-def _layout(rng: np.random.Generator, size: Tuple[int, int], radius: float,
-            travel: float, count: int = OBJECTS) -> List[Tuple[Tuple[float, float], int, int]]:
+def layout_objects(rng: np.random.Generator, size: Tuple[int, int], radius: float,
+                   travel: float, count: int = OBJECTS) -> List[Tuple[Tuple[float, float], int, int]]:
     """Disjoint paths for ``count`` objects: ``(centre, axis, sign)`` each, in random slot order.
 
     Objects are placed one after another, each at the first of 64 uniform candidates whose sweep box misses the
@@ -308,12 +307,12 @@ def _layout(rng: np.random.Generator, size: Tuple[int, int], radius: float,
 def twin_scenes(rng: np.random.Generator, kind: str, size: Tuple[int, int], frames: int,
                 condition: str = "still") -> Tuple[Scene, Scene]:
     """Two scenes with the same objects, layout and camera that differ only in what ``kind`` varies."""
-    if kind not in KINDS:
-        raise ConfigError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    if condition not in CONDITIONS:
-        raise ConfigError(f"--condition must be one of {', '.join(CONDITIONS)}, got {condition!r}")
+    if kind not in BENCH_KINDS:
+        raise ConfigError(f"--kind must be one of {', '.join(BENCH_KINDS)}, got {kind!r}")
+    if condition not in SCENE_CONDITIONS:
+        raise ConfigError(f"--condition must be one of {', '.join(SCENE_CONDITIONS)}, got {condition!r}")
     radius, travel = scene_geometry(size, frames)
-    slots = _layout(rng, size, radius, travel)
+    slots = layout_objects(rng, size, radius, travel)
     names = [str(n) for n in rng.permutation(list(PALETTE))]
     colours, spare = names[:OBJECTS], names[OBJECTS]
     shapes = [SHAPES[int(rng.integers(len(SHAPES)))] for _ in range(OBJECTS)]
@@ -341,7 +340,7 @@ def scene_captions(scene: Scene, kind: str, rng: np.random.Generator, n: int) ->
     """
     obj = next(o for o in scene.objects if o.captioned)
     c, s = obj.colour, obj.shape
-    syn = _SYNONYMS[s]
+    syn = SYNONYMS[s]
     if kind == "motion":
         pool = [f"the {c} {s} moves", f"a {c} {syn[1]} is moving", f"the moving shape is a {c} {s}",
                 f"a {c} {syn[2]} slides across the screen", f"the {c} {s} travels while the others stay still",
@@ -374,7 +373,7 @@ def make_bench_set(root: str, kind: str, *, n_train: int = 192, n_test: int = 64
         size: ``(width, height)``, both even.
         fps: frame rate.
         seconds: clip length.
-        condition: what the camera and the sensor do (:data:`CONDITIONS`); ``still`` by default.
+        condition: what the camera and the sensor do (:data:`SCENE_CONDITIONS`); ``still`` by default.
 
     Returns:
         Summary, as :func:`fda.lab.synthetic.make_msrvtt_demo`.
@@ -382,15 +381,15 @@ def make_bench_set(root: str, kind: str, *, n_train: int = 192, n_test: int = 64
     Raises:
         ConfigError: odd counts, a size that cannot hold the paths, a palette that fails :func:`check_palette`.
     """
-    _check_counts(n_train, n_test, captions_per_video)
+    check_counts(n_train, n_test, captions_per_video)
     for name, value in (("--train", n_train), ("--test", n_test)):
         if value % 2:
             raise ConfigError(f"{name} must be even for the {kind} set (clips come in twins), got {value}")
     check_palette(PALETTE, BACKGROUND)
     check_palette(PALETTE, (TEXTURE_RANGE[1],) * 3, min_contrast=TEXTURE_CONTRAST)  # the texture's brightest level
-    w, h = _check_size(size)
+    w, h = check_size(size)
     frames = max(2, int(round(fps * seconds)))
-    rng = np.random.default_rng([seed, KINDS.index(kind) if kind in KINDS else 99, 17])
+    rng = np.random.default_rng([seed, BENCH_KINDS.index(kind) if kind in BENCH_KINDS else 99, 17])
     scenes: List[Scene] = []
     for _ in range((n_train + n_test) // 2):
         scenes.extend(twin_scenes(rng, kind, (w, h), frames, condition))
@@ -409,7 +408,7 @@ def make_bench_set(root: str, kind: str, *, n_train: int = 192, n_test: int = 64
 
 
 def run_generate(cfg: Any) -> Dict[str, Any]:
-    """Run ``fda generate`` from a :class:`fda.config.GenerateConfig`; returns the summary dict."""
+    """Run ``fda generate`` from a :class:`fda.lab.config.GenerateConfig`; returns the summary dict."""
     common = dict(n_train=cfg.train, n_test=cfg.test, seed=cfg.seed, size=cfg.dimensions, fps=cfg.frame_rate,
                   seconds=cfg.seconds)
     if cfg.kind == "demo":

@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import cv2
 import numpy as np
 
-from fda.config import make_out_dir
+from fda.files import make_out_dir
 from fda.errors import ConfigError, EnvError, InputError
 from fda.pipeline.video import find_ffmpeg
 
@@ -56,8 +56,9 @@ _CODECS: Dict[str, List[str]] = {
               "-pix_fmt", "yuv420p", "-threads", "1"],
     ".avi": ["-c:v", "libxvid", "-q:v", "3", "-pix_fmt", "yuv420p", "-threads", "1"],
 }
-_SYNONYMS = {"square": ("square", "box", "block"), "circle": ("circle", "ball", "disc"),
-             "triangle": ("triangle", "triangle", "wedge")}
+SYNONYMS = {  # the words a caption may use for each shape
+    "square": ("square", "box", "block"), "circle": ("circle", "ball", "disc"),
+    "triangle": ("triangle", "triangle", "wedge")}
 _MOVE_WORDS = {  # (adverb phrase, verb, from, to)
     "right": ("to the right", "right", "left", "right"),
     "left": ("to the left", "left", "right", "left"),
@@ -251,7 +252,12 @@ def render_frames(spec: ClipSpec, *, size: Tuple[int, int] = (160, 120), frames:
         yield img
 
 
-def _check_size(size: Tuple[int, int]) -> Tuple[int, int]:
+def check_size(size: Tuple[int, int]) -> Tuple[int, int]:
+    """``(width, height)`` as integers: even sides of at least 16 px (yuv420p).
+
+    Raises:
+        ConfigError: an odd or too small side.
+    """
     w, h = int(size[0]), int(size[1])
     if w < 16 or h < 16 or w % 2 or h % 2:
         raise ConfigError(f"--size must be even WIDTHxHEIGHT of at least 16x16 (yuv420p), got {w}x{h}")
@@ -284,7 +290,7 @@ def render_clip(path: str, spec: ClipSpec, *, size: Tuple[int, int] = (160, 120)
         ConfigError: odd size or an extension with no encoder here.
         EnvError: no ffmpeg, or ffmpeg failed (the message holds its last stderr line).
     """
-    w, h = _check_size(size)
+    w, h = check_size(size)
     n = frame_count(fps, seconds)
     return encode_frames(path, render_frames(spec, size=(w, h), frames=n, seed=seed), size=(w, h), fps=fps)
 
@@ -304,7 +310,7 @@ def encode_frames(path: str, frames: Iterable[np.ndarray], *, size: Tuple[int, i
         ConfigError: odd size or an extension with no encoder here.
         EnvError: no ffmpeg, or ffmpeg failed (the message holds its last stderr line).
     """
-    w, h = _check_size(size)
+    w, h = check_size(size)
     ext = os.path.splitext(path)[1].lower()
     if ext not in _CODECS:
         raise ConfigError(f"cannot encode {path}: use one of {', '.join(_CODECS)}")
@@ -350,7 +356,7 @@ def captions_for(spec: ClipSpec, rng: np.random.Generator, n: int, *, mention_mo
     template pool by ``rng``; when ``n`` exceeds the pool, captions repeat.
     """
     c, s = spec.colour, spec.shape
-    syn = _SYNONYMS[s]
+    syn = SYNONYMS[s]
     if spec.motion == "static" or not mention_motion:
         still = spec.motion == "static" and mention_motion
         pool = ([f"a {c} {s} stays still", f"a motionless {c} {syn[1]}", f"the {c} {s} does not move",
@@ -412,7 +418,7 @@ def write_msrvtt_set(root: str, n_videos: int, captions: Sequence[List[str]], n_
         test_pick: per test clip, which caption goes to the JSFUSION list.
         extra: more fields for the summary (recorded in :data:`META_FILE` and returned).
     """
-    w, h = _check_size(size)
+    w, h = check_size(size)
     _prepare_root(root)
     ids = [f"video{i}" for i in range(n_videos)]
     rels = [f"videos/all/{v}.mp4" for v in ids]
@@ -466,7 +472,12 @@ def _write_text(root: str, name: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _check_counts(n_train: int, n_test: int, captions_per_video: int = 1) -> None:
+def check_counts(n_train: int, n_test: int, captions_per_video: int = 1) -> None:
+    """Video counts of a generated set (>= 1 each) and its captions per video.
+
+    Raises:
+        ConfigError: a count out of range.
+    """
     if not (isinstance(n_train, int) and n_train >= 1):
         raise ConfigError(f"--train must be an integer >= 1, got {n_train!r}")
     if not (isinstance(n_test, int) and n_test >= 1):
@@ -494,7 +505,7 @@ def make_msrvtt_demo(root: str, *, n_train: int = 24, n_test: int = 12, seed: in
     Returns:
         Summary: ``root, kind, seed, size, fps, seconds, train, test, videos, frames_per_video, captions, files``.
     """
-    _check_counts(n_train, n_test, captions_per_video)
+    check_counts(n_train, n_test, captions_per_video)
     rng = np.random.default_rng([seed, 7])
     combos = [(c, s, m) for c in COLOURS for s in SHAPES for m in MOTIONS]
     order = rng.permutation(len(combos))
@@ -503,7 +514,7 @@ def make_msrvtt_demo(root: str, *, n_train: int = 24, n_test: int = 12, seed: in
     specs = [ClipSpec(c, s, m) for c, s, m in picks]
     captions = [captions_for(sp, rng, captions_per_video) for sp in specs]
     test_pick = [int(rng.integers(captions_per_video)) for _ in range(n_test)]
-    w, h = _check_size(size)
+    w, h = check_size(size)
     seeds = [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(len(specs))]
 
     def render(path: str, i: int) -> int:

@@ -20,7 +20,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from fda.config import MasksStatsConfig, VisualizeConfig, make_out_dir
+from fda.files import make_out_dir
+from fda.lab.config import MasksStatsConfig, VisualizeConfig
 from fda.errors import InputError
 from fda.shards.location import recorded
 from fda.shards.manifest import SplitInfo, filled_splits, load_manifest, load_split

@@ -2,6 +2,7 @@
 
 Public API (imported lazily, so ``import fda.model.transforms`` does not pay for open_clip)::
 
+    from fda.model import create, resolve, effective_pretrained   # the front door: a ModelSource -> a model
     from fda.model import load_alpha_clip, list_models, build_model, get_model_config, get_tokenizer
     from fda.model import save_checkpoint, load_checkpoint, VideoAlphaCLIP
     from fda.model.transforms import shard_batch_to_inputs, random_resized_crop_flip
@@ -11,6 +12,9 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "create": "fda.model.source",
+    "resolve": "fda.model.source",
+    "effective_pretrained": "fda.model.source",
     "load_alpha_clip": "fda.model.factory",
     "list_models": "fda.model.factory",
     "build_model": "fda.model.factory",

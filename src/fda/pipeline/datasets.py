@@ -51,10 +51,12 @@ import os
 import pickle
 import stat
 import unicodedata
-from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+import functools
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from fda.config import LAYOUTS, SPLITS
+from fda.config import SPLITS
 from fda.errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
@@ -83,24 +85,6 @@ LSMDC_CSV = {"train": "LSMDC16_annos_training.csv", "val": "LSMDC16_annos_val.cs
              "test": "LSMDC16_challenge_1000_publictect.csv"}
 LSMDC_FIELDS = ("clip_id", "start_aligned", "end_aligned", "start_extracted", "end_extracted", "sentence")
 
-# Official split sizes (DATASETS.md); a different count is logged, not an error (subsets are legitimate).
-OFFICIAL_COUNTS = {
-    ("msrvtt", "train", "9k"): 9000,
-    ("msrvtt", "train", "7k"): 7010,
-    ("msrvtt", "test", ""): 1000,
-    ("msvd", "train", ""): 1200,
-    ("msvd", "val", ""): 100,
-    ("msvd", "test", ""): 670,
-    # as the retrieval papers usually quote them (not checked against the released files here): only logged
-    ("activitynet", "train", ""): 10009,
-    ("activitynet", "test", ""): 4917,
-    ("didemo", "train", ""): 8395,
-    ("didemo", "val", ""): 1065,
-    ("didemo", "test", ""): 1004,
-    ("lsmdc", "train", ""): 101079,
-    ("lsmdc", "val", ""): 7408,
-    ("lsmdc", "test", ""): 1000,
-}
 
 
 @dataclass(frozen=True)
@@ -349,38 +333,57 @@ def _need(path: Optional[str], name: str, root: str, what: str) -> str:
 # Layout detection
 
 
-def _markers(root: str) -> Dict[str, List[str]]:
-    found: Dict[str, List[str]] = {}
-    msrvtt = [n for n in (*MSRVTT_JSON_NAMES, *MSRVTT_TRAIN_CSV.values(), MSRVTT_TEST_CSV)
-              if _find_annotation(root, n)]
-    if msrvtt:
-        found["msrvtt"] = msrvtt
-    lists = [n for n in MSVD_LISTS.values() if _find_annotation(root, n)]
-    didemo = [n for n in DIDEMO_DATA.values() if _find_annotation(root, n)]
+def _found(root: str, names: Iterable[str]) -> List[str]:
+    return [n for n in names if _find_annotation(root, n)]
+
+
+def _msrvtt_markers(root: str) -> List[str]:
+    return _found(root, (*MSRVTT_JSON_NAMES, *MSRVTT_TRAIN_CSV.values(), MSRVTT_TEST_CSV))
+
+
+def _msvd_markers(root: str) -> List[str]:
+    """``AllVideoDescriptions.txt`` (with the lists found), or the train and test lists alone when no DiDeMo json
+    claims them (DiDeMo's release has lists of the same names)."""
+    lists = _found(root, MSVD_LISTS.values())
     if _find_annotation(root, MSVD_CAPTIONS):
-        found["msvd"] = [MSVD_CAPTIONS, *lists]
-    elif {"train_list.txt", "test_list.txt"} <= set(lists) and not didemo:
-        found["msvd"] = lists
-    if didemo:
-        found["didemo"] = didemo + [n for n in lists if "msvd" not in found]
-    anet = [n for n in (*ANET_IDS.values(), ANET_CAPTIONS["test"]) if _find_annotation(root, n)]
-    if anet:
-        found["activitynet"] = anet
-    lsmdc = [n for n in LSMDC_CSV.values() if _find_annotation(root, n)]
-    if lsmdc:
-        found["lsmdc"] = lsmdc
-    folder = [n for n in FOLDER_CAPTIONS if os.path.lexists(os.path.join(root, n))
-              and not os.path.isdir(os.path.join(root, n))]
-    if folder:
-        found["folder"] = folder
-    return found
+        return [MSVD_CAPTIONS, *lists]
+    if {"train_list.txt", "test_list.txt"} <= set(lists) and not _found(root, DIDEMO_DATA.values()):
+        return lists
+    return []
 
 
-def detect_layout(root: str) -> str:
+def _didemo_markers(root: str) -> List[str]:
+    didemo = _found(root, DIDEMO_DATA.values())
+    if not didemo:
+        return []
+    return didemo + ([] if _find_annotation(root, MSVD_CAPTIONS) else _found(root, MSVD_LISTS.values()))
+
+
+def _activitynet_markers(root: str) -> List[str]:
+    return _found(root, (*ANET_IDS.values(), ANET_CAPTIONS["test"]))
+
+
+def _lsmdc_markers(root: str) -> List[str]:
+    return _found(root, LSMDC_CSV.values())
+
+
+def _folder_markers(root: str) -> List[str]:
+    return [n for n in FOLDER_CAPTIONS if os.path.lexists(os.path.join(root, n))
+            and not os.path.isdir(os.path.join(root, n))]
+
+
+def _markers(root: str, layouts: Mapping[str, "Layout"]) -> Dict[str, List[str]]:
+    """The annotation files of each layout found at ``root``, in table order (layouts without any left out)."""
+    found = {name: entry.markers(root) for name, entry in layouts.items()}
+    return {name: names for name, names in found.items() if names}
+
+
+def detect_layout(root: str, layouts: Optional[Mapping[str, "Layout"]] = None) -> str:
     """The layout of a dataset root, from the annotation files it holds.
 
     Args:
         root: dataset root folder.
+        layouts: the layout table (default: :data:`LAYOUT_TABLE`).
 
     Returns:
         One of :data:`fda.config.LAYOUTS`.
@@ -392,7 +395,8 @@ def detect_layout(root: str) -> str:
     """
     if not os.path.isdir(root):
         raise InputError(f"dataset root {root!r} is not a folder: check the path")
-    found = _markers(root)
+    layouts = LAYOUT_TABLE if layouts is None else layouts
+    found = _markers(root, layouts)
     if len(found) == 1:
         layout = next(iter(found))
         logger.debug("detected layout %s in %s from %s", layout, root, ", ".join(found[layout]))
@@ -401,10 +405,9 @@ def detect_layout(root: str) -> str:
         logger.debug("no annotation file in %s but video files: an uncaptioned folder", root)
         return "folder"
     if not found:
-        raise InputError(f"cannot tell the layout of {root}: found none of MSRVTT_data.json/MSRVTT_*.csv (msrvtt), "
-                         f"{MSVD_CAPTIONS} (msvd), train_ids.json/val_ids.json/val_1.json (activitynet), "
-                         f"*_data.json (didemo), LSMDC16_*.csv (lsmdc), captions.csv/.tsv/.jsonl (folder) at the "
-                         f"root or one folder down: add them, or pass --layout and --captions")
+        hints = ", ".join(f"{entry.hint} ({name})" for name, entry in layouts.items())
+        raise InputError(f"cannot tell the layout of {root}: found none of {hints} at the root or one folder down: "
+                         f"add them, or pass --layout and --captions")
     names = "; ".join(f"{k}: {', '.join(v)}" for k, v in found.items())
     raise ConfigError(f"{root} holds the files of several layouts ({names}): pass --layout "
                       f"{'|'.join(found)}")
@@ -433,7 +436,8 @@ def _check_splits(splits: Optional[Sequence[str]], available: Sequence[str], lay
 
 
 def load_dataset(root: str, layout: Optional[str] = None, *, msrvtt_train: str = "9k",
-                 captions: Optional[str] = None, splits: Optional[Sequence[str]] = None) -> Dataset:
+                 captions: Optional[str] = None, splits: Optional[Sequence[str]] = None,
+                 layouts: Optional[Mapping[str, "Layout"]] = None) -> Dataset:
     """Read a dataset's split lists and captions and locate its video files.
 
     Args:
@@ -443,6 +447,7 @@ def load_dataset(root: str, layout: Optional[str] = None, *, msrvtt_train: str =
         captions: captions file of a ``folder`` dataset (CSV or JSONL); a relative path is tried against the
             current directory, then ``root``. Default: ``captions.csv`` or ``captions.jsonl`` at the root.
         splits: splits to load (default: every split the dataset has); only their files are read.
+        layouts: the layout table (default: :data:`LAYOUT_TABLE`).
 
     Returns:
         The dataset; items with no video file have ``path`` None, items with no caption have empty ``captions``.
@@ -453,8 +458,9 @@ def load_dataset(root: str, layout: Optional[str] = None, *, msrvtt_train: str =
     """
     if layout is None and captions is not None:
         layout = "folder"
-    if layout is not None and layout not in LAYOUTS:
-        raise ConfigError(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    layouts = LAYOUT_TABLE if layouts is None else layouts
+    if layout is not None and layout not in layouts:
+        raise ConfigError(f"--layout must be one of {', '.join(layouts)}, got {layout!r}")
     if msrvtt_train not in MSRVTT_TRAIN_CSV:
         raise ConfigError(f"--msrvtt-train must be one of 9k, 7k, got {msrvtt_train!r}")
     if captions is not None and layout != "folder":
@@ -463,31 +469,20 @@ def load_dataset(root: str, layout: Optional[str] = None, *, msrvtt_train: str =
         raise InputError(f"dataset root {root!r} is not a folder: check the path")
     root = os.path.realpath(root)
     if layout is None:
-        layout = detect_layout(root)
+        layout = detect_layout(root, layouts)
     files: List[str] = []
-    duplicates, unlisted, captions_file = 0, (), None
-    if layout == "msrvtt":
-        items = _load_msrvtt(root, msrvtt_train, splits, files)
-    elif layout == "msvd":
-        items = _load_msvd(root, splits, files)
-    elif layout == "activitynet":
-        items = _load_activitynet(root, splits, files)
-    elif layout == "didemo":
-        items = _load_didemo(root, splits, files)
-    elif layout == "lsmdc":
-        items = _load_lsmdc(root, splits, files)
-    else:
-        items, duplicates, unlisted, captions_file = _load_folder(root, captions, splits, files)
+    loaded = layouts[layout].load(root, LoadRequest(splits, msrvtt_train, captions), files)
+    items = loaded.items
     for split, lst in items.items():
         missing = sum(1 for it in lst if it.path is None)
         uncaptioned = sum(1 for it in lst if not it.captions)
-        official = OFFICIAL_COUNTS.get((layout, split, msrvtt_train if (layout, split) == ("msrvtt", "train") else ""))
+        official = layouts[layout].official_count(split, msrvtt_train)
         note = f" (the official split has {official})" if official is not None and len(lst) != official else ""
         logger.info("%s %s: %d videos%s, %d without a file, %d without captions", layout, split, len(lst), note,
                     missing, uncaptioned)
     return Dataset(layout=layout, root=root, items=items,
-                   annotations=tuple(dict.fromkeys(os.path.realpath(f) for f in files)), duplicate_captions=duplicates,
-                   unlisted=unlisted, captions_file=captions_file)
+                   annotations=tuple(dict.fromkeys(os.path.realpath(f) for f in files)),
+                   duplicate_captions=loaded.duplicates, unlisted=loaded.unlisted, captions_file=loaded.captions_file)
 
 
 def _load_msrvtt(root: str, which: str, splits: Optional[Sequence[str]], files: List[str]
@@ -983,3 +978,91 @@ def _folder_locate(root: str, index: _VideoIndex, value: str, vid: str) -> Optio
         return os.path.relpath(exact, root).replace(os.sep, "/")
     subdir, stem = os.path.dirname(vid), os.path.basename(vid)
     return index.lookup(stem, subdir if subdir else None)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The layout table
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """What a layout's loader is asked for: the splits (None: all), the MSR-VTT training list, a folder's captions
+    file (None: the one at the root)."""
+
+    splits: Optional[Sequence[str]]
+    msrvtt_train: str = "9k"
+    captions: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What a layout's loader found: items per split; for ``folder`` also the exact duplicate caption rows dropped,
+    the video files the captions file does not list, and the captions file read."""
+
+    items: Dict[str, List[VideoItem]]
+    duplicates: int = 0
+    unlisted: Tuple[str, ...] = ()
+    captions_file: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One dataset layout (a ``--layout`` choice).
+
+    Attributes:
+        name: the ``--layout`` value.
+        markers: ``root -> annotation file names found`` (empty: not this layout); :func:`detect_layout` reads them.
+        hint: the files that mark the layout, for the message when none is found.
+        load: ``(root, request, files) -> Loaded``; appends every annotation file it reads to ``files``.
+        splits: the splits the layout can have.
+        official_counts: published videos per split (``"train-9k"`` for a split that depends on ``--msrvtt-train``);
+            a different count is logged, not an error (subsets are legitimate).
+    """
+
+    name: str
+    markers: Callable[[str], List[str]]
+    hint: str
+    load: Callable[[str, LoadRequest, List[str]], Loaded]
+    splits: Tuple[str, ...]
+    official_counts: Mapping[str, int] = field(default_factory=dict)
+
+    def official_count(self, split: str, msrvtt_train: str = "9k") -> Optional[int]:
+        """The published size of ``split``, if any."""
+        return self.official_counts.get(f"{split}-{msrvtt_train}", self.official_counts.get(split))
+
+
+def _msrvtt(root: str, request: LoadRequest, files: List[str]) -> Loaded:
+    return Loaded(_load_msrvtt(root, request.msrvtt_train, request.splits, files))
+
+
+def _loader(fn: Callable[[str, Optional[Sequence[str]], List[str]], Dict[str, List[VideoItem]]]
+            ) -> Callable[[str, LoadRequest, List[str]], Loaded]:
+    """A loader of a layout that reads only its root and splits."""
+    return functools.partial(_split_loader, fn)
+
+
+def _split_loader(fn: Callable[..., Dict[str, List[VideoItem]]], root: str, request: LoadRequest,
+                  files: List[str]) -> Loaded:
+    return Loaded(fn(root, request.splits, files))
+
+
+def _folder(root: str, request: LoadRequest, files: List[str]) -> Loaded:
+    return Loaded(*_load_folder(root, request.captions, request.splits, files))
+
+
+# Official split sizes (DATASETS.md); activitynet, didemo and lsmdc as the retrieval papers usually quote them (not
+# checked against the released files here): only logged.
+LAYOUT_TABLE: Mapping[str, Layout] = MappingProxyType({entry.name: entry for entry in (
+    Layout("msrvtt", _msrvtt_markers, "MSRVTT_data.json/MSRVTT_*.csv", _msrvtt, ("train", "test"),
+           {"train-9k": 9000, "train-7k": 7010, "test": 1000}),
+    Layout("msvd", _msvd_markers, MSVD_CAPTIONS, _loader(_load_msvd), tuple(MSVD_LISTS),
+           {"train": 1200, "val": 100, "test": 670}),
+    Layout("activitynet", _activitynet_markers, "train_ids.json/val_ids.json/val_1.json",
+           _loader(_load_activitynet), tuple(ANET_IDS), {"train": 10009, "test": 4917}),
+    Layout("didemo", _didemo_markers, "*_data.json", _loader(_load_didemo), tuple(DIDEMO_DATA),
+           {"train": 8395, "val": 1065, "test": 1004}),
+    Layout("lsmdc", _lsmdc_markers, "LSMDC16_*.csv", _loader(_load_lsmdc), tuple(LSMDC_CSV),
+           {"train": 101079, "val": 7408, "test": 1000}),
+    Layout("folder", _folder_markers, "captions.csv/.tsv/.jsonl", _folder, SPLITS),
+)})
+"""Every ``--layout``, keyed by its name (the keys are :data:`fda.config.LAYOUTS`, in that order)."""

@@ -23,6 +23,7 @@ empty-mask rule (:func:`fda.pipeline.masks.apply_empty_rule`).
 
 import math
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import cv2
@@ -308,7 +309,7 @@ def mv_rule(frames: np.ndarray, partners: np.ndarray, vectors: Vectors, mask: Ma
 # ----------------------------------------------------------------------------------------------------------------
 # The table
 
-MASK_RULES: Mapping[str, MaskRule] = {
+MASK_RULES: Mapping[str, MaskRule] = MappingProxyType({
     "diff": MaskRule("diff", diff_rule, "gray |frame - partner| > tau; close then open (square kernel); drop "
                      "8-connected components < min_area", label="frame difference", colour="tab:red"),
     "flow": MaskRule("flow", flow_rule, "|DIS optical flow (ultrafast; finest scale 1, 2 from 128 px) frame -> "
@@ -320,8 +321,8 @@ MASK_RULES: Mapping[str, MaskRule] = {
                    "cut to texture (gradient > 4 grey levels/px) or |frame - partner| > tau (frames without vectors: "
                    "the diff rule); close then open; drop components < min_area",
                    params=("flow_threshold",), label="codec motion vectors", colour="tab:cyan", vectors=True),
-}
-"""Every ``--mask-rule``, by its CLI name (a plain dict built once at import; nothing adds to it at run time)."""
+})
+"""Every ``--mask-rule``, by its CLI name (frozen at import; a test or a caller passes a copy with more rules)."""
 
 
 def mask_record(mask: MaskParams, rules: Mapping[str, MaskRule] = MASK_RULES) -> Dict[str, Any]:

@@ -40,12 +40,13 @@ import subprocess
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 from fda.errors import EnvError
+from fda.pipeline.sampling import frames_before, needed_frames, partner_indices, sample_frame_indices
 
 log = logging.getLogger(__name__)
 
@@ -288,6 +289,28 @@ class Video:
     def decode(self, needed: Iterable[int], size: int, *, full: bool = False, vectors: bool = False) -> "Decoded":
         """:func:`decode_frames` of this video, the first pass reading the already open file."""
         return _decode(self, needed, size, full, vectors)
+
+    def sample(self, count: int, size: int, *, diff_mode: str = "adjacent", min_decodable: float = 0.95,
+               skip_damaged: bool = False, window_end: Optional[float] = None,
+               vectors: bool = False) -> "SampledFrames":
+        """Sample ``count`` frames and their difference partners (``diff_mode``, :mod:`fda.pipeline.sampling`) and
+        decode them at ``size``; a damaged clip is resampled over the frames that decoded (only the clean ones with
+        ``skip_damaged``), decoded again in full where needed, or fails below ``min_decodable``. With
+        ``window_end``, samples and their partners are only frames presented before ``window_end`` seconds (from
+        the first frame); ``meta["window"]`` records the window and how many frames it held. With ``vectors``,
+        the codec's motion vectors of the sampled frames come from the same decode (``--mask-rule mv``).
+
+        Frames are numbered by presentation time: frames lost in a hole of the timestamps keep their numbers (no
+        frame after the hole moves), so a stored index names the frame an undamaged decode calls by that number. A
+        codec that makes fewer frames than packets without an error (field-coded video) has its frames renumbered.
+        Damage is charged where it lands: frames lost (holes, decode errors, corrupt frames), frames missing at the
+        end, and frames decoded from a damaged reference (tainted) all count against ``min_decodable``; see
+        docs/DAMAGE.md.
+
+        Raises:
+            VideoError: the clip cannot be used (truncated, unnumbered, one frame, too damaged, unstable decode).
+        """
+        return _sample(self, count, size, diff_mode, min_decodable, skip_damaged, window_end, vectors)
 
     @contextmanager
     def packets(self):
@@ -1249,3 +1272,160 @@ def _decode(video: Video, needed: Iterable[int], size: int, full: bool, vectors:
         result.good = None if result.good is None else [int(numbering[r]) for r in result.good]
         result.tainted = [int(numbering[r]) for r in result.tainted]
     return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sampling a clip, with damage recovery
+
+
+@dataclass(frozen=True)
+class SampledFrames:
+    """A sampled and decoded clip (:meth:`Video.sample`).
+
+    Attributes:
+        info: the probe.
+        total: frames in the clip, as numbered.
+        indices: int64 [T], the sampled frame numbers.
+        partners: int64 [T], the frame each is differenced with.
+        frames: uint8 [T, H, W, 3] RGB, the sampled frames.
+        partners_frames: uint8 [T, H, W, 3] RGB, their partners.
+        meta: the sample json's decode and damage fields (rotation, sar, frames lost, taint, ...).
+        vectors: per sampled frame its motion vectors (asked for with ``vectors``), else ``None``.
+    """
+
+    info: VideoInfo
+    total: int
+    indices: np.ndarray
+    partners: np.ndarray
+    frames: np.ndarray
+    partners_frames: np.ndarray
+    meta: Dict[str, Any]
+    vectors: Optional[List[Optional[np.ndarray]]] = None
+
+
+def _ranges(values: Sequence[int]) -> List[List[int]]:
+    """``[0, 1, 2, 7]`` -> ``[[0, 2], [7, 7]]`` (inclusive runs, for the json)."""
+    out: List[List[int]] = []
+    for v in sorted(values):
+        if out and v == out[-1][1] + 1:
+            out[-1][1] = v
+        else:
+            out.append([v, v])
+    return out
+
+
+def _sample(video: "Video", count: int, size: int, diff_mode: str, min_decodable: float, skip_damaged: bool,
+            window_end: Optional[float], vectors: bool) -> "SampledFrames":
+    """:meth:`Video.sample`'s work (its docstring)."""
+    path = video.path
+    info = video.info
+    declared = info.expected_frames
+    if info.present < min_decodable:
+        held = (f"{info.num_packets} of its {info.declared_frames} frames" if info.declared_frames else
+                f"{100 * info.present:.0f}% of its {info.duration:.2f} s" if not info.tail_frames else
+                f"{info.num_packets} of its {declared} frames")
+        raise VideoError(f"truncated file: it holds {held} (--min-decodable {min_decodable})"
+                         + (f"; read error: {info.demux_error}" if info.demux_error else ""))
+    if info.unnumbered:
+        raise VideoError(f"frames cannot be numbered: {info.unnumbered}")
+    total = info.num_frames
+    if total < 2:
+        raise VideoError("only 1 frame: a frame-difference mask needs at least 2")
+    span = total if window_end is None else frames_before(info.frame_times(), window_end)  # frames [0, span)
+    if window_end is not None and info.holes and span:
+        span = int(info.index_of_rank()[span - 1]) + 1  # ranks -> frame numbers
+    indices = sample_frame_indices(span, count)
+    partners = partner_indices(indices, span, diff_mode)
+    needed = needed_frames(indices, partners)
+    dec = video.decode(needed, size, full=bool(info.holes), vectors=vectors)  # holes: count every frame
+    lost: List[int] = []
+    tainted: List[int] = []
+    frames = dec.frames
+    if dec.full and (dec.good is None or len(dec.good) != total or dec.tainted
+                     or any(i not in dec.frames for i in needed)):
+        good = dec.good or []
+        # No decode error: the codec simply makes fewer (or more) frames than there are packets (field-coded
+        # video, packed frames); the clip is the frames it made. Errors or holes: the missing frames are lost.
+        renumber = dec.errors == 0 and not info.holes
+        tainted = dec.tainted
+        clean = sorted(set(good) - set(tainted))
+        if len(good) < 2 or (not renumber and len(clean) < min_decodable * declared):
+            spread = f", {len(tainted)} decoded from a damaged reference" if tainted else ""
+            holes = (f", {len(info.hole_frames())} missing in timestamp holes" if info.holes else "")
+            raise VideoError(f"only {len(clean)} of {declared} frames decodable ({dec.errors} decode errors"
+                             f"{spread}{holes}; --min-decodable {min_decodable})")
+        usable = np.asarray(clean if skip_damaged and len(clean) >= 2 else good, np.int64)
+        if window_end is not None:
+            usable = usable[usable < span] if np.count_nonzero(usable < span) >= 2 else usable[:2]
+        pick = sample_frame_indices(len(usable), count)
+        pick_partners = partner_indices(pick, len(usable), diff_mode)
+        indices, partners = usable[pick], usable[pick_partners]
+        needed = needed_frames(indices, partners)
+        if any(i not in dec.frames for i in needed):
+            dec = video.decode(needed, size, full=True, vectors=vectors)
+        missing = [i for i in needed if i not in dec.frames]
+        if missing:
+            raise VideoError(f"frames {missing[:5]} decoded once but not again (unstable decode)")
+        if renumber:
+            log.debug("%s: %d packets, %d frames; numbering the frames", path, total, len(good))
+            frames = {int(p): dec.frames[int(usable[p])] for p in set(pick.tolist()) | set(pick_partners.tolist())}
+            if dec.vectors is not None:
+                dec.vectors = {int(p): dec.vectors.get(int(usable[p])) for p in set(pick.tolist())}
+            declared += len(good) - total  # a truncated tail stays counted
+            indices, partners, total = pick, pick_partners, len(good)
+            tainted = []
+        else:
+            lost = sorted(set(range(total)) - set(good))
+            frames = dec.frames
+    decode_meta = {"rotation": dec.rotation, "flip": dec.flip,
+                   "sar": [dec.sar.numerator, dec.sar.denominator], "deinterlaced": dec.deinterlaced > 0,
+                   "frames_lost": len(lost) + declared - total, "lost_at": _ranges(lost),
+                   "truncated_frames": declared - total, "decode_errors": dec.errors}
+    decode_meta.update(_damage_meta(info, total, declared - total, tainted, indices, partners))
+    if window_end is not None:
+        decode_meta["window"] = {"start": 0.0, "end": float(window_end), "frames": int(min(span, total)),
+                                 "rule": "frames presented before 'end' seconds, counted from the first frame"}
+    return SampledFrames(info, total, indices, partners, np.stack([frames[int(i)] for i in indices]),
+                         np.stack([frames[int(i)] for i in partners]), decode_meta,
+                         None if dec.vectors is None else [dec.vectors.get(int(i)) for i in indices])
+
+
+def _damage_meta(info: VideoInfo, total: int, truncated: int, tainted: Sequence[int], indices: np.ndarray,
+                 partners: np.ndarray) -> Dict[str, Any]:
+    """The sample json's damage fields beyond the always-present ones, each only when it has something to say (a
+    well-formed clip's json keeps its bytes): frames decoded from a damaged reference (``tainted_frames``,
+    ``tainted_at``, and which stored frames and partners are among them), the demuxer's own report, and why
+    ``num_frames``, ``fps`` and ``duration`` disagree when they do (``length_note``)."""
+    meta: Dict[str, Any] = {}
+    if tainted:
+        bad = set(tainted)
+        meta.update({"tainted_frames": len(bad), "tainted_at": _ranges(sorted(bad)),
+                     "tainted": [k for k, i in enumerate(indices.tolist()) if i in bad],
+                     "tainted_partners": [k for k, i in enumerate(partners.tolist()) if i in bad]})
+    if info.holes:
+        meta["holes"] = [[int(i), n] for i, n in zip(info.index_of_rank()[[r for r, _ in info.holes]].tolist(),
+                                                      (n for _, n in info.holes))]
+    if info.demux_damage:
+        meta["demux_damage"] = info.demux_damage
+    note = length_note(info, total, truncated)
+    if note:
+        meta["length_note"] = note
+    return meta
+
+
+def length_note(info: VideoInfo, total: int, truncated: int) -> Optional[str]:
+    """Why ``num_frames / fps`` is more than a frame away from ``duration``, or ``None`` when they agree."""
+    if info.fps <= 0 or info.duration <= 0:
+        return None
+    frame = 1.0 / info.fps
+    if abs(total * frame - info.duration) <= frame * 1.01:
+        return None
+    if truncated and abs((total + truncated) * frame - info.duration) <= frame * 1.51:
+        return (f"truncated: the video stream ends {truncated} frames before its declared duration "
+                "(truncated_frames)")
+    gaps = np.diff(info.frame_times())
+    if len(gaps) > 1 and np.median(gaps) > 0 and gaps.max() > 1.5 * np.median(gaps) or truncated:
+        return ("variable frame rate or missing frames: fps is the average rate the container declares, "
+                "frames are numbered by presentation time")
+    return ("the declared duration is not the video stream's: the container's duration covers a longer stream "
+            "(audio) or says more than the video holds")

@@ -32,9 +32,12 @@ from typing import Any, Dict, List, Optional, Protocol, Tuple
 import torch
 
 from fda import __version__
-from fda.config import SAMPLE_FIELDS, TrainConfig, make_out_dir
+from fda.config import SAMPLE_FIELDS, ModelSource, TrainConfig
 from fda.errors import ConfigError, FdaError, InputError
+from fda.files import make_out_dir
 from fda.model.device import resolve_device
+from fda.model.source import effective_pretrained
+from fda.options import fields_with, spelling
 from fda.runs import RunDir, resume_source, shard_changes
 from fda.shards.loader import batches_per_epoch, check_plan, plan_slots, slot_videos
 from fda.shards.location import recorded
@@ -224,10 +227,10 @@ def _build_model(cfg: TrainConfig, info: SplitInfo, device: torch.device,
 
     The shards are checked against the model's config before any weights are downloaded or read.
     """
-    from fda.model import get_model_config, get_tokenizer, load_alpha_clip, load_checkpoint
+    from fda.model import create, get_model_config, get_tokenizer
 
     if resume_from:
-        model, ckpt = load_checkpoint(resume_from, device)
+        model, ckpt = create(ModelSource(checkpoint=resume_from), device)
         check_shards_fit(info, model.model_cfg)
         return model, get_tokenizer(model.context_length), ckpt
     config = get_model_config(cfg.model)
@@ -235,9 +238,9 @@ def _build_model(cfg: TrainConfig, info: SplitInfo, device: torch.device,
     pretrained = effective_pretrained(cfg.pretrained, config)
     if cfg.pretrained and pretrained is None and cfg.pretrained.lower() != "none":
         logger.info("--model %s has no OpenAI weights: starting from random weights", cfg.model)
-    model, tokenizer = load_alpha_clip(cfg.model, pretrained, cfg.alpha_checkpoint, device,
-                                       use_alpha=not cfg.no_alpha)
-    return model, tokenizer, {}
+    model, _ = create(ModelSource(model=cfg.model, pretrained=pretrained, alpha_checkpoint=cfg.alpha_checkpoint),
+                      device, use_alpha=not cfg.no_alpha)
+    return model, get_tokenizer(model.context_length), {}
 
 
 def _prepare_for_training(model: Any, cfg: TrainConfig) -> None:
@@ -251,17 +254,6 @@ def _prepare_for_training(model: Any, cfg: TrainConfig) -> None:
     if cfg.grad_checkpointing:
         model.clip.set_grad_checkpointing(True)
     model.train()
-
-
-def effective_pretrained(pretrained: Optional[str], config: Dict[str, Any]) -> Optional[str]:
-    """The weights a run really starts from: None for ``none`` (any case), and for ``openai`` on a model without
-    OpenAI weights (fda-tiny); otherwise ``pretrained``."""
-    from fda.model.factory import normalize_pretrained
-
-    pretrained = normalize_pretrained(pretrained)
-    if pretrained == "openai" and not config.get("fda", {}).get("open_clip_name"):
-        return None
-    return pretrained
 
 
 def check_shards_fit(info: SplitInfo, model_cfg: Dict[str, Any]) -> None:
@@ -659,17 +651,11 @@ class RunHooks:
 # ---------------------------------------------------------------------------------------------------------------
 # Resuming.
 
-RESUME_FIXED = ("model", "pretrained", "alpha_checkpoint", "no_alpha", "freeze_text", "shards_dir", "split",
-                "batch_size", "accum_steps", "captions", "seed", "shuffle_buffer", "augment", "val_from_train")
+RESUME_FIXED = fields_with(TrainConfig, resume="fixed")
 """Options a resume refuses to change: the model and its weights, and what shapes the data and its order."""
 
-RESUME_IGNORED = ("out", "resume")
+RESUME_IGNORED = fields_with(TrainConfig, resume="ignored")
 """Where the run lives: not options of the run itself."""
-
-
-def flag_name(field: str) -> str:
-    """How ``fda train`` spells a config field: ``lr`` -> ``--lr``, ``workers`` -> ``--loader-workers``."""
-    return {"workers": "--loader-workers", "shards_dir": "SHARDS_DIR"}.get(field, "--" + field.replace("_", "-"))
 
 
 def _comparable(name: str, value: Any, model_cfg: Dict[str, Any]) -> Any:
@@ -700,11 +686,12 @@ def resume_changes(saved: Dict[str, Any], cfg: TrainConfig, model_cfg: Optional[
             continue
         if name in RESUME_FIXED:
             shown = "none" if name == "pretrained" and _comparable(name, old, model_cfg) is None else old
+            option = spelling(TrainConfig, name)
             if isinstance(old, bool):
-                fix = f"{'pass' if old else 'drop'} {flag_name(name)}"
+                fix = f"{'pass' if old else 'drop'} {option}"
             else:
-                fix = f"pass {'' if name == 'shards_dir' else flag_name(name) + ' '}{shown}"
-            raise ConfigError(f"{flag_name(name)} is {new!r} but the run being resumed used {shown!r}: {fix} to "
+                fix = f"pass {'' if name == 'shards_dir' else option + ' '}{shown}"
+            raise ConfigError(f"{option} is {new!r} but the run being resumed used {shown!r}: {fix} to "
                               f"resume it, or start a new run (another --out)")
         changed.append((name, old, new))
     return changed
@@ -719,8 +706,8 @@ def _resume(ckpt: Dict[str, Any], origin: RunDir, cfg: TrainConfig, dist: Dist, 
     history = _history(origin, start)
     if changed:
         logger.info("resuming at step %d with changed options, applied from this step on: %s", start,
-                    ", ".join(f"{flag_name(k)} {old!r} -> {new!r}" for k, old, new in changed))
-        history["changes"] += [{"step": start, "option": flag_name(k), "from": old, "to": new}
+                    ", ".join(f"{spelling(TrainConfig, k)} {old!r} -> {new!r}" for k, old, new in changed))
+        history["changes"] += [{"step": start, "option": spelling(TrainConfig, k), "from": old, "to": new}
                                for k, old, new in changed]
     return start, best, history
 
@@ -766,7 +753,7 @@ def _restore(ckpt: Dict[str, Any], cfg: TrainConfig, dist: Dist, optimizer: torc
         if data.get(what) not in (None, now):
             logger.warning("the interrupted run had %s %s, this one %s: training continues at the same step, but "
                            "the batches after it differ from an uninterrupted run",
-                           flag_name(what) if what == "workers" else what, data[what], now)
+                           spelling(TrainConfig, what) if what == "workers" else what, data[what], now)
     hyper = [{k: g[k] for k in ("lr", "base_lr", "weight_decay")} for g in optimizer.param_groups]
     try:
         optimizer.load_state_dict(ckpt["optimizer"])

@@ -1,0 +1,143 @@
+"""The extension tables (docs/ARCHITECTURE.md): every CLI choice has an entry, every entry is a CLI choice, and the
+recipe of each table works: a copy of the table with one toy entry added runs through the code path the CLI uses."""
+
+import json
+import os
+import shutil
+from types import MappingProxyType
+
+import pytest
+
+from fda.config import LAYOUTS, PreprocessConfig
+from fda.pipeline.datasets import LAYOUT_TABLE, Layout, Loaded, VideoItem, detect_layout
+from fda.pipeline.preprocess import run_preprocess
+
+
+def test_every_layout_choice_has_an_entry_and_back():
+    assert tuple(LAYOUT_TABLE) == LAYOUTS
+    assert all(name == entry.name for name, entry in LAYOUT_TABLE.items())
+    with pytest.raises(TypeError):
+        LAYOUT_TABLE["toy"] = LAYOUT_TABLE["folder"]  # the shipped table is frozen
+
+
+def test_layout_error_names_every_layout(tmp_path):
+    with pytest.raises(Exception) as err:
+        detect_layout(str(tmp_path))
+    assert all(f"({name})" in str(err.value) for name in LAYOUTS)
+
+
+# --- recipe: add a layout -------------------------------------------------------------------------------------------
+def _toy_markers(root):
+    return ["toy.json"] if os.path.isfile(os.path.join(root, "toy.json")) else []
+
+
+def _toy_load(root, request, files):
+    path = os.path.join(root, "toy.json")
+    files.append(path)
+    rows = json.load(open(path))
+    return Loaded({"test": [VideoItem(v, "test", os.path.join(root, v + ".mp4"), (c,), "toy.json") for v, c in rows]})
+
+
+def test_recipe_add_a_layout(tmp_path, tiny_video):
+    """A toy layout: one function for its files, one for its loader, one entry; detected and preprocessed."""
+    table = MappingProxyType({**LAYOUT_TABLE, "toy": Layout("toy", _toy_markers, "toy.json", _toy_load, ("test",),
+                                                            {"test": 2})})
+    root = tmp_path / "data"
+    root.mkdir()
+    for name in ("a", "b"):
+        shutil.copy(tiny_video, root / f"{name}.mp4")
+    (root / "toy.json").write_text(json.dumps([["a", "a test pattern"], ["b", "another one"]]))
+    assert detect_layout(str(root), table) == "toy"
+    result = run_preprocess(PreprocessConfig(str(root), out=str(tmp_path / "shards"), size=32, frames_test=2,
+                                             workers=1), layouts=table)
+    manifest = json.loads((tmp_path / "shards" / "manifest.json").read_text())
+    assert manifest["layout"] == "toy" and result.processed_now == 2
+
+
+# --- bench-motion arms ----------------------------------------------------------------------------------------------
+def test_every_arm_choice_has_an_entry_and_back():
+    from fda.lab.config import BENCH_ARMS
+    from fda.lab.motion_bench import ARMS
+
+    assert tuple(ARMS) == BENCH_ARMS
+    assert all(name == arm.name and arm.label and arm.colour for name, arm in ARMS.items())
+    assert [name for name, arm in ARMS.items() if arm.no_alpha] == ["no-alpha"]
+
+
+def _zero_masks(inputs):
+    """The toy arm's shards: every mask all zeros (a copy through fda.shards.rewrite)."""
+    from fda.shards import rewrite
+    from fda.shards.schema import META, mask_member
+    from fda.shards.writer import encode_mask
+    import numpy as np
+
+    def zeros(split, samples):
+        out = []
+        for raw in samples:
+            meta = json.loads(raw[META])
+            png = encode_mask(np.zeros((meta["size"], meta["size"]), np.uint8))
+            out.append({mask_member(i): png for i in range(len(meta["indices"]))})
+        return out
+
+    return rewrite(inputs.shards, os.path.join(inputs.base, "shards", "zeros"), zeros, derived={"masks": "zeros"})
+
+
+def test_recipe_add_an_arm(tmp_path):
+    """A toy arm (all-zero masks): one function, one entry; bench-motion trains, tests and tables it."""
+    import dataclasses
+
+    from fda.lab.config import SCENE_BUDGET, BenchMotionConfig, Scenes
+    from fda.lab.motion_bench import ARMS, Arm, run_bench_motion
+
+    table = MappingProxyType({**ARMS, "zeros": Arm("zeros", "all-zero masks", "tab:brown", _zero_masks)})
+    budget = SCENE_BUDGET
+    budget = dataclasses.replace(budget, steps=1, seeds="0", eval_batch_size=4, train=dataclasses.replace(
+        budget.train, batch_size=2, workers=0, model="fda-tiny", device="cpu"))
+    cfg = BenchMotionConfig(out=str(tmp_path / "bench"), sets="motion", train_videos=4, test_videos=4,
+                            scenes=Scenes(frames=2, workers=1), budget=budget)
+    result = run_bench_motion(cfg, arms=table, names=("masks", "no-alpha", "zeros"))
+    assert [r["arm"] for r in result.rows] == ["masks", "no-alpha", "zeros"]
+    assert "all-zero masks" in result.table() and os.path.getsize(result.figure) > 5000
+
+
+# --- mask rules -----------------------------------------------------------------------------------------------------
+def test_every_mask_rule_choice_has_an_entry_and_back():
+    from fda.config import MASK_RULES as CHOICES
+    from fda.pipeline.mask_rules import MASK_RULES
+
+    assert tuple(MASK_RULES) == CHOICES and all(name == rule.name for name, rule in MASK_RULES.items())
+    with pytest.raises(TypeError):
+        MASK_RULES["toy"] = MASK_RULES["diff"]  # the shipped table is frozen
+
+
+def _left_half(frames, partners, vectors, mask):
+    """The toy rule: the left half of every frame moves."""
+    import numpy as np
+
+    masks = np.zeros(frames.shape[:3], np.uint8)
+    masks[:, :, :frames.shape[2] // 2] = 1
+    return masks, np.zeros(len(frames), bool), {}
+
+
+def test_recipe_add_a_mask_rule(tmp_path, tiny_video):
+    """A toy rule: one function, one entry; preprocess's per-video path (decode_clip, encode_sample) writes a sample
+    the shard reader decodes, with the rule's masks and its text recorded."""
+    import dataclasses
+
+    from fda.pipeline.datasets import VideoItem
+    from fda.pipeline.mask_rules import MASK_RULES, MaskRule
+    from fda.pipeline.clips import decode_clip, encode_sample
+    from fda.shards.reader import decode_sample, iter_samples
+    from fda.shards.schema import MaskParams
+    from fda.shards.writer import ShardWriter
+
+    rules = MappingProxyType({**MASK_RULES, "toy": MaskRule("toy", _left_half, "the left half", label="toy")})
+    cfg = PreprocessConfig(str(tmp_path), size=32, frames_test=3)
+    clip = decode_clip(VideoItem("tiny", "test", tiny_video, ("a test pattern",), "tiny.mp4"), cfg)
+    mask = dataclasses.replace(MaskParams.from_config(cfg), mask_rule="toy")
+    with ShardWriter(str(tmp_path / "test-000000.tar")) as writer:
+        writer.write(encode_sample(clip, mask, rules))
+    sample = decode_sample(next(iter_samples([str(tmp_path / "test-000000.tar")])))
+    masks = sample["masks"]
+    assert masks[:, :, :16].all() and not masks[:, :, 16:].any()
+    assert sample["meta"]["mask"]["rule"] == "the left half" and sample["meta"]["mask"]["mask_rule"] == "toy"
