@@ -360,3 +360,19 @@ def test_an_experiment_records_only_its_options():
     train = record["budget"]["train"]
     assert train["model"] == "ViT-B-32" and not {"val_split", "seed", "shards_dir", "no_alpha"} & set(train)
     assert "epochs" not in options.options_record(lab_config.BenchMotionConfig())["budget"]["train"]
+
+
+def test_train_help_names_every_option_a_resume_refuses_to_change():
+    """The help's list of options fixed on resume is written by hand: it must name every one the code refuses."""
+    import re
+
+    from fda.config import TrainConfig
+    from fda.options import spelling
+    from fda.train.run import RESUME_FIXED
+
+    res = CliRunner().invoke(cli, ["train", "--help"])
+    assert res.exit_code == 0
+    text = re.sub(r"-\n\s*", "-", res.output)  # click wraps "--freeze-text" as "--freeze-\n  text"
+    resume_part = text[text.index("Resuming"):text.index("Every other option")]
+    missing = [spelling(TrainConfig, name) for name in RESUME_FIXED if spelling(TrainConfig, name) not in resume_part]
+    assert not missing, missing

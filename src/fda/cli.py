@@ -229,8 +229,8 @@ def train(**kwargs: Any) -> None:
     Ctrl-C or SIGTERM finishes the current step, saves a checkpoint and exits 130 (143 for SIGTERM).
 
     Resuming (rerunning into a run folder with checkpoints, or --resume) refuses a changed --model, --pretrained,
-    --alpha-checkpoint, --no-alpha, --freeze-text or data option (SHARDS_DIR, --split, --batch-size, --accum-steps,
-    --captions, --seed, --shuffle-buffer, --augment). Every other option (learning rates, --weight-decay,
+    --alpha-checkpoint, --no-alpha, --freeze-text or data option (SHARDS_DIR, --split, --val-from-train,
+    --batch-size, --accum-steps, --captions, --seed, --shuffle-buffer, --augment). Every other option (learning rates, --weight-decay,
     --warmup-steps, --grad-clip, --label-smoothing, run length, the --*-every intervals, --val-split, --precision,
     --device, --loader-workers, ...) may change: it applies from the resumed step and is recorded under "changes"
     in RUN_DIR/train_config.json.
