@@ -108,6 +108,17 @@ def _losses(run_dir: str):
         return [m["train/loss"] for m in map(json.loads, f) if "train/loss" in m]
 
 
+def _eval_reports(tmp_path, ckpt: str, runs) -> list:
+    """``fda eval`` of ``ckpt`` on each ``(shard location, report folder)``: the reports, each run checked."""
+    reports = []
+    for shards, out in runs:
+        res = invoke(["eval", "--shards", shards, "--checkpoint", ckpt, "--out", str(tmp_path / out), *EVAL])
+        assert res.exit_code == 0, res.output + res.stderr
+        with open(tmp_path / out / "eval_test.json", encoding="utf-8") as f:
+            reports.append(json.load(f))
+    return reports
+
+
 def test_locations_parse_folders_urls_patterns_and_pipes():
     assert Location.parse("shards").member("manifest.json") == os.path.join("shards", "manifest.json")
     url = Location.parse("s3://bucket/set/")
@@ -143,12 +154,7 @@ def test_train_eval_embed_from_http_equal_the_folder_and_resume(remote_set, serv
     assert "resum" in res.stderr.lower() and len(_losses(remote)) == 3
 
     ckpt = os.path.join(local, "checkpoints", "step-0000002.pt")
-    reports = []
-    for shards, out in ((remote_set, "ev-local"), (server, "ev-remote")):
-        res = invoke(["eval", "--shards", shards, "--checkpoint", ckpt, "--out", str(tmp_path / out), *EVAL])
-        assert res.exit_code == 0, res.output + res.stderr
-        with open(tmp_path / out / "eval_test.json", encoding="utf-8") as f:
-            reports.append(json.load(f))
+    reports = _eval_reports(tmp_path, ckpt, ((remote_set, "ev-local"), (server, "ev-remote")))
     assert reports[0]["metrics"] == reports[1]["metrics"] and reports[1]["counts"] == {"videos": 6, "captions": 6}
     assert reports[1]["shards"]["manifest_sha256"] == reports[0]["shards"]["manifest_sha256"] == manifest_sha256(
         remote_set)
@@ -369,12 +375,7 @@ def test_s3_preprocess_killed_mid_upload_resumes_and_train_eval_read_it(demo_dat
     res = invoke(["train", url, "--out", remote, "--max-steps", "3", *TRAIN])
     assert res.exit_code == 0 and len(_losses(remote)) == 3, res.output + res.stderr
     ckpt = os.path.join(local, "checkpoints", "step-0000002.pt")
-    reports = []
-    for shards, out in ((remote_set, "ev-local"), (url, "ev-s3")):
-        res = invoke(["eval", "--shards", shards, "--checkpoint", ckpt, "--out", str(tmp_path / out), *EVAL])
-        assert res.exit_code == 0, res.output + res.stderr
-        with open(tmp_path / out / "eval_test.json", encoding="utf-8") as f:
-            reports.append(json.load(f))
+    reports = _eval_reports(tmp_path, ckpt, ((remote_set, "ev-local"), (url, "ev-s3")))
     assert reports[0]["metrics"] == reports[1]["metrics"] and reports[1]["shards"]["dir"] == url
 
 
