@@ -142,6 +142,19 @@ def test_the_default_decode_exports_no_vectors(tmp_path, ffmpeg_exe):
     assert np.array_equal(with_vectors[0], without[0]) and np.array_equal(with_vectors[1], without[1])
 
 
+def test_vectors_are_mapped_only_for_the_frames_read(tmp_path, ffmpeg_exe):
+    # a decode keeps the partners' vectors too; preprocess reads only the sampled frames', so only those are mapped
+    path = encode_video(ffmpeg_exe, str(tmp_path / "c.mp4"), square_frames()[0])
+    with Video(path) as video:
+        vectors = video.decode(sorted(set(IDX + PARTNERS)), SIZE, vectors=True).vectors
+    assert set(vectors) == set(IDX + PARTNERS)
+    mapped = lambda: {k for k, v in vectors._raw.items() if isinstance(v, np.ndarray)}  # noqa: E731
+    assert mapped() == set()
+    first = vectors[IDX[1]]
+    assert first.dtype == np.float32 and first.shape[1] == 6 and vectors.get(IDX[1]) is first
+    assert mapped() == {IDX[1]}
+
+
 def test_stored_vectors_follow_the_crop_the_scale_and_the_orientation():
     dtype = [("source", "<i4"), ("w", "u1"), ("h", "u1"), ("src_x", "<i2"), ("src_y", "<i2"), ("dst_x", "<i2"),
              ("dst_y", "<i2"), ("flags", "<u8"), ("motion_x", "<i4"), ("motion_y", "<i4"), ("motion_scale", "<u2")]

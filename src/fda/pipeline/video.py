@@ -37,10 +37,11 @@ import re
 import shutil
 import struct
 import subprocess
+from collections.abc import MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -713,8 +714,8 @@ class Decoded:
         sar: the sample aspect ratio applied.
         deinterlaced: how many of the returned frames were flagged interlaced and deinterlaced.
         vectors: with ``vectors=True`` (``--mask-rule mv``), frame number -> the codec's motion vectors of that
-            frame in stored geometry (:func:`stored_vectors`), ``None`` for a frame without any (intra frames,
-            codecs that export none); else ``None``.
+            frame in stored geometry (:func:`stored_vectors`, converted when first read: :class:`FrameVectors`),
+            ``None`` for a frame without any (intra frames, codecs that export none); else ``None``.
     """
 
     frames: Dict[int, np.ndarray]
@@ -727,7 +728,7 @@ class Decoded:
     flip: bool = False
     sar: Fraction = Fraction(1)
     deinterlaced: int = 0
-    vectors: Optional[Dict[int, Optional[np.ndarray]]] = None
+    vectors: Optional[Mapping[int, Optional[np.ndarray]]] = None
 
 
 # --- the codec's motion vectors (--mask-rule mv; added for issue 22) -------------------------------------------
@@ -772,13 +773,51 @@ def stored_vectors(raw: np.ndarray, width: int, height: int, size: int, sar: Fra
     return np.stack([x0, y0, x1, y1, mx, my], axis=1).astype(np.float32)
 
 
-def _frame_vectors(frame, convert: "_Converter") -> Optional[np.ndarray]:
-    """The stored-geometry motion vectors of a decoded frame, or ``None`` when it carries none."""
+def _frame_vectors(frame, convert: "_Converter") -> Optional[tuple]:
+    """The arguments of :func:`stored_vectors` for a decoded frame's motion vectors (a copy of FFmpeg's array; the
+    mapping waits until they are read, :class:`FrameVectors`), or ``None`` when it carries none."""
     data = frame.side_data.get("MOTION_VECTORS")
     if data is None or len(data) == 0:
         return None
-    return stored_vectors(data.to_ndarray(), frame.width, frame.height, convert.size, convert.sar,
-                          display_transform(_display_matrix(frame)))
+    return (data.to_ndarray().copy(), frame.width, frame.height, convert.size, convert.sar,
+            display_transform(_display_matrix(frame)))
+
+
+class FrameVectors(MutableMapping):
+    """Frame number -> its motion vectors in stored geometry (float32 [N, 6], :func:`stored_vectors`) or ``None``.
+
+    A decode exports the vectors of every frame it keeps, partners included, but only the sampled frames' are used:
+    each frame's are mapped into stored geometry when first read (then kept), so a partner's never are. Stored
+    values are :func:`_frame_vectors`' arguments (or ``None``, or an array already mapped)."""
+
+    def __init__(self) -> None:
+        self._raw: Dict[int, Any] = {}
+
+    def __getitem__(self, key: int) -> Optional[np.ndarray]:
+        value = self._raw[key]
+        if isinstance(value, tuple):
+            value = self._raw[key] = stored_vectors(*value)
+        return value
+
+    def __setitem__(self, key: int, value: Any) -> None:
+        self._raw[key] = value
+
+    def __delitem__(self, key: int) -> None:
+        del self._raw[key]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def renumbered(self, numbering: np.ndarray) -> "FrameVectors":
+        """The same vectors under frame numbers ``numbering[key]`` (none mapped on the way)."""
+        out = FrameVectors()
+        out._raw = {int(numbering[r]): v for r, v in self._raw.items()}
+        return out
+
+
 # --- end of the motion vectors -------------------------------------------------------------------------------
 
 
@@ -932,7 +971,7 @@ def _plan(info: VideoInfo, ranks: np.ndarray, wanted: Sequence[int]) -> np.ndarr
 
 
 def _decode_skipping(video: "Video", wanted: Sequence[int], decode_set: set, convert: _Converter,
-                     vectors: Optional[Dict[int, Optional[np.ndarray]]] = None) -> Dict[int, np.ndarray]:
+                     vectors: Optional[FrameVectors] = None) -> Dict[int, np.ndarray]:
     info = video.info
     ranks = info.ranks
     if ranks is None:
@@ -1050,7 +1089,7 @@ def _decode_full(video: "Video", wanted: Sequence[int], convert: _Converter, by_
     good: List[int] = []
     errors = 0
     count = 0
-    found: Optional[Dict[int, Optional[np.ndarray]]] = {} if vectors else None
+    found: Optional[FrameVectors] = FrameVectors() if vectors else None
     position = 0  # decode position of the packet being decoded
     restarts: List[int] = []  # decode positions (pts numbering) or output numbers of clean restart points
     damage: List[int] = list(info.damaged_packets)  # the same, of damaged packets or frames
@@ -1241,7 +1280,7 @@ def _decode(video: Video, needed: Iterable[int], size: int, full: bool, vectors:
             decode_set = set(wanted)
             if neighbours:
                 decode_set |= {w - 1 for w in wanted if w > 0} | {w + 1 for w in wanted if w + 1 < info.num_packets}
-            found: Optional[Dict[int, Optional[np.ndarray]]] = {} if vectors else None
+            found: Optional[FrameVectors] = FrameVectors() if vectors else None
             try:
                 result = Decoded(_decode_skipping(video, wanted, decode_set, convert, found), vectors=found)
             except _NeedNeighbours:
@@ -1271,6 +1310,8 @@ def _decode(video: Video, needed: Iterable[int], size: int, full: bool, vectors:
         result.frames = {int(numbering[r]): f for r, f in result.frames.items()}
         result.good = None if result.good is None else [int(numbering[r]) for r in result.good]
         result.tainted = [int(numbering[r]) for r in result.tainted]
+        if result.vectors is not None:
+            result.vectors = result.vectors.renumbered(numbering)
     return result
 
 
