@@ -390,3 +390,20 @@ def test_visualize_and_masks_stats_read_the_url(remote_set, server, tmp_path):
         with open(tmp_path / out.replace(".png", ".json"), encoding="utf-8") as f:
             stats.append([{k: v for k, v in row.items() if k != "shards_dir"} for row in json.load(f)])
     assert stats[0] == stats[1] and stats[0]
+
+
+def test_val_from_train_holds_out_the_same_videos_from_a_url(remote_set, server, tmp_path):
+    """--val-from-train reads the training shards through the location's opener: from the URL it holds out the
+    same videos, trains on the same stream and records the location as given."""
+    at = TRAIN.index("--val-split")
+    args = TRAIN[:at] + TRAIN[at + 2:] + ["--val-from-train", "1", "--max-steps", "2"]
+    runs = []
+    for shards, out in ((remote_set, "vl"), (server, "vr")):
+        res = invoke(["train", shards, "--out", str(tmp_path / out), *args])
+        assert res.exit_code == 0, res.output + res.stderr
+        with open(tmp_path / out / "train_config.json", encoding="utf-8") as f:
+            runs.append(json.load(f))
+    assert runs[0]["held_out"]["keys"] == runs[1]["held_out"]["keys"] and len(runs[0]["held_out"]["keys"]) == 1
+    assert _losses(str(tmp_path / "vl")) == _losses(str(tmp_path / "vr"))
+    with open(tmp_path / "vr" / "val-from-train" / "manifest.json", encoding="utf-8") as f:
+        assert json.load(f)["held_out_from"] == server

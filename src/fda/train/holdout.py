@@ -5,17 +5,20 @@ For a shard set without a ``val`` split (MSR-VTT, ActivityNet, a folder without 
 training videos: the N videos whose keys have the smallest SHA-1 digests (the same N for the same set, whatever the
 shard order or seed) are copied, member by member, into a one-split shard set ``RUN_DIR/val-from-train/`` (split
 ``val``) and left out of the training stream; the run validates on that set. ``train_config.json`` lists the keys.
+The training shards are read through their location's opener, so a set at a URL works as a folder does.
 """
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import tarfile
 from dataclasses import dataclass, replace
-from typing import Dict, FrozenSet, List
+from typing import Dict, FrozenSet, Iterator, List
 
 from fda.errors import ConfigError
+from fda.shards.location import is_url, open_url, recorded
 from fda.shards.manifest import ShardInfo, SplitInfo
 from fda.shards.schema import CAPTIONS, MANIFEST, SCHEMA_VERSION, shard_name, write_json_atomic
 
@@ -49,12 +52,31 @@ def _key(member: str) -> str:
     return member.split(".", 1)[0]  # webdataset's rule: the key ends at the first dot
 
 
-def _keys_per_shard(info: SplitInfo) -> List[List[str]]:
-    """Sample keys of each shard, in tar order (headers only: no image is read)."""
+@contextlib.contextmanager
+def _open_tar(url: str) -> Iterator[tarfile.TarFile]:
+    """A shard for reading its members in order: a local file with random access, anything else (a URL, a
+    ``pipe:`` command) streamed once through the shard set's own opener."""
+    if not is_url(url):
+        with tarfile.open(url) as tar:
+            yield tar
+        return
+    with open_url(url) as f, tarfile.open(fileobj=f, mode="r|") as tar:
+        yield tar
+
+
+def _captions_per_key(info: SplitInfo) -> List[Dict[str, int]]:
+    """Per shard, its sample keys in tar order with each one's caption count (one pass over each shard)."""
     out = []
     for shard in info.shards:
-        with tarfile.open(shard.url) as tar:
-            out.append(list(dict.fromkeys(_key(m.name) for m in tar.getmembers() if m.isfile())))
+        counts: Dict[str, int] = {}
+        with _open_tar(shard.url) as tar:
+            for member in tar:
+                if member.isfile():
+                    key = _key(member.name)
+                    counts.setdefault(key, 0)
+                    if member.name.endswith("." + CAPTIONS):
+                        counts[key] = len(json.loads(tar.extractfile(member).read()))
+        out.append(counts)
     return out
 
 
@@ -69,19 +91,16 @@ def plan_holdout(info: SplitInfo, n: int, min_train: int = 2) -> Holdout:
     Raises:
         ConfigError: ``n`` leaves fewer than ``min_train`` training videos.
     """
-    per_shard = _keys_per_shard(info)
+    per_shard = _captions_per_key(info)
     every = [k for keys in per_shard for k in keys]
     if len(every) - n < min_train:
         raise ConfigError(f"--val-from-train {n} leaves {max(0, len(every) - n)} of the {len(every)} training videos "
                           f"(a batch needs at least {min_train}): hold out fewer videos")
     held = choose(every, n)
     shards = []
-    for shard, keys in zip(info.shards, per_shard):
-        mine = [k for k in keys if k in held]
-        caps = 0
-        if mine:
-            with tarfile.open(shard.url) as tar:
-                caps = sum(len(json.loads(tar.extractfile(f"{k}.{CAPTIONS}").read())) for k in mine)
+    for shard, counts in zip(info.shards, per_shard):
+        mine = [k for k in counts if k in held]
+        caps = sum(counts[k] for k in mine)
         shards.append(ShardInfo(shard.url, shard.samples - len(mine), max(0, shard.captions - caps)))
     kept = tuple(s for s in shards if s.samples > 0)
     train = replace(info, videos=sum(s.samples for s in kept), captions=sum(s.captions for s in kept) or 1,
@@ -99,8 +118,8 @@ def write_holdout(info: SplitInfo, holdout: Holdout, run_dir: str) -> Holdout:
     captions = 0
     with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as dst:
         for shard in info.shards:
-            with tarfile.open(shard.url) as src:
-                for member in src.getmembers():
+            with _open_tar(shard.url) as src:
+                for member in src:
                     if member.isfile() and _key(member.name) in holdout.keys:
                         data = src.extractfile(member).read()
                         dst.addfile(member, io.BytesIO(data))
@@ -109,7 +128,7 @@ def write_holdout(info: SplitInfo, holdout: Holdout, run_dir: str) -> Holdout:
     os.replace(tmp, os.path.join(out, name))
     write_json_atomic(os.path.join(out, MANIFEST), {
         "schema_version": SCHEMA_VERSION, "layout": HOLDOUT_DIR, "config": info.config,
-        "held_out_from": os.path.abspath(info.shards_dir),
+        "held_out_from": recorded(info.shards_dir),
         "splits": {HOLDOUT_SPLIT: {"frames": info.frames, "size": info.size, "videos": len(holdout.keys),
                                    "captions": captions,
                                    "shards": [{"name": name, "samples": len(holdout.keys), "captions": captions}]}},
