@@ -17,12 +17,11 @@ import statistics
 import sys
 import tempfile
 import threading
-import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
+from bench_loader import shard_rate
 from bench_train import make_shards
 
-from fda.shards.loader import build_train_pipeline
 from fda.shards.manifest import load_split
 
 
@@ -56,16 +55,6 @@ def _s3(folder: str) -> str:
     return "s3://bench/set/"
 
 
-def rate(shards: str, batch_size: int, batches: int) -> float:
-    """Samples/s of the training pipeline in this process (tar read, shuffle, batching, decode)."""
-    it = iter(build_train_pipeline(load_split(shards, "train"), batch_size=batch_size, seed=0))
-    next(it)  # first batch: opening and filling the shuffle buffer
-    start = time.perf_counter()
-    for _ in range(batches):
-        next(it)
-    return batches * batch_size / (time.perf_counter() - start)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--videos", type=int, default=64)
@@ -85,7 +74,7 @@ def main() -> None:
     rates = {name: [] for name in where}
     for _ in range(args.rounds):  # interleaved: drift on a shared machine hits every source alike
         for name, shards in where.items():
-            rates[name].append(rate(shards, args.batch_size, args.batches))
+            rates[name].append(shard_rate(load_split(shards, "train"), args.batch_size, args.batches, rounds=1))
     size = sum(os.path.getsize(os.path.join(folder, n)) for n in os.listdir(folder) if n.endswith(".tar"))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"{args.videos} videos, {args.frames} frames at {args.size} px ({size / 2 ** 20:.0f} MiB of tars), "
