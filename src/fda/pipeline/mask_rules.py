@@ -21,7 +21,6 @@ All three then apply the same closing, opening and minimum area (:func:`fda.pipe
 empty-mask rule (:func:`fda.pipeline.masks.apply_empty_rule`).
 """
 
-import math
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -29,9 +28,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from fda.pipeline.masks import (MAX_ROTATION_DEG, MAX_SCALE_CHANGE, MAX_SHIFT_SHARE, MIN_INLIER_SHARE, STILL_PX,
-                                _moves_pixels, apply_empty_rule, clip_masks, diff_mask, robust_clip_masks,
-                                robust_motion_mask, to_gray)
+from fda.pipeline.masks import (STILL_PX, _moves_pixels, apply_empty_rule, clip_masks, diff_mask, plausible_similarity,
+                                robust_clip_masks, robust_motion_mask, to_gray)
 from fda.shards.schema import MaskParams
 
 Vectors = Optional[Sequence[Optional[np.ndarray]]]
@@ -114,19 +112,9 @@ def fit_similarity(points: np.ndarray, moved: np.ndarray, h: int, w: int
                                                   maxIters=2000, confidence=0.995, refineIters=10)
     if matrix is None:
         return None, {"reason": "no fit"}
-    count = int(inliers.sum())
-    share = count / len(points)
-    scale = math.hypot(matrix[0, 0], matrix[1, 0])
-    angle = math.degrees(math.atan2(matrix[1, 0], matrix[0, 0]))
-    dx, dy = float(matrix[0, 2]), float(matrix[1, 2])
-    info: Dict[str, Any] = {"dx": round(dx, 3), "dy": round(dy, 3), "scale": round(scale, 5),
-                            "angle": round(angle, 4), "inliers": round(share, 3)}
-    if count < MIN_VECTORS or share < MIN_INLIER_SHARE:
-        return None, {**info, "reason": f"{count} inliers ({share:.0%})"}
-    if abs(scale - 1) > MAX_SCALE_CHANGE or abs(angle) > MAX_ROTATION_DEG:
-        return None, {**info, "reason": "implausible scale or rotation"}
-    if math.hypot(dx, dy) > MAX_SHIFT_SHARE * min(h, w):
-        return None, {**info, "reason": "implausible shift"}
+    matrix, info = plausible_similarity(matrix, int(inliers.sum()), len(points), MIN_VECTORS, h, w)
+    if matrix is None:
+        return None, info
     if _moves_pixels(matrix, w, h) <= STILL_PX:
         return None, {**info, "reason": "no camera motion"}
     return matrix, info

@@ -152,14 +152,26 @@ def estimate_global_motion(gray: np.ndarray, partner_gray: np.ndarray) -> Tuple[
     if matrix is None:
         return None, {"reason": "no fit"}
     matrix[:, 2] /= scale  # the rotation/scale part is the same at any size
-    share = float(inliers.sum()) / len(src)
+    return plausible_similarity(matrix, int(inliers.sum()), len(src), MIN_INLIERS, h, w, points=int(len(src)))
+
+
+def plausible_similarity(matrix: np.ndarray, inliers: int, total: int, min_inliers: int, h: int, w: int,
+                         **extra: Any) -> Tuple[Optional[np.ndarray], Dict[str, Any]]:
+    """A fitted camera similarity judged by the plausibility limits (enough inliers, :data:`MAX_SCALE_CHANGE`,
+    :data:`MAX_ROTATION_DEG`, :data:`MAX_SHIFT_SHARE` of an ``h`` x ``w`` frame), shared by every fit of the camera.
+
+    Returns:
+        ``(matrix or None, info)``: ``{"dx", "dy", "scale", "angle", "inliers", **extra}`` rounded for the sample's
+        json, with ``"reason"`` when the fit fails a limit (then the matrix is ``None``).
+    """
+    share = inliers / total
     scale = math.hypot(matrix[0, 0], matrix[1, 0])
     angle = math.degrees(math.atan2(matrix[1, 0], matrix[0, 0]))
     dx, dy = float(matrix[0, 2]), float(matrix[1, 2])
     info = {"dx": round(dx, 3), "dy": round(dy, 3), "scale": round(scale, 5), "angle": round(angle, 4),
-            "inliers": round(share, 3), "points": int(len(src))}
-    if inliers.sum() < MIN_INLIERS or share < MIN_INLIER_SHARE:
-        return None, {**info, "reason": f"{int(inliers.sum())} inliers ({share:.0%})"}
+            "inliers": round(share, 3), **extra}
+    if inliers < min_inliers or share < MIN_INLIER_SHARE:
+        return None, {**info, "reason": f"{inliers} inliers ({share:.0%})"}
     if abs(scale - 1) > MAX_SCALE_CHANGE or abs(angle) > MAX_ROTATION_DEG:
         return None, {**info, "reason": "implausible scale or rotation"}
     if math.hypot(dx, dy) > MAX_SHIFT_SHARE * min(h, w):
