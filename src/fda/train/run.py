@@ -123,8 +123,8 @@ def fit_batch(cfg: TrainConfig, info: SplitInfo, world_size: int) -> TrainConfig
     :func:`fda.shards.loader.check_plan`'s error. Deterministic (the shard deal is seeded), so a resume gets the same.
     """
     n_slots = world_size * max(1, cfg.workers)
-    epochs = -(-(cfg.max_steps or cfg.epochs * batches_per_epoch(info, cfg.captions, cfg.batch_size, world_size))
-               // max(1, batches_per_epoch(info, cfg.captions, cfg.batch_size, world_size)))
+    per_epoch = batches_per_epoch(info, cfg.captions, cfg.batch_size, world_size)  # >= 1
+    epochs = -(-(cfg.max_steps or cfg.epochs * per_epoch) // per_epoch)
     fewest = min(min(slot_videos(plan_slots(info.shards, n_slots, cfg.seed, epoch, cfg.captions), info.shards))
                  for epoch in range(min(epochs, 1000)))
     if cfg.batch_size <= fewest or fewest < 2:
