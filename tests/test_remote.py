@@ -143,6 +143,7 @@ def test_train_eval_embed_from_http_equal_the_folder_and_resume(remote_set, serv
         res = invoke(["train", shards, "--out", out, "--max-steps", "2", *TRAIN])
         assert res.exit_code == 0, res.output + res.stderr
     assert _losses(local) == _losses(remote) and len(_losses(local)) == 2
+    assert FaultyHandler.hits["/set/manifest.json"] == 1  # the run read its manifest once (one GET)
     a = torch.load(os.path.join(local, "checkpoints", "step-0000002.pt"), weights_only=True)["state_dict"]
     b = torch.load(os.path.join(remote, "checkpoints", "step-0000002.pt"), weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -21,7 +21,7 @@ from webdataset.handlers import reraise_exception
 
 from fda.errors import InputError
 from fda.shards.location import is_url
-from fda.shards.manifest import SplitInfo, load_split, require_captions
+from fda.shards.manifest import SplitInfo, load_manifest, load_split, require_captions
 from fda.shards.reader import decode_sample, iter_samples
 
 
@@ -99,8 +99,9 @@ def open_split(shards_dir: str, split: str, frames: Optional[int]) -> SplitInfo:
     Raises:
         InputError: as :func:`load_split`, or the split holds another number of frames per clip than ``frames``.
     """
-    require_captions(shards_dir, split, "fda eval")
-    info = load_split(shards_dir, split)
+    manifest = load_manifest(shards_dir)  # read once (one GET from a URL)
+    require_captions(shards_dir, split, "fda eval", manifest)
+    info = load_split(shards_dir, split, manifest)
     if frames is not None and info.frames and info.frames != frames:
         option = "--frames-train" if split == "train" else "--frames-test"
         raise InputError(f"shards in {shards_dir!r} hold {info.frames} frames per {split} clip, --frames is {frames}: "

@@ -40,6 +40,7 @@ class SplitInfo:
         captions: captions in the split.
         shards: the non-empty shards, in manifest order.
         config: the manifest's preprocess config (mask parameters, ...).
+        filled: the splits of the same manifest that hold samples the location selects (:func:`filled_splits`).
     """
 
     shards_dir: str
@@ -50,6 +51,7 @@ class SplitInfo:
     captions: int
     shards: Tuple[ShardInfo, ...]
     config: Dict[str, Any]
+    filled: Tuple[str, ...] = ()
 
     def pairs(self, captions: str) -> int:
         """Samples per epoch: every (video, caption) pair (``"all"``) or one per video (``"random"``)."""
@@ -167,16 +169,18 @@ def load_split(shards_dir: str, split: str, manifest: Optional[Dict[str, Any]] =
     captions = sum(s.captions for s in shards) or int(info.get("captions", 0)) or videos
     return SplitInfo(shards_dir=shards_dir, split=split, frames=int(info.get("frames", 0)),
                      size=int(info.get("size", 0)), videos=videos, captions=captions, shards=shards,
-                     config=dict(manifest.get("config", {})))
+                     config=dict(manifest.get("config", {})), filled=tuple(filled_splits(manifest, shards_dir)))
 
 
-def require_captions(shards_dir: str, split: str, command: str) -> None:
-    """Refuse a split whose videos have no captions (a library preprocessed without a captions file).
+def require_captions(shards_dir: str, split: str, command: str, manifest: Optional[Dict[str, Any]] = None) -> None:
+    """Refuse a split whose videos have no captions (a library preprocessed without a captions file); the manifest
+    is read unless given.
 
     Raises:
         InputError: the split holds videos but no caption; the message says what works on it instead.
     """
-    manifest = load_manifest(shards_dir)
+    if manifest is None:
+        manifest = load_manifest(shards_dir)
     info = manifest.get("splits", {}).get(split) or {}
     if manifest.get("uncaptioned") or (int(info.get("videos", 0)) > 0 and int(info.get("captions", 1)) == 0):
         what = "shard set" if manifest.get("uncaptioned") else f"split {split!r} of"

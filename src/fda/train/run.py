@@ -41,7 +41,7 @@ from fda.options import fields_with, spelling
 from fda.runs import RunDir, resume_source, shard_changes
 from fda.shards.loader import batches_per_epoch, check_plan, plan_slots, slot_videos
 from fda.shards.location import recorded
-from fda.shards.manifest import SplitInfo, filled_splits, load_manifest, load_split, require_captions
+from fda.shards.manifest import SplitInfo, load_manifest, load_split, require_captions
 from fda.shards.schema import write_json_atomic
 from fda.train.data import data_stream
 from fda.train.dist import Dist, StopSignals, agree, barrier, dist_from_env, stop_requested
@@ -279,9 +279,8 @@ def check_shards_fit(info: SplitInfo, model_cfg: Dict[str, Any]) -> None:
                          f"1..{max_frames or 'any'}: rerun fda preprocess --frames-train N")
 
 
-def _folder_split_hint(cfg: TrainConfig) -> None:
+def _folder_split_hint(cfg: TrainConfig, manifest: Dict[str, Any]) -> None:
     """A folder set without the split to train on: say that rows without a split went to test, and the fix."""
-    manifest = load_manifest(cfg.shards_dir)
     splits = manifest.get("splits", {})
     if manifest.get("layout") == "folder" and not splits.get(cfg.split):
         have = ", ".join(s for s in splits if splits[s]) or "none"
@@ -290,7 +289,7 @@ def _folder_split_hint(cfg: TrainConfig) -> None:
                          f"videos to train on (val for a few, to select best.pt) and rerun fda preprocess")
 
 
-def _val_split(cfg: TrainConfig) -> Tuple[Optional[str], bool]:
+def _val_split(cfg: TrainConfig, info: SplitInfo) -> Tuple[Optional[str], bool]:
     """``(split to validate on, whether it selects best.pt)``.
 
     ``auto`` validates on ``val`` and keeps ``best.pt`` by it; without a ``val`` split it validates on ``test`` for the
@@ -300,7 +299,7 @@ def _val_split(cfg: TrainConfig) -> Tuple[Optional[str], bool]:
     """
     if cfg.val_split == "none":
         return None, False
-    splits = filled_splits(load_manifest(cfg.shards_dir), cfg.shards_dir)  # a tar pattern may select one split
+    splits = info.filled  # a tar pattern may select one split
     if cfg.val_split == "auto":
         if "val" in splits:
             return "val", True
@@ -311,12 +310,13 @@ def _val_split(cfg: TrainConfig) -> Tuple[Optional[str], bool]:
     return cfg.val_split, True
 
 
-def _validation_split(cfg: TrainConfig, validate: Optional[Validate]) -> Tuple[Optional[str], bool]:
+def _validation_split(cfg: TrainConfig, info: SplitInfo, validate: Optional[Validate]
+                      ) -> Tuple[Optional[str], bool]:
     """The split to validate on and whether it selects ``best.pt`` (:func:`_val_split`); why, logged.
     (``--val-from-train`` validates on its own held-out set: the caller sets that up.)"""
     if cfg.val_from_train:
         return None, False
-    val_split, selects = _val_split(cfg) if validate is not None else (None, False)
+    val_split, selects = _val_split(cfg, info) if validate is not None else (None, False)
     if cfg.val_split == "none":
         logger.info("validation off (--val-split none)")
     elif validate is None:
@@ -352,13 +352,14 @@ def run_train(cfg: TrainConfig, validate: Optional[Validate] = None) -> TrainRes
         NonFiniteLossError: the loss diverged; the last good checkpoint is kept.
         TrainInterrupted: SIGINT/SIGTERM; the step reached is saved (exit code 130/143).
     """
-    require_captions(cfg.shards_dir, cfg.split, "fda train")
-    _folder_split_hint(cfg)
+    manifest = load_manifest(cfg.shards_dir)  # read once (one GET from a URL)
+    require_captions(cfg.shards_dir, cfg.split, "fda train", manifest)
+    _folder_split_hint(cfg, manifest)
     if cfg.out:
         make_out_dir(cfg.out)  # a file or an unwritable place fails here, in one line, before any model is built
     dist = dist_from_env()
     device = resolve_device(cfg.device, dist.local_rank)
-    info = load_split(cfg.shards_dir, cfg.split)  # fails fast, before any process group or model
+    info = load_split(cfg.shards_dir, cfg.split, manifest)  # fails fast, before any process group or model
     asked = cfg
     holdout = plan_holdout(info, cfg.val_from_train) if cfg.val_from_train else None
     train_info = holdout.train if holdout is not None else info
@@ -422,7 +423,7 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, info: SplitInfo, pl
         logger.info("nothing to do: the run is at step %d of %d", start, plan.total_steps)
 
     # record the resolved config, open the logs
-    val_split, selects = _validation_split(cfg, validate)
+    val_split, selects = _validation_split(cfg, info, validate)
     val_dir, selected_on = None, val_split
     if holdout is not None:
         if dist.main:
