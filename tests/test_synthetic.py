@@ -12,8 +12,8 @@ from fda.cli import cli
 from fda.lab.config import GenerateConfig
 from fda.errors import ConfigError, InputError
 from fda.pipeline.datasets import load_dataset
-from fda.lab.synthetic import (COLOURS, META_FILE, ClipSpec, ObjectSpec, captions_for,
-                               make_msrvtt_demo, render_clip, render_frames)
+from fda.lab.scenes import (META_FILE, PALETTE, ClipSpec, ObjectSpec, captions_for,
+                            make_msrvtt_demo, render_clip, render_frames)
 
 TINY = dict(size=(64, 48), fps=8, seconds=1)  # 8 frames of 64x48: a few kB, tens of ms per video
 
@@ -33,7 +33,7 @@ def _decode(path):
 
 def _centroid(frame, colour):
     """(x, y) centroid of the pixels close to ``colour``; None when there are too few."""
-    dist = np.abs(frame.astype(np.int32) - np.array(COLOURS[colour])).sum(axis=-1)
+    dist = np.abs(frame.astype(np.int32) - np.array(PALETTE[colour])).sum(axis=-1)
     ys, xs = np.nonzero(dist < 90)
     return None if len(xs) < 10 else np.array([xs.mean(), ys.mean()])
 
