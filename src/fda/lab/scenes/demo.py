@@ -233,12 +233,10 @@ def render_frames(spec: ClipSpec, *, size: Tuple[int, int] = (160, 120), frames:
 
 def render_clip(path: str, spec: ClipSpec, *, size: Tuple[int, int] = (160, 120), fps: int = 10,
                 seconds: float = 3, seed: int = 0) -> int:
-    """Draw a clip and encode it with the ffmpeg binary; the file appears only when complete.
-
-    The encoder follows the extension: ``.mp4``/``.mkv`` libx264, ``.webm`` VP9, ``.avi`` Xvid, all yuv420p.
+    """Draw a clip (:func:`render_frames`) and encode it (:func:`fda.lab.scenes.encoding.encode_frames`).
 
     Args:
-        path: output file.
+        path: output file; its extension chooses the encoder.
         spec: the clip.
         size: ``(width, height)``, both even.
         fps: frame rate.
@@ -249,8 +247,7 @@ def render_clip(path: str, spec: ClipSpec, *, size: Tuple[int, int] = (160, 120)
         The number of frames written.
 
     Raises:
-        ConfigError: odd size or an extension with no encoder here.
-        EnvError: no ffmpeg, or ffmpeg failed (the message holds its last stderr line).
+        ConfigError, EnvError: as :func:`fda.lab.scenes.encoding.encode_frames`.
     """
     w, h = check_size(size)
     n = frame_count(fps, seconds)
