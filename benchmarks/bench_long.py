@@ -2,7 +2,7 @@
 
 Trains ``fda-small`` once per arm (frame-difference ``masks``, ``no-alpha``) and seed on the 3 s ``motion`` benchmark
 set (:func:`fda.lab.motion_bench.run_set`, the motion benchmark's budget; its runs are reused when present), then ranks
-long twin sets (:mod:`fda.lab.long_scenes`: ``--events`` events of ``--event-seconds`` each, separated by still
+long twin sets (:mod:`fda.lab.scenes.long`: ``--events`` events of ``--event-seconds`` each, separated by still
 stretches, twins differing only in the captioned event's mover) at every ``--lengths`` x ``--frames`` x caption kind
 (``one-event``: the captioned event's mover; ``paragraph``: one sentence per event, cut at the model's text context).
 
@@ -32,8 +32,8 @@ import numpy as np
 
 from fda.config import PreprocessConfig
 from fda.lab.config import SCENE_BUDGET, BenchMotionConfig, Scenes
-from fda.lab.long_scenes import (CAPTION_FILES, EVENT_SECONDS, EVENTS, LONG_META, cut_paragraphs_differ, event_hits,
-                                 load_long_clips, make_long_set, one_event_true_of)
+from fda.lab.scenes import (CAPTION_FILES, EVENT_SECONDS, EVENTS, LONG_META, cut_paragraphs_differ, event_hits,
+                            load_long_clips, make_long_set, one_event_true_of)
 from fda.lab.motion_bench import (mask_truth_scores, ranking_row, run_set, summarize_arm, twin_similarity)
 from fda.model.device import resolve_device
 from fda.model.factory import count_truncated, get_model_config, get_tokenizer

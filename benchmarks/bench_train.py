@@ -31,7 +31,7 @@ from typing import Any, Dict, Tuple
 import torch
 
 from fda.config import TrainConfig
-from fda.lab.synthetic import make_msrvtt_demo
+from fda.lab.scenes import make_msrvtt_demo
 from fda.train.run import run_train
 
 

@@ -5,7 +5,7 @@ On one GPU (the default sizes; under 8 minutes on one modern GPU is the aim)::
 
     scripts/gpu_check.sh                         # = python benchmarks/gpu_check.py --out gpu_check.json
 
-1. generates ``--train-videos`` demo clips and ``--test-videos`` test clips (``fda.lab.synthetic``, 320x240, 25 fps)
+1. generates ``--train-videos`` demo clips and ``--test-videos`` test clips (``fda.lab.scenes.demo``, 320x240, 25 fps)
    and preprocesses them at ``--size`` px with 12 frames, and the train split again with 32 frames;
 2. trains ``--model`` from random weights in bf16 for ``--steps`` steps with each of ``--workers`` DataLoader
    workers, at 12 and at 32 frames (``bench_train.measure``): samples/s, data-wait share, peak GPU memory;

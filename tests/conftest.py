@@ -57,7 +57,7 @@ def eval_shards(tmp_path_factory) -> str:
     """A tiny synthetic MSR-VTT shard set: test = 6 videos x 1 caption (4 frames), train = 3 videos x 5 captions."""
     from fda.config import PreprocessConfig
     from fda.pipeline.preprocess import run_preprocess
-    from fda.lab.synthetic import make_msrvtt_demo
+    from fda.lab.scenes import make_msrvtt_demo
 
     root = tmp_path_factory.mktemp("eval_data")
     make_msrvtt_demo(str(root / "data"), n_train=3, n_test=6, size=(64, 48), seconds=1)

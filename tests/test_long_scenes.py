@@ -9,12 +9,10 @@ import numpy as np
 import pytest
 
 from fda.errors import ConfigError
-from fda.lab.long_scenes import (CAPTION_FILES, LONG_META, LONG_OBJECTS, cut_paragraphs_differ, event_frames,
-                                 event_hits, load_long_clips, long_twins, make_long_set, one_event_true_of,
-                                 period_frames)
+from fda.lab.scenes import (CAPTION_FILES, LONG_META, LONG_OBJECTS, cut_paragraphs_differ, event_frames, event_hits,
+                            load_long_clips, long_twins, make_long_set, one_event_true_of, period_frames,
+                            render_scene, shape_extent)
 from fda.lab.motion_bench import ranking_row
-from fda.lab.scenes import render_scene
-from fda.lab.synthetic import shape_extent
 from fda.model.factory import count_truncated, get_tokenizer
 from fda.pipeline.datasets import load_dataset
 from fda.pipeline.sampling import partner_indices, sample_frame_indices

@@ -58,7 +58,7 @@ class FaultyHandler(SimpleHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def demo_data(tmp_path_factory) -> str:
     """A synthetic MSR-VTT layout: train 3 videos x 5 captions, test 6 videos x 1 caption."""
-    from fda.lab.synthetic import make_msrvtt_demo
+    from fda.lab.scenes import make_msrvtt_demo
 
     data = str(tmp_path_factory.mktemp("remote") / "data")
     make_msrvtt_demo(data, n_train=3, n_test=6, size=(64, 48), seconds=1)

@@ -167,3 +167,41 @@ def test_generated_set_loads_as_msrvtt_with_twins_and_truth(tmp_path):
         assert mover["captioned"] and clip["captions"][0] == f"the {mover['colour']} {mover['shape']} moves"
     with pytest.raises(ConfigError, match="--train must be even"):
         make_bench_set(str(tmp_path / "odd"), "null", n_train=3, n_test=2)
+
+
+def test_any_scene_description_goes_through_the_one_renderer():
+    """render_scene draws whatever follows the Renderable protocol: a toy description, one still disc and a mover."""
+    import dataclasses
+
+    from fda.lab.scenes import render_scene
+
+    @dataclasses.dataclass(frozen=True)
+    class Dot:
+        colour: str
+        shape: str
+        speed: float
+
+    @dataclasses.dataclass(frozen=True)
+    class Toy:
+        objects: tuple = (Dot("white", "circle", 0.0), Dot("cyan", "square", 4.0))
+        size: tuple = (48, 32)
+        frames: int = 3
+        radius: float = 4.0
+        condition: str = "still"
+        cameras: tuple = ()
+        seed: int = 0
+
+        def position(self, obj, t):
+            return np.array([12.0 + obj.speed * t, 8.0 if obj.speed else 16.0])
+
+        def camera(self, t):
+            return np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+        def backdrop(self, width, height):
+            return np.zeros((height, width, 3), np.uint8)
+
+    frames = list(render_scene(Toy()))
+    assert len(frames) == 3 and frames[0].shape == (32, 48, 3)
+    assert all(tuple(f[16, 12]) == PALETTE["white"] for f in frames)  # the still disc, every frame
+    assert [tuple(f[8, 12 + 4 * t]) for t, f in enumerate(frames)] == [PALETTE["cyan"]] * 3  # the mover's centre
+    assert tuple(frames[2][8, 12]) == (0, 0, 0)  # it left its first place

@@ -12,8 +12,8 @@ from fda.cli import cli
 from fda.lab.config import GenerateConfig
 from fda.errors import ConfigError, InputError
 from fda.pipeline.datasets import load_dataset
-from fda.lab.synthetic import (COLOURS, META_FILE, ClipSpec, ObjectSpec, captions_for,
-                               make_msrvtt_demo, render_clip, render_frames)
+from fda.lab.scenes import (META_FILE, PALETTE, ClipSpec, ObjectSpec, captions_for,
+                            make_msrvtt_demo, render_clip, render_frames)
 
 TINY = dict(size=(64, 48), fps=8, seconds=1)  # 8 frames of 64x48: a few kB, tens of ms per video
 
@@ -33,7 +33,7 @@ def _decode(path):
 
 def _centroid(frame, colour):
     """(x, y) centroid of the pixels close to ``colour``; None when there are too few."""
-    dist = np.abs(frame.astype(np.int32) - np.array(COLOURS[colour])).sum(axis=-1)
+    dist = np.abs(frame.astype(np.int32) - np.array(PALETTE[colour])).sum(axis=-1)
     ys, xs = np.nonzero(dist < 90)
     return None if len(xs) < 10 else np.array([xs.mean(), ys.mean()])
 
@@ -192,3 +192,20 @@ def test_cli_generate(tmp_path):
     assert load_dataset(out).layout == "msrvtt"
     res = CliRunner().invoke(cli, ["generate", out, "--size", "64x47"])
     assert res.exit_code == 2 and "Error: --size must be" in res.stderr
+
+
+def test_the_demo_draws_the_checked_palette_and_its_colours_stand_out():
+    """One palette: the demo's six colours are the benchmark palette's (same names, same order, same RGB)."""
+    from fda.lab.scenes import DEMO_COLOURS, DemoScene
+
+    assert DEMO_COLOURS == ("red", "green", "blue", "yellow", "purple", "orange") and set(DEMO_COLOURS) <= set(PALETTE)
+    for colour, shape in (("red", "square"), ("blue", "circle"), ("orange", "triangle")):
+        frame = next(iter(render_frames(ClipSpec(colour, shape), size=(64, 48), frames=2, seed=4)))
+        target = DemoScene.of(ClipSpec(colour, shape), size=(64, 48), frames=2, seed=4).objects[-1]
+        x, y = (int(round(v)) for v in target.start)
+        assert tuple(frame[y, x]) == PALETTE[colour]  # the captioned object's centre, before encoding
+    # Objects are found by colour (the centroid above takes pixels within 90 of it): no backdrop pixel comes close.
+    for seed in range(5):
+        backdrop = DemoScene((), 8, (160, 120), 2, seed).backdrop(160, 120).astype(np.int32)
+        for name in DEMO_COLOURS:
+            assert np.abs(backdrop - np.array(PALETTE[name])).sum(axis=-1).min() > 90, (name, seed)

@@ -64,6 +64,25 @@ def test_every_arm_choice_has_an_entry_and_back():
     assert [name for name, arm in ARMS.items() if arm.no_alpha] == ["no-alpha"]
 
 
+def test_the_arms_help_and_choices_come_from_one_table():
+    """--arms lists every choice with its words from BENCH_ARM_HELP; an added entry shows up in both."""
+    import dataclasses
+
+    from fda.lab import config as lab_config
+
+    table = lab_config.BENCH_ARM_HELP
+    assert lab_config.BENCH_ARMS == tuple(table)
+    arms = next(f for f in dataclasses.fields(lab_config.BenchMotionConfig) if f.name == "arms")
+    assert arms.metadata["cli"].help == lab_config._choices_help("Comma list of arms", table)
+    toy = lab_config._choices_help("Comma list of arms", {**table, "zeros": "all-zero masks"})
+    assert toy.startswith("Comma list of arms: masks, no-alpha (the reference, required), full (all-ones masks), ")
+    rules = ", ".join(lab_config.MASK_RULES[1:])  # one arm per mask rule but diff, their words written once
+    assert toy.endswith(f", {rules} (masks made with that --mask-rule and --camera-motion compensate), "
+                        "zeros (all-zero masks).")
+    with pytest.raises(TypeError):
+        table["zeros"] = "all-zero masks"  # the shipped table is frozen
+
+
 def _zero_masks(inputs):
     """The toy arm's shards: every mask all zeros (a copy through fda.shards.rewrite)."""
     from fda.shards import rewrite

@@ -211,8 +211,7 @@ def preprocess(**kwargs: Any) -> None:
 @config_options(GenerateConfig)
 def generate(**kwargs: Any) -> None:
     """Write a synthetic MSR-VTT-layout data set of encoded videos with known content and captions."""
-    from fda.lab.scenes import run_generate
-    from fda.lab.synthetic import summarize
+    from fda.lab.scenes import run_generate, summarize
 
     cfg = build_config(GenerateConfig, **kwargs)
     result = run_stage(run_generate, cfg)

@@ -7,7 +7,8 @@ training params, which live in ``open_clip_train``).
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from types import MappingProxyType
+from typing import Any, Mapping, Optional, Tuple
 
 from fda.config import MASK_RULES, MAX_FRAMES, SPLITS, PreprocessConfig, TrainConfig, parse_splits
 from fda.errors import ConfigError
@@ -253,8 +254,28 @@ class AblateConfig:
         choice(self, "eval_split", self.eval_split, SPLITS)
 
 
-BENCH_ARMS = ("masks", "no-alpha", "full", "shuffled", "compensated") + MASK_RULES[1:]  # + one arm per mask rule
+BENCH_ARM_HELP: Mapping[str, str] = MappingProxyType({  # every --arms choice -> its words in the --arms help
+    "masks": "",
+    "no-alpha": "the reference, required",
+    "full": "all-ones masks",
+    "shuffled": "another clip's masks",
+    "compensated": "masks made with --camera-motion compensate",
+    **{rule: "masks made with that --mask-rule and --camera-motion compensate" for rule in MASK_RULES[1:]},
+})
+"""The ``fda bench-motion --arms`` choices in order, with their help (the keys of :data:`fda.lab.motion_bench.ARMS`; a
+test checks they agree): adding an arm is one entry here and one ``Arm`` there. One arm per mask rule but ``diff``
+(that one is ``masks``)."""
+BENCH_ARMS = tuple(BENCH_ARM_HELP)
 MASK_SETTINGS = ("plain", "compensated", "normalised", "both")
+
+
+def _choices_help(intro: str, described: Mapping[str, str]) -> str:
+    """``intro: a (what a is), b, c (what b and c are).``: each choice with its words in brackets, written once after
+    a run of choices that share them; a choice with no words stands alone."""
+    names = list(described)
+    parts = [name if not described[name] or (i + 1 < len(names) and described[names[i + 1]] == described[name])
+             else f"{name} ({described[name]})" for i, name in enumerate(names)]
+    return f"{intro}: {', '.join(parts)}."
 
 
 def _twin_checks(cfg: Any) -> None:
@@ -278,10 +299,7 @@ class BenchMotionConfig:
 
     out: str = opt("bench-motion", "Folder for data, shards, runs, results.")
     sets: str = opt("motion,null,appearance", "Comma list of scene kinds (see fda generate --kind).")
-    arms: str = opt("masks,no-alpha,full,shuffled", "Comma list of arms: masks, no-alpha (the reference, required), "
-                    "full (all-ones masks), shuffled (another clip's masks), compensated (masks made with "
-                    "--camera-motion compensate), flow, mv (masks made with that --mask-rule and --camera-motion "
-                    "compensate).")
+    arms: str = opt("masks,no-alpha,full,shuffled", _choices_help("Comma list of arms", BENCH_ARM_HELP))
     condition: str = opt("still", "Scene condition of every set (see fda generate --condition), e.g. pan for a moving "
                          "camera.", choices=SCENE_CONDITIONS)
     train_videos: int = opt(192, "Training clips per set (even: twins).")

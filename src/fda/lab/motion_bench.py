@@ -1,6 +1,6 @@
 """``fda bench-motion``: do frame-difference masks help where motion identifies the captioned object, and only there?
 
-For each scene kind (:mod:`fda.lab.scenes`: ``motion``, ``null``, ``appearance``) the benchmark generates a set,
+For each scene kind (:mod:`fda.lab.scenes.bench`: ``motion``, ``null``, ``appearance``) the benchmark generates a set,
 preprocesses it once (``fda preprocess``: frames + tau masks), and trains every arm with the same budget and seeds
 (``fda train``), then ranks the test split:
 
@@ -446,7 +446,7 @@ def plot_bench(rows: Sequence[Dict[str, Any]], arms: Sequence[Arm], path: str, t
 
 
 def _load_clips(data_root: str) -> Dict[str, Dict[str, Any]]:
-    from fda.lab.synthetic import META_FILE
+    from fda.lab.scenes import META_FILE
 
     meta = read_json(os.path.join(data_root, META_FILE))
     return {c["video_id"]: {**c, "size": meta["size"]} for c in meta["clips"]}
@@ -454,7 +454,7 @@ def _load_clips(data_root: str) -> Dict[str, Dict[str, Any]]:
 
 def _stale(data: str, wanted: Dict[str, Any]) -> bool:
     """Whether the generated set in ``data`` is missing or was made with other settings than ``wanted``."""
-    from fda.lab.synthetic import META_FILE
+    from fda.lab.scenes import META_FILE
 
     path = os.path.join(data, META_FILE)
     summary = read_json(path) if os.path.isfile(path) else None

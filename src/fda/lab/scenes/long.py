@@ -1,7 +1,7 @@
 """Long benchmark clips: several short motion events strung into one 60–180 s clip, in twins, with ground truth.
 
-Built from the ``motion`` benchmark scenes (:mod:`fda.lab.scenes`): the same palette, shapes, flat background, object
-size and 5 px-per-frame speed, so a model trained on the 3 s ``motion`` clips sees familiar frames.
+Built from the ``motion`` benchmark scenes (:mod:`fda.lab.scenes.bench`): the same palette, shapes, flat background,
+object size and 5 px-per-frame speed, so a model trained on the 3 s ``motion`` clips sees familiar frames.
 A long clip shows :data:`LONG_OBJECTS` objects on disjoint paths; it holds ``events`` events, each a stretch of
 ``event_seconds`` during which exactly one object moves, separated by still stretches of random length (every
 object at rest at the midpoint of its path).
@@ -32,12 +32,9 @@ events (frame spans, mover, sentence), the captioned event, both captions, and p
 (``[x0, y0, x1, y1]``, right/bottom exclusive, like ``fda_synthetic.json``).
 """
 
-import csv
-import io
 import json
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Dict, List, NamedTuple, Sequence, Tuple
 
@@ -45,9 +42,10 @@ import numpy as np
 
 from fda.files import make_out_dir
 from fda.errors import ConfigError, InputError
-from fda.lab.scenes import (BACKGROUND, PALETTE, STEP, Scene, SceneObject, layout_objects, check_palette, render_scene,
-                            scene_geometry)
-from fda.lab.synthetic import SHAPES, check_size, encode_frames
+from fda.lab.scenes.bench import BACKGROUND, STEP, Scene, SceneObject, layout_objects, scene_geometry
+from fda.lab.scenes.drawing import PALETTE, SHAPES, check_palette, render_scene
+from fda.lab.scenes.encoding import check_size, encode_frames, frame_count
+from fda.lab.scenes.msrvtt import encode_all, write_csv, write_text
 from fda.pipeline.datasets import paragraph
 
 logger = logging.getLogger(__name__)
@@ -70,7 +68,7 @@ class Event(NamedTuple):
 
 @dataclass(frozen=True)
 class LongScene(Scene):
-    """A long clip: a :class:`~fda.lab.scenes.Scene` whose objects move only during their events, back and forth.
+    """A long clip: a :class:`~fda.lab.scenes.bench.Scene` whose objects move only during their events, back and forth.
 
     ``objects[i].moves`` says whether object ``i`` moves in some event, ``captioned`` whether it is the captioned
     event's mover.
@@ -121,7 +119,7 @@ class LongScene(Scene):
 
 
 def period_frames(size: Tuple[int, int], travel: float) -> int:
-    """Frames of one there-and-back trip along a path of ``travel`` px at :data:`fda.lab.scenes.STEP` (scaled)."""
+    """Frames of one there-and-back trip along a path of ``travel`` px at :data:`fda.lab.scenes.bench.STEP` (scaled)."""
     return int(round(2 * travel / (STEP * min(size) / 64.0)))
 
 
@@ -190,7 +188,7 @@ def make_long_set(root: str, *, clips: int = 64, seconds: float = 60.0, seed: in
         raise ConfigError(f"clips must be an even integer >= 2 (clips come in twins), got {clips!r}")
     check_palette(PALETTE, BACKGROUND)
     w, h = check_size(size)
-    frames = max(2, int(round(fps * seconds)))
+    frames = frame_count(fps, seconds)
     _, travel = scene_geometry((w, h), PATH_FRAMES)
     event_len = event_frames(fps, event_seconds, period_frames((w, h), travel))
     rng = np.random.default_rng([seed, 29])
@@ -207,29 +205,19 @@ def make_long_set(root: str, *, clips: int = 64, seconds: float = 60.0, seed: in
         return encode_frames(os.path.join(root, f"{ids[i]}.mp4"), render_scene(scenes[i]), size=(w, h),
                              fps=fps)
 
-    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:  # ffmpeg runs in processes
-        counts = list(pool.map(render, range(clips)))
+    counts = encode_all(render, clips)
     for kind, name in CAPTION_FILES.items():
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["video", "caption", "split"])
-        writer.writerows([f"{v}.mp4", sc.caption(kind), "test"] for v, sc in zip(ids, scenes))
-        _write_atomic(os.path.join(root, name), buf.getvalue())
+        write_csv(root, name, ["video", "caption", "split"],
+                  ([f"{v}.mp4", sc.caption(kind), "test"] for v, sc in zip(ids, scenes)))
     summary = {"root": os.path.abspath(root), "kind": "long", "seed": seed, "videos": clips, "seconds": seconds,
                "fps": fps, "size": [w, h], "frames_per_video": counts[0], "events": events,
                "event_seconds": event_seconds, "event_frames": event_len, "objects": LONG_OBJECTS}
     records = [{"video_id": v, "twin": f"video{i ^ 1}", "frames": counts[i],
                 "captions": {k: sc.caption(k) for k in CAPTION_FILES}, **sc.truth()}
                for i, (v, sc) in enumerate(zip(ids, scenes))]
-    _write_atomic(meta_path, json.dumps({**summary, "clips": records}))
+    write_text(root, LONG_META, json.dumps({**summary, "clips": records}))
     logger.info("wrote %d long clips (%g s, %d events of %d frames) to %s", clips, seconds, events, event_len, root)
     return summary
-
-
-def _write_atomic(path: str, text: str) -> None:
-    with open(path + ".part", "w", encoding="utf-8", newline="") as fh:
-        fh.write(text)
-    os.replace(path + ".part", path)
 
 
 def load_long_clips(root: str) -> Dict[str, Dict[str, Any]]:

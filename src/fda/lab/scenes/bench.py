@@ -1,4 +1,5 @@
-"""Benchmark scenes: synthetic sets built so that a retrieval gain can only come from what the set varies.
+"""The benchmark scenes (``fda generate --kind motion|null|appearance``): a retrieval gain can come only from what
+the set varies.
 
 Every clip shows three objects (coloured squares, circles, triangles) on a flat dark background; at most one of
 them moves, along a straight path, at :data:`STEP` pixels per frame (at 64 px; scaled with the frame). Clips come in
@@ -13,51 +14,44 @@ them moves, along a straight path, at :data:`STEP` pixels per frame (at 64 px; s
 
 Design rules that keep the benchmark honest (each is checked or tested):
 
-- every object colour is at least :data:`MIN_CONTRAST` grey levels from the background (:func:`check_palette`),
-  so a tau-25 frame difference sees every mover;
+- every colour of the palette (:data:`fda.lab.scenes.drawing.PALETTE`) is at least
+  :data:`fda.lab.scenes.drawing.MIN_CONTRAST` grey levels from the background
+  (:func:`fda.lab.scenes.drawing.check_palette`), so a tau-25 frame difference sees every mover;
 - the layout is drawn before roles are given, and the slots are shuffled, so where an object sits says nothing
   about whether it is captioned or moves; a static object sits at the midpoint of the path it would travel, so
   its time-averaged position equals a mover's;
 - square frames by default, objects never leave the frame, and paths never cross (sweep boxes are disjoint).
 
-Conditions (``condition``) put the same scenes through what real footage does to frame differences: ``pan``,
-``zoom`` and ``shake`` move the camera over a textured, real-image-like background; ``flicker`` brightens every other
-frame by :data:`FLICKER` grey levels; ``noise`` adds Gaussian sensor noise; ``compression`` encodes at CRF 40. Every
-condition but ``still`` (the default: a static camera over the flat background) uses the textured background: smooth
-blobs plus sharp-edged patches (the edges a moving camera lights up) whose grey levels stay within
-:data:`TEXTURE_RANGE`, around the flat background's 40, so every colour stays at least 50 grey levels from the
-texture's mean and more than tau above its brightest pixel (:data:`TEXTURE_CONTRAST`).
+Conditions (``condition``) put the same scenes through what real footage does to frame differences: ``pan``, ``zoom``
+and ``shake`` move the camera over a textured, real-image-like background; ``flicker`` brightens every other frame by
+:data:`fda.lab.scenes.drawing.FLICKER` grey levels; ``noise`` adds Gaussian sensor noise; ``compression`` encodes at CRF
+40. Every condition but ``still`` (the default: a static camera over the flat background) uses the textured background:
+smooth blobs plus sharp-edged patches (the edges a moving camera lights up) whose grey levels stay within
+:data:`TEXTURE_RANGE`, around the flat background's 40, so every colour stays at least 50 grey levels from the texture's
+mean and more than tau above its brightest pixel (:data:`TEXTURE_CONTRAST`).
 
-Ground truth goes into the set's ``fda_synthetic.json``: per clip its twin, and per object colour, shape, role and
-its bounding box in every frame (pixels of the generated frame, ``[x0, y0, x1, y1]``, right/bottom exclusive).
+A :class:`Scene` is a scene description drawn by :func:`fda.lab.scenes.drawing.render_scene`; :func:`make_bench_set`
+writes a set in the MSR-VTT layout (:mod:`fda.lab.scenes.msrvtt`). Ground truth goes into the set's
+``fda_synthetic.json``: per clip its twin, and per object colour, shape, role and its bounding box in every frame
+(pixels of the generated frame, ``[x0, y0, x1, y1]``, right/bottom exclusive).
 """
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 from fda.errors import ConfigError
 from fda.lab.config import BENCH_KINDS, SCENE_CONDITIONS
-from fda.lab.synthetic import (SHAPES, SYNONYMS, check_counts, check_size, draw_shape, encode_frames,
-                               make_msrvtt_demo, shape_extent, write_msrvtt_set)
+from fda.lab.scenes.drawing import PALETTE, SHAPES, SYNONYMS, check_palette, render_scene, shape_extent
+from fda.lab.scenes.encoding import check_size, encode_frames, frame_count
+from fda.lab.scenes.msrvtt import check_counts, write_msrvtt_set
 
 logger = logging.getLogger(__name__)
 
 BACKGROUND: Tuple[int, int, int] = (40, 40, 40)
-PALETTE: Dict[str, Tuple[int, int, int]] = {  # RGB; every grey level is >= 50 above the background's 40
-    "red": (235, 45, 45),
-    "green": (40, 200, 60),
-    "blue": (70, 120, 255),
-    "yellow": (240, 220, 40),
-    "purple": (185, 75, 235),
-    "orange": (250, 140, 30),
-    "cyan": (40, 210, 220),
-    "white": (235, 235, 235),
-}
-MIN_CONTRAST = 50.0
 STEP = 5.0  # pixels per frame at a 64 px short side
 OBJECTS = 3
 DEFAULT_SIZE = (64, 64)
@@ -67,31 +61,7 @@ TEXTURE_CONTRAST = 26.0  # every colour stays above tau 25 over the texture's br
 PAN = 3.0  # camera pan, px per frame at 64 px
 ZOOM = 0.06  # zoom change per frame
 SHAKE = 4.0  # camera jitter, px at 64 px
-FLICKER = 30  # grey levels added to every other frame
-NOISE = 10.0  # sensor noise sigma, grey levels
 HEAVY_CRF = 40
-
-
-def grey_level(rgb: Sequence[int]) -> float:
-    """Grey level of an RGB colour with the weights the masks use (OpenCV's ``RGB2GRAY``: 0.299, 0.587, 0.114)."""
-    r, g, b = (float(v) for v in rgb)
-    return 0.299 * r + 0.587 * g + 0.114 * b
-
-
-def check_palette(palette: Mapping[str, Sequence[int]], background: Sequence[int],
-                  min_contrast: float = MIN_CONTRAST) -> None:
-    """Refuse a palette with a colour closer than ``min_contrast`` grey levels to the background.
-
-    Raises:
-        ConfigError: naming the first such colour, its distance and the fix.
-    """
-    bg = grey_level(background)
-    for name, rgb in palette.items():
-        gap = abs(grey_level(rgb) - bg)
-        if gap < min_contrast:
-            raise ConfigError(f"colour {name} {tuple(rgb)} is {gap:.1f} grey levels from the background "
-                              f"{tuple(background)}; the benchmark needs >= {min_contrast:g} so that a tau-25 frame "
-                              f"difference sees every mover: pick a colour further from the background")
 
 
 @dataclass(frozen=True)
@@ -100,7 +70,7 @@ class SceneObject:
 
     Attributes:
         colour: a palette name.
-        shape: one of :data:`fda.lab.synthetic.SHAPES`.
+        shape: one of :data:`fda.lab.scenes.drawing.SHAPES`.
         centre: ``(x, y)`` midpoint of its path (where it sits if it does not move).
         axis: 0 for a horizontal path, 1 for a vertical one.
         sign: +1 (right/down) or -1 (left/up).
@@ -162,6 +132,14 @@ class Scene:
         return [max(0, int(np.floor(x + left)) - 1), max(0, int(np.floor(y + top)) - 1),
                 min(w, int(np.ceil(x + right)) + 1), min(h, int(np.ceil(y + bottom)) + 1)]
 
+    def backdrop(self, width: int, height: int) -> np.ndarray:
+        """The flat :data:`BACKGROUND` for ``still``, else the seeded texture (:data:`TEXTURE_RANGE`)."""
+        if self.condition == "still":
+            background = np.empty((height, width, 3), np.uint8)
+            background[:] = BACKGROUND
+            return background
+        return _texture(np.random.default_rng([self.seed, 5]), width, height)
+
     def truth(self) -> Dict[str, Any]:
         """JSON-ready ground truth: radius, travel, and per object its role and box in every frame."""
         return {"radius": round(self.radius, 3), "travel": round(self.travel, 3), "condition": self.condition,
@@ -193,35 +171,6 @@ def _texture(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
             cv2.ellipse(grey, (int(x), int(y)), (int(a), int(b)), 0, 0, 360, level, -1)
     grey = cv2.GaussianBlur(grey, (3, 3), 0.6)
     return np.repeat(np.clip(grey, lo, hi).round().astype(np.uint8)[..., None], 3, axis=2)
-
-
-def render_scene(scene: Scene) -> Iterator[np.ndarray]:
-    """The scene's frames before encoding: uint8 [H, W, 3] RGB; static objects are bit-identical across frames.
-
-    With a moving camera the scene is drawn on a canvas with a margin and warped into each frame.
-    """
-    w, h = scene.size
-    if scene.condition == "still":
-        background = np.empty((h, w, 3), np.uint8)
-        background[:] = BACKGROUND
-        margin = 0
-    else:
-        margin = int(np.ceil(0.3 * min(w, h))) if scene.cameras else 0
-        background = _texture(np.random.default_rng([scene.seed, 5]), w + 2 * margin, h + 2 * margin)
-    noise_rng = np.random.default_rng([scene.seed, 7])
-    shift = np.array([[1.0, 0.0, margin], [0.0, 1.0, margin], [0.0, 0.0, 1.0]])
-    for t in range(scene.frames):
-        img = background.copy()
-        for obj in scene.objects:
-            draw_shape(img, obj.shape, PALETTE[obj.colour], scene.position(obj, t) + margin, scene.radius)
-        if scene.cameras:  # canvas -> frame = camera(t) after removing the margin
-            matrix = scene.camera(t) @ np.linalg.inv(shift)
-            img = cv2.warpAffine(img, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        if scene.condition == "flicker" and t % 2:
-            img = np.clip(img.astype(np.int16) + FLICKER, 0, 255).astype(np.uint8)
-        elif scene.condition == "noise":
-            img = np.clip(img + noise_rng.normal(0, NOISE, img.shape[:2])[..., None], 0, 255).round().astype(np.uint8)
-        yield img
 
 
 def camera_path(rng: np.random.Generator, condition: str, size: Tuple[int, int],
@@ -376,7 +325,7 @@ def make_bench_set(root: str, kind: str, *, n_train: int = 192, n_test: int = 64
         condition: what the camera and the sensor do (:data:`SCENE_CONDITIONS`); ``still`` by default.
 
     Returns:
-        Summary, as :func:`fda.lab.synthetic.make_msrvtt_demo`.
+        Summary, as :func:`fda.lab.scenes.demo.make_msrvtt_demo`.
 
     Raises:
         ConfigError: odd counts, a size that cannot hold the paths, a palette that fails :func:`check_palette`.
@@ -388,7 +337,7 @@ def make_bench_set(root: str, kind: str, *, n_train: int = 192, n_test: int = 64
     check_palette(PALETTE, BACKGROUND)
     check_palette(PALETTE, (TEXTURE_RANGE[1],) * 3, min_contrast=TEXTURE_CONTRAST)  # the texture's brightest level
     w, h = check_size(size)
-    frames = max(2, int(round(fps * seconds)))
+    frames = frame_count(fps, seconds)
     rng = np.random.default_rng([seed, BENCH_KINDS.index(kind) if kind in BENCH_KINDS else 99, 17])
     scenes: List[Scene] = []
     for _ in range((n_train + n_test) // 2):
@@ -405,12 +354,3 @@ def make_bench_set(root: str, kind: str, *, n_train: int = 192, n_test: int = 64
     return write_msrvtt_set(root, len(scenes), captions, n_train, render=render, clips=clips, kind=kind, seed=seed,
                             size=(w, h), fps=fps, seconds=seconds, test_pick=test_pick,
                             extra={"condition": condition})
-
-
-def run_generate(cfg: Any) -> Dict[str, Any]:
-    """Run ``fda generate`` from a :class:`fda.lab.config.GenerateConfig`; returns the summary dict."""
-    common = dict(n_train=cfg.train, n_test=cfg.test, seed=cfg.seed, size=cfg.dimensions, fps=cfg.frame_rate,
-                  seconds=cfg.seconds)
-    if cfg.kind == "demo":
-        return make_msrvtt_demo(cfg.out_dir, **common)
-    return make_bench_set(cfg.out_dir, cfg.kind, condition=cfg.condition, **common)
