@@ -14,7 +14,7 @@ One sample per video, under a key that webdataset cannot mangle (``^[A-Za-z0-9_-
 the first dot). Members (``T`` frames, ``i`` two-digit frame number)::
 
     <key>.json            meta: schema_version, video_id, split, source, sampled indices, fps, duration, mask
-                          (its parameters as :class:`MaskParams` records them, per-frame coverage and fallback)
+                          (its parameters as :func:`mask_json` records them, per-frame coverage and fallback)
     <key>.captions.json   list of every caption of the video
     <key>.f{i:02d}.jpg    frame i, RGB, size x size, JPEG
     <key>.m{i:02d}.png    mask i, 1-bit PNG, 0 or 255, aligned pixel for pixel with frame i
@@ -26,10 +26,10 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import fields
 from typing import Any, Dict, Mapping
 
-from fda.config import FLOW_THRESHOLD, PreprocessConfig
+from fda.config import MaskConfig
 from fda.errors import InputError
 
 SCHEMA_VERSION = 1
@@ -109,67 +109,33 @@ MASK_RULE = "gray |frame - partner| > tau; close then open (square kernel); drop
 SHOWN_MASK_FIELDS = ("tau", "kernel", "min_area", "empty_mask", "diff_mode")  # the paper's rule, always recorded
 
 
-@dataclass(frozen=True)
-class MaskParams:
-    """The parameters of the frame-difference masks, as every sample's json (``mask``) and the manifest record them.
+def mask_json(mask: MaskConfig) -> Dict[str, Any]:
+    """The json form of ``mask`` (a sample's ``mask``, the manifest's ``mask``), in the order the shard format writes
+    it (the same bytes for the same parameters). The robustness options (``camera_motion``,
+    ``normalize_brightness``) and a rule other than ``diff`` (``mask_rule``, ``flow_threshold``) are recorded only when
+    on, so the paper's rule writes exactly the bytes it always did."""
+    params: Dict[str, Any] = {name: getattr(mask, name) for name in SHOWN_MASK_FIELDS}
+    params["rule"] = MASK_RULE
+    if mask.camera_motion != "none":
+        params["camera_motion"] = mask.camera_motion
+    if mask.normalize_brightness:
+        params["normalize_brightness"] = True
+    if mask.mask_rule != "diff":  # "rule" then holds that rule's text (fda.pipeline.mask_rules.mask_record)
+        params.update(mask_rule=mask.mask_rule, flow_threshold=mask.flow_threshold)
+    return params
 
-    ``diff_mode`` chooses the partner frames, so it shapes the decode as well as the masks. The robustness options
-    (``camera_motion``, ``normalize_brightness``) are recorded only when on, so the paper's rule writes exactly the
-    bytes it always did.
+
+def mask_from_json(record: Mapping[str, Any]) -> MaskConfig:
+    """Read back what :func:`mask_json` wrote (a sample's ``mask``, the manifest's ``mask`` or its ``config``).
+
+    Raises:
+        InputError: the record lacks one of the always-recorded fields.
     """
-
-    tau: float
-    kernel: int
-    min_area: int
-    empty_mask: str
-    diff_mode: str
-    camera_motion: str = "none"
-    normalize_brightness: bool = False
-    mask_rule: str = "diff"  # issue 22: recorded (with flow_threshold) only when not diff
-    flow_threshold: float = FLOW_THRESHOLD
-
-    def __post_init__(self) -> None:
-        if self.mask_rule == "diff":  # the paper's rule does not read it: one diff setting, one record
-            object.__setattr__(self, "flow_threshold", FLOW_THRESHOLD)
-
-    @classmethod
-    def from_config(cls, cfg: PreprocessConfig) -> "MaskParams":
-        """The mask parameters a preprocess config asks for."""
-        return cls(**{name: getattr(cfg, name) for name in cls.__dataclass_fields__})
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> "MaskParams":
-        """Read back what :meth:`record` wrote (a sample's ``mask``, the manifest's ``mask`` or its ``config``).
-
-        Raises:
-            InputError: the record lacks one of the always-recorded fields.
-        """
-        missing = [name for name in SHOWN_MASK_FIELDS if name not in record]
-        if missing:
-            raise InputError(f"mask record without {', '.join(missing)}: not written by fda preprocess "
-                             f"(schema_version {SCHEMA_VERSION})")
-        return cls(**{name: record[name] for name in cls.__dataclass_fields__ if name in record})
-
-    @property
-    def robust(self) -> bool:
-        """Whether a robustness option is on (the masks then come from :func:`fda.pipeline.masks.robust_clip_masks`)."""
-        return self.camera_motion != "none" or self.normalize_brightness
-
-    def record(self) -> Dict[str, Any]:
-        """The json form, in the order the shard format writes it (the same bytes for the same parameters)."""
-        params: Dict[str, Any] = {name: getattr(self, name) for name in SHOWN_MASK_FIELDS}
-        params["rule"] = MASK_RULE
-        if self.camera_motion != "none":
-            params["camera_motion"] = self.camera_motion
-        if self.normalize_brightness:
-            params["normalize_brightness"] = True
-        if self.mask_rule != "diff":  # "rule" then holds that rule's text (fda.pipeline.mask_rules.mask_record)
-            params.update(mask_rule=self.mask_rule, flow_threshold=self.flow_threshold)
-        return params
-
-    def fields(self) -> Dict[str, Any]:
-        """Every parameter by its config field name (for ``dataclasses.replace`` on a preprocess config)."""
-        return asdict(self)
+    missing = [name for name in SHOWN_MASK_FIELDS if name not in record]
+    if missing:
+        raise InputError(f"mask record without {', '.join(missing)}: not written by fda preprocess "
+                         f"(schema_version {SCHEMA_VERSION})")
+    return MaskConfig(**{f.name: record[f.name] for f in fields(MaskConfig) if f.name in record})
 
 
 def shown_mask(record: Mapping[str, Any]) -> Dict[str, Any]:
