@@ -179,14 +179,16 @@ class PreprocessConfig:
         return self.frames_train if split == "train" else self.frames_test
 
     def data_fields(self) -> Dict[str, Any]:
-        """The fields that decide the bytes of the shards; a rerun must match them to resume."""
-        flat = flat_fields(self)
-        fields = {k: flat[k] for k in DATA_FIELDS}
-        for name in OPTIONAL_DATA_FIELDS:  # recorded only when on: every other shard set keeps its fingerprint
+        """The fields that decide the bytes of the shards (:data:`DATA_FIELDS`, and those of
+        :data:`OPTIONAL_DATA_FIELDS` and :data:`RULE_DATA_FIELDS` that apply), by their roles in this config's
+        declaration; a rerun must match them to resume."""
+        cls, flat = type(self), flat_fields(self)  # the mask options by their own names, in place
+        fields = {k: flat[k] for k in fields_with(cls, role=("sample", "shard-set"))}
+        for name in fields_with(cls, role="sample-when-on"):  # only when on: other shard sets keep their fingerprints
             if flat[name]:
                 fields[name] = True
         if self.mask.mask_rule != "diff":  # likewise (issue 22): a diff shard set keeps its fingerprint
-            fields.update({name: flat[name] for name in RULE_DATA_FIELDS})
+            fields.update({name: flat[name] for name in fields_with(cls, role="sample-unless-diff")})
         return fields
 
     def with_mask(self, **changes: Any) -> "PreprocessConfig":

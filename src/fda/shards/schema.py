@@ -31,6 +31,7 @@ from typing import Any, Dict, Mapping
 
 from fda.config import MaskConfig
 from fda.errors import InputError
+from fda.options import fields_with
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -111,17 +112,18 @@ SHOWN_MASK_FIELDS = ("tau", "kernel", "min_area", "empty_mask", "diff_mode")  # 
 
 def mask_json(mask: MaskConfig) -> Dict[str, Any]:
     """The json form of ``mask`` (a sample's ``mask``, the manifest's ``mask``), in the order the shard format writes
-    it (the same bytes for the same parameters). The robustness options (``camera_motion``,
-    ``normalize_brightness``) and a rule other than ``diff`` (``mask_rule``, ``flow_threshold``) are recorded only when
-    on, so the paper's rule writes exactly the bytes it always did."""
+    it (the same bytes for the same parameters): the paper's parameters (:data:`SHOWN_MASK_FIELDS`) and ``rule``
+    always; every other option only where it is not its default (``camera_motion``, ``normalize_brightness``: when
+    on); the rule and its parameters (``role="sample-unless-diff"``) only for a rule other than ``diff``. So the
+    paper's rule writes exactly the bytes it always did, and a new :class:`fda.config.MaskConfig` field is recorded
+    with no edit here."""
     params: Dict[str, Any] = {name: getattr(mask, name) for name in SHOWN_MASK_FIELDS}
     params["rule"] = MASK_RULE
-    if mask.camera_motion != "none":
-        params["camera_motion"] = mask.camera_motion
-    if mask.normalize_brightness:
-        params["normalize_brightness"] = True
+    rule_fields = fields_with(type(mask), role="sample-unless-diff")
+    params.update({f.name: getattr(mask, f.name) for f in fields(mask)
+                   if f.name not in SHOWN_MASK_FIELDS + rule_fields and getattr(mask, f.name) != f.default})
     if mask.mask_rule != "diff":  # "rule" then holds that rule's text (fda.pipeline.mask_rules.mask_record)
-        params.update(mask_rule=mask.mask_rule, flow_threshold=mask.flow_threshold)
+        params.update({name: getattr(mask, name) for name in rule_fields})
     return params
 
 
@@ -140,11 +142,13 @@ def mask_from_json(record: Mapping[str, Any]) -> MaskConfig:
 
 def shown_mask(record: Mapping[str, Any]) -> Dict[str, Any]:
     """The mask parameters of a record or config dict for reports: the always-recorded ones (``None`` where one is
-    absent), then the robustness options that were on (``camera_motion``, ``normalize_brightness``) and a rule other
-    than ``diff`` (``mask_rule``, ``flow_threshold``)."""
+    absent), then the other options that were on (not at their default: ``camera_motion``,
+    ``normalize_brightness``) and a rule other than ``diff`` with its parameters (``mask_rule``,
+    ``flow_threshold``), as :func:`mask_json` records them."""
     shown = {name: record.get(name) for name in SHOWN_MASK_FIELDS}
-    shown.update({name: record[name] for name in ("camera_motion", "normalize_brightness")
-                  if record.get(name) not in (None, "none", False)})
+    rule_fields = fields_with(MaskConfig, role="sample-unless-diff")
+    shown.update({f.name: record[f.name] for f in fields(MaskConfig)
+                  if f.name not in SHOWN_MASK_FIELDS + rule_fields and record.get(f.name) not in (None, f.default)})
     if record.get("mask_rule") not in (None, "diff"):
-        shown.update(mask_rule=record["mask_rule"], flow_threshold=record.get("flow_threshold"))
+        shown.update({name: record.get(name) for name in rule_fields})
     return shown
