@@ -122,7 +122,7 @@ class CliField:
     spec: Opt
     flag: str
     aliases: Tuple[str, ...]
-    record: Tuple[str, ...] = ()
+    record: Tuple[str, ...]
 
     @property
     def dest(self) -> str:
