@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from fda.config import PreprocessConfig
+from fda.config import MaskConfig, PreprocessConfig
 from fda.lab.config import SCENE_BUDGET, BenchMotionConfig, Scenes
 from fda.lab.scenes import (CAPTION_FILES, EVENT_SECONDS, EVENTS, LONG_META, cut_paragraphs_differ, event_hits,
                             load_long_clips, make_long_set, one_event_true_of)
@@ -54,9 +54,11 @@ def make_config(stage: str, args: argparse.Namespace, **where: Any) -> Any:
                                      train=dataclasses.replace(SCENE_BUDGET.train, device=args.device))
         return BenchMotionConfig(out=os.path.join(args.out, "short"), sets="motion", arms=",".join(ARMS),
                                  train_videos=args.train_videos, test_videos=args.test_videos,
-                                 scenes=Scenes(data_seed=args.data_seed, workers=args.workers), budget=budget)
+                                 scenes=Scenes(data_seed=args.data_seed,
+                                               preprocess=PreprocessConfig("", workers=args.workers)),
+                                 budget=budget)
     return PreprocessConfig(dataset_root=where["data"], captions=where["captions"], out=where["out"],
-                            size=where["size"], tau=where["tau"], frames_train=where["frames"],
+                            size=where["size"], mask=MaskConfig(tau=where["tau"]), frames_train=where["frames"],
                             frames_test=where["frames"], split="test", workers=args.workers, overwrite=where["fresh"])
 
 
@@ -216,7 +218,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             for kind, file in CAPTION_FILES.items():
                 shards = os.path.join(args.out, f"long-{length:g}s", "shards", f"{kind}-{frames}f")
                 run_preprocess(make_config("preprocess", args, data=data, captions=os.path.join(data, file),
-                                           out=shards, frames=frames, size=tcfg.scenes.size, tau=tcfg.scenes.tau,
+                                           out=shards, frames=frames, size=tcfg.scenes.size, tau=tcfg.scenes.mask.tau,
                                            fresh=fresh))
                 # one-event: sampled frames on the captioned event (0, 1, 2+); paragraph: 0 when the cut makes the
                 # twins' texts the same, else 1 + the captioned sentence's position

@@ -40,7 +40,6 @@ Usage: ``.venv/bin/python benchmarks/bench_preprocess.py [--per-group 3] [--repe
 """
 
 import argparse
-import dataclasses
 import math
 import multiprocessing
 import os
@@ -213,8 +212,8 @@ def main() -> None:
     clips = os.path.join(work, "clips")
     os.makedirs(clips, exist_ok=True)
     cfg = PreprocessConfig(dataset_root=clips, out=os.path.join(work, "shards"), workers=1)
-    robust = dataclasses.replace(cfg, camera_motion="compensate", normalize_brightness=True)
-    flow, mv = (dataclasses.replace(cfg, mask_rule=rule) for rule in ("flow", "mv"))
+    robust = cfg.with_mask(camera_motion="compensate", normalize_brightness=True)
+    flow, mv = (cfg.with_mask(mask_rule=rule) for rule in ("flow", "mv"))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"PyAV {av.__version__}, OpenCV {cv2.__version__}; per clip {args.repeats}-25 interleaved rounds "
           f"(about {args.min_seconds:g} s of floor decoding), medians\n")

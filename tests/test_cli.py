@@ -38,6 +38,9 @@ def _leaf_paths(cls, exclude=()):
         assert set(nest.aliases) <= names, f"{cls.__name__}.{f.name} has aliases of unknown fields"
         deeper = tuple(e for e in exclude if e.startswith(f.name + "."))  # dotted: the outer config's reach
         inner = tuple(own) + tuple(e.split(".", 1)[1] for e in deeper) + tuple(e for e in nest.exclude if "." in e)
+        if nest.only:  # only these (a dotted one keeps its first part's config)
+            assert {o.split(".")[0] for o in nest.only} <= names, f"{cls.__name__}.{f.name} keeps unknown fields"
+            inner += tuple(names - {o.split(".")[0] for o in nest.only})
         paths += [f"{f.name}__{p}" for p in _leaf_paths(f.type, inner)]
     return paths
 
@@ -158,7 +161,7 @@ def test_sweep_takes_every_preprocess_and_train_option():
                            "--jpeg-quality", "70", "--augment", "crop-flip", "--precision", "fp32",
                            "--accum-steps", "2", "--workers", "3", "--train-workers", "1", "--steps", "5"])
     pre = cfg.preprocess_config(25.0, "out/tau25")
-    assert (pre.dataset_root, pre.captions, pre.msrvtt_train, pre.jpeg_quality, pre.workers, pre.tau, pre.out) == (
+    assert (pre.dataset_root, pre.captions, pre.msrvtt_train, pre.jpeg_quality, pre.workers, pre.mask.tau, pre.out) == (
         "root", "caps.csv", "7k", 70, 3, 25.0, "out/tau25")
     run = cfg.budget.run_config("shards", "run", seed=4, no_alpha=True)
     assert (run.augment, run.precision, run.accum_steps, run.workers, run.max_steps, run.seed, run.no_alpha) == (

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from fda.cli import cli
-from fda.config import PreprocessConfig
+from fda.config import MaskConfig, PreprocessConfig
 from fda.lab.config import AblateConfig, Budget, SweepConfig
 from fda.errors import ConfigError
 
@@ -33,10 +33,10 @@ def test_sweep_shards_equal_preprocess_byte_for_byte(data, tmp_path):
     from fda.lab.experiments import preprocess_taus
 
     common = dict(size=32, frames_train=2, frames_test=4, workers=1, samples_per_shard=3)
-    cfgs = [PreprocessConfig(data, out=str(tmp_path / f"t{t:g}"), tau=t, **common) for t in (0.0, 12.5)]
+    cfgs = [PreprocessConfig(data, out=str(tmp_path / f"t{t:g}"), mask=MaskConfig(tau=t), **common) for t in (0.0, 12.5)]
     preprocess_taus(cfgs)
     ref = str(tmp_path / "ref")
-    run_preprocess(PreprocessConfig(data, out=ref, tau=12.5, **common))
+    run_preprocess(PreprocessConfig(data, out=ref, mask=MaskConfig(tau=12.5), **common))
     names = sorted(n for n in os.listdir(ref) if n.endswith(".tar") or n == "config.json")
     assert len(names) >= 3
     for name in names:
@@ -46,7 +46,7 @@ def test_sweep_shards_equal_preprocess_byte_for_byte(data, tmp_path):
     again = preprocess_taus(cfgs)  # resumes: nothing redone
     assert all(r.processed_now == 0 for r in again.results)
     with pytest.raises(ConfigError, match="only --tau and --out"):
-        preprocess_taus([cfgs[0], PreprocessConfig(data, out=str(tmp_path / "x"), tau=5, size=48)])
+        preprocess_taus([cfgs[0], PreprocessConfig(data, out=str(tmp_path / "x"), mask=MaskConfig(tau=5), size=48)])
 
 
 def test_cli_sweep_two_taus(data, tmp_path):

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from conftest import encode_video
-from fda.config import FLOW_THRESHOLD, MASK_RULES as RULE_CHOICES, PreprocessConfig
+from fda.config import FLOW_THRESHOLD, MASK_RULES as RULE_CHOICES, MaskConfig, PreprocessConfig
 from fda.errors import ConfigError
 from fda.pipeline.mask_rules import (MASK_RULES, NO_VECTORS, MaskRule, compute_masks, diff_rule, fit_similarity,
                                      mask_record, paint_boxes)
 from fda.pipeline.video import Video, stored_vectors
-from fda.shards.schema import MASK_RULE, MaskParams
+from fda.shards.schema import MASK_RULE, mask_from_json, mask_json
 
 SIZE = 96
 SIDE = 32  # the mover's side
@@ -53,7 +53,7 @@ def decoded(path, vectors=True):
 
 
 def params(rule, **kw):
-    return MaskParams.from_config(PreprocessConfig(".", mask_rule=rule, **kw))
+    return PreprocessConfig(".", mask=MaskConfig(mask_rule=rule, **kw)).mask
 
 
 def box_recall(masks, boxes):
@@ -75,11 +75,11 @@ def test_the_table_is_the_cli_choices_and_every_rule_is_complete():
     from fda.cli import cli
 
     assert tuple(MASK_RULES) == RULE_CHOICES
-    option = next(p for p in cli.commands["preprocess"].params if p.name == "mask_rule")
+    option = next(p for p in cli.commands["preprocess"].params if "--mask-rule" in p.opts)
     assert tuple(option.type.choices) == RULE_CHOICES and option.default == "diff"
     for name, rule in MASK_RULES.items():
         assert rule.name == name and rule.text and rule.label and rule.colour and callable(rule.compute)
-        assert all(p in MaskParams.__dataclass_fields__ for p in rule.params)
+        assert all(p in MaskConfig.__dataclass_fields__ for p in rule.params)
     assert MASK_RULES["diff"].text == MASK_RULE and not MASK_RULES["diff"].params
     assert [n for n, r in MASK_RULES.items() if r.vectors] == ["mv"]
 
@@ -103,9 +103,9 @@ def test_each_rule_records_its_parameters_and_its_frames(still):
     assert all(r["blocks"] > 0 and 0 < r["moving"] < r["blocks"] for r in mv["vectors"])
     record = mask_record(params("mv", flow_threshold=2.0))
     assert record["mask_rule"] == "mv" and record["flow_threshold"] == 2.0 and record["rule"] == MASK_RULES["mv"].text
-    assert MaskParams.from_record(record) == params("mv", flow_threshold=2.0)
-    assert mask_record(params("diff")) == params("diff").record()  # the default writes what it always wrote
-    assert "mask_rule" not in params("diff").record() and params("diff", flow_threshold=3.0) == params("diff")
+    assert mask_from_json(record) == params("mv", flow_threshold=2.0)
+    assert mask_record(params("diff")) == mask_json(params("diff"))  # the default writes what it always wrote
+    assert "mask_rule" not in mask_json(params("diff")) and params("diff", flow_threshold=3.0) == params("diff")
 
 
 @pytest.mark.parametrize("rule", ["flow", "mv"])
@@ -210,11 +210,11 @@ def test_a_new_rule_is_one_function_and_one_entry(still):
 
 def test_flow_threshold_is_checked_and_recorded_only_with_its_rule():
     with pytest.raises(ConfigError, match="--flow-threshold"):
-        PreprocessConfig(".", flow_threshold=0)
+        PreprocessConfig(".", mask=MaskConfig(flow_threshold=0))
     with pytest.raises(ConfigError, match="--mask-rule"):
-        PreprocessConfig(".", mask_rule="optical")
-    assert "mask_rule" not in PreprocessConfig(".", flow_threshold=2.5).data_fields()
-    assert PreprocessConfig(".", mask_rule="flow").data_fields()["flow_threshold"] == FLOW_THRESHOLD
+        PreprocessConfig(".", mask=MaskConfig(mask_rule="optical"))
+    assert "mask_rule" not in PreprocessConfig(".", mask=MaskConfig(flow_threshold=2.5)).data_fields()
+    assert PreprocessConfig(".", mask=MaskConfig(mask_rule="flow")).data_fields()["flow_threshold"] == FLOW_THRESHOLD
 
 
 def test_preprocess_writes_each_rule_and_keeps_the_default_bytes(tmp_path, ffmpeg_exe):
@@ -229,8 +229,8 @@ def test_preprocess_writes_each_rule_and_keeps_the_default_bytes(tmp_path, ffmpe
     common = dict(size=48, frames_test=4, workers=1)
     out = {rule: str(tmp_path / rule) for rule in ("default", "diff", "mv")}
     run_preprocess(PreprocessConfig(str(root), out=out["default"], **common))
-    run_preprocess(PreprocessConfig(str(root), out=out["diff"], flow_threshold=3.0, **common))
-    run_preprocess(PreprocessConfig(str(root), out=out["mv"], mask_rule="mv", **common))
+    run_preprocess(PreprocessConfig(str(root), out=out["diff"], mask=MaskConfig(flow_threshold=3.0), **common))
+    run_preprocess(PreprocessConfig(str(root), out=out["mv"], mask=MaskConfig(mask_rule="mv"), **common))
     for name in ("test-000000.tar", "config.json", "test-000000.stats.json"):
         same = open(os.path.join(out["default"], name), "rb").read() == open(os.path.join(out["diff"], name),
                                                                            "rb").read()

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from conftest import encode_video
 from fda.cli import cli
-from fda.config import PreprocessConfig
+from fda.config import MaskConfig, PreprocessConfig
 from fda.errors import ConfigError, InputError
 from fda.pipeline.preprocess import run_preprocess
 from fda.shards.reader import decode_sample
@@ -76,9 +76,12 @@ def _samples(shards_dir, split):
 
 
 def _cfg(root, out, **kw):
-    base = dict(dataset_root=root, out=str(out), size=SIZE, workers=1, min_area=4)
+    base = dict(dataset_root=root, out=str(out), size=SIZE, workers=1)
+    mask = dict(min_area=4)
+    for name in [k for k in kw if k in MaskConfig.__dataclass_fields__]:
+        mask[name] = kw.pop(name)
     base.update(kw)
-    return PreprocessConfig(**base)
+    return PreprocessConfig(**base, mask=MaskConfig(**mask))
 
 
 @pytest.fixture(scope="module")
@@ -307,12 +310,10 @@ def test_one_decode_for_several_mask_settings_equals_one_run_per_setting(motion_
     import dataclasses
 
     from fda.pipeline.preprocess import preprocess_shard_sets
-    from fda.shards.schema import MaskParams
-
     plain = _cfg(motion_root, tmp_path / "plain", samples_per_shard=3)
     robust = _cfg(motion_root, tmp_path / "robust", samples_per_shard=3, tau=12.0, kernel=0, empty_mask="zero",
                   camera_motion="compensate", normalize_brightness=True)
-    sets = [(str(tmp_path / "a"), MaskParams.from_config(plain)), (str(tmp_path / "b"), MaskParams.from_config(robust))]
+    sets = [(str(tmp_path / "a"), plain.mask), (str(tmp_path / "b"), robust.mask)]
     results = preprocess_shard_sets(plain, sets)
     assert [r.out for r in results] == [out for out, _ in sets]
     run_preprocess(plain)
@@ -597,7 +598,7 @@ def test_workers_start_after_the_parent_used_opencv_threads(motion_root, tmp_pat
         "import cv2, numpy as np, sys\n"
         "a = np.zeros((1024, 1024), np.uint8)\n"
         "for _ in range(3): cv2.warpAffine(a, np.eye(2, 3), (1024, 1024)); cv2.GaussianBlur(a, (5, 5), 1)\n"
-        "from fda.config import PreprocessConfig\n"
+        "from fda.config import MaskConfig, PreprocessConfig\n"
         "from fda.pipeline.preprocess import run_preprocess\n"
         f"r = run_preprocess(PreprocessConfig({motion_root!r}, out={str(tmp_path)!r}, size=32, workers=2, "
         "samples_per_shard=2))\n"

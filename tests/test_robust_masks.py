@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from fda.config import PreprocessConfig
+from fda.config import MaskConfig, PreprocessConfig
 from fda.lab.scenes import render_scene, twin_scenes
 from fda.pipeline.masks import clip_masks, estimate_global_motion, robust_clip_masks, robust_motion_mask
 
@@ -110,8 +110,8 @@ def test_preprocess_records_the_camera_and_keeps_the_default_meta(tmp_path):
     make_bench_set(data, "motion", n_train=2, n_test=2, condition="pan", captions_per_video=1)
     common = dict(size=64, frames_train=4, frames_test=4, workers=1)
     run_preprocess(PreprocessConfig(data, out=str(tmp_path / "plain"), **common))
-    run_preprocess(PreprocessConfig(data, out=str(tmp_path / "comp"), camera_motion="compensate",
-                                    normalize_brightness=True, **common))
+    compensate = MaskConfig(camera_motion="compensate", normalize_brightness=True)
+    run_preprocess(PreprocessConfig(data, out=str(tmp_path / "comp"), mask=compensate, **common))
 
     def metas(out):
         return [decode_sample(raw)["meta"] for raw in iter_samples([os.path.join(out, "test-000000.tar")])]

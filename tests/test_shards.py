@@ -1,4 +1,4 @@
-"""fda.shards: the manifest loader's errors, the sample reader (handler, meta-only), MaskParams in the sample json."""
+"""fda.shards: the manifest loader's errors, the sample reader (handler, meta-only), MaskConfig in the sample json."""
 
 import io
 import json
@@ -10,22 +10,23 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from fda.config import PreprocessConfig
+from fda.config import MaskConfig, PreprocessConfig
 from fda.errors import InputError
 from fda.shards.manifest import filled_splits, load_manifest, load_split
 from fda.shards.reader import decode_sample, iter_samples, unreadable_shard
-from fda.shards.schema import MANIFEST, MaskParams, shard_name, shown_mask, write_json_atomic
+from fda.options import flat_fields
+from fda.shards.schema import MANIFEST, mask_from_json, mask_json, shard_name, shown_mask, write_json_atomic
 from fda.shards.writer import ShardWriter, encode_frame, encode_mask, pack_sample, sample_members
 
 FRAMES, SIZE = 3, 16
 
 
-def _members(key: str, mask: MaskParams = MaskParams.from_config(PreprocessConfig(".")), jpeg: bytes = b""):
+def _members(key: str, mask: MaskConfig = PreprocessConfig(".").mask, jpeg: bytes = b""):
     rng = np.random.default_rng(len(key))
     frames = rng.integers(0, 255, (FRAMES, SIZE, SIZE, 3), dtype=np.uint8)
     jpegs = [jpeg or encode_frame(f, 90) for f in frames]
     masks = [encode_mask(np.eye(SIZE, dtype=np.uint8)) for _ in range(FRAMES)]
-    meta = {"video_id": key, "indices": list(range(FRAMES)), "mask": {**mask.record(), "coverage": [0.1] * FRAMES}}
+    meta = {"video_id": key, "indices": list(range(FRAMES)), "mask": {**mask_json(mask), "coverage": [0.1] * FRAMES}}
     return sample_members(key, meta, [f"caption of {key}"], jpegs, masks)
 
 
@@ -129,26 +130,26 @@ def test_a_truncated_shard_is_one_line_naming_it(tmp_path):
                                      {"tau": 0.0, "kernel": 0, "min_area": 0, "empty_mask": "zero",
                                       "diff_mode": "sampled", "normalize_brightness": True}])
 def test_mask_params_round_trip_through_a_sample_json(tmp_path, options):
-    params = MaskParams.from_config(PreprocessConfig(".", **options))
+    params = PreprocessConfig(".", mask=MaskConfig(**options)).mask
     path = str(tmp_path / "train-000000.tar")
     with ShardWriter(path) as writer:
         writer.write(_members("clip", params))
     (sample,) = iter_samples([path], decode=True)
-    assert MaskParams.from_record(sample["meta"]["mask"]) == params
+    assert mask_from_json(sample["meta"]["mask"]) == params
     shown = {k: getattr(params, k) for k in ("tau", "kernel", "min_area", "empty_mask", "diff_mode")}
     shown.update({k: v for k, v in options.items() if k in ("camera_motion", "normalize_brightness")})
     assert shown_mask(sample["meta"]["mask"]) == shown  # reports show how the masks were made, robust options too
-    assert shown_mask(PreprocessConfig(".", **options).__dict__) == shown  # the same from a manifest's config
+    assert shown_mask(flat_fields(PreprocessConfig(".", mask=MaskConfig(**options)))) == shown  # the same from a manifest's config
 
 
 def test_mask_record_writes_the_robust_options_only_when_on():
-    plain = MaskParams.from_config(PreprocessConfig("."))
-    assert list(plain.record()) == ["tau", "kernel", "min_area", "empty_mask", "diff_mode", "rule"]
-    robust = MaskParams.from_config(PreprocessConfig(".", camera_motion="compensate", normalize_brightness=True))
-    assert list(robust.record())[-2:] == ["camera_motion", "normalize_brightness"] and robust.robust
+    plain = PreprocessConfig(".").mask
+    assert list(mask_json(plain)) == ["tau", "kernel", "min_area", "empty_mask", "diff_mode", "rule"]
+    robust = PreprocessConfig(".", mask=MaskConfig(camera_motion="compensate", normalize_brightness=True)).mask
+    assert list(mask_json(robust))[-2:] == ["camera_motion", "normalize_brightness"] and robust.robust
     assert not plain.robust
     with pytest.raises(InputError, match="mask record without tau"):
-        MaskParams.from_record({"kernel": 3, "min_area": 16, "empty_mask": "full", "diff_mode": "adjacent"})
+        mask_from_json({"kernel": 3, "min_area": 16, "empty_mask": "full", "diff_mode": "adjacent"})
 
 
 def test_decode_sample_of_what_the_encoders_wrote(tmp_path):

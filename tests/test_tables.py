@@ -113,7 +113,7 @@ def test_recipe_add_an_arm(tmp_path):
     budget = dataclasses.replace(budget, steps=1, seeds="0", eval_batch_size=4, train=dataclasses.replace(
         budget.train, batch_size=2, workers=0, model="fda-tiny", device="cpu"))
     cfg = BenchMotionConfig(out=str(tmp_path / "bench"), sets="motion", train_videos=4, test_videos=4,
-                            scenes=Scenes(frames=2, workers=1), budget=budget)
+                            scenes=Scenes(frames=2, preprocess=PreprocessConfig("", workers=1)), budget=budget)
     result = run_bench_motion(cfg, arms=table, names=("masks", "no-alpha", "zeros"))
     assert [r["arm"] for r in result.rows] == ["masks", "no-alpha", "zeros"]
     assert "all-zero masks" in result.table() and os.path.getsize(result.figure) > 5000
@@ -147,13 +147,12 @@ def test_recipe_add_a_mask_rule(tmp_path, tiny_video):
     from fda.pipeline.mask_rules import MASK_RULES, MaskRule
     from fda.pipeline.clips import decode_clip, encode_sample
     from fda.shards.reader import decode_sample, iter_samples
-    from fda.shards.schema import MaskParams
     from fda.shards.writer import ShardWriter
 
     rules = MappingProxyType({**MASK_RULES, "toy": MaskRule("toy", _left_half, "the left half", label="toy")})
     cfg = PreprocessConfig(str(tmp_path), size=32, frames_test=3)
     clip = decode_clip(VideoItem("tiny", "test", tiny_video, ("a test pattern",), "tiny.mp4"), cfg)
-    mask = dataclasses.replace(MaskParams.from_config(cfg), mask_rule="toy")
+    mask = dataclasses.replace(cfg.mask, mask_rule="toy")
     with ShardWriter(str(tmp_path / "test-000000.tar")) as writer:
         writer.write(encode_sample(clip, mask, rules))
     sample = decode_sample(next(iter_samples([str(tmp_path / "test-000000.tar")])))

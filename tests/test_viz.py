@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from fda.cli import cli
-from fda.config import PreprocessConfig
+from fda.config import MaskConfig, PreprocessConfig
 from fda.lab.config import MasksStatsConfig, VisualizeConfig
 from fda.errors import ConfigError, InputError
 from fda.lab.viz import LABEL_H, frame_sheet, iter_metas, overlay, run_masks_stats, run_visualize
@@ -31,8 +31,8 @@ def two_tau_shards(motion_data, tmp_path_factory):
     from fda.lab.experiments import preprocess_taus
 
     out = tmp_path_factory.mktemp("viz_shards")
-    cfgs = [PreprocessConfig(motion_data, out=str(out / f"tau{t:g}"), size=32, frames_train=2, frames_test=4, tau=t,
-                             kernel=0, min_area=0, workers=1) for t in (0.0, 25.0)]
+    cfgs = [PreprocessConfig(motion_data, out=str(out / f"tau{t:g}"), size=32, frames_train=2, frames_test=4,
+                             mask=MaskConfig(tau=t, kernel=0, min_area=0), workers=1) for t in (0.0, 25.0)]
     return preprocess_taus(cfgs).outs
 
 

@@ -1,16 +1,17 @@
-"""Core stage configurations: the frozen, validated configs of preprocess, train, eval, embed and search.
+"""Core stage configurations: the frozen, validated configs of preprocess (and its masks), train, eval, embed, search.
 
 Each field is declared once with :func:`fda.options.opt` (help, choices, spelling), so ``fda.cli`` builds the
 commands' options from these classes. The application layer's configs (experiments, generators, viewers) live in
 :mod:`fda.lab.config`.
 """
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from fda.errors import ConfigError
-from fda.options import choice, fields_with, nested, opt, positive, require
+from fda.options import choice, fields_with, flat_fields, nested, opt, positive, require
 
 LAYOUTS = ("msrvtt", "msvd", "activitynet", "didemo", "lsmdc", "folder")
 MSRVTT_TRAIN_LISTS = ("9k", "7k")
@@ -47,18 +48,17 @@ def parse_splits(value: Optional[str]) -> Optional[Tuple[str, ...]]:
 
 
 @dataclass(frozen=True)
-class PreprocessConfig:
-    """Everything ``fda preprocess`` needs; the fields that shape the data are recorded in every shard set."""
+class MaskConfig:
+    """How ``fda preprocess`` makes the alpha masks: every mask option, declared once.
 
-    dataset_root: str = opt(help="The dataset's folder.", argument=True, folder=True)
-    out: str = opt("shards", "Folder for shards and manifest.")
-    layout: Optional[str] = opt(None, "Dataset layout (default: detected).", choices=LAYOUTS, role="sample")
-    msrvtt_train: str = opt("9k", "MSR-VTT training list.", choices=MSRVTT_TRAIN_LISTS, role="sample")
-    captions: Optional[str] = opt(None, "Captions file (CSV, TSV or JSONL) for a folder of videos.", role="sample")
-    split: Optional[str] = opt(None, "Comma list of splits to write (default: all).", role="shard-set")
-    frames_train: int = opt(6, "Frames sampled per training clip.", role="sample")
-    frames_test: int = opt(12, "Frames sampled per val/test clip.", role="sample")
-    size: int = opt(224, "Short-side resize then center crop, in pixels.", role="sample")
+    The object the workers (:func:`fda.pipeline.mask_rules.compute_masks`), the sample json and the manifest
+    (:func:`fda.shards.schema.mask_json`) and the viewers read. ``diff_mode`` chooses the partner frames, so it shapes
+    the decode as well as the masks. ``flow_threshold`` is read by the flow and mv rules only: under ``diff`` it is
+    the default, so one diff setting is one config (and one record). ``mask_rule`` names an entry of the rule table
+    (:data:`fda.pipeline.mask_rules.MASK_RULES`, or a copy with more rules); :class:`PreprocessConfig` checks that it
+    is a shipped one, the ``--mask-rule`` choices.
+    """
+
     tau: float = opt(25.0, "Frame-difference threshold in grey levels.", role="sample")
     kernel: int = opt(3, "Morphology kernel (closing then opening); 0 disables.", role="sample")
     min_area: int = opt(16, "Drop moving regions smaller than this many pixels.", role="sample")
@@ -77,6 +77,43 @@ class PreprocessConfig:
     flow_threshold: float = opt(FLOW_THRESHOLD, "--mask-rule flow and mv: a pixel (block) moves when its motion, less "
                                 "the camera's with --camera-motion compensate, exceeds this many stored pixels.",
                                 role="sample-unless-diff")
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.tau, (int, float)) and 0 <= self.tau <= 255, self, "tau", self.tau,
+                "in 0..255 (grey levels)")
+        object.__setattr__(self, "tau", float(self.tau))
+        require(isinstance(self.kernel, int) and self.kernel >= 0 and (self.kernel == 0 or self.kernel % 2 == 1), self,
+                "kernel", self.kernel, "0 (no morphology) or an odd integer >= 1")
+        require(isinstance(self.min_area, int) and self.min_area >= 0, self, "min_area", self.min_area, ">= 0 pixels")
+        choice(self, "empty_mask", self.empty_mask, EMPTY_MASKS)
+        choice(self, "diff_mode", self.diff_mode, DIFF_MODES)
+        choice(self, "camera_motion", self.camera_motion, CAMERA_MOTIONS)
+        require(isinstance(self.flow_threshold, (int, float)) and 0 < self.flow_threshold <= 100, self,
+                "flow_threshold", self.flow_threshold, "in (0, 100] pixels")
+        # the diff rule does not read it: one diff setting, one config (its records never hold it)
+        object.__setattr__(self, "flow_threshold", FLOW_THRESHOLD if self.mask_rule == "diff"
+                           else float(self.flow_threshold))
+
+    @property
+    def robust(self) -> bool:
+        """Whether a robustness option is on (the masks then come from :func:`fda.pipeline.masks.robust_clip_masks`)."""
+        return self.camera_motion != "none" or self.normalize_brightness
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Everything ``fda preprocess`` needs; the fields that shape the data are recorded in every shard set."""
+
+    dataset_root: str = opt(help="The dataset's folder.", argument=True, folder=True)
+    out: str = opt("shards", "Folder for shards and manifest.")
+    layout: Optional[str] = opt(None, "Dataset layout (default: detected).", choices=LAYOUTS, role="sample")
+    msrvtt_train: str = opt("9k", "MSR-VTT training list.", choices=MSRVTT_TRAIN_LISTS, role="sample")
+    captions: Optional[str] = opt(None, "Captions file (CSV, TSV or JSONL) for a folder of videos.", role="sample")
+    split: Optional[str] = opt(None, "Comma list of splits to write (default: all).", role="shard-set")
+    frames_train: int = opt(6, "Frames sampled per training clip.", role="sample")
+    frames_test: int = opt(12, "Frames sampled per val/test clip.", role="sample")
+    size: int = opt(224, "Short-side resize then center crop, in pixels.", role="sample")
+    mask: MaskConfig = nested(MaskConfig(), flat=True)  # --tau ... --flow-threshold, recorded flat
     jpeg_quality: int = opt(90, "JPEG quality of stored frames.", role="sample")
     samples_per_shard: int = opt(200, "Videos per tar shard.", role="shard-set")
     decoder: str = opt("pyav", "Video decoder (in-process FFmpeg through PyAV).", choices=DECODERS, role="sample")
@@ -109,19 +146,7 @@ class PreprocessConfig:
                     f"an integer in 1..{MAX_FRAMES}")
         require(isinstance(self.size, int) and 16 <= self.size <= 4096, self, "size", self.size,
                 "an integer in 16..4096")
-        require(isinstance(self.tau, (int, float)) and 0 <= self.tau <= 255, self, "tau", self.tau,
-                "in 0..255 (grey levels)")
-        object.__setattr__(self, "tau", float(self.tau))
-        require(isinstance(self.kernel, int) and self.kernel >= 0 and (self.kernel == 0 or self.kernel % 2 == 1), self,
-                "kernel", self.kernel, "0 (no morphology) or an odd integer >= 1")
-        require(isinstance(self.min_area, int) and self.min_area >= 0, self, "min_area", self.min_area, ">= 0 pixels")
-        choice(self, "empty_mask", self.empty_mask, EMPTY_MASKS)
-        choice(self, "diff_mode", self.diff_mode, DIFF_MODES)
-        choice(self, "camera_motion", self.camera_motion, CAMERA_MOTIONS)
-        choice(self, "mask_rule", self.mask_rule, MASK_RULES)
-        require(isinstance(self.flow_threshold, (int, float)) and 0 < self.flow_threshold <= 100, self,
-                "flow_threshold", self.flow_threshold, "in (0, 100] pixels")
-        object.__setattr__(self, "flow_threshold", float(self.flow_threshold))
+        choice(self, "mask_rule", self.mask.mask_rule, MASK_RULES)  # the shipped rules (a copy of the table may add)
         require(1 <= self.jpeg_quality <= 100, self, "jpeg_quality", self.jpeg_quality, "in 1..100")
         require(self.samples_per_shard >= 1, self, "samples_per_shard", self.samples_per_shard, ">= 1")
         choice(self, "decoder", self.decoder, DECODERS)
@@ -154,19 +179,26 @@ class PreprocessConfig:
         return self.frames_train if split == "train" else self.frames_test
 
     def data_fields(self) -> Dict[str, Any]:
-        """The fields that decide the bytes of the shards; a rerun must match them to resume."""
-        fields = {k: getattr(self, k) for k in DATA_FIELDS}
-        for name in OPTIONAL_DATA_FIELDS:  # recorded only when on: every other shard set keeps its fingerprint
-            if getattr(self, name):
+        """The fields that decide the bytes of the shards (:data:`DATA_FIELDS`, and those of
+        :data:`OPTIONAL_DATA_FIELDS` and :data:`RULE_DATA_FIELDS` that apply), by their roles in this config's
+        declaration; a rerun must match them to resume."""
+        cls, flat = type(self), flat_fields(self)  # the mask options by their own names, in place
+        fields = {k: flat[k] for k in fields_with(cls, role=("sample", "shard-set"))}
+        for name in fields_with(cls, role="sample-when-on"):  # only when on: other shard sets keep their fingerprints
+            if flat[name]:
                 fields[name] = True
-        if self.mask_rule != "diff":  # likewise (issue 22): a diff shard set keeps its fingerprint
-            fields.update({name: getattr(self, name) for name in RULE_DATA_FIELDS})
+        if self.mask.mask_rule != "diff":  # likewise (issue 22): a diff shard set keeps its fingerprint
+            fields.update({name: flat[name] for name in fields_with(cls, role="sample-unless-diff")})
         return fields
+
+    def with_mask(self, **changes: Any) -> "PreprocessConfig":
+        """This config with ``changes`` to its mask options (``cfg.with_mask(camera_motion="compensate")``)."""
+        return dataclasses.replace(self, mask=dataclasses.replace(self.mask, **changes))
 
 
 DATA_FIELDS = fields_with(PreprocessConfig, role=("sample", "shard-set"))
-"""The :class:`PreprocessConfig` fields that decide the bytes of a shard set (``role="sample"`` or ``"shard-set"``),
-plus those of :data:`OPTIONAL_DATA_FIELDS` that are on."""
+"""The :class:`PreprocessConfig` fields (its :class:`MaskConfig`'s in place, by their own names) that decide the bytes
+of a shard set (``role="sample"`` or ``"shard-set"``), plus those of :data:`OPTIONAL_DATA_FIELDS` that are on."""
 OPTIONAL_DATA_FIELDS = fields_with(PreprocessConfig, role="sample-when-on")
 """Flags that decide the bytes of a shard set when on, recorded only then (shard sets written before they existed
 keep their fingerprints)."""

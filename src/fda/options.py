@@ -65,11 +65,22 @@ class Nest:
             (``train.epochs``) reaches into a config nested in this one.
         aliases: deprecated spellings per field, replacing the field's own (which may mean something else here).
         help: help lines per field, replacing the field's own (the same option reads differently in this command).
+        only: when given, the only fields that become options (the rest keep the nested default's values); a dotted
+            name reaches deeper, as in ``exclude``.
+        flat: the held config is a part of the outer one, not a stage it composes: records
+            (:func:`options_record`) show its fields in place, as the outer config's own.
     """
 
     exclude: Tuple[str, ...] = ()
     aliases: Mapping[str, Tuple[str, ...]] = dataclasses.field(default_factory=dict)
     help: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    only: Tuple[str, ...] = ()
+    flat: bool = False
+
+    def keeps(self, name: str) -> bool:
+        """Whether field ``name`` of the held config (or some field of a config nested under it) is an option."""
+        chosen = not self.only or name in self.only or any(o.startswith(name + ".") for o in self.only)
+        return chosen and name not in self.exclude
 
 
 def opt(default: Any = dataclasses.MISSING, help: str = "", **spec: Any) -> Any:
@@ -81,9 +92,11 @@ def opt(default: Any = dataclasses.MISSING, help: str = "", **spec: Any) -> Any:
 
 
 def nested(default: Any = dataclasses.MISSING, *, exclude: Sequence[str] = (),
-           aliases: Optional[Mapping[str, Tuple[str, ...]]] = None, help: Optional[Mapping[str, str]] = None) -> Any:
-    """A field holding another (frozen) config; ``default`` is the instance whose values the options default to."""
-    meta = {"nest": Nest(tuple(exclude), dict(aliases or {}), dict(help or {}))}
+           aliases: Optional[Mapping[str, Tuple[str, ...]]] = None, help: Optional[Mapping[str, str]] = None,
+           only: Sequence[str] = (), flat: bool = False) -> Any:
+    """A field holding another (frozen) config; ``default`` is the instance whose values the options default to
+    (:class:`Nest` gives the meaning of the rest)."""
+    meta = {"nest": Nest(tuple(exclude), dict(aliases or {}), dict(help or {}), tuple(only), flat)}
     if default is dataclasses.MISSING:
         return dataclasses.field(metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -100,6 +113,7 @@ class CliField:
         spec: its :class:`Opt`.
         flag: its spelling (``--lr``, ``-k``).
         aliases: its deprecated spellings in this command.
+        record: where :func:`options_record` puts it: ``path`` without the configs nested ``flat``.
     """
 
     path: Tuple[str, ...]
@@ -108,6 +122,7 @@ class CliField:
     spec: Opt
     flag: str
     aliases: Tuple[str, ...]
+    record: Tuple[str, ...]
 
     @property
     def dest(self) -> str:
@@ -117,30 +132,38 @@ class CliField:
 
 def _inner_nest(outer: "Nest", f: "dataclasses.Field[Any]") -> "Nest":
     """The nesting of field ``f``'s config, with the exclusions the outer config names by dotted path added
-    (``exclude=("train.epochs",)`` on a held :class:`Budget` drops its template's ``--epochs``)."""
+    (``exclude=("train.epochs",)`` on a held :class:`Budget` drops its template's ``--epochs``) and its dotted
+    inclusions, if any, in place of the held config's own."""
     own: Nest = f.metadata["nest"]
-    deeper = tuple(e.split(".", 1)[1] for e in outer.exclude if e.startswith(f.name + "."))
-    return dataclasses.replace(own, exclude=own.exclude + deeper) if deeper else own
+
+    def deeper(names: Tuple[str, ...]) -> Tuple[str, ...]:
+        return tuple(e.split(".", 1)[1] for e in names if e.startswith(f.name + "."))
+    exclude, only = deeper(outer.exclude), () if f.name in outer.only else deeper(outer.only)
+    return dataclasses.replace(own, exclude=own.exclude + exclude, only=only or own.only) if exclude or only else own
 
 
-def cli_fields(cls: type, defaults: Any = None, path: Tuple[str, ...] = (), nest: Nest = Nest()) -> List[CliField]:
+def cli_fields(cls: type, defaults: Any = None, path: Tuple[str, ...] = (), nest: Nest = Nest(),
+               record: Tuple[str, ...] = ()) -> List[CliField]:
     """Every option and argument of ``cls``, in field order, nested configs flattened in place.
 
     Args:
         cls: a config dataclass whose fields carry :func:`opt` or :func:`nested` metadata.
         defaults: an instance of ``cls`` whose values are the defaults (None: the fields' own defaults).
         path: the field names leading to ``cls``.
-        nest: how ``cls`` is nested (its excluded fields and alias overrides).
+        nest: how ``cls`` is nested (its excluded or only fields, alias and help overrides).
+        record: where :func:`options_record` puts ``cls``'s fields.
     """
     out: List[CliField] = []
     hints = typing.get_type_hints(cls)  # the annotations as types, also under "from __future__ import annotations"
     for f in dataclasses.fields(cls):
-        if f.name in nest.exclude:
+        if not nest.keeps(f.name):
             continue
         default = getattr(defaults, f.name) if defaults is not None else _field_default(f)
         if "nest" in f.metadata:
             inner = None if default is dataclasses.MISSING else default
-            out += cli_fields(hints[f.name], inner, path + (f.name,), _inner_nest(nest, f))
+            inner_nest = _inner_nest(nest, f)
+            out += cli_fields(hints[f.name], inner, path + (f.name,), inner_nest,
+                              record if inner_nest.flat else record + (f.name,))
             continue
         spec = f.metadata.get("cli")
         if spec is None:
@@ -148,7 +171,8 @@ def cli_fields(cls: type, defaults: Any = None, path: Tuple[str, ...] = (), nest
         aliases = nest.aliases.get(f.name, spec.aliases)
         if f.name in nest.help:
             spec = dataclasses.replace(spec, help=nest.help[f.name])
-        out.append(CliField(path + (f.name,), hints[f.name], default, spec, spec.flag or flag(f.name), tuple(aliases)))
+        out.append(CliField(path + (f.name,), hints[f.name], default, spec, spec.flag or flag(f.name), tuple(aliases),
+                            record + (f.name,)))
     return out
 
 
@@ -180,18 +204,19 @@ def from_options(cls: type, values: Mapping[str, Any], base: Any = None, prefix:
 
 
 def options_record(cfg: Any) -> Dict[str, Any]:
-    """The values of ``cfg``'s command-line options, nested as the configs are (for an experiment's json): the
-    fields a composed command sets itself (excluded from its options) are left out, so the record shows only what
-    the user chose or left at its default."""
+    """The values of ``cfg``'s command-line options, nested as the configs are (for an experiment's json), but a
+    config nested ``flat`` (a part of its holder, as the mask options are of preprocess) shows its fields in place:
+    the fields a composed command sets itself (excluded from its options) are left out, so the record shows only
+    what the user chose or left at its default."""
     out: Dict[str, Any] = {}
     for field in cli_fields(type(cfg), cfg):
         value: Any = cfg
         for name in field.path:
             value = getattr(value, name)
         node = out
-        for name in field.path[:-1]:
+        for name in field.record[:-1]:
             node = node.setdefault(name, {})
-        node[field.path[-1]] = list(value) if isinstance(value, tuple) else value
+        node[field.record[-1]] = list(value) if isinstance(value, tuple) else value
     return out
 
 
@@ -211,12 +236,28 @@ def flat_fields(cfg: Any) -> Dict[str, Any]:
 
 # --- reading the declarations -----------------------------------------------------------------------------------
 
+def leaf_fields(cls: type) -> List["dataclasses.Field[Any]"]:
+    """``cls``'s option fields in field order, those of nested configs in place of the nested field (their names
+    are the flat names records and name lists use: ``tau``, not ``mask.tau``)."""
+    out: List[dataclasses.Field[Any]] = []
+    hints: Optional[Dict[str, Any]] = None
+    for f in dataclasses.fields(cls):
+        if "nest" in f.metadata:
+            hints = hints or typing.get_type_hints(cls)
+            out += leaf_fields(hints[f.name])
+        else:
+            out.append(f)
+    return out
+
+
 def spelling(cls: Any, name: str) -> str:
-    """How the command line spells field ``name`` of config ``cls`` (a class or an instance): its declared flag,
-    else :func:`flag` of the name; a positional argument in capitals (``SHARDS_DIR``). A name that is not a field
-    of ``cls`` is spelled by :func:`flag`."""
+    """How the command line spells field ``name`` of config ``cls`` (a class or an instance; a field of a nested
+    config by its own name): its declared flag, else :func:`flag` of the name; a positional argument in capitals
+    (``SHARDS_DIR``). A name that is not a field of ``cls`` is spelled by :func:`flag`."""
     cls = cls if isinstance(cls, type) else type(cls)
-    f = {f.name: f for f in dataclasses.fields(cls)}.get(name) if dataclasses.is_dataclass(cls) else None
+    f = None
+    if dataclasses.is_dataclass(cls):  # its own field first, else a nested config's
+        f = {f.name: f for f in dataclasses.fields(cls)}.get(name) or {f.name: f for f in leaf_fields(cls)}.get(name)
     spec = f.metadata.get("cli") if f is not None else None
     if spec is None:
         return flag(name)
@@ -226,12 +267,13 @@ def spelling(cls: Any, name: str) -> str:
 
 
 def fields_with(cls: type, **meta: Any) -> Tuple[str, ...]:
-    """The names of ``cls``'s fields whose :class:`Opt` has every given value (``role="sample"``), in field order;
-    a tuple value matches any of its items (``role=("sample", "shard-set")``)."""
+    """The names of ``cls``'s fields whose :class:`Opt` has every given value (``role="sample"``), in field order,
+    those of nested configs in place (:func:`leaf_fields`); a tuple value matches any of its items
+    (``role=("sample", "shard-set")``)."""
     def matches(spec: Optional[Opt]) -> bool:
         return spec is not None and all(getattr(spec, k) in (v if isinstance(v, tuple) else (v,))
                                         for k, v in meta.items())
-    return tuple(f.name for f in dataclasses.fields(cls) if matches(f.metadata.get("cli")))
+    return tuple(f.name for f in leaf_fields(cls) if matches(f.metadata.get("cli")))
 
 
 # --- checks shared by several configs -----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping, Optional, Tuple
 
-from fda.config import MASK_RULES, MAX_FRAMES, SPLITS, PreprocessConfig, TrainConfig, parse_splits
+from fda.config import MASK_RULES, MAX_FRAMES, SPLITS, MaskConfig, PreprocessConfig, TrainConfig, parse_splits
 from fda.errors import ConfigError
 from fda.options import choice, fields_with, name_list, nested, opt, parse_floats, parse_seeds, positive, require
 
@@ -181,15 +181,20 @@ SCENE_BUDGET = Budget(TrainConfig("", model="fda-small", pretrained=None, batch_
 
 @dataclass(frozen=True)
 class Scenes:
-    """Generated benchmark clips and their preprocessing (``fda bench-motion``, ``bench-masks``, ``demo``)."""
+    """Generated benchmark clips and their preprocessing (``fda bench-motion``, ``bench-masks``, ``demo``).
+
+    ``--tau`` and ``--workers`` are preprocess's own options (their checks too), held in ``mask`` and ``preprocess``;
+    the rest of those two configs keeps preprocess's defaults.
+    """
 
     size: int = opt(64, "Square frame size of the clips and the shards.")
     fps: int = opt(2, "Frame rate of the clips.")
     seconds: float = opt(3.0, "Clip length.")
     frames: int = opt(4, "Frames sampled per clip (train and test).")
-    tau: float = opt(25.0, "Mask threshold.")
+    mask: MaskConfig = nested(MaskConfig(), only=("tau",), help={"tau": "Mask threshold."}, flat=True)
     data_seed: int = opt(0, "Seed of the generated clips (training seeds: --seeds).")
-    workers: int = opt(0, "Preprocess processes (0: all cores).")
+    preprocess: PreprocessConfig = nested(PreprocessConfig(""), only=("workers",), flat=True,
+                                          help={"workers": "Preprocess processes (0: all cores)."})
 
     def __post_init__(self) -> None:
         require(isinstance(self.data_seed, int) and self.data_seed >= 0, self, "data_seed", self.data_seed,
@@ -201,13 +206,14 @@ class Scenes:
                 self, "seconds", self.seconds, f"in (0, 60] and long enough for 2 frames at --fps {self.fps}")
         require(isinstance(self.frames, int) and 2 <= self.frames <= MAX_FRAMES, self, "frames", self.frames,
                 f"an integer in 2..{MAX_FRAMES}")
-        require(0 <= self.tau <= 255, self, "tau", self.tau, "in 0..255 (grey levels)")
-        require(self.workers >= 0, self, "workers", self.workers, ">= 0 (0: all cores)")
 
-    def preprocess_config(self, dataset_root: str, out: str, **more: Any) -> PreprocessConfig:
-        """The :class:`PreprocessConfig` of a generated set: these frames and tau for every split."""
-        return PreprocessConfig(dataset_root=dataset_root, out=out, size=self.size, tau=self.tau,
-                                frames_train=self.frames, frames_test=self.frames, workers=self.workers, **more)
+    def preprocess_config(self, dataset_root: str, out: str, mask: Mapping[str, Any] = MappingProxyType({}),
+                          **more: Any) -> PreprocessConfig:
+        """The :class:`PreprocessConfig` of a generated set: these frames, size, tau and workers for every split;
+        ``mask`` changes more mask options (``{"camera_motion": "compensate"}``), ``more`` other options."""
+        return dataclasses.replace(self.preprocess, dataset_root=dataset_root, out=out, size=self.size,
+                                   frames_train=self.frames, frames_test=self.frames,
+                                   mask=dataclasses.replace(self.mask, **mask), **more)
 
 
 @dataclass(frozen=True)
@@ -219,7 +225,7 @@ class SweepConfig:
     tau.
     """
 
-    preprocess: PreprocessConfig = nested(exclude=("out", "tau"))
+    preprocess: PreprocessConfig = nested(exclude=("out", "mask.tau"))
     tau: str = opt("0,12.5,25,50,100", "Comma list of thresholds (grey levels).")
     out: str = opt("sweep", "Folder for shards, runs, table, figure.")
     budget: Budget = nested(Budget())
@@ -236,7 +242,7 @@ class SweepConfig:
 
     def preprocess_config(self, tau: float, out: str) -> PreprocessConfig:
         """The :class:`PreprocessConfig` of one tau's shard set."""
-        return dataclasses.replace(self.preprocess, tau=tau, out=out)
+        return dataclasses.replace(self.preprocess.with_mask(tau=tau), out=out)
 
 
 @dataclass(frozen=True)

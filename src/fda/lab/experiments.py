@@ -12,7 +12,6 @@ import each other).
 """
 
 import csv
-import dataclasses
 import logging
 import os
 import shutil
@@ -25,13 +24,13 @@ import numpy as np
 from fda.config import SAMPLE_FIELDS, EvalConfig, ModelSource, PreprocessConfig
 from fda.files import make_out_dir
 from fda.lab.config import AblateConfig, Budget, SweepConfig
-from fda.options import options_record
+from fda.options import flat_fields, options_record
 from fda.errors import ConfigError
 from fda.eval.metrics import DIRECTIONS, METRIC_KEYS, metric_name
 from fda.lab.viz import mask_stats, pyplot, save_figure
 from fda.runs import RunDir, shard_changes
 from fda.shards.manifest import read_manifest
-from fda.shards.schema import MaskParams, write_json_atomic
+from fda.shards.schema import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +70,14 @@ def preprocess_taus(cfgs: Sequence[PreprocessConfig]) -> SweepShards:
     start = time.perf_counter()
     if not cfgs:
         raise ConfigError("--tau needs at least one value")
-    first = {k: v for k, v in dataclasses.asdict(cfgs[0]).items() if k not in ("tau", "out")}
+    first = {k: v for k, v in flat_fields(cfgs[0]).items() if k not in ("tau", "out")}
     for cfg in cfgs[1:]:
-        other = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("tau", "out")}
+        other = {k: v for k, v in flat_fields(cfg).items() if k not in ("tau", "out")}
         if other != first:
             diff = sorted(k for k in first if first[k] != other[k])
             raise ConfigError(f"a tau sweep shares one decode, so only --tau and --out may differ; also differs: "
                               f"{', '.join(diff)}")
-    results = preprocess_shard_sets(cfgs[0], [(c.out, MaskParams.from_config(c)) for c in cfgs])
+    results = preprocess_shard_sets(cfgs[0], [(c.out, c.mask) for c in cfgs])
     return SweepShards(results, time.perf_counter() - start)
 
 

@@ -236,11 +236,12 @@ def plain_shards(inputs: ArmInputs) -> str:
 
 
 def preprocessed_shards(name: str, options: Mapping[str, Any], inputs: ArmInputs) -> str:
-    """The set's clips preprocessed again with ``options`` (:meth:`Scenes.preprocess_config`) into ``shards/<name>``."""
+    """The set's clips preprocessed again with the mask ``options`` (:meth:`Scenes.preprocess_config`) into
+    ``shards/<name>``."""
     from fda.pipeline.preprocess import run_preprocess
 
     out = os.path.join(inputs.base, "shards", name)
-    run_preprocess(inputs.cfg.scenes.preprocess_config(inputs.data, out, overwrite=inputs.fresh, **options))
+    run_preprocess(inputs.cfg.scenes.preprocess_config(inputs.data, out, options, overwrite=inputs.fresh))
     return out
 
 
@@ -612,15 +613,14 @@ def rule_milliseconds(data: str, scenes: Any, columns: Dict[str, Dict[str, Any]]
     from fda.pipeline.datasets import load_dataset
     from fda.pipeline.mask_rules import compute_masks
     from fda.pipeline.clips import decode_clip
-    from fda.shards.schema import MaskParams
 
-    cfg = scenes.preprocess_config(data, os.path.join(data, "unused"), split="test", mask_rule="mv")
+    cfg = scenes.preprocess_config(data, os.path.join(data, "unused"), {"mask_rule": "mv"}, split="test")
     items = load_dataset(data, splits=("test",)).items["test"]
     clips = [decode_clip(item, cfg) for item in items]
     frames = sum(len(c.frames) for c in clips)
     out = {}
     for name, options in columns.items():
-        mask = MaskParams.from_config(dataclasses.replace(cfg, **{"mask_rule": "diff", **options}))
+        mask = dataclasses.replace(cfg.mask, **{"mask_rule": "diff", **options})
         start = time.perf_counter()
         for clip in clips:
             compute_masks(clip.frames, clip.partners, mask, clip.vectors)
@@ -701,7 +701,7 @@ def run_bench_masks(cfg: BenchMasksConfig) -> BenchMasksResult:
         columns = mask_columns(cfg.rule_list, cfg.setting_list)
         for name, options in columns.items():
             shards = os.path.join(cfg.out, cond, "shards", name)
-            run_preprocess(scenes.preprocess_config(data, shards, split="test", overwrite=fresh, **options))
+            run_preprocess(scenes.preprocess_config(data, shards, options, split="test", overwrite=fresh))
             result.scores[cond][name] = mask_truth_scores(shards, "test", clips)
         for name, ms in rule_milliseconds(data, scenes, columns).items():
             result.scores[cond][name]["ms_per_frame"] = ms
@@ -711,5 +711,6 @@ def run_bench_masks(cfg: BenchMasksConfig) -> BenchMasksResult:
     write_json_atomic(result.json_path, {"config": options_record(cfg), "seconds": result.seconds,
                                          "scores": result.scores})
     plot_mask_quality(result.scores, result.figure,
-                      f"mask quality against ground truth: {cfg.videos} motion clips per condition, tau {scenes.tau:g}")
+                      f"mask quality against ground truth: {cfg.videos} motion clips per condition, "
+                      f"tau {scenes.mask.tau:g}")
     return result

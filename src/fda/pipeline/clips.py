@@ -2,7 +2,7 @@
 
 Per video, :func:`decode_clip` checks, probes, samples and decodes it as the config says
 (:meth:`fda.pipeline.video.Video.sample`), and :func:`encode_sample` computes the masks for one
-:class:`~fda.shards.schema.MaskParams` (its rule from :data:`fda.pipeline.mask_rules.MASK_RULES`) and encodes the
+:class:`~fda.config.MaskConfig` (its rule from :data:`fda.pipeline.mask_rules.MASK_RULES`) and encodes the
 sample. A video that cannot be used is a record (:func:`video_record`), not an exception; one that outlives
 ``--video-timeout`` is ``timed out``. :func:`process_packed` is what a worker process runs.
 """
@@ -18,12 +18,12 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from fda.config import PreprocessConfig
+from fda.config import MaskConfig, PreprocessConfig
 from fda.pipeline import executors
 from fda.pipeline.datasets import VideoItem, not_regular
 from fda.pipeline.mask_rules import MASK_RULES, MaskRule, compute_masks, mask_record
 from fda.pipeline.video import SampledFrames, Video, VideoError
-from fda.shards.schema import MaskParams, sample_key
+from fda.shards.schema import sample_key
 from fda.shards.writer import encode_frame, encode_mask, pack_sample, sample_members
 
 
@@ -34,9 +34,9 @@ def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig, window_end:
     """:meth:`fda.pipeline.video.Video.sample` of ``path`` as ``cfg`` says (the one seam between a run and the
     decoder)."""
     with Video(path) as video:  # probed and decoded from one open file
-        return video.sample(count, cfg.size, diff_mode=cfg.diff_mode, min_decodable=cfg.min_decodable,
+        return video.sample(count, cfg.size, diff_mode=cfg.mask.diff_mode, min_decodable=cfg.min_decodable,
                             skip_damaged=cfg.skip_damaged_frames, window_end=window_end,
-                            vectors=MASK_RULES[cfg.mask_rule].vectors)  # --mask-rule mv: the same decode
+                            vectors=MASK_RULES[cfg.mask.mask_rule].vectors)  # --mask-rule mv: the same decode
 
 
 @dataclass
@@ -91,7 +91,7 @@ def decode_clip(item: VideoItem, cfg: PreprocessConfig) -> Clip:
     return Clip(key, tuple(item.captions), got.frames, got.partners_frames, meta, cfg.jpeg_quality, got.vectors)
 
 
-def encode_sample(clip: Clip, mask: MaskParams, rules: Mapping[str, MaskRule] = MASK_RULES) -> List[tuple]:
+def encode_sample(clip: Clip, mask: MaskConfig, rules: Mapping[str, MaskRule] = MASK_RULES) -> List[tuple]:
     """Compute the masks of ``clip`` under ``mask`` and encode the sample: its tar members, in the format's order.
 
     ``rules`` is the mask-rule table (:data:`fda.pipeline.mask_rules.MASK_RULES`; a copy may hold more rules)."""
@@ -101,7 +101,7 @@ def encode_sample(clip: Clip, mask: MaskParams, rules: Mapping[str, MaskRule] = 
     return sample_members(clip.key, meta, clip.captions, clip.jpegs, [encode_mask(m) for m in masks])
 
 
-def process_video_masks(item: VideoItem, cfg: PreprocessConfig, masks: Sequence[MaskParams]
+def process_video_masks(item: VideoItem, cfg: PreprocessConfig, masks: Sequence[MaskConfig]
                         ) -> Tuple[Optional[List[List[tuple]]], Dict[str, Any]]:
     """Decode one video once, then encode its sample once per mask setting.
 
@@ -175,7 +175,7 @@ def _alarm(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
 
 
-def process_packed(item: VideoItem, cfg: PreprocessConfig, masks: Sequence[MaskParams], job: Optional[int] = None,
+def process_packed(item: VideoItem, cfg: PreprocessConfig, masks: Sequence[MaskConfig], job: Optional[int] = None,
                     hooks: Optional[Tuple[Optional[str], ...]] = None) -> Tuple[Optional[List[bytes]], Dict[str, Any]]:
     """:func:`process_video_masks` with each sample packed into its tar blocks, in the process that made it (a
     worker): the process assembling the shards then only appends bytes. A pool worker first reports ``(job, its
@@ -193,7 +193,7 @@ def process_packed(item: VideoItem, cfg: PreprocessConfig, masks: Sequence[MaskP
 
 def process_video(item: VideoItem, cfg: PreprocessConfig) -> Tuple[Optional[List[tuple]], Dict[str, Any]]:
     """One video with ``cfg``'s own mask setting: ``(members or None, record)``."""
-    members, record = process_video_masks(item, cfg, [MaskParams.from_config(cfg)])
+    members, record = process_video_masks(item, cfg, [cfg.mask])
     return (members[0] if members is not None else None), record
 
 

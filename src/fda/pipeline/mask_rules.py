@@ -28,9 +28,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from fda.config import MaskConfig
 from fda.pipeline.masks import (STILL_PX, _moves_pixels, apply_empty_rule, clip_masks, diff_mask, plausible_similarity,
                                 robust_clip_masks, robust_motion_mask, to_gray)
-from fda.shards.schema import MaskParams
+from fda.shards.schema import mask_json
 
 Vectors = Optional[Sequence[Optional[np.ndarray]]]
 """Per sampled frame, float32 [N, 6] motion-vector blocks (:func:`fda.pipeline.video.stored_vectors`) or ``None``."""
@@ -46,7 +47,7 @@ class MaskRule:
         name: the ``--mask-rule`` choice.
         compute: ``(frames uint8 [T, H, W, 3], partners uint8 [T, H, W, 3], vectors, mask) -> Masks``.
         text: the rule in one line, recorded as the sample json's ``mask.rule``.
-        params: the :class:`MaskParams` fields the rule reads beyond the always-recorded ones (recorded with it;
+        params: the :class:`MaskConfig` fields the rule reads beyond the always-recorded ones (recorded with it;
             ``tau`` is always recorded).
         label: how tables and figures name it.
         colour: its matplotlib colour in figures.
@@ -54,7 +55,7 @@ class MaskRule:
     """
 
     name: str
-    compute: Callable[[np.ndarray, np.ndarray, Vectors, MaskParams], Masks]
+    compute: Callable[[np.ndarray, np.ndarray, Vectors, MaskConfig], Masks]
     text: str
     params: Tuple[str, ...] = ()
     label: str = ""
@@ -66,7 +67,7 @@ class MaskRule:
 # diff: the paper's rule, exactly as it was
 
 
-def diff_rule(frames: np.ndarray, partners: np.ndarray, vectors: Vectors, mask: MaskParams) -> Masks:
+def diff_rule(frames: np.ndarray, partners: np.ndarray, vectors: Vectors, mask: MaskConfig) -> Masks:
     """The frame-difference masks (:func:`fda.pipeline.masks.clip_masks`, or the robust variant when an option is
     on); ``vectors`` is ignored."""
     extra: Dict[str, Any] = {}
@@ -135,7 +136,7 @@ def _camera(points: np.ndarray, moved: np.ndarray, h: int, w: int, camera: str
     return matrix, {"compensated": matrix is not None, "camera": info}
 
 
-def _finish(moving: np.ndarray, mask: MaskParams) -> np.ndarray:
+def _finish(moving: np.ndarray, mask: MaskConfig) -> np.ndarray:
     """The shared last steps on a bool [H, W] moving set: closing, opening, minimum area (uint8 {0, 1})."""
     return diff_mask(moving.view(np.uint8), tau=0, kernel=mask.kernel, min_area=mask.min_area)
 
@@ -188,7 +189,7 @@ def new_flow(side: int = 0) -> Any:
     return dis
 
 
-def flow_mask(gray: np.ndarray, partner_gray: np.ndarray, mask: MaskParams, dis: Any = None
+def flow_mask(gray: np.ndarray, partner_gray: np.ndarray, mask: MaskConfig, dis: Any = None
               ) -> Tuple[np.ndarray, Dict[str, Any]]:
     """The ``flow`` rule's raw mask of one frame (uint8 [H, W] in {0, 1}, empty when nothing moves) and its record:
     ``frame`` (``{"max": the longest residual in px}``) and, with compensation, ``compensated`` and ``camera``."""
@@ -210,7 +211,7 @@ def flow_mask(gray: np.ndarray, partner_gray: np.ndarray, mask: MaskParams, dis:
     return _finish(moving, mask), record
 
 
-def flow_rule(frames: np.ndarray, partners: np.ndarray, vectors: Vectors, mask: MaskParams) -> Masks:
+def flow_rule(frames: np.ndarray, partners: np.ndarray, vectors: Vectors, mask: MaskConfig) -> Masks:
     """Masks from dense optical flow (module docstring); ``vectors`` is ignored."""
     masks = np.empty(frames.shape[:3], np.uint8)
     fell_back = np.zeros(len(frames), bool)
@@ -241,7 +242,7 @@ def paint_boxes(boxes: np.ndarray, h: int, w: int) -> np.ndarray:
     return cv2.integral(marks, sdepth=cv2.CV_32F)[1:h + 1, 1:w + 1] > 0.5  # running sums along both axes
 
 
-def vector_mask(blocks: np.ndarray, h: int, w: int, mask: MaskParams, evidence: Optional[np.ndarray] = None
+def vector_mask(blocks: np.ndarray, h: int, w: int, mask: MaskConfig, evidence: Optional[np.ndarray] = None
                 ) -> Tuple[np.ndarray, Dict[str, Any]]:
     """The ``mv`` rule's raw mask of one frame from its blocks (float32 [N, 6], ``x0, y0, x1, y1, mx, my`` in stored
     pixels): blocks whose vector, less the camera's, is longer than ``flow_threshold`` are painted at block size,
@@ -268,7 +269,7 @@ def vector_mask(blocks: np.ndarray, h: int, w: int, mask: MaskParams, evidence: 
 NO_VECTORS = "no motion vectors (an intra frame, or a codec that exports none)"
 
 
-def mv_rule(frames: np.ndarray, partners: np.ndarray, vectors: Vectors, mask: MaskParams) -> Masks:
+def mv_rule(frames: np.ndarray, partners: np.ndarray, vectors: Vectors, mask: MaskConfig) -> Masks:
     """Masks from the codec's motion vectors (module docstring); a frame without vectors gets the ``diff`` mask
     (with the same camera and brightness options), its record ``{"fallback": "diff", "reason": ...}``."""
     masks = np.empty(frames.shape[:3], np.uint8)
@@ -313,16 +314,16 @@ MASK_RULES: Mapping[str, MaskRule] = MappingProxyType({
 """Every ``--mask-rule``, by its CLI name (frozen at import; a test or a caller passes a copy with more rules)."""
 
 
-def mask_record(mask: MaskParams, rules: Mapping[str, MaskRule] = MASK_RULES) -> Dict[str, Any]:
-    """The json form of ``mask`` (:meth:`MaskParams.record`), ``rule`` naming the rule's text for a rule other than
-    ``diff`` (whose record, and so its bytes, stay as they always were)."""
-    record = mask.record()
+def mask_record(mask: MaskConfig, rules: Mapping[str, MaskRule] = MASK_RULES) -> Dict[str, Any]:
+    """The json form of ``mask`` (:func:`fda.shards.schema.mask_json`), ``rule`` naming the rule's text for a rule
+    other than ``diff`` (whose record, and so its bytes, stay as they always were)."""
+    record = mask_json(mask)
     if mask.mask_rule != "diff":
         record["rule"] = rules[mask.mask_rule].text
     return record
 
 
-def compute_masks(frames: np.ndarray, partners: np.ndarray, mask: MaskParams, vectors: Vectors = None,
+def compute_masks(frames: np.ndarray, partners: np.ndarray, mask: MaskConfig, vectors: Vectors = None,
                   rules: Mapping[str, MaskRule] = MASK_RULES) -> Masks:
     """The masks of a clip under ``mask``'s rule (the one call preprocess makes): ``rules[mask.mask_rule].compute``.
 

@@ -30,14 +30,15 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from fda import __version__
-from fda.config import PreprocessConfig
+from fda.config import MaskConfig, PreprocessConfig
 from fda.errors import ConfigError, InputError, Interrupted
+from fda.options import flat_fields
 from fda.pipeline import executors, resume
 from fda.pipeline.clips import hooks_from_env, lost_record, process_packed
 from fda.pipeline.datasets import Dataset, Layout, VideoItem, load_dataset
 from fda.pipeline.mask_rules import MASK_RULES, mask_record
 from fda.pipeline.video import check_decoder, find_ffmpeg, ffmpeg_version
-from fda.shards.schema import (MANIFEST, SCHEMA_VERSION, MaskParams, file_digest, sample_key, shard_name, stats_name,
+from fda.shards.schema import (MANIFEST, SCHEMA_VERSION, file_digest, sample_key, shard_name, stats_name,
                                write_json_atomic)
 from fda.shards.location import recorded
 from fda.shards.store import local_dir, publish
@@ -117,11 +118,11 @@ class ShardSets:
     """
 
     cfg: PreprocessConfig
-    masks: Tuple[MaskParams, ...]
+    masks: Tuple[MaskConfig, ...]
     outputs: Tuple[PreprocessConfig, ...]
 
     @classmethod
-    def of(cls, cfg: PreprocessConfig, sets: Sequence[Tuple[str, MaskParams]]) -> "ShardSets":
+    def of(cls, cfg: PreprocessConfig, sets: Sequence[Tuple[str, MaskConfig]]) -> "ShardSets":
         """Check and resolve ``(out, mask setting)`` pairs (folders made absolute: workers may run elsewhere).
 
         Raises:
@@ -130,17 +131,17 @@ class ShardSets:
         if not sets:
             raise ConfigError("no shard set to write: pass at least one (out, mask setting)")
         for _, mask in sets:
-            if mask.diff_mode != cfg.diff_mode:
+            if mask.diff_mode != cfg.mask.diff_mode:
                 raise ConfigError(f"--diff-mode chooses the frames that are decoded, so shard sets from one decode "
-                                  f"share it: {mask.diff_mode!r} differs from {cfg.diff_mode!r}")
-            if MASK_RULES[mask.mask_rule].vectors and not MASK_RULES[cfg.mask_rule].vectors:
+                                  f"share it: {mask.diff_mode!r} differs from {cfg.mask.diff_mode!r}")
+            if MASK_RULES[mask.mask_rule].vectors and not MASK_RULES[cfg.mask.mask_rule].vectors:
                 raise ConfigError(f"--mask-rule {mask.mask_rule} reads motion vectors from the decode: run the "
-                                  f"decode with it (--mask-rule {mask.mask_rule}), not {cfg.mask_rule!r}")
+                                  f"decode with it (--mask-rule {mask.mask_rule}), not {cfg.mask.mask_rule!r}")
         outs = [recorded(out) for out, _ in sets]
         if len(set(outs)) != len(outs):
             raise ConfigError("every shard set needs its own --out folder")
         cfg = dataclasses.replace(cfg, out=outs[0])
-        outputs = tuple(dataclasses.replace(cfg, out=out, **mask.fields()) for out, (_, mask) in zip(outs, sets))
+        outputs = tuple(dataclasses.replace(cfg, out=out, mask=mask) for out, (_, mask) in zip(outs, sets))
         return cls(cfg, tuple(mask for _, mask in sets), outputs)
 
 
@@ -301,7 +302,7 @@ def build_manifest(cfg: PreprocessConfig, dataset: Dataset, listed: Dict[str, in
             "duplicate_captions_dropped": dataset.duplicate_captions,
             "captions_file": dataset.captions_file, "uncaptioned": not dataset.captioned,
             "unlisted": list(dataset.unlisted),
-            "config": _config_record(cfg), "mask": mask_record(MaskParams.from_config(cfg)), "ffmpeg": ffmpeg,
+            "config": _config_record(cfg), "mask": mask_record(cfg.mask), "ffmpeg": ffmpeg,
             "caption_truncation": TRUNCATION_NOTE,
             "splits": splits, "failures": failures}
 
@@ -309,8 +310,8 @@ def build_manifest(cfg: PreprocessConfig, dataset: Dataset, listed: Dict[str, in
 def _config_record(cfg: PreprocessConfig) -> Dict[str, Any]:
     """The manifest's ``config``: every field, but the mask-rule fields only when the rule is not ``diff`` (issue 22),
     so a default run records what it always did and a run trained on it resumes on a rerun's shards."""
-    record = dataclasses.asdict(cfg)
-    if cfg.mask_rule == "diff":
+    record = flat_fields(cfg)  # the mask options in place, as before they were one nested config
+    if cfg.mask.mask_rule == "diff":
         del record["mask_rule"], record["flow_threshold"]
     return record
 
@@ -354,10 +355,10 @@ def run_preprocess(cfg: PreprocessConfig, *, layouts: Optional[Mapping[str, Layo
         InputError: no dataset found, nothing succeeded, or more failures than ``max_failure_rate``.
         EnvError: the decoder cannot run here.
     """
-    return preprocess_shard_sets(cfg, [(cfg.out, MaskParams.from_config(cfg))], layouts=layouts)[0]
+    return preprocess_shard_sets(cfg, [(cfg.out, cfg.mask)], layouts=layouts)[0]
 
 
-def preprocess_shard_sets(cfg: PreprocessConfig, sets: Sequence[Tuple[str, MaskParams]], *,
+def preprocess_shard_sets(cfg: PreprocessConfig, sets: Sequence[Tuple[str, MaskConfig]], *,
                           layouts: Optional[Mapping[str, Layout]] = None) -> List[PreprocessResult]:
     """Write one shard set per ``(out, mask setting)``, decoding every video once as ``cfg`` says.
 

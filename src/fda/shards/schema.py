@@ -14,7 +14,7 @@ One sample per video, under a key that webdataset cannot mangle (``^[A-Za-z0-9_-
 the first dot). Members (``T`` frames, ``i`` two-digit frame number)::
 
     <key>.json            meta: schema_version, video_id, split, source, sampled indices, fps, duration, mask
-                          (its parameters as :class:`MaskParams` records them, per-frame coverage and fallback)
+                          (its parameters as :func:`mask_json` records them, per-frame coverage and fallback)
     <key>.captions.json   list of every caption of the video
     <key>.f{i:02d}.jpg    frame i, RGB, size x size, JPEG
     <key>.m{i:02d}.png    mask i, 1-bit PNG, 0 or 255, aligned pixel for pixel with frame i
@@ -26,11 +26,12 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import fields
 from typing import Any, Dict, Mapping
 
-from fda.config import FLOW_THRESHOLD, PreprocessConfig
+from fda.config import MaskConfig
 from fda.errors import InputError
+from fda.options import fields_with
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -109,76 +110,45 @@ MASK_RULE = "gray |frame - partner| > tau; close then open (square kernel); drop
 SHOWN_MASK_FIELDS = ("tau", "kernel", "min_area", "empty_mask", "diff_mode")  # the paper's rule, always recorded
 
 
-@dataclass(frozen=True)
-class MaskParams:
-    """The parameters of the frame-difference masks, as every sample's json (``mask``) and the manifest record them.
+def mask_json(mask: MaskConfig) -> Dict[str, Any]:
+    """The json form of ``mask`` (a sample's ``mask``, the manifest's ``mask``), in the order the shard format writes
+    it (the same bytes for the same parameters): the paper's parameters (:data:`SHOWN_MASK_FIELDS`) and ``rule``
+    always; every other option only where it is not its default (``camera_motion``, ``normalize_brightness``: when
+    on); the rule and its parameters (``role="sample-unless-diff"``) only for a rule other than ``diff``. So the
+    paper's rule writes exactly the bytes it always did, and a new :class:`fda.config.MaskConfig` field is recorded
+    with no edit here."""
+    params: Dict[str, Any] = {name: getattr(mask, name) for name in SHOWN_MASK_FIELDS}
+    params["rule"] = MASK_RULE
+    rule_fields = fields_with(type(mask), role="sample-unless-diff")
+    params.update({f.name: getattr(mask, f.name) for f in fields(mask)
+                   if f.name not in SHOWN_MASK_FIELDS + rule_fields and getattr(mask, f.name) != f.default})
+    if mask.mask_rule != "diff":  # "rule" then holds that rule's text (fda.pipeline.mask_rules.mask_record)
+        params.update({name: getattr(mask, name) for name in rule_fields})
+    return params
 
-    ``diff_mode`` chooses the partner frames, so it shapes the decode as well as the masks. The robustness options
-    (``camera_motion``, ``normalize_brightness``) are recorded only when on, so the paper's rule writes exactly the
-    bytes it always did.
+
+def mask_from_json(record: Mapping[str, Any]) -> MaskConfig:
+    """Read back what :func:`mask_json` wrote (a sample's ``mask``, the manifest's ``mask`` or its ``config``).
+
+    Raises:
+        InputError: the record lacks one of the always-recorded fields.
     """
-
-    tau: float
-    kernel: int
-    min_area: int
-    empty_mask: str
-    diff_mode: str
-    camera_motion: str = "none"
-    normalize_brightness: bool = False
-    mask_rule: str = "diff"  # issue 22: recorded (with flow_threshold) only when not diff
-    flow_threshold: float = FLOW_THRESHOLD
-
-    def __post_init__(self) -> None:
-        if self.mask_rule == "diff":  # the paper's rule does not read it: one diff setting, one record
-            object.__setattr__(self, "flow_threshold", FLOW_THRESHOLD)
-
-    @classmethod
-    def from_config(cls, cfg: PreprocessConfig) -> "MaskParams":
-        """The mask parameters a preprocess config asks for."""
-        return cls(**{name: getattr(cfg, name) for name in cls.__dataclass_fields__})
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> "MaskParams":
-        """Read back what :meth:`record` wrote (a sample's ``mask``, the manifest's ``mask`` or its ``config``).
-
-        Raises:
-            InputError: the record lacks one of the always-recorded fields.
-        """
-        missing = [name for name in SHOWN_MASK_FIELDS if name not in record]
-        if missing:
-            raise InputError(f"mask record without {', '.join(missing)}: not written by fda preprocess "
-                             f"(schema_version {SCHEMA_VERSION})")
-        return cls(**{name: record[name] for name in cls.__dataclass_fields__ if name in record})
-
-    @property
-    def robust(self) -> bool:
-        """Whether a robustness option is on (the masks then come from :func:`fda.pipeline.masks.robust_clip_masks`)."""
-        return self.camera_motion != "none" or self.normalize_brightness
-
-    def record(self) -> Dict[str, Any]:
-        """The json form, in the order the shard format writes it (the same bytes for the same parameters)."""
-        params: Dict[str, Any] = {name: getattr(self, name) for name in SHOWN_MASK_FIELDS}
-        params["rule"] = MASK_RULE
-        if self.camera_motion != "none":
-            params["camera_motion"] = self.camera_motion
-        if self.normalize_brightness:
-            params["normalize_brightness"] = True
-        if self.mask_rule != "diff":  # "rule" then holds that rule's text (fda.pipeline.mask_rules.mask_record)
-            params.update(mask_rule=self.mask_rule, flow_threshold=self.flow_threshold)
-        return params
-
-    def fields(self) -> Dict[str, Any]:
-        """Every parameter by its config field name (for ``dataclasses.replace`` on a preprocess config)."""
-        return asdict(self)
+    missing = [name for name in SHOWN_MASK_FIELDS if name not in record]
+    if missing:
+        raise InputError(f"mask record without {', '.join(missing)}: not written by fda preprocess "
+                         f"(schema_version {SCHEMA_VERSION})")
+    return MaskConfig(**{f.name: record[f.name] for f in fields(MaskConfig) if f.name in record})
 
 
 def shown_mask(record: Mapping[str, Any]) -> Dict[str, Any]:
     """The mask parameters of a record or config dict for reports: the always-recorded ones (``None`` where one is
-    absent), then the robustness options that were on (``camera_motion``, ``normalize_brightness``) and a rule other
-    than ``diff`` (``mask_rule``, ``flow_threshold``)."""
+    absent), then the other options that were on (not at their default: ``camera_motion``,
+    ``normalize_brightness``) and a rule other than ``diff`` with its parameters (``mask_rule``,
+    ``flow_threshold``), as :func:`mask_json` records them."""
     shown = {name: record.get(name) for name in SHOWN_MASK_FIELDS}
-    shown.update({name: record[name] for name in ("camera_motion", "normalize_brightness")
-                  if record.get(name) not in (None, "none", False)})
+    rule_fields = fields_with(MaskConfig, role="sample-unless-diff")
+    shown.update({f.name: record[f.name] for f in fields(MaskConfig)
+                  if f.name not in SHOWN_MASK_FIELDS + rule_fields and record.get(f.name) not in (None, f.default)})
     if record.get("mask_rule") not in (None, "diff"):
-        shown.update(mask_rule=record["mask_rule"], flow_threshold=record.get("flow_threshold"))
+        shown.update({name: record.get(name) for name in rule_fields})
     return shown
