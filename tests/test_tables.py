@@ -69,12 +69,13 @@ def test_the_arms_help_and_choices_come_from_one_table():
     import dataclasses
 
     from fda.lab import config as lab_config
+    from fda.options import choices_help
 
     table = lab_config.BENCH_ARM_HELP
     assert lab_config.BENCH_ARMS == tuple(table)
     arms = next(f for f in dataclasses.fields(lab_config.BenchMotionConfig) if f.name == "arms")
-    assert arms.metadata["cli"].help == lab_config._choices_help("Comma list of arms", table)
-    toy = lab_config._choices_help("Comma list of arms", {**table, "zeros": "all-zero masks"})
+    assert arms.metadata["cli"].help == choices_help("Comma list of arms", table)
+    toy = choices_help("Comma list of arms", {**table, "zeros": "all-zero masks"})
     assert toy.startswith("Comma list of arms: masks, no-alpha (the reference, required), full (all-ones masks), ")
     rules = ", ".join(lab_config.MASK_RULES[1:])  # one arm per mask rule but diff, their words written once
     assert toy.endswith(f", {rules} (masks made with that --mask-rule and --camera-motion compensate), "

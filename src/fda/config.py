@@ -34,7 +34,6 @@ def check_device_name(cfg: Any) -> None:
             "auto, cpu, cuda, cuda:N or mps")
 
 
-
 def parse_splits(value: Optional[str]) -> Optional[Tuple[str, ...]]:
     """Turn ``"train,test"`` into ``("train", "test")``; ``None`` or ``"all"`` means every split."""
     if value is None or value.strip() in ("", "all"):
@@ -44,7 +43,6 @@ def parse_splits(value: Optional[str]) -> Optional[Tuple[str, ...]]:
         if part not in SPLITS:
             raise ConfigError(f"--split must be a comma list of {', '.join(SPLITS)}, got {value!r}")
     return parts
-
 
 
 @dataclass(frozen=True)
@@ -210,7 +208,6 @@ SAMPLE_FIELDS = fields_with(PreprocessConfig, role="sample") + OPTIONAL_DATA_FIE
 model trained on a shard set has learned from them."""
 
 
-
 CAPTION_MODES = ("all", "random")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUGMENTS = ("none", "crop-flip")
@@ -305,7 +302,6 @@ class TrainConfig:
                               f"would validate elsewhere: drop one of them")
         if self.no_alpha and self.alpha_checkpoint:
             raise ConfigError("--alpha-checkpoint has no use with --no-alpha: drop one of them")
-
 
 
 SEARCH_TARGETS = ("videos", "captions")
@@ -437,4 +433,3 @@ class SearchConfig:
         require(isinstance(self.k, int) and self.k >= 1, self, "k", self.k, "an integer >= 1")
         choice(self, "target", self.target, SEARCH_TARGETS)
         check_device_name(self)
-

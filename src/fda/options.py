@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from fda.errors import ConfigError
 
+
 def flag(name: str) -> str:
     """The CLI option for a config field: ``frames_train`` -> ``--frames-train``, ``n`` -> ``-n``."""
     return ("-" if len(name) == 1 else "--") + name.replace("_", "-")
@@ -220,7 +221,6 @@ def options_record(cfg: Any) -> Dict[str, Any]:
     return out
 
 
-
 def flat_fields(cfg: Any) -> Dict[str, Any]:
     """``dataclasses.asdict`` with nested configs' fields in place of the nested field (the flat record an
     ``fda eval`` report or ``embeddings.json`` keeps, as before the model options were one nested config)."""
@@ -329,8 +329,16 @@ def parse_names(value: str, option: str, choices: Sequence[str]) -> Tuple[str, .
     return parts
 
 
+def choices_help(intro: str, described: Mapping[str, str]) -> str:
+    """``intro: a (what a is), b, c (what b and c are).``: each choice with its words in brackets, written once after
+    a run of choices that share them; a choice with no words stands alone."""
+    names = list(described)
+    parts = [name if not described[name] or (i + 1 < len(names) and described[names[i + 1]] == described[name])
+             else f"{name} ({described[name]})" for i, name in enumerate(names)]
+    return f"{intro}: {', '.join(parts)}."
+
+
 def name_list(field: str, choices: Sequence[str]) -> Any:
     """A property: the comma list in ``field`` as a tuple (:func:`parse_names`), in the order given."""
     return property(lambda self: parse_names(getattr(self, field), flag(field), choices),
                     doc=f"The values of {flag(field)}, in the order given.")
-

@@ -12,7 +12,8 @@ from typing import Any, Mapping, Optional, Tuple
 
 from fda.config import MASK_RULES, MAX_FRAMES, SPLITS, MaskConfig, PreprocessConfig, TrainConfig, parse_splits
 from fda.errors import ConfigError
-from fda.options import choice, fields_with, name_list, nested, opt, parse_floats, parse_seeds, positive, require
+from fda.options import (choice, choices_help, fields_with, name_list, nested, opt, parse_floats, parse_seeds, positive,
+                         require)
 
 GENERATE_KINDS = ("demo", "motion", "null", "appearance")
 BENCH_KINDS = GENERATE_KINDS[1:]  # the benchmark scenes of fda.lab.scenes
@@ -79,7 +80,6 @@ class GenerateConfig:
         if self.fps is not None:
             return self.fps
         return 10 if self.kind == "demo" else 2
-
 
 
 # --- visualize, masks-stats ---------------------------------------------------------------------------------------
@@ -275,15 +275,6 @@ BENCH_ARMS = tuple(BENCH_ARM_HELP)
 MASK_SETTINGS = ("plain", "compensated", "normalised", "both")
 
 
-def _choices_help(intro: str, described: Mapping[str, str]) -> str:
-    """``intro: a (what a is), b, c (what b and c are).``: each choice with its words in brackets, written once after
-    a run of choices that share them; a choice with no words stands alone."""
-    names = list(described)
-    parts = [name if not described[name] or (i + 1 < len(names) and described[names[i + 1]] == described[name])
-             else f"{name} ({described[name]})" for i, name in enumerate(names)]
-    return f"{intro}: {', '.join(parts)}."
-
-
 def _twin_checks(cfg: Any) -> None:
     """Clip counts of a benchmark set (``fda bench-motion``, ``fda demo``): twins, and a batch never twice a clip."""
     for name in ("train_videos", "test_videos"):
@@ -305,7 +296,7 @@ class BenchMotionConfig:
 
     out: str = opt("bench-motion", "Folder for data, shards, runs, results.")
     sets: str = opt("motion,null,appearance", "Comma list of scene kinds (see fda generate --kind).")
-    arms: str = opt("masks,no-alpha,full,shuffled", _choices_help("Comma list of arms", BENCH_ARM_HELP))
+    arms: str = opt("masks,no-alpha,full,shuffled", choices_help("Comma list of arms", BENCH_ARM_HELP))
     condition: str = opt("still", "Scene condition of every set (see fda generate --condition), e.g. pan for a moving "
                          "camera.", choices=SCENE_CONDITIONS)
     train_videos: int = opt(192, "Training clips per set (even: twins).")
@@ -382,4 +373,3 @@ class DemoConfig:
         """The demo as a two-arm motion benchmark (masks vs no-alpha) on one scene kind."""
         return BenchMotionConfig(out=self.out, sets=self.kind, arms="masks,no-alpha", train_videos=self.train_videos,
                                  test_videos=self.test_videos, scenes=self.scenes, budget=self.budget)
-

@@ -34,11 +34,12 @@ from fda.config import MaskConfig, PreprocessConfig
 from fda.errors import ConfigError, InputError, Interrupted
 from fda.options import flat_fields
 from fda.pipeline import executors, resume
+from fda.pipeline.resume import ShardTask
 from fda.pipeline.clips import hooks_from_env, lost_record, process_packed
 from fda.pipeline.datasets import Dataset, Layout, VideoItem, load_dataset
 from fda.pipeline.mask_rules import MASK_RULES, mask_record
 from fda.pipeline.video import check_decoder, find_ffmpeg, ffmpeg_version
-from fda.shards.schema import (MANIFEST, SCHEMA_VERSION, file_digest, sample_key, shard_name, stats_name,
+from fda.shards.schema import (MANIFEST, SCHEMA_VERSION, file_digest, sample_key, stats_name,
                                write_json_atomic)
 from fda.shards.location import recorded
 from fda.shards.store import local_dir, publish
@@ -54,20 +55,6 @@ TRUNCATION_NOTE = {
             "tokens) exceed context_length: a lower bound on what the tokenizer cuts, since CLIP's BPE gives at "
             "least one token per word; fda eval reports the exact count for the model's own tokenizer and context",
 }
-
-
-@dataclass(frozen=True)
-class ShardTask:
-    """One unit of work: the videos of one shard, and the fingerprint of what they are made from."""
-
-    split: str
-    index: int
-    items: Tuple[VideoItem, ...]
-    inputs: Optional[Dict[str, Any]] = None
-
-    @property
-    def name(self) -> str:
-        return shard_name(self.split, self.index)
 
 
 @dataclass

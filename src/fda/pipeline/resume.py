@@ -10,21 +10,31 @@ import glob
 import hashlib
 import json
 import os
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from fda.config import PreprocessConfig
 from fda.errors import ConfigError
 from fda.files import make_out_dir
 from fda.options import spelling
 from fda.pipeline.datasets import Dataset, VideoItem
-from fda.shards.schema import CONFIG, MANIFEST, SCHEMA_VERSION, read_json, stats_name, write_json_atomic
+from fda.shards.schema import CONFIG, MANIFEST, SCHEMA_VERSION, read_json, shard_name, stats_name, write_json_atomic
 from fda.shards.store import local_dir, publish, pull, tar_problem, unpublish
 from fda.shards.writer import PARTIAL
 
-if TYPE_CHECKING:
-    from fda.pipeline.preprocess import ShardTask
 
+@dataclass(frozen=True)
+class ShardTask:
+    """One unit of work: the videos of one shard, and the fingerprint of what they are made from."""
 
+    split: str
+    index: int
+    items: Tuple[VideoItem, ...]
+    inputs: Optional[Dict[str, Any]] = None
+
+    @property
+    def name(self) -> str:
+        return shard_name(self.split, self.index)
 
 
 def digest(data: Any) -> str:
@@ -79,7 +89,7 @@ def what_changed(old: Any, new: Dict[str, Any]) -> Optional[str]:
     return "the order of its videos changed"
 
 
-def why_redo(stats: Dict[str, Any], task: "ShardTask", cfg: PreprocessConfig) -> Optional[str]:
+def why_redo(stats: Dict[str, Any], task: ShardTask, cfg: PreprocessConfig) -> Optional[str]:
     """Why a finished shard must be written again, or ``None`` when it stands."""
     inputs = task.inputs or {"videos": [video_inputs(item) for item in task.items]}
     changed = what_changed(stats.get("inputs"), with_options(inputs, cfg))
@@ -127,7 +137,7 @@ def prepare_out(cfg: PreprocessConfig, dataset: Dataset) -> None:
         publish(cfg.out, [CONFIG])
 
 
-def finished_stats(task: "ShardTask", cfg: PreprocessConfig) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+def finished_stats(task: ShardTask, cfg: PreprocessConfig) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
     """``(stats, None)`` for a task an earlier run finished and that still stands; else ``(None, why it is redone)``
     (``why`` is ``None`` for a task never finished). Cleans up what an interrupted or outdated task left."""
     out = local_dir(cfg.out)
@@ -151,7 +161,7 @@ def finished_stats(task: "ShardTask", cfg: PreprocessConfig) -> Tuple[Optional[D
     return None, why
 
 
-def remove_stale(out: str, tasks: Sequence["ShardTask"]) -> List[str]:
+def remove_stale(out: str, tasks: Sequence[ShardTask]) -> List[str]:
     """Delete shard and stats files of ``out`` that no planned task owns (the dataset shrank); returns their names."""
     planned = {t.name[:-len(".tar")] for t in tasks}
     stale = []
