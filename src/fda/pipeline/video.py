@@ -1272,7 +1272,8 @@ def _decode(video: Video, needed: Iterable[int], size: int, full: bool,
             vectors: Union[bool, Iterable[int]] = False) -> Decoded:
     info = video.info
     wanted = sorted({int(i) for i in needed})
-    export = (set(wanted) if vectors is True else {int(i) for i in vectors}) if vectors else None  # vectors kept
+    export = (None if vectors is False or vectors is None  # the frames whose vectors are read
+              else set(wanted) if vectors is True else {int(i) for i in vectors})
     numbering = info.index_of_rank() if info.holes else None
     if numbering is not None:  # frame numbers count the frames lost in holes: decode by presentation rank
         rank_of_index = {int(i): r for r, i in enumerate(numbering)}
