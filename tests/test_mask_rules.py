@@ -13,8 +13,8 @@ import pytest
 from conftest import encode_video
 from fda.config import FLOW_THRESHOLD, MASK_RULES as RULE_CHOICES, MaskConfig, PreprocessConfig
 from fda.errors import ConfigError
-from fda.pipeline.mask_rules import (MASK_RULES, NO_VECTORS, MaskRule, compute_masks, diff_rule, fit_similarity,
-                                     mask_record, paint_boxes)
+from fda.pipeline.mask_rules import (FLOW_TEXTURE, MASK_RULES, NO_VECTORS, MaskRule, compute_masks, diff_rule,
+                                     fit_similarity, flow_evidence, mask_record, paint_boxes)
 from fda.pipeline.video import Video, stored_vectors
 from fda.shards.schema import MASK_RULE, mask_from_json, mask_json
 
@@ -153,6 +153,38 @@ def test_vectors_are_mapped_only_for_the_frames_read(tmp_path, ffmpeg_exe):
     first = vectors[IDX[1]]
     assert first.dtype == np.float32 and first.shape[1] == 6 and vectors.get(IDX[1]) is first
     assert mapped() == {IDX[1]}
+
+
+def test_only_the_frames_asked_for_have_their_vectors_read(tmp_path, ffmpeg_exe):
+    # FFmpeg exports every decoded frame's vectors; preprocess asks for the sampled frames', not their partners'
+    path = encode_video(ffmpeg_exe, str(tmp_path / "c.mp4"), square_frames()[0])
+    needed = sorted(set(IDX + PARTNERS))
+    with Video(path) as video:
+        every = video.decode(needed, SIZE, vectors=True).vectors
+        sampled = video.decode(needed, SIZE, vectors=IDX).vectors
+        full = video.decode(needed, SIZE, full=True, vectors=IDX).vectors
+        got = video.sample(4, SIZE, vectors=True)
+    assert set(sampled) == set(full) == set(IDX) and set(every) == set(needed)
+    assert all(np.array_equal(sampled[i], every[i]) and np.array_equal(full[i], every[i]) for i in IDX)
+    with Video(path) as video:
+        again = video.decode(sorted(set(got.indices.tolist() + got.partners.tolist())), SIZE, vectors=True).vectors
+    assert len(got.vectors) == 4
+    assert all(np.array_equal(v, again[int(i)]) if v is not None else again[int(i)] is None
+               for i, v in zip(got.indices, got.vectors))
+
+
+def test_flow_evidence_tests_the_gradient_length_exactly():
+    # integer gradients, squared and saturating: the same pixels as the float magnitude above 8 * FLOW_TEXTURE
+    rng = np.random.default_rng(3)
+    gray = cv2.GaussianBlur(rng.integers(0, 256, (64, 80), dtype=np.uint8), (3, 3), 0)
+    gray[:, :8] = 0
+    gray[:, 8:16] = np.arange(8, dtype=np.uint8) * 4  # a ramp: gradient length exactly at the threshold
+    gray[:8, 8:] = 255
+    gx, gy = (cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3))
+    textured = cv2.magnitude(gx, gy) > 8 * FLOW_TEXTURE
+    expected = cv2.dilate(textured.view(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    assert 0.1 < expected.mean() < 0.9
+    assert np.array_equal(flow_evidence(gray, gray, None, 25), expected)
 
 
 def test_stored_vectors_follow_the_crop_the_scale_and_the_orientation():

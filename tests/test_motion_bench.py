@@ -148,6 +148,11 @@ def test_bench_motion_end_to_end_tiny_budget(tmp_path):
     assert len(report["runs"]) == 16 and set(report["masks"]) == {"motion", "null"}
     mv = [r for r in report["rows"] if r["arm"] == "mv"]
     assert all(r["diff_masks"]["twin_t2v"]["n"] == 2 for r in mv)  # paired with the paper's masks too
+    # every arm with masks has them scored against the truth, not only the paper's; no-alpha has none
+    scored = {(r["set"], r["arm"]) for r in report["rows"] if "mask_scores" in r}
+    assert scored == {(s, a) for s in ("motion", "null") for a in ("masks", "shuffled", "mv")}
+    assert all(r["mask_scores"] == report["masks"][r["set"]] for r in report["rows"] if r["arm"] == "masks")
+    assert all(r["mask_scores"]["coverage"] > 0 for r in report["rows"] if r["arm"] == "mv")
     meta = json.load(open(out / "motion" / "shards" / "mv" / "config.json"))["data"]
     assert meta["mask_rule"] == "mv" and meta["camera_motion"] == "compensate"
     assert all(r["seeds"] == 2 and "twin_t2v" in r and "diff" in r for r in report["rows"])
@@ -156,7 +161,9 @@ def test_bench_motion_end_to_end_tiny_budget(tmp_path):
     assert os.path.getsize(out / "bench_motion.png") > 5000
     table = res.stdout
     assert "shuffled masks" in table and "Δ twin t2v vs no-alpha" in table and "precision on the mover" in table
-    assert "codec motion vectors masks" in table and "Δ twin t2v vs masks" in table
+    assert "codec motion vectors masks" in table and "Δ twin t2v vs masks" in table and "(reference)" in table
+    assert any(line.startswith("motion") and "codec motion vectors masks" in line and "test masks: full-mask" in line
+               for line in table.splitlines())
     again = CliRunner().invoke(cli, args)  # a rerun reuses data, shards and finished runs
     assert again.exit_code == 0 and "wrote" not in again.stderr
 

@@ -18,8 +18,9 @@ preprocesses it once (``fda preprocess``: frames + tau masks), and trains every 
 
 Metrics per run: twin accuracy (a caption scores its own clip above its twin, t2v; a clip scores its own caption
 above its twin's, v2t; chance 50 %, ties count half) and R@1/R@5/MdR both ways. Per set and arm: mean and std over
-seeds and, against ``no-alpha``, the mean per-seed difference with a paired 95 % t interval. Per set: the masks'
-full-mask fallback share and their precision/recall against the generator's ground truth (:func:`mask_truth_scores`).
+seeds and, against ``no-alpha`` (and, when ``masks`` ran, against ``masks``), the mean per-seed difference with a paired
+95 % t interval. Per set and arm with masks: their full-mask fallback share, coverage and precision/recall against the
+generator's ground truth (:func:`mask_truth_scores`; rows' ``mask_scores``, the ``masks`` arm's also under ``masks``).
 
 Outputs in ``--out``: ``bench_motion.json`` (config, budget, machine, every run, rows, mask scores),
 ``bench_motion.csv``, ``bench_motion.png``, and per set its data, shards and runs (a rerun reuses them).
@@ -394,12 +395,16 @@ class BenchMotionResult:
                 diff = f"{_ci(row['diff']['twin_t2v']):<34}{_ci(row['diff']['t2v_R@1']):<24}"
             if "diff_masks" in row:
                 diff += f"{_ci(row['diff_masks']['twin_t2v']):<24}{_ci(row['diff_masks']['t2v_R@1'])}"
+            elif row["arm"] == "masks" and any("diff_masks" in r for r in self.rows):
+                diff += f"{'(reference)':<24}{'(reference)'}"
             lines.append(f"{row['set']:<11}{self.arms[row['arm']].label:<32}{cells}{row['t2v_MdR']:>9.1f}   {diff}")
         lines.append("")
-        for name, m in self.masks.items():
-            lines.append(f"{name:<11}test masks: full-mask fallback {100 * m['fallback_share']:.1f}% of frames, "
-                         f"coverage {m['coverage']:.3f}, precision on the mover {m['precision']:.2f}, "
-                         f"recall of its boxes {m['recall']:.2f}")
+        scored = [(row["set"], self.arms[row["arm"]].label, row["mask_scores"]) for row in self.rows
+                  if "mask_scores" in row] or [(name, "", m) for name, m in self.masks.items()]
+        for name, label, m in scored:
+            lines.append(f"{name:<11}{f'{label:<32}' if label else ''}test masks: full-mask fallback "
+                         f"{100 * m['fallback_share']:.1f}% of frames, coverage {m['coverage']:.3f}, "
+                         f"precision on the mover {m['precision']:.2f}, recall of its boxes {m['recall']:.2f}")
         return "\n".join(lines)
 
 
@@ -523,10 +528,12 @@ def run_set(cfg: BenchMotionConfig, kind: str, device: Any,
                      row["t2v_R@1"])
             per_arm.setdefault(arm, []).append(row)
     rows = [{"set": kind, "arm": arm, **summarize_arm(per_arm[arm], per_arm[REFERENCE])} for arm in names]
-    if "masks" in per_arm:  # another mask rule's arm is also compared with the paper's masks, seed by seed
-        for row in rows:
-            if row["arm"] in MASK_RULES and row["arm"] != "diff":
-                row["diff_masks"] = summarize_arm(per_arm[row["arm"]], per_arm["masks"])["diff"]
+    for row in rows:
+        if not arms[row["arm"]].no_alpha:  # every arm's test masks against the truth, not only the paper's
+            row["mask_scores"] = scores if row["arm"] == "masks" else mask_truth_scores(shard_sets[row["arm"]],
+                                                                                         "test", clips)
+        if "masks" in per_arm and row["arm"] not in ("masks", REFERENCE):  # also compared with the paper's masks
+            row["diff_masks"] = summarize_arm(per_arm[row["arm"]], per_arm["masks"])["diff"]
     return rows, [r for arm in names for r in per_arm[arm]], scores
 
 

@@ -168,10 +168,12 @@ def flow_evidence(gray: np.ndarray, partner_gray: np.ndarray, matrix: Optional[n
     partner = partner_gray if matrix is None else cv2.warpAffine(
         partner_gray, matrix, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
     changed = cv2.absdiff(gray, partner) > tau
-    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
-    textured = cv2.magnitude(gx, gy) > 8 * FLOW_TEXTURE  # the 3x3 Sobel weighs a unit step by 8
-    return cv2.dilate((changed | textured).view(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    # the squared length of integer gradients, saturating at 65535 (far above the threshold): the pixels of a float
+    # magnitude's test, at two thirds of its cost
+    gx = np.abs(cv2.Sobel(gray, cv2.CV_16S, 1, 0, ksize=3)).view(np.uint16)
+    gy = np.abs(cv2.Sobel(gray, cv2.CV_16S, 0, 1, ksize=3)).view(np.uint16)
+    textured = cv2.add(cv2.multiply(gx, gx), cv2.multiply(gy, gy)) > (8 * FLOW_TEXTURE) ** 2  # a unit step weighs 8
+    return cv2.dilate((changed | textured).view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
 
 
 def flow_field(gray: np.ndarray, partner_gray: np.ndarray, dis: Any = None) -> np.ndarray:

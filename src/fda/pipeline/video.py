@@ -41,7 +41,7 @@ from collections.abc import MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import cv2
 import numpy as np
@@ -287,7 +287,8 @@ class Video:
         if container is not None:
             container.close()
 
-    def decode(self, needed: Iterable[int], size: int, *, full: bool = False, vectors: bool = False) -> "Decoded":
+    def decode(self, needed: Iterable[int], size: int, *, full: bool = False,
+               vectors: Union[bool, Iterable[int]] = False) -> "Decoded":
         """:func:`decode_frames` of this video, the first pass reading the already open file."""
         return _decode(self, needed, size, full, vectors)
 
@@ -779,19 +780,22 @@ def _frame_vectors(frame, convert: "_Converter") -> Optional[tuple]:
     data = frame.side_data.get("MOTION_VECTORS")
     if data is None or len(data) == 0:
         return None
-    return (data.to_ndarray().copy(), frame.width, frame.height, convert.size, convert.sar,
+    raw = data.to_ndarray()
+    # copied as bytes: numpy copies a structured array field by field (15 us a frame of 500 vectors, 2.6 as bytes)
+    return (raw.view(np.uint8).copy().view(raw.dtype), frame.width, frame.height, convert.size, convert.sar,
             display_transform(_display_matrix(frame)))
 
 
 class FrameVectors(MutableMapping):
     """Frame number -> its motion vectors in stored geometry (float32 [N, 6], :func:`stored_vectors`) or ``None``.
 
-    A decode exports the vectors of every frame it keeps, partners included, but only the sampled frames' are used:
-    each frame's are mapped into stored geometry when first read (then kept), so a partner's never are. Stored
+    FFmpeg exports the vectors of every frame a decode makes, but only those of ``wanted`` (frame numbers: the
+    sampled frames) are read, and each frame's are mapped into stored geometry when first read (then kept). Stored
     values are :func:`_frame_vectors`' arguments (or ``None``, or an array already mapped)."""
 
-    def __init__(self) -> None:
+    def __init__(self, wanted: Iterable[int] = ()) -> None:
         self._raw: Dict[int, Any] = {}
+        self.wanted = set(wanted)
 
     def __getitem__(self, key: int) -> Optional[np.ndarray]:
         value = self._raw[key]
@@ -813,7 +817,7 @@ class FrameVectors(MutableMapping):
 
     def renumbered(self, numbering: np.ndarray) -> "FrameVectors":
         """The same vectors under frame numbers ``numbering[key]`` (none mapped on the way)."""
-        out = FrameVectors()
+        out = FrameVectors(int(numbering[r]) for r in self.wanted)
         out._raw = {int(numbering[r]): v for r, v in self._raw.items()}
         return out
 
@@ -1004,7 +1008,7 @@ def _decode_skipping(video: "Video", wanted: Sequence[int], decode_set: set, con
             if r in decode_set:
                 if fr.interlaced_frame and r in wanted_set and not ({r - 1, r + 1} <= decode_set | {-1, total}):
                     raise _NeedNeighbours()
-                if vectors is not None and r in wanted_set:
+                if vectors is not None and r in vectors.wanted:
                     vectors[r] = _frame_vectors(fr, convert)
                 held[r] = fr
                 _convert_ready(held, wanted_set, out, convert, total, done=False)
@@ -1078,7 +1082,7 @@ def _convert_ready(held: Dict[int, object], wanted: set, out: Dict[int, np.ndarr
 
 
 def _decode_full(video: "Video", wanted: Sequence[int], convert: _Converter, by_pts: bool = True,
-                 vectors: bool = False) -> Decoded:
+                 vectors: Optional[Set[int]] = None) -> Decoded:
     info = video.info
     ranks = info.ranks if by_pts else None
     rank_of_pts = {p: int(r) for p, r in zip(info.pts, ranks)} if ranks is not None else None
@@ -1089,7 +1093,7 @@ def _decode_full(video: "Video", wanted: Sequence[int], convert: _Converter, by_
     good: List[int] = []
     errors = 0
     count = 0
-    found: Optional[FrameVectors] = FrameVectors() if vectors else None
+    found: Optional[FrameVectors] = None if vectors is None else FrameVectors(vectors)
     position = 0  # decode position of the packet being decoded
     restarts: List[int] = []  # decode positions (pts numbering) or output numbers of clean restart points
     damage: List[int] = list(info.damaged_packets)  # the same, of damaged packets or frames
@@ -1109,7 +1113,7 @@ def _decode_full(video: "Video", wanted: Sequence[int], convert: _Converter, by_
             if r < 0 or (good and r <= good[-1]):
                 raise _Renumber()  # frames the packets' timestamps do not name: number them in output order
             good.append(r)
-            if found is not None and r in wanted_set:
+            if found is not None and r in found.wanted:
                 found[r] = _frame_vectors(fr, convert)
             if r in keep:
                 held[r] = fr
@@ -1121,7 +1125,7 @@ def _decode_full(video: "Video", wanted: Sequence[int], convert: _Converter, by_
     with video.packets() as (stream, packets):
         cc = _strict(stream.codec_context)
         codec = cc.name
-        if vectors:
+        if vectors is not None:
             cc.options = {**cc.options, **EXPORT_MVS}
         try:
             for position, packet in enumerate(packets):
@@ -1243,15 +1247,16 @@ def _nal_types(data: bytes, codec: str, raw: bool = False) -> List[int]:
 
 
 def decode_frames(path: str, needed: Iterable[int], size: int, info: Optional[VideoInfo] = None, *,
-                  full: bool = False, vectors: bool = False) -> Decoded:
+                  full: bool = False, vectors: Union[bool, Iterable[int]] = False) -> Decoded:
     """Decode the frames numbered ``needed`` (0-based, presentation order) as ``size`` x ``size`` RGB.
 
     Decodes only what the needed frames depend on unless ``full`` (or the clip's timestamps cannot number its
     frames, or the skipping decode meets an error); a full decode also counts every frame and error, so the caller
     can tell a damaged clip (``Decoded.good`` shorter than ``info.num_packets``) and resample over what decoded.
     ``info`` is the clip's :func:`probe` (probed here when left out); :meth:`Video.decode` does the same on a
-    video that is already open. ``vectors`` also exports the codec's motion vectors of the needed frames
-    (:attr:`Decoded.vectors`; no extra decode).
+    video that is already open. ``vectors`` also exports the codec's motion vectors (:attr:`Decoded.vectors`; no
+    extra decode): ``True`` of every needed frame, or of the needed frames numbered in an iterable (the sampled
+    ones: reading a frame's vectors costs about 40 us, FFmpeg's export applies to every decoded frame regardless).
 
     Returns:
         :class:`Decoded`; a needed frame that did not decode is absent from ``frames``.
@@ -1263,13 +1268,18 @@ def decode_frames(path: str, needed: Iterable[int], size: int, info: Optional[Vi
         return video.decode(needed, size, full=full, vectors=vectors)
 
 
-def _decode(video: Video, needed: Iterable[int], size: int, full: bool, vectors: bool = False) -> Decoded:
+def _decode(video: Video, needed: Iterable[int], size: int, full: bool,
+            vectors: Union[bool, Iterable[int]] = False) -> Decoded:
     info = video.info
     wanted = sorted({int(i) for i in needed})
+    export = (None if vectors is False or vectors is None  # the frames whose vectors are read
+              else set(wanted) if vectors is True else {int(i) for i in vectors})
     numbering = info.index_of_rank() if info.holes else None
     if numbering is not None:  # frame numbers count the frames lost in holes: decode by presentation rank
         rank_of_index = {int(i): r for r, i in enumerate(numbering)}
         wanted = sorted(rank_of_index[i] for i in wanted if i in rank_of_index)
+        if export is not None:
+            export = {rank_of_index[i] for i in export if i in rank_of_index}
     convert = _Converter(size, info.sar)
     renumbered = False
     full = full or bool(info.damaged_packets)  # packets that fail their checksum: count every frame
@@ -1280,7 +1290,7 @@ def _decode(video: Video, needed: Iterable[int], size: int, full: bool, vectors:
             decode_set = set(wanted)
             if neighbours:
                 decode_set |= {w - 1 for w in wanted if w > 0} | {w + 1 for w in wanted if w + 1 < info.num_packets}
-            found: Optional[FrameVectors] = FrameVectors() if vectors else None
+            found: Optional[FrameVectors] = None if export is None else FrameVectors(export)
             try:
                 result = Decoded(_decode_skipping(video, wanted, decode_set, convert, found), vectors=found)
             except _NeedNeighbours:
@@ -1292,10 +1302,10 @@ def _decode(video: Video, needed: Iterable[int], size: int, full: bool, vectors:
         if result is None:
             try:
                 convert = _Converter(size, info.sar)
-                result = _decode_full(video, wanted, convert, vectors=vectors)
+                result = _decode_full(video, wanted, convert, vectors=export)
             except _Renumber:
                 convert = _Converter(size, info.sar)
-                result = _decode_full(video, wanted, convert, by_pts=False, vectors=vectors)
+                result = _decode_full(video, wanted, convert, by_pts=False, vectors=export)
                 renumbered = True
     except VideoError:
         raise
@@ -1378,7 +1388,8 @@ def _sample(video: "Video", count: int, size: int, diff_mode: str, min_decodable
     indices = sample_frame_indices(span, count)
     partners = partner_indices(indices, span, diff_mode)
     needed = needed_frames(indices, partners)
-    dec = video.decode(needed, size, full=bool(info.holes), vectors=vectors)  # holes: count every frame
+    export = indices.tolist() if vectors else False  # the sampled frames' motion vectors, not their partners'
+    dec = video.decode(needed, size, full=bool(info.holes), vectors=export)  # holes: count every frame
     lost: List[int] = []
     tainted: List[int] = []
     frames = dec.frames
@@ -1402,8 +1413,8 @@ def _sample(video: "Video", count: int, size: int, diff_mode: str, min_decodable
         pick_partners = partner_indices(pick, len(usable), diff_mode)
         indices, partners = usable[pick], usable[pick_partners]
         needed = needed_frames(indices, partners)
-        if any(i not in dec.frames for i in needed):
-            dec = video.decode(needed, size, full=True, vectors=vectors)
+        if any(i not in dec.frames for i in needed) or (vectors and any(int(i) not in dec.vectors for i in indices)):
+            dec = video.decode(needed, size, full=True, vectors=indices.tolist() if vectors else False)
         missing = [i for i in needed if i not in dec.frames]
         if missing:
             raise VideoError(f"frames {missing[:5]} decoded once but not again (unstable decode)")
