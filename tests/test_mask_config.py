@@ -148,3 +148,35 @@ def test_experiment_records_keep_the_mask_options_flat():
     assert record["kernel"] == 5 and "mask" not in record
     pre = SweepConfig(PreprocessConfig("v", mask=MaskConfig(kernel=5))).preprocess_config(12.5, "o")
     assert (pre.mask.tau, pre.mask.kernel, pre.out) == (12.5, 5, "o")
+
+
+@dataclasses.dataclass(frozen=True)
+class DilatedMask(MaskConfig):
+    """A mask option every rule reads, added after shard sets exist: recorded only when on (old sets keep their
+    fingerprints), by its value."""
+
+    dilate: int = opt(0, "A toy option: dilate every mask by this many pixels.", role="sample-when-on")
+
+
+@dataclasses.dataclass(frozen=True)
+class DilatedPreprocess(PreprocessConfig):
+    mask: DilatedMask = nested(DilatedMask(), flat=True)
+
+
+def test_an_option_recorded_only_when_on_is_recorded_by_its_value(tiny_video, tmp_path):
+    """Old main recorded ``True`` for any such option that was on: --dilate 2 resumed into shards made with
+    --dilate 1 (their json saying 1, the manifest 2)."""
+    from fda.errors import ConfigError
+
+    assert "dilate" not in DilatedPreprocess(".").data_fields()  # off: the fingerprint of every older shard set
+    assert digest(DilatedPreprocess(".").data_fields()) == OLD_DIGESTS[0][1]
+    assert DilatedPreprocess(".", mask=DilatedMask(dilate=2)).data_fields()["dilate"] == 2
+    assert PreprocessConfig(".", skip_damaged_frames=True).data_fields()["skip_damaged_frames"] is True  # as before
+    root = tmp_path / "data"
+    root.mkdir()
+    shutil.copy(tiny_video, root / "tiny.mp4")
+    (root / "captions.csv").write_text("video,caption,split\ntiny.mp4,a test pattern,test\n")
+    run = dict(out=str(tmp_path / "out"), size=32, frames_test=2, workers=1)
+    run_preprocess(DilatedPreprocess(str(root), mask=DilatedMask(dilate=1), **run))
+    with pytest.raises(ConfigError, match="--dilate 1, this run asks 2"):
+        run_preprocess(DilatedPreprocess(str(root), mask=DilatedMask(dilate=2), **run))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from fda.errors import ConfigError
-from fda.options import choice, fields_with, flat_fields, nested, opt, positive, require
+from fda.options import choice, fields_with, flat_fields, leaf_fields, nested, opt, positive, require
 
 LAYOUTS = ("msrvtt", "msvd", "activitynet", "didemo", "lsmdc", "folder")
 MSRVTT_TRAIN_LISTS = ("9k", "7k")
@@ -182,9 +182,10 @@ class PreprocessConfig:
         declaration; a rerun must match them to resume."""
         cls, flat = type(self), flat_fields(self)  # the mask options by their own names, in place
         fields = {k: flat[k] for k in fields_with(cls, role=("sample", "shard-set"))}
+        defaults = {f.name: f.default for f in leaf_fields(cls)}
         for name in fields_with(cls, role="sample-when-on"):  # only when on: other shard sets keep their fingerprints
-            if flat[name]:
-                fields[name] = True
+            if flat[name] != defaults[name]:
+                fields[name] = flat[name]  # its value (a flag's: True), so two settings never share a fingerprint
         if self.mask.mask_rule != "diff":  # likewise (issue 22): a diff shard set keeps its fingerprint
             fields.update({name: flat[name] for name in fields_with(cls, role="sample-unless-diff")})
         return fields
@@ -198,8 +199,8 @@ DATA_FIELDS = fields_with(PreprocessConfig, role=("sample", "shard-set"))
 """The :class:`PreprocessConfig` fields (its :class:`MaskConfig`'s in place, by their own names) that decide the bytes
 of a shard set (``role="sample"`` or ``"shard-set"``), plus those of :data:`OPTIONAL_DATA_FIELDS` that are on."""
 OPTIONAL_DATA_FIELDS = fields_with(PreprocessConfig, role="sample-when-on")
-"""Flags that decide the bytes of a shard set when on, recorded only then (shard sets written before they existed
-keep their fingerprints)."""
+"""Options that decide the bytes of a shard set when on (not at their default), recorded only then and by their value
+(shard sets written before they existed keep their fingerprints)."""
 RULE_DATA_FIELDS = fields_with(PreprocessConfig, role="sample-unless-diff")
 """The mask rule and its parameters: they decide the bytes of a shard set whose rule is not ``diff``, recorded only
 then (a ``diff`` shard set keeps the fingerprint it always had)."""

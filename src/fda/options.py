@@ -38,10 +38,10 @@ class Opt:
         auto: the option also takes the word ``auto`` (the field's ``None``: the stage chooses and records it).
         role: what the value is to the stage that reads it, for the name lists derived from it (:func:`fields_with`):
             ``fda preprocess``: ``sample`` (decides what a sample holds), ``sample-when-on`` (the same, recorded
-            only when on, so older shard sets keep their fingerprints), ``shard-set`` (which splits are written and
-            how they are cut into shards), ``sample-unless-diff`` (the mask rule and its parameters: the same,
-            recorded only when the rule is not ``diff``); ``fda train``: ``run`` (an experiment sets it for each run
-            itself).
+            by its value only when not at its default, so older shard sets keep their fingerprints), ``shard-set``
+            (which splits are written and how they are cut into shards), ``sample-unless-diff`` (the mask rule and
+            its parameters: the same, recorded only when the rule is not ``diff``); ``fda train``: ``run`` (an
+            experiment sets it for each run itself).
         resume: ``fixed`` (``fda train`` refuses to resume with another value) or ``ignored`` (where the run lives,
             not an option of the run).
     """
