@@ -180,3 +180,11 @@ def test_an_option_recorded_only_when_on_is_recorded_by_its_value(tiny_video, tm
     run_preprocess(DilatedPreprocess(str(root), mask=DilatedMask(dilate=1), **run))
     with pytest.raises(ConfigError, match="--dilate 1, this run asks 2"):
         run_preprocess(DilatedPreprocess(str(root), mask=DilatedMask(dilate=2), **run))
+
+
+def test_a_new_rule_parameter_is_left_out_of_a_diff_setting_like_flow_threshold():
+    """Old main named mask_rule and flow_threshold by hand: a new rule parameter stayed in a diff set's manifest
+    config, and two diff settings differing only in it were two configs."""
+    assert NotedMask(note="noted") == NotedMask() and NotedMask(mask_rule="flow", note="noted").note == "noted"
+    assert "note" not in _config_record(NotedPreprocess(".", mask=NotedMask(note="noted")))
+    assert _config_record(NotedPreprocess(".", mask=NotedMask(mask_rule="flow", note="noted")))["note"] == "noted"

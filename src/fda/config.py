@@ -88,9 +88,11 @@ class MaskConfig:
         choice(self, "camera_motion", self.camera_motion, CAMERA_MOTIONS)
         require(isinstance(self.flow_threshold, (int, float)) and 0 < self.flow_threshold <= 100, self,
                 "flow_threshold", self.flow_threshold, "in (0, 100] pixels")
-        # the diff rule does not read it: one diff setting, one config (its records never hold it)
-        object.__setattr__(self, "flow_threshold", FLOW_THRESHOLD if self.mask_rule == "diff"
-                           else float(self.flow_threshold))
+        object.__setattr__(self, "flow_threshold", float(self.flow_threshold))
+        if self.mask_rule == "diff":  # it reads no rule parameter: one diff setting, one config (and one record)
+            for name in fields_with(type(self), role="sample-unless-diff"):
+                if name != "mask_rule":
+                    object.__setattr__(self, name, self.__dataclass_fields__[name].default)
 
     @property
     def robust(self) -> bool:

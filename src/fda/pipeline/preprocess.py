@@ -32,7 +32,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from fda import __version__
 from fda.config import MaskConfig, PreprocessConfig
 from fda.errors import ConfigError, InputError, Interrupted
-from fda.options import flat_fields
+from fda.options import fields_with, flat_fields
 from fda.pipeline import executors, resume
 from fda.pipeline.resume import ShardTask
 from fda.pipeline.clips import hooks_from_env, lost_record, process_packed
@@ -299,7 +299,8 @@ def _config_record(cfg: PreprocessConfig) -> Dict[str, Any]:
     so a default run records what it always did and a run trained on it resumes on a rerun's shards."""
     record = flat_fields(cfg)  # the mask options in place, as before they were one nested config
     if cfg.mask.mask_rule == "diff":
-        del record["mask_rule"], record["flow_threshold"]
+        for name in fields_with(type(cfg), role="sample-unless-diff"):
+            del record[name]
     return record
 
 
