@@ -1,6 +1,7 @@
 """The extension tables (docs/ARCHITECTURE.md): every CLI choice has an entry, every entry is a CLI choice, and the
 recipe of each table works: a copy of the table with one toy entry added runs through the code path the CLI uses."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -52,6 +53,26 @@ def test_recipe_add_a_layout(tmp_path, tiny_video):
                                              workers=1), layouts=table)
     manifest = json.loads((tmp_path / "shards" / "manifest.json").read_text())
     assert manifest["layout"] == "toy" and result.processed_now == 2
+
+
+def _toy_all_splits(root, request, files):
+    """A loader that, like a first draft, ignores the splits asked for."""
+    item = VideoItem("a", "test", os.path.join(root, "a.mp4"), ("a test pattern",), "a.mp4")
+    return Loaded({"train": [dataclasses.replace(item, split="train")], "test": [item]})
+
+
+def test_a_layout_gets_only_the_splits_asked_for_and_those_it_has(tmp_path):
+    """The layout's ``splits`` bound ``--split`` whatever its loader does (old main: --split test of this layout wrote
+    its train split too, and --split val wrote train and test)."""
+    from fda.errors import ConfigError
+    from fda.pipeline.datasets import load_dataset
+
+    table = MappingProxyType({**LAYOUT_TABLE, "toy": Layout("toy", _toy_markers, "toy.json", _toy_all_splits,
+                                                            ("train", "test"))})
+    assert list(load_dataset(str(tmp_path), "toy", splits=("test",), layouts=table).items) == ["test"]
+    assert list(load_dataset(str(tmp_path), "toy", layouts=table).items) == ["train", "test"]
+    with pytest.raises(ConfigError, match=r"the toy dataset has no 'val' split \(it has train, test\): pass --split"):
+        load_dataset(str(tmp_path), "toy", splits=("val",), layouts=table)
 
 
 # --- bench-motion arms ----------------------------------------------------------------------------------------------

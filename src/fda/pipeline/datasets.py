@@ -471,12 +471,14 @@ def load_dataset(root: str, layout: Optional[str] = None, *, msrvtt_train: str =
     if layout is None:
         layout = detect_layout(root, layouts)
     files: List[str] = []
-    loaded = layouts[layout].load(root, LoadRequest(splits, msrvtt_train, captions), files)
-    items = loaded.items
+    entry = layouts[layout]
+    wanted = _check_splits(splits, entry.splits, layout)  # what a layout cannot have is refused for every loader
+    loaded = entry.load(root, LoadRequest(splits, msrvtt_train, captions), files)
+    items = {split: lst for split, lst in loaded.items.items() if split in wanted}  # only the splits asked for
     for split, lst in items.items():
         missing = sum(1 for it in lst if it.path is None)
         uncaptioned = sum(1 for it in lst if not it.captions)
-        official = layouts[layout].official_count(split, msrvtt_train)
+        official = entry.official_count(split, msrvtt_train)
         note = f" (the official split has {official})" if official is not None and len(lst) != official else ""
         logger.info("%s %s: %d videos%s, %d without a file, %d without captions", layout, split, len(lst), note,
                     missing, uncaptioned)
