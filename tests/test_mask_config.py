@@ -188,3 +188,24 @@ def test_a_new_rule_parameter_is_left_out_of_a_diff_setting_like_flow_threshold(
     assert NotedMask(note="noted") == NotedMask() and NotedMask(mask_rule="flow", note="noted").note == "noted"
     assert "note" not in _config_record(NotedPreprocess(".", mask=NotedMask(note="noted")))
     assert _config_record(NotedPreprocess(".", mask=NotedMask(mask_rule="flow", note="noted")))["note"] == "noted"
+
+
+def test_a_rerun_names_the_mask_rule_it_asks_for_not_none(tiny_video, tmp_path):
+    """Old main: ``holds shards made with --mask-rule 'flow', this run asks None`` (diff is recorded by leaving the
+    rule out); an option recorded only when on reads as its default, not None, in the other direction."""
+    from fda.errors import ConfigError
+    from fda.pipeline.resume import what_changed, with_options
+
+    root = tmp_path / "data"
+    root.mkdir()
+    shutil.copy(tiny_video, root / "tiny.mp4")
+    (root / "captions.csv").write_text("video,caption,split\ntiny.mp4,a test pattern,test\n")
+    run = dict(out=str(tmp_path / "out"), size=32, frames_test=2, workers=1)
+    run_preprocess(PreprocessConfig(str(root), mask=MaskConfig(mask_rule="flow"), **run))
+    with pytest.raises(ConfigError, match="made with --mask-rule 'flow', this run asks 'diff': pass --overwrite"):
+        run_preprocess(PreprocessConfig(str(root), **run))
+    videos = {"videos": []}
+    plain, damaged = (with_options(videos, PreprocessConfig(".", skip_damaged_frames=on)) for on in (False, True))
+    assert what_changed(plain, damaged) == "--skip-damaged-frames was False, now True"
+    older = {"digest": "", "options": {k: v for k, v in plain["options"].items() if k != "limit"}, "videos": []}
+    assert what_changed(older, plain) == "--limit None is recorded now (the shard was written by another fda version)"

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from fda.config import PreprocessConfig
 from fda.errors import ConfigError
 from fda.files import make_out_dir
-from fda.options import spelling
+from fda.options import leaf_fields, spelling
 from fda.pipeline.datasets import Dataset, VideoItem
 from fda.shards.schema import CONFIG, MANIFEST, SCHEMA_VERSION, read_json, shard_name, stats_name, write_json_atomic
 from fda.shards.store import local_dir, publish, pull, tar_problem, unpublish
@@ -60,17 +60,29 @@ def with_options(inputs: Dict[str, Any], cfg: PreprocessConfig) -> Dict[str, Any
     return {"digest": digest(full), **full}
 
 
-def what_changed(old: Any, new: Dict[str, Any]) -> Optional[str]:
-    """The first difference between a recorded fingerprint and this run's, in words; ``None`` when they agree."""
+def recorded_value(cls: type, name: str, record: Dict[str, Any]) -> Any:
+    """The value of data option ``name`` a record of config class ``cls`` stands for: an option it leaves out
+    (recorded only when on, or for a rule other than ``diff``) was at its default."""
+    if name in record:
+        return record[name]
+    return next((f.default for f in leaf_fields(cls) if f.name == name), None)
+
+
+def what_changed(old: Any, new: Dict[str, Any], cls: type = PreprocessConfig) -> Optional[str]:
+    """The first difference between a recorded fingerprint and this run's (of config class ``cls``), in words;
+    ``None`` when they agree."""
     if not isinstance(old, dict) or "digest" not in old:
         return "it records no input fingerprint (written by an older fda)"
     if old["digest"] == new["digest"]:
         return None
     before_options = old.get("options", {})
     for name in list(new["options"]) + [k for k in before_options if k not in new["options"]]:
-        if before_options.get(name) != new["options"].get(name):
-            option = spelling(PreprocessConfig, name)
-            return f"{option} was {before_options.get(name)!r}, now {new['options'].get(name)!r}"
+        if (name in before_options, before_options.get(name)) != (name in new["options"], new["options"].get(name)):
+            was, asks = recorded_value(cls, name, before_options), recorded_value(cls, name, new["options"])
+            if was == asks:  # recorded by one fda version and not by the other
+                how = "recorded now" if name in new["options"] else "no longer recorded"
+                return f"{spelling(cls, name)} {asks!r} is {how} (the shard was written by another fda version)"
+            return f"{spelling(cls, name)} was {was!r}, now {asks!r}"
     before = {v["video_id"]: v for v in old.get("videos", [])}
     now = {v["video_id"]: v for v in new["videos"]}
     for vid, v in now.items():
@@ -92,7 +104,7 @@ def what_changed(old: Any, new: Dict[str, Any]) -> Optional[str]:
 def why_redo(stats: Dict[str, Any], task: ShardTask, cfg: PreprocessConfig) -> Optional[str]:
     """Why a finished shard must be written again, or ``None`` when it stands."""
     inputs = task.inputs or {"videos": [video_inputs(item) for item in task.items]}
-    changed = what_changed(stats.get("inputs"), with_options(inputs, cfg))
+    changed = what_changed(stats.get("inputs"), with_options(inputs, cfg), type(cfg))
     if changed:
         return f"inputs changed: {changed}"
     if cfg.retry_failed:
@@ -124,11 +136,10 @@ def prepare_out(cfg: PreprocessConfig, dataset: Dataset) -> None:
             raise ConfigError(f"{cfg.out} holds shards of schema version {old.get('schema_version')}; this fda writes "
                               f"{SCHEMA_VERSION}: pass --overwrite to start over or choose another --out")
         for name in list(wanted["data"]) + [k for k in old["data"] if k not in wanted["data"]]:
-            value = wanted["data"].get(name)
-            if old["data"].get(name) != value:
-                raise ConfigError(f"{cfg.out} holds shards made with {spelling(PreprocessConfig, name)} "
-                                  f"{old['data'].get(name)!r}, this run asks {value!r}: pass --overwrite to start over "
-                                  f"or choose another --out")
+            was, value = recorded_value(type(cfg), name, old["data"]), recorded_value(type(cfg), name, wanted["data"])
+            if was != value:
+                raise ConfigError(f"{cfg.out} holds shards made with {spelling(cfg, name)} {was!r}, this run asks "
+                                  f"{value!r}: pass --overwrite to start over or choose another --out")
     elif any(os.path.basename(p) != CONFIG for p in owned_files(out)):
         raise ConfigError(f"{cfg.out} holds shard files but no {CONFIG}: pass --overwrite to start over "
                           "or choose another --out")
