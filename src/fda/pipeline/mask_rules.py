@@ -47,8 +47,9 @@ class MaskRule:
         name: the ``--mask-rule`` choice.
         compute: ``(frames uint8 [T, H, W, 3], partners uint8 [T, H, W, 3], vectors, mask) -> Masks``.
         text: the rule in one line, recorded as the sample json's ``mask.rule``.
-        params: the :class:`MaskConfig` fields the rule reads beyond the always-recorded ones (recorded with it;
-            ``tau`` is always recorded).
+        params: the :class:`MaskConfig` fields the rule reads beyond the always-recorded ones (``tau`` is always
+            recorded); a test checks they are fields. What a sample records comes from the fields' roles: every
+            ``role="sample-unless-diff"`` field for every rule but ``diff``, whether the rule reads it or not.
         label: how tables and figures name it.
         colour: its matplotlib colour in figures.
         vectors: the decoder must export the codec's motion vectors (``flags2=+export_mvs``) for it.
