@@ -17,7 +17,8 @@ def test_decode_threads_message_names_the_real_flag(command, args, tmp_path):
     """Old main said ``--workers must be >= 0``: --workers is a hidden deprecated alias of --decode-threads."""
     result = CliRunner().invoke(cli, [command, *args, "--decode-threads", "-1"])
     assert result.exit_code == 2, result.output
-    assert "--decode-threads must be >= 0" in result.stderr and "--workers" not in result.stderr
+    assert "--decode-threads must be >= 0 decoding threads (0: decode in the main thread), got -1" in result.stderr
+    assert "--workers" not in result.stderr  # eval and embed share one check, so one message
 
 
 @pytest.mark.parametrize("cls,kwargs,option", [(EvalConfig, {}, "--decode-threads"),

@@ -328,6 +328,14 @@ READER: Dict[str, Callable[[], Any]] = {
 the model), declared once: each config takes a fresh field from here (a dataclass field belongs to one class)."""
 
 
+def check_reader(cfg: Any) -> None:
+    """The checks of the :data:`READER` options (``fda eval``, ``fda embed``), written once."""
+    positive(cfg, "batch_size", "text_batch_size")
+    require(isinstance(cfg.workers, int) and cfg.workers >= 0, cfg, "workers", cfg.workers,
+            ">= 0 decoding threads (0: decode in the main thread)")
+    check_device_name(cfg)
+
+
 @dataclass(frozen=True)
 class ModelSource:
     """Which model a command reads (``fda eval``, ``fda embed``; :func:`fda.model.create` builds it): a trained run
@@ -374,10 +382,7 @@ class EvalConfig:
         choice(self, "split", self.split, SPLITS)
         require(self.frames is None or (isinstance(self.frames, int) and 1 <= self.frames <= MAX_FRAMES), self,
                 "frames", self.frames, f"an integer in 1..{MAX_FRAMES}")
-        positive(self, "batch_size", "text_batch_size")
-        require(isinstance(self.workers, int) and self.workers >= 0, self, "workers", self.workers,
-                ">= 0 decoding threads (0: decode in the main thread)")
-        check_device_name(self)
+        check_reader(self)
 
 
 @dataclass(frozen=True)
@@ -403,10 +408,9 @@ class EmbedConfig:
 
     def __post_init__(self) -> None:
         parse_splits(self.split)
-        positive(self, "batch_size", "text_batch_size", "chunk_size")
+        positive(self, "chunk_size")
         choice(self, "index", self.index, INDEX_KINDS)
-        require(isinstance(self.workers, int) and self.workers >= 0, self, "workers", self.workers, ">= 0")
-        check_device_name(self)
+        check_reader(self)
 
     @property
     def splits(self) -> Optional[Tuple[str, ...]]:

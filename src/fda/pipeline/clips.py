@@ -27,8 +27,6 @@ from fda.shards.schema import sample_key
 from fda.shards.writer import encode_frame, encode_mask, pack_sample, sample_members
 
 
-
-
 def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig, window_end: Optional[float] = None
                        ) -> SampledFrames:
     """:meth:`fda.pipeline.video.Video.sample` of ``path`` as ``cfg`` says (the one seam between a run and the

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from fda.config import MaskConfig
-from fda.pipeline.masks import (STILL_PX, _moves_pixels, apply_empty_rule, clip_masks, diff_mask, plausible_similarity,
+from fda.pipeline.masks import (STILL_PX, moves_pixels, apply_empty_rule, clip_masks, diff_mask, plausible_similarity,
                                 robust_clip_masks, robust_motion_mask, to_gray)
 from fda.shards.schema import mask_json
 
@@ -117,7 +117,7 @@ def fit_similarity(points: np.ndarray, moved: np.ndarray, h: int, w: int
     matrix, info = plausible_similarity(matrix, int(inliers.sum()), len(points), MIN_VECTORS, h, w)
     if matrix is None:
         return None, info
-    if _moves_pixels(matrix, w, h) <= STILL_PX:
+    if moves_pixels(matrix, w, h) <= STILL_PX:
         return None, {**info, "reason": "no camera motion"}
     return matrix, info
 

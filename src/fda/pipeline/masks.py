@@ -29,6 +29,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
+from fda.config import CAMERA_MOTIONS
+
 
 def to_gray(frame: np.ndarray) -> np.ndarray:
     """uint8 [H, W, 3] RGB -> uint8 [H, W] luma (ITU-R BT.601, as OpenCV and ffmpeg's gray)."""
@@ -107,7 +109,6 @@ def clip_masks(frames: np.ndarray, partners: np.ndarray, *, tau: float, kernel: 
     return masks, fell_back
 
 
-CAMERA_MODES = ("none", "compensate")
 # Plausibility of a fitted camera motion between two adjacent sampled frames.
 MIN_INLIER_SHARE = 0.5
 MIN_INLIERS = 20  # a few objects on a plain background give fewer: no camera to estimate there
@@ -179,7 +180,7 @@ def plausible_similarity(matrix: np.ndarray, inliers: int, total: int, min_inlie
     return matrix, info
 
 
-def _moves_pixels(matrix: np.ndarray, w: int, h: int) -> float:
+def moves_pixels(matrix: np.ndarray, w: int, h: int) -> float:
     """Largest displacement, in pixels, of the frame's corners under ``matrix``."""
     corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float64)
     return float(np.abs(corners @ matrix.T - corners[:, :2]).max())
@@ -214,7 +215,7 @@ def robust_motion_mask(gray: np.ndarray, partner_gray: np.ndarray, *, tau: float
     if camera == "compensate":
         matrix, info = estimate_global_motion(gray, partner_gray)
         h, w = gray.shape
-        applied = matrix is not None and _moves_pixels(matrix, w, h) > STILL_PX
+        applied = matrix is not None and moves_pixels(matrix, w, h) > STILL_PX
         if matrix is not None and not applied:
             info = {**info, "reason": "no camera motion"}
         if applied:
@@ -235,7 +236,7 @@ def robust_motion_mask(gray: np.ndarray, partner_gray: np.ndarray, *, tau: float
                 partner = warped
         record.update(compensated=applied, motion=info)
     elif camera != "none":
-        raise ValueError(f"camera must be one of {CAMERA_MODES}, got {camera!r}")
+        raise ValueError(f"camera must be one of {CAMERA_MOTIONS}, got {camera!r}")
     else:
         record["compensated"] = False
     if normalize_brightness:

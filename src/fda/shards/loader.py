@@ -34,6 +34,7 @@ import numpy as np
 import webdataset as wds
 from webdataset.utils import pytorch_worker_info
 
+from fda.config import CAPTION_MODES
 from fda.errors import ConfigError, InputError
 from fda.shards.manifest import ShardInfo, SplitInfo
 from fda.shards.reader import decode_sample, iter_samples, one_line, shard_of
@@ -41,7 +42,6 @@ from fda.shards.schema import CAPTIONS, META, frame_member, mask_member
 
 logger = logging.getLogger(__name__)
 
-CAPTION_MODES = ("all", "random")
 PASS_END = "__pass_end__"  # marker between two passes over a slot's shards: the shuffle buffer drains there
 
 
