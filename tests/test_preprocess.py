@@ -424,10 +424,10 @@ def test_fixed_videos_are_redone_and_retry_failed_retries_the_rest(ffmpeg_exe, t
     _captions(root, [("good.mp4", "fine", "test"), ("broken.mp4", "broken", "test"), ("flaky.mp4", "flaky", "test")])
     real = pre._sample_and_decode
 
-    def flaky(path, count, cfg, window_end=None):
+    def flaky(path, count, cfg, *rest):
         if path.endswith("flaky.mp4"):
             raise pre.VideoError("a passing hiccup")
-        return real(path, count, cfg, window_end)
+        return real(path, count, cfg, *rest)
 
     monkeypatch.setattr(pre, "_sample_and_decode", flaky)
     out = tmp_path / "out"

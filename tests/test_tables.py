@@ -161,23 +161,57 @@ def _left_half(frames, partners, vectors, mask):
 
 
 def test_recipe_add_a_mask_rule(tmp_path, tiny_video):
-    """A toy rule: one function, one entry; preprocess's per-video path (decode_clip, encode_sample) writes a sample
-    the shard reader decodes, with the rule's masks and its text recorded."""
-    import dataclasses
+    """A toy rule: one function, one entry; ``run_preprocess(cfg, rules=table)`` (the CLI's path, on two worker
+    processes, which get the rule pickled by reference) writes its masks, and its text in every sample json and the
+    manifest. Old main: the config refused the rule, and the workers and the manifest read the shipped table only."""
+    import glob
 
-    from fda.pipeline.datasets import VideoItem
+    from fda.config import MaskConfig
+    from fda.errors import ConfigError
     from fda.pipeline.mask_rules import MASK_RULES, MaskRule
-    from fda.pipeline.clips import decode_clip, encode_sample
     from fda.shards.reader import decode_sample, iter_samples
-    from fda.shards.writer import ShardWriter
 
     rules = MappingProxyType({**MASK_RULES, "toy": MaskRule("toy", _left_half, "the left half", label="toy")})
-    cfg = PreprocessConfig(str(tmp_path), size=32, frames_test=3)
-    clip = decode_clip(VideoItem("tiny", "test", tiny_video, ("a test pattern",), "tiny.mp4"), cfg)
-    mask = dataclasses.replace(cfg.mask, mask_rule="toy")
-    with ShardWriter(str(tmp_path / "test-000000.tar")) as writer:
-        writer.write(encode_sample(clip, mask, rules))
-    sample = decode_sample(next(iter_samples([str(tmp_path / "test-000000.tar")])))
-    masks = sample["masks"]
-    assert masks[:, :, :16].all() and not masks[:, :, 16:].any()
-    assert sample["meta"]["mask"]["rule"] == "the left half" and sample["meta"]["mask"]["mask_rule"] == "toy"
+    root = tmp_path / "data"
+    root.mkdir()
+    for name in ("a", "b"):
+        shutil.copy(tiny_video, root / f"{name}.mp4")
+    (root / "captions.csv").write_text("video,caption,split\na.mp4,a test pattern,test\nb.mp4,another one,test\n")
+    out = tmp_path / "shards"
+    cfg = PreprocessConfig(str(root), out=str(out), size=32, frames_test=3, workers=2, mask=MaskConfig(mask_rule="toy"))
+    with pytest.raises(ConfigError) as err:  # the shipped table has no such rule: one line, before any work
+        run_preprocess(cfg)
+    assert str(err.value) == "--mask-rule must be one of diff, flow, mv, got 'toy'" and not out.exists()
+    result = run_preprocess(cfg, rules=rules)
+    assert result.processed_now == 2 and not result.manifest["failures"]
+    samples = [decode_sample(s) for s in iter_samples(sorted(glob.glob(str(out / "test-*.tar"))))]
+    assert [s["meta"]["video_id"] for s in samples] == ["a", "b"]
+    for sample in samples:
+        masks = sample["masks"]
+        assert masks.shape == (3, 32, 32)
+        assert masks[:, :, :16].all() and not masks[:, :, 16:].any()
+        assert sample["meta"]["mask"]["rule"] == "the left half" and sample["meta"]["mask"]["mask_rule"] == "toy"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["mask"]["rule"] == "the left half" and manifest["mask"]["mask_rule"] == "toy"
+    assert manifest["config"]["mask_rule"] == "toy"
+    assert json.loads((out / "config.json").read_text())["data"]["mask_rule"] == "toy"
+    assert tuple(MASK_RULES) == ("diff", "flow", "mv")  # the shipped table is left as it was
+    with pytest.raises(TypeError):
+        MASK_RULES["toy"] = rules["toy"]
+
+
+def test_the_mask_rule_help_and_choices_come_from_one_declaration():
+    """--mask-rule lists every rule of the table with its words from MASK_RULE_HELP (as --arms does)."""
+    from fda import config
+    from fda.options import choices_help
+    from fda.pipeline.mask_rules import MASK_RULES
+
+    assert tuple(config.MASK_RULE_HELP) == tuple(MASK_RULES) == config.MASK_RULES
+    rule = next(f for f in dataclasses.fields(config.MaskConfig) if f.name == "mask_rule")
+    assert rule.metadata["cli"].choices == config.MASK_RULES
+    assert rule.metadata["cli"].help == choices_help("The dynamic-region estimate", config.MASK_RULE_HELP) + \
+        " See docs/MASKS.md."
+    assert rule.metadata["cli"].help.startswith("The dynamic-region estimate: diff (the paper's frame difference), "
+                                                "flow (dense optical flow, DIS), mv (the codec's motion vectors")
+    with pytest.raises(TypeError):
+        config.MASK_RULE_HELP["toy"] = "the left half"  # the shipped table is frozen

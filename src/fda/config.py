@@ -8,10 +8,11 @@ commands' options from these classes. The application layer's configs (experimen
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from types import MappingProxyType
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from fda.errors import ConfigError
-from fda.options import choice, fields_with, flat_fields, leaf_fields, nested, opt, positive, require
+from fda.options import choice, choices_help, fields_with, flat_fields, leaf_fields, nested, opt, positive, require
 
 LAYOUTS = ("msrvtt", "msvd", "activitynet", "didemo", "lsmdc", "folder")
 MSRVTT_TRAIN_LISTS = ("9k", "7k")
@@ -21,7 +22,14 @@ ENGINES = ("local", "ray")
 EMPTY_MASKS = ("full", "zero")
 DIFF_MODES = ("adjacent", "sampled")
 CAMERA_MOTIONS = ("none", "compensate")
-MASK_RULES = ("diff", "flow", "mv")  # the keys of fda.pipeline.mask_rules.MASK_RULES (a test checks they agree)
+MASK_RULE_HELP: Mapping[str, str] = MappingProxyType({  # every --mask-rule choice -> its words in the help
+    "diff": "the paper's frame difference",
+    "flow": "dense optical flow, DIS",
+    "mv": "the codec's motion vectors, read in the same decode; frames without them use diff",
+})
+"""The ``--mask-rule`` choices in order, with their help (the keys of :data:`fda.pipeline.mask_rules.MASK_RULES`; a
+test checks they agree): adding a rule is one entry there and one here."""
+MASK_RULES = tuple(MASK_RULE_HELP)
 FLOW_THRESHOLD = 1.0  # px; fda bench-masks chose it (docs/MASKS.md)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MAX_FRAMES = 99  # member names carry two digits: f00 ... f98
@@ -53,8 +61,9 @@ class MaskConfig:
     (:func:`fda.shards.schema.mask_json`) and the viewers read. ``diff_mode`` chooses the partner frames, so it shapes
     the decode as well as the masks. ``flow_threshold`` is read by the flow and mv rules only: under ``diff`` it is
     the default, so one diff setting is one config (and one record). ``mask_rule`` names an entry of the rule table
-    (:data:`fda.pipeline.mask_rules.MASK_RULES`, or a copy with more rules); :class:`PreprocessConfig` checks that it
-    is a shipped one, the ``--mask-rule`` choices.
+    a run uses (:data:`fda.pipeline.mask_rules.MASK_RULES`, or a copy with more rules), so it is checked against that
+    table when a run starts (:func:`fda.pipeline.mask_rules.rule_of`), not here: the CLI offers the shipped rules
+    (:data:`MASK_RULES`). Every ``role="sample-unless-diff"`` field is recorded for every rule but ``diff``.
     """
 
     tau: float = opt(25.0, "Frame-difference threshold in grey levels.", role="sample")
@@ -69,9 +78,8 @@ class MaskConfig:
                              choices=CAMERA_MOTIONS, role="sample")
     normalize_brightness: bool = opt(False, "Match the partner's brightness to the frame's before differencing "
                                      "(flicker, exposure changes).", role="sample")
-    mask_rule: str = opt("diff", "The dynamic-region estimate: diff (the paper's frame difference), flow (dense "
-                         "optical flow, DIS), mv (the codec's motion vectors, read in the same decode; frames without "
-                         "them use diff). See docs/MASKS.md.", choices=MASK_RULES, role="sample-unless-diff")
+    mask_rule: str = opt("diff", choices_help("The dynamic-region estimate", MASK_RULE_HELP) + " See docs/MASKS.md.",
+                         choices=MASK_RULES, role="sample-unless-diff")
     flow_threshold: float = opt(FLOW_THRESHOLD, "--mask-rule flow and mv: a pixel (block) moves when its motion, less "
                                 "the camera's with --camera-motion compensate, exceeds this many stored pixels.",
                                 role="sample-unless-diff")
@@ -146,7 +154,7 @@ class PreprocessConfig:
                     f"an integer in 1..{MAX_FRAMES}")
         require(isinstance(self.size, int) and 16 <= self.size <= 4096, self, "size", self.size,
                 "an integer in 16..4096")
-        choice(self, "mask_rule", self.mask.mask_rule, MASK_RULES)  # the shipped rules (a copy of the table may add)
+        # mask_rule: checked against the rule table of the run (fda.pipeline.mask_rules.rule_of), before any work
         require(1 <= self.jpeg_quality <= 100, self, "jpeg_quality", self.jpeg_quality, "in 1..100")
         require(self.samples_per_shard >= 1, self, "samples_per_shard", self.samples_per_shard, ">= 1")
         choice(self, "decoder", self.decoder, DECODERS)

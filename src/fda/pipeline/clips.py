@@ -2,8 +2,8 @@
 
 Per video, :func:`decode_clip` checks, probes, samples and decodes it as the config says
 (:meth:`fda.pipeline.video.Video.sample`), and :func:`encode_sample` computes the masks for one
-:class:`~fda.config.MaskConfig` (its rule from :data:`fda.pipeline.mask_rules.MASK_RULES`) and encodes the
-sample. A video that cannot be used is a record (:func:`video_record`), not an exception; one that outlives
+:class:`~fda.config.MaskConfig` (its rule from the rule table, :data:`fda.pipeline.mask_rules.MASK_RULES` or the
+copy the run was given as ``rules``) and encodes the sample. A video that cannot be used is a record (:func:`video_record`), not an exception; one that outlives
 ``--video-timeout`` is ``timed out``. :func:`process_packed` is what a worker process runs.
 """
 
@@ -14,27 +14,27 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from fda.config import MaskConfig, PreprocessConfig
 from fda.pipeline import executors
 from fda.pipeline.datasets import VideoItem, not_regular
-from fda.pipeline.mask_rules import MASK_RULES, MaskRule, compute_masks, mask_record
+from fda.pipeline.mask_rules import MASK_RULES, Rules, compute_masks, mask_record, rule_of
 from fda.pipeline.video import SampledFrames, Video, VideoError
 from fda.shards.schema import sample_key
 from fda.shards.writer import encode_frame, encode_mask, pack_sample, sample_members
 
 
-def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig, window_end: Optional[float] = None
-                       ) -> SampledFrames:
+def _sample_and_decode(path: str, count: int, cfg: PreprocessConfig, window_end: Optional[float] = None,
+                       rules: Rules = MASK_RULES) -> SampledFrames:
     """:meth:`fda.pipeline.video.Video.sample` of ``path`` as ``cfg`` says (the one seam between a run and the
     decoder)."""
     with Video(path) as video:  # probed and decoded from one open file
         return video.sample(count, cfg.size, diff_mode=cfg.mask.diff_mode, min_decodable=cfg.min_decodable,
                             skip_damaged=cfg.skip_damaged_frames, window_end=window_end,
-                            vectors=MASK_RULES[cfg.mask.mask_rule].vectors)  # --mask-rule mv: the same decode
+                            vectors=rule_of(cfg.mask, rules).vectors)  # --mask-rule mv: the same decode
 
 
 @dataclass
@@ -65,8 +65,9 @@ class Clip:
         return [encode_frame(f, self.jpeg_quality) for f in self.frames]
 
 
-def decode_clip(item: VideoItem, cfg: PreprocessConfig) -> Clip:
-    """Check, probe, sample and decode one video as ``cfg`` says (everything but the masks).
+def decode_clip(item: VideoItem, cfg: PreprocessConfig, rules: Rules = MASK_RULES) -> Clip:
+    """Check, probe, sample and decode one video as ``cfg`` says (everything but the masks; ``rules``: the rule table,
+    which says whether ``cfg``'s rule reads motion vectors from the decode).
 
     Raises:
         VideoError: the video cannot be used (missing, not a file, too damaged); the message is the
@@ -78,7 +79,7 @@ def decode_clip(item: VideoItem, cfg: PreprocessConfig) -> Clip:
     if kind is not None:
         raise VideoError(f"{item.source} is {kind}, not a regular file: list the video file itself")
     window_end = None if cfg.full_duration else item.window_end
-    got = _sample_and_decode(item.path, cfg.frames_for(item.split), cfg, window_end)
+    got = _sample_and_decode(item.path, cfg.frames_for(item.split), cfg, window_end, rules)
     info = got.info
     key = sample_key(item.video_id)
     meta = {"video_id": item.video_id, "key": key, "split": item.split, "source": item.source,
@@ -89,7 +90,7 @@ def decode_clip(item: VideoItem, cfg: PreprocessConfig) -> Clip:
     return Clip(key, tuple(item.captions), got.frames, got.partners_frames, meta, cfg.jpeg_quality, got.vectors)
 
 
-def encode_sample(clip: Clip, mask: MaskConfig, rules: Mapping[str, MaskRule] = MASK_RULES) -> List[tuple]:
+def encode_sample(clip: Clip, mask: MaskConfig, rules: Rules = MASK_RULES) -> List[tuple]:
     """Compute the masks of ``clip`` under ``mask`` and encode the sample: its tar members, in the format's order.
 
     ``rules`` is the mask-rule table (:data:`fda.pipeline.mask_rules.MASK_RULES`; a copy may hold more rules)."""
@@ -99,9 +100,9 @@ def encode_sample(clip: Clip, mask: MaskConfig, rules: Mapping[str, MaskRule] = 
     return sample_members(clip.key, meta, clip.captions, clip.jpegs, [encode_mask(m) for m in masks])
 
 
-def process_video_masks(item: VideoItem, cfg: PreprocessConfig, masks: Sequence[MaskConfig]
+def process_video_masks(item: VideoItem, cfg: PreprocessConfig, masks: Sequence[MaskConfig], rules: Rules = MASK_RULES
                         ) -> Tuple[Optional[List[List[tuple]]], Dict[str, Any]]:
-    """Decode one video once, then encode its sample once per mask setting.
+    """Decode one video once, then encode its sample once per mask setting (their rules from ``rules``).
 
     Returns:
         ``(members per mask setting or None on failure, record)``: the record is the video's status
@@ -109,8 +110,8 @@ def process_video_masks(item: VideoItem, cfg: PreprocessConfig, masks: Sequence[
     """
     record = video_record(item)
     try:
-        clip = decode_clip(item, cfg)
-        return [encode_sample(clip, mask) for mask in masks], record
+        clip = decode_clip(item, cfg, rules)
+        return [encode_sample(clip, mask, rules) for mask in masks], record
     except VideoError as err:
         record.update(status="failed", error=str(err))
         return None, record
@@ -174,24 +175,27 @@ def _alarm(seconds: float) -> Iterator[None]:
 
 
 def process_packed(item: VideoItem, cfg: PreprocessConfig, masks: Sequence[MaskConfig], job: Optional[int] = None,
-                    hooks: Optional[Tuple[Optional[str], ...]] = None) -> Tuple[Optional[List[bytes]], Dict[str, Any]]:
+                   hooks: Optional[Tuple[Optional[str], ...]] = None, rules: Rules = MASK_RULES
+                   ) -> Tuple[Optional[List[bytes]], Dict[str, Any]]:
     """:func:`process_video_masks` with each sample packed into its tar blocks, in the process that made it (a
-    worker): the process assembling the shards then only appends bytes. A pool worker first reports ``(job, its
+    worker): the process assembling the shards then only appends bytes. ``rules`` comes pickled with each video (its
+    functions by reference: a rule must be importable by name, a module-level function). A pool worker first reports ``(job, its
     pid, start time)`` to the parent, which replaces a worker that outlives ``--video-timeout``; in one process an
     alarm interrupts the video instead."""
     executors.report_start(job)
     try:
         with _alarm(cfg.video_timeout if job is None else 0):
             run_test_hooks(item, hooks_from_env() if hooks is None else hooks)
-            members, record = process_video_masks(item, cfg, masks)
+            members, record = process_video_masks(item, cfg, masks, rules)
     except VideoTimeout:
         return None, timed_out(item, cfg)
     return (None if members is None else [pack_sample(m) for m in members]), record
 
 
-def process_video(item: VideoItem, cfg: PreprocessConfig) -> Tuple[Optional[List[tuple]], Dict[str, Any]]:
+def process_video(item: VideoItem, cfg: PreprocessConfig, rules: Rules = MASK_RULES
+                  ) -> Tuple[Optional[List[tuple]], Dict[str, Any]]:
     """One video with ``cfg``'s own mask setting: ``(members or None, record)``."""
-    members, record = process_video_masks(item, cfg, [cfg.mask])
+    members, record = process_video_masks(item, cfg, [cfg.mask], rules)
     return (members[0] if members is not None else None), record
 
 

@@ -28,7 +28,8 @@ class Work:
     """What the executors run (top-level functions: a pool pickles them by name).
 
     Attributes:
-        process: ``(item, cfg, masks, job=None, hooks=None) -> (packed samples or None, record)``: one video.
+        process: ``(item, cfg, masks, job=None, hooks=None, rules=...) -> (packed samples or None, record)``: one
+            video (``rules``: the sets' rule table, ``sets.rules``).
         assembly: ``(task, sets) -> shard``: a shard's in-order writer (``add``, ``complete``, ``finish``,
             ``abort``).
         shard_task: ``(task, sets) -> stats per shard set``: one whole shard in one process (Ray).
@@ -128,7 +129,7 @@ def run_local(todo: Sequence[Any], sets: Any, progress: Any, stop: Stop, finishe
             for t, position, item in jobs:
                 if stop:
                     return
-                deliver(t, position, *work.process(item, sets.cfg, sets.masks))
+                deliver(t, position, *work.process(item, sets.cfg, sets.masks, rules=sets.rules))
             return
         import multiprocessing as mp
 
@@ -164,7 +165,8 @@ def run_local(todo: Sequence[Any], sets: Any, progress: Any, stop: Stop, finishe
                         break
                     number, (t, position, item) = job
                     pending.append((t, position, pool.apply_async(work.process,
-                                                                  (item, sets.cfg, sets.masks, number, hooks)),
+                                                                  (item, sets.cfg, sets.masks, number, hooks),
+                                                                  {"rules": sets.rules}),
                                     number))
                 if stop or not pending:
                     break

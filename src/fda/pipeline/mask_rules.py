@@ -1,9 +1,11 @@
 """Mask rules: which estimate of the dynamic region becomes the alpha prompt (``--mask-rule``).
 
-:data:`MASK_RULES` is the table of rules; its keys are the CLI's choices (:data:`fda.config.MASK_RULES`, one test
-checks they agree). A rule is one function and one entry: ``compute(frames, partners, vectors, mask)`` returns the
+:data:`MASK_RULES` is the table of rules; its keys are the CLI's choices (:data:`fda.config.MASK_RULE_HELP`, with
+their help; one test checks they agree). A rule is one function and one entry: ``compute(frames, partners, vectors, mask)`` returns the
 clip's masks, their full-mask fallback flags and the per-frame records its samples' json keep, and the entry says
-what the rule records and whether it needs the codec's motion vectors from the decoder.
+what the rule records and whether it needs the codec's motion vectors from the decoder. ``fda preprocess`` takes the
+table as an argument (:func:`fda.pipeline.preprocess.run_preprocess`'s ``rules``) and checks ``--mask-rule`` against
+the table it uses (:func:`rule_of`).
 
 - ``diff`` (the default, the paper's rule, :mod:`fda.pipeline.masks`): grey absolute difference with the partner
   frame above ``tau``. It sees the leading and trailing crescents of a mover, not its overlap with itself.
@@ -29,7 +31,8 @@ import cv2
 import numpy as np
 
 from fda.config import MaskConfig
-from fda.pipeline.masks import (STILL_PX, moves_pixels, apply_empty_rule, clip_masks, diff_mask, plausible_similarity,
+from fda.options import choice
+from fda.pipeline.masks import (STILL_PX, apply_empty_rule, clip_masks, diff_mask, moves_pixels, plausible_similarity,
                                 robust_clip_masks, robust_motion_mask, to_gray)
 from fda.shards.schema import mask_json
 
@@ -47,9 +50,6 @@ class MaskRule:
         name: the ``--mask-rule`` choice.
         compute: ``(frames uint8 [T, H, W, 3], partners uint8 [T, H, W, 3], vectors, mask) -> Masks``.
         text: the rule in one line, recorded as the sample json's ``mask.rule``.
-        params: the :class:`MaskConfig` fields the rule reads beyond the always-recorded ones (``tau`` is always
-            recorded); a test checks they are fields. What a sample records comes from the fields' roles: every
-            ``role="sample-unless-diff"`` field for every rule but ``diff``, whether the rule reads it or not.
         label: how tables and figures name it.
         colour: its matplotlib colour in figures.
         vectors: the decoder must export the codec's motion vectors (``flags2=+export_mvs``) for it.
@@ -58,10 +58,14 @@ class MaskRule:
     name: str
     compute: Callable[[np.ndarray, np.ndarray, Vectors, MaskConfig], Masks]
     text: str
-    params: Tuple[str, ...] = ()
     label: str = ""
     colour: str = "tab:red"
     vectors: bool = False
+
+
+Rules = Mapping[str, MaskRule]
+"""A mask-rule table: :data:`MASK_RULES`, or a copy with more rules (a plain ``dict`` where it goes to worker
+processes, which a ``MappingProxyType`` cannot: it does not pickle)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -307,27 +311,41 @@ MASK_RULES: Mapping[str, MaskRule] = MappingProxyType({
     "flow": MaskRule("flow", flow_rule, "|DIS optical flow (ultrafast; finest scale 1, 2 from 128 px) frame -> "
                      "partner - camera similarity| > flow_threshold px "
                      "where the frame has texture (gradient > 4 grey levels/px) or |frame - partner| > tau; close then "
-                     "open; drop components < min_area", params=("flow_threshold",),
-                     label="optical flow", colour="tab:green"),
+                     "open; drop components < min_area", label="optical flow", colour="tab:green"),
     "mv": MaskRule("mv", mv_rule, "codec motion-vector blocks with |vector - camera similarity| > flow_threshold px, "
                    "cut to texture (gradient > 4 grey levels/px) or |frame - partner| > tau (frames without vectors: "
                    "the diff rule); close then open; drop components < min_area",
-                   params=("flow_threshold",), label="codec motion vectors", colour="tab:cyan", vectors=True),
+                   label="codec motion vectors", colour="tab:cyan", vectors=True),
 })
-"""Every ``--mask-rule``, by its CLI name (frozen at import; a test or a caller passes a copy with more rules)."""
+"""Every ``--mask-rule``, by its CLI name (frozen at import; a test or a caller passes a copy with more rules).
+
+What a rule's samples record of its parameters comes from the :class:`MaskConfig` fields' roles, not from the entry:
+every ``role="sample-unless-diff"`` field (today ``flow_threshold``) is recorded, and fingerprinted, for every rule
+but ``diff``, whether the rule reads it or not (:func:`fda.shards.schema.mask_json`,
+:meth:`fda.config.PreprocessConfig.data_fields`)."""
 
 
-def mask_record(mask: MaskConfig, rules: Mapping[str, MaskRule] = MASK_RULES) -> Dict[str, Any]:
+def rule_of(mask: MaskConfig, rules: Rules = MASK_RULES) -> MaskRule:
+    """The entry of ``mask``'s rule in ``rules`` (the table a run uses: the shipped one, or a copy with more rules).
+
+    Raises:
+        ConfigError: ``--mask-rule must be one of diff, flow, mv, got 'x'`` (the table's keys).
+    """
+    choice(mask, "mask_rule", mask.mask_rule, tuple(rules))
+    return rules[mask.mask_rule]
+
+
+def mask_record(mask: MaskConfig, rules: Rules = MASK_RULES) -> Dict[str, Any]:
     """The json form of ``mask`` (:func:`fda.shards.schema.mask_json`), ``rule`` naming the rule's text for a rule
     other than ``diff`` (whose record, and so its bytes, stay as they always were)."""
     record = mask_json(mask)
     if mask.mask_rule != "diff":
-        record["rule"] = rules[mask.mask_rule].text
+        record["rule"] = rule_of(mask, rules).text
     return record
 
 
 def compute_masks(frames: np.ndarray, partners: np.ndarray, mask: MaskConfig, vectors: Vectors = None,
-                  rules: Mapping[str, MaskRule] = MASK_RULES) -> Masks:
+                  rules: Rules = MASK_RULES) -> Masks:
     """The masks of a clip under ``mask``'s rule (the one call preprocess makes): ``rules[mask.mask_rule].compute``.
 
     Args:
@@ -336,4 +354,4 @@ def compute_masks(frames: np.ndarray, partners: np.ndarray, mask: MaskConfig, ve
         vectors: the sampled frames' motion vectors when the rule needs them.
         rules: the rule table (tests pass a copy with a toy rule).
     """
-    return rules[mask.mask_rule].compute(frames, partners, vectors, mask)
+    return rule_of(mask, rules).compute(frames, partners, vectors, mask)

@@ -37,7 +37,7 @@ from fda.pipeline import executors, resume
 from fda.pipeline.resume import ShardTask
 from fda.pipeline.clips import hooks_from_env, lost_record, process_packed
 from fda.pipeline.datasets import Dataset, Layout, VideoItem, load_dataset
-from fda.pipeline.mask_rules import MASK_RULES, mask_record
+from fda.pipeline.mask_rules import MASK_RULES, MaskRule, Rules, mask_record, rule_of
 from fda.pipeline.video import check_decoder, find_ffmpeg, ffmpeg_version
 from fda.shards.schema import (MANIFEST, SCHEMA_VERSION, file_digest, sample_key, stats_name,
                                write_json_atomic)
@@ -102,26 +102,33 @@ class ShardSets:
         masks: one mask setting per set.
         outputs: per set, ``cfg`` with that set's ``out`` and mask setting: the config ``fda preprocess`` would run
             with to write that set alone (its ``config.json``, stats fingerprints and manifest come from it).
+        rules: the entries of the rule table that ``cfg`` and ``masks`` name (a plain dict: it goes to the workers
+            with every video, so it pickles, each rule's function by reference).
     """
 
     cfg: PreprocessConfig
     masks: Tuple[MaskConfig, ...]
     outputs: Tuple[PreprocessConfig, ...]
+    rules: Dict[str, MaskRule]
 
     @classmethod
-    def of(cls, cfg: PreprocessConfig, sets: Sequence[Tuple[str, MaskConfig]]) -> "ShardSets":
-        """Check and resolve ``(out, mask setting)`` pairs (folders made absolute: workers may run elsewhere).
+    def of(cls, cfg: PreprocessConfig, sets: Sequence[Tuple[str, MaskConfig]], rules: Rules = MASK_RULES
+           ) -> "ShardSets":
+        """Check and resolve ``(out, mask setting)`` pairs (folders made absolute: workers may run elsewhere) and the
+        rules they name, from ``rules`` (the rule table).
 
         Raises:
-            ConfigError: no set, two sets in one folder, or a mask setting with another ``diff_mode`` than ``cfg``.
+            ConfigError: no set, two sets in one folder, a mask setting with another ``diff_mode`` than ``cfg``, or a
+                ``--mask-rule`` that ``rules`` lacks.
         """
         if not sets:
             raise ConfigError("no shard set to write: pass at least one (out, mask setting)")
+        used = {m.mask_rule: rule_of(m, rules) for m in (cfg.mask, *(mask for _, mask in sets))}
         for _, mask in sets:
             if mask.diff_mode != cfg.mask.diff_mode:
                 raise ConfigError(f"--diff-mode chooses the frames that are decoded, so shard sets from one decode "
                                   f"share it: {mask.diff_mode!r} differs from {cfg.mask.diff_mode!r}")
-            if MASK_RULES[mask.mask_rule].vectors and not MASK_RULES[cfg.mask.mask_rule].vectors:
+            if used[mask.mask_rule].vectors and not used[cfg.mask.mask_rule].vectors:
                 raise ConfigError(f"--mask-rule {mask.mask_rule} reads motion vectors from the decode: run the "
                                   f"decode with it (--mask-rule {mask.mask_rule}), not {cfg.mask.mask_rule!r}")
         outs = [recorded(out) for out, _ in sets]
@@ -129,7 +136,7 @@ class ShardSets:
             raise ConfigError("every shard set needs its own --out folder")
         cfg = dataclasses.replace(cfg, out=outs[0])
         outputs = tuple(dataclasses.replace(cfg, out=out, mask=mask) for out, (_, mask) in zip(outs, sets))
-        return cls(cfg, tuple(mask for _, mask in sets), outputs)
+        return cls(cfg, tuple(mask for _, mask in sets), outputs, used)
 
 
 class Progress:
@@ -223,7 +230,7 @@ def run_shard_task(task: ShardTask, sets: ShardSets) -> List[Dict[str, Any]]:
     shard = ShardAssembly(task, sets)
     try:
         for position, item in enumerate(task.items):
-            shard.add(position, *process_packed(item, sets.cfg, sets.masks))
+            shard.add(position, *process_packed(item, sets.cfg, sets.masks, rules=sets.rules))
     except BaseException:
         shard.abort()
         raise
@@ -265,8 +272,9 @@ def _ffmpeg_record(cfg: PreprocessConfig, decoder_version: str) -> Dict[str, Any
 
 
 def build_manifest(cfg: PreprocessConfig, dataset: Dataset, listed: Dict[str, int], all_stats: List[Dict[str, Any]],
-                   ffmpeg: Dict[str, Any], extra_failures: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """Assemble ``manifest.json`` from every shard's stats."""
+                   ffmpeg: Dict[str, Any], extra_failures: List[Dict[str, Any]], rules: Rules = MASK_RULES
+                   ) -> Dict[str, Any]:
+    """Assemble ``manifest.json`` from every shard's stats (``rules``: the rule table, for the rule's text)."""
     splits: Dict[str, Any] = {}
     failures = list(extra_failures)
     for split in dataset.items:
@@ -289,7 +297,7 @@ def build_manifest(cfg: PreprocessConfig, dataset: Dataset, listed: Dict[str, in
             "duplicate_captions_dropped": dataset.duplicate_captions,
             "captions_file": dataset.captions_file, "uncaptioned": not dataset.captioned,
             "unlisted": list(dataset.unlisted),
-            "config": _config_record(cfg), "mask": mask_record(cfg.mask), "ffmpeg": ffmpeg,
+            "config": _config_record(cfg), "mask": mask_record(cfg.mask, rules), "ffmpeg": ffmpeg,
             "caption_truncation": TRUNCATION_NOTE,
             "splits": splits, "failures": failures}
 
@@ -333,21 +341,26 @@ def _key_collisions(dataset: Dataset) -> Tuple[Dataset, List[Dict[str, Any]]]:
     return dataclasses.replace(dataset, items=items), dropped
 
 
-def run_preprocess(cfg: PreprocessConfig, *, layouts: Optional[Mapping[str, Layout]] = None) -> PreprocessResult:
+def run_preprocess(cfg: PreprocessConfig, *, layouts: Optional[Mapping[str, Layout]] = None,
+                   rules: Rules = MASK_RULES) -> PreprocessResult:
     """Run ``fda preprocess``: plan shard tasks, do the missing ones, write the manifest.
 
-    ``layouts`` is the dataset layout table (default: :data:`fda.pipeline.datasets.LAYOUT_TABLE`).
+    ``layouts`` is the dataset layout table (default: :data:`fda.pipeline.datasets.LAYOUT_TABLE`), ``rules`` the mask
+    rule table (default: :data:`fda.pipeline.mask_rules.MASK_RULES`); tests pass copies with a toy entry. Its rule
+    functions must be importable by name (module-level): worker processes get them pickled by reference.
 
     Raises:
-        ConfigError: bad options, or ``out`` holds shards made with another configuration.
+        ConfigError: bad options (``--mask-rule`` is checked against ``rules`` before any work), or ``out`` holds
+            shards made with another configuration.
         InputError: no dataset found, nothing succeeded, or more failures than ``max_failure_rate``.
         EnvError: the decoder cannot run here.
     """
-    return preprocess_shard_sets(cfg, [(cfg.out, cfg.mask)], layouts=layouts)[0]
+    return preprocess_shard_sets(cfg, [(cfg.out, cfg.mask)], layouts=layouts, rules=rules)[0]
 
 
 def preprocess_shard_sets(cfg: PreprocessConfig, sets: Sequence[Tuple[str, MaskConfig]], *,
-                          layouts: Optional[Mapping[str, Layout]] = None) -> List[PreprocessResult]:
+                          layouts: Optional[Mapping[str, Layout]] = None, rules: Rules = MASK_RULES
+                          ) -> List[PreprocessResult]:
     """Write one shard set per ``(out, mask setting)``, decoding every video once as ``cfg`` says.
 
     Each shard set is exactly what :func:`run_preprocess` writes for ``cfg`` with that ``out`` and mask setting (the
@@ -359,7 +372,7 @@ def preprocess_shard_sets(cfg: PreprocessConfig, sets: Sequence[Tuple[str, MaskC
             settings that differ in ``diff_mode`` (it chooses the decoded frames).
     """
     start = time.perf_counter()
-    shard_sets = ShardSets.of(cfg, sets)
+    shard_sets = ShardSets.of(cfg, sets, rules)
     cfg = shard_sets.cfg
     if not os.path.isdir(cfg.dataset_root):
         raise InputError(f"dataset root {cfg.dataset_root!r} is not a folder: pass the folder that holds the videos "
@@ -418,7 +431,8 @@ def preprocess_shard_sets(cfg: PreprocessConfig, sets: Sequence[Tuple[str, MaskC
     ffmpeg = _ffmpeg_record(cfg, decoder_version)
     results = []
     for c, one in enumerate(shard_sets.outputs):
-        manifest = build_manifest(one, dataset, listed, [s[c] for s in done + new], ffmpeg, dup_failures)
+        manifest = build_manifest(one, dataset, listed, [s[c] for s in done + new], ffmpeg, dup_failures,
+                                  shard_sets.rules)
         manifest["last_run"] = {"reused_shards": len(done), "written_shards": len(new), "redone": redone}
         write_json_atomic(os.path.join(local_dir(one.out), MANIFEST), manifest)
         publish(one.out, [MANIFEST])  # a remote --out: last, listing only shards whose stats are there
