@@ -2,9 +2,10 @@
 
 Per video, :func:`decode_clip` checks, probes, samples and decodes it as the config says
 (:meth:`fda.pipeline.video.Video.sample`), and :func:`encode_sample` computes the masks for one
-:class:`~fda.config.MaskConfig` (its rule from the rule table, :data:`fda.pipeline.mask_rules.MASK_RULES` or the
-copy the run was given as ``rules``) and encodes the sample. A video that cannot be used is a record (:func:`video_record`), not an exception; one that outlives
-``--video-timeout`` is ``timed out``. :func:`process_packed` is what a worker process runs.
+:class:`~fda.config.MaskConfig` (its rule from the rule table, :data:`fda.pipeline.mask_rules.MASK_RULES` or the copy
+the run was given as ``rules``) and encodes the sample. A video that cannot be used is a record (:func:`video_record`),
+not an exception; one that outlives ``--video-timeout`` is ``timed out``. :func:`process_packed` is what a worker
+process runs.
 """
 
 import contextlib
@@ -179,9 +180,9 @@ def process_packed(item: VideoItem, cfg: PreprocessConfig, masks: Sequence[MaskC
                    ) -> Tuple[Optional[List[bytes]], Dict[str, Any]]:
     """:func:`process_video_masks` with each sample packed into its tar blocks, in the process that made it (a
     worker): the process assembling the shards then only appends bytes. ``rules`` comes pickled with each video (its
-    functions by reference: a rule must be importable by name, a module-level function). A pool worker first reports ``(job, its
-    pid, start time)`` to the parent, which replaces a worker that outlives ``--video-timeout``; in one process an
-    alarm interrupts the video instead."""
+    functions by reference: a rule must be importable by name, a module-level function). A pool worker first reports
+    ``(job, its pid, start time)`` to the parent, which replaces a worker that outlives ``--video-timeout``; in one
+    process an alarm interrupts the video instead."""
     executors.report_start(job)
     try:
         with _alarm(cfg.video_timeout if job is None else 0):

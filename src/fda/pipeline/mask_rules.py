@@ -1,10 +1,10 @@
 """Mask rules: which estimate of the dynamic region becomes the alpha prompt (``--mask-rule``).
 
-:data:`MASK_RULES` is the table of rules; its keys are the CLI's choices (:data:`fda.config.MASK_RULE_HELP`, with
-their help; one test checks they agree). A rule is one function and one entry: ``compute(frames, partners, vectors, mask)`` returns the
-clip's masks, their full-mask fallback flags and the per-frame records its samples' json keep, and the entry says
-what the rule records and whether it needs the codec's motion vectors from the decoder. ``fda preprocess`` takes the
-table as an argument (:func:`fda.pipeline.preprocess.run_preprocess`'s ``rules``) and checks ``--mask-rule`` against
+:data:`MASK_RULES` is the table of rules; its keys are the CLI's choices (:data:`fda.config.MASK_RULE_HELP`, with their
+help; one test checks they agree). A rule is one function and one entry: ``compute(frames, partners, vectors, mask)``
+returns the clip's masks, their full-mask fallback flags and the per-frame records its samples' json keep, and the entry
+says what the rule records and whether it needs the codec's motion vectors from the decoder. ``fda preprocess`` takes
+the table as an argument (:func:`fda.pipeline.preprocess.run_preprocess`'s ``rules``) and checks ``--mask-rule`` against
 the table it uses (:func:`rule_of`).
 
 - ``diff`` (the default, the paper's rule, :mod:`fda.pipeline.masks`): grey absolute difference with the partner
