@@ -33,7 +33,8 @@ def test_sweep_shards_equal_preprocess_byte_for_byte(data, tmp_path):
     from fda.lab.experiments import preprocess_taus
 
     common = dict(size=32, frames_train=2, frames_test=4, workers=1, samples_per_shard=3)
-    cfgs = [PreprocessConfig(data, out=str(tmp_path / f"t{t:g}"), mask=MaskConfig(tau=t), **common) for t in (0.0, 12.5)]
+    cfgs = [PreprocessConfig(data, out=str(tmp_path / f"t{t:g}"), mask=MaskConfig(tau=t), **common)
+            for t in (0.0, 12.5)]
     preprocess_taus(cfgs)
     ref = str(tmp_path / "ref")
     run_preprocess(PreprocessConfig(data, out=ref, mask=MaskConfig(tau=12.5), **common))

@@ -270,8 +270,8 @@ def test_preprocess_writes_each_rule_and_keeps_the_default_bytes(tmp_path, ffmpe
     run_preprocess(PreprocessConfig(str(root), out=out["diff"], mask=MaskConfig(flow_threshold=3.0), **common))
     run_preprocess(PreprocessConfig(str(root), out=out["mv"], mask=MaskConfig(mask_rule="mv"), **common))
     for name in ("test-000000.tar", "config.json", "test-000000.stats.json"):
-        same = open(os.path.join(out["default"], name), "rb").read() == open(os.path.join(out["diff"], name),
-                                                                           "rb").read()
+        with open(os.path.join(out["default"], name), "rb") as a, open(os.path.join(out["diff"], name), "rb") as b:
+            same = a.read() == b.read()
         assert same or name.endswith("stats.json"), name  # stats hold timings
     assert "mask_rule" not in json.load(open(os.path.join(out["default"], "config.json")))["data"]
     assert "mask_rule" not in json.load(open(os.path.join(out["default"], "manifest.json")))["config"]

@@ -139,7 +139,8 @@ def test_mask_params_round_trip_through_a_sample_json(tmp_path, options):
     shown = {k: getattr(params, k) for k in ("tau", "kernel", "min_area", "empty_mask", "diff_mode")}
     shown.update({k: v for k, v in options.items() if k in ("camera_motion", "normalize_brightness")})
     assert shown_mask(sample["meta"]["mask"]) == shown  # reports show how the masks were made, robust options too
-    assert shown_mask(flat_fields(PreprocessConfig(".", mask=MaskConfig(**options)))) == shown  # the same from a manifest's config
+    # the same from a manifest's config
+    assert shown_mask(flat_fields(PreprocessConfig(".", mask=MaskConfig(**options)))) == shown
 
 
 def test_mask_record_writes_the_robust_options_only_when_on():

@@ -229,10 +229,10 @@ def train(**kwargs: Any) -> None:
 
     Resuming (rerunning into a run folder with checkpoints, or --resume) refuses a changed --model, --pretrained,
     --alpha-checkpoint, --no-alpha, --freeze-text or data option (SHARDS_DIR, --split, --val-from-train,
-    --batch-size, --accum-steps, --captions, --seed, --shuffle-buffer, --augment). Every other option (learning rates, --weight-decay,
-    --warmup-steps, --grad-clip, --label-smoothing, run length, the --*-every intervals, --val-split, --precision,
-    --device, --loader-workers, ...) may change: it applies from the resumed step and is recorded under "changes"
-    in RUN_DIR/train_config.json.
+    --batch-size, --accum-steps, --captions, --seed, --shuffle-buffer, --augment). Every other option (learning
+    rates, --weight-decay, --warmup-steps, --grad-clip, --label-smoothing, run length, the --*-every intervals,
+    --val-split, --precision, --device, --loader-workers, ...) may change: it applies from the resumed step and is
+    recorded under "changes" in RUN_DIR/train_config.json.
     """
     from fda.eval.evaluate import validate
     from fda.train.run import run_train

@@ -19,4 +19,3 @@ def make_out_dir(path: str, option: str = "--out") -> str:
     except OSError as err:
         raise path_error(option, path, err, f"choose another {option} in a folder you can write to") from None
     return path
-

@@ -530,8 +530,8 @@ def run_set(cfg: BenchMotionConfig, kind: str, device: Any,
     rows = [{"set": kind, "arm": arm, **summarize_arm(per_arm[arm], per_arm[REFERENCE])} for arm in names]
     for row in rows:
         if not arms[row["arm"]].no_alpha:  # every arm's test masks against the truth, not only the paper's
-            row["mask_scores"] = scores if row["arm"] == "masks" else mask_truth_scores(shard_sets[row["arm"]],
-                                                                                         "test", clips)
+            row["mask_scores"] = (scores if row["arm"] == "masks"
+                                  else mask_truth_scores(shard_sets[row["arm"]], "test", clips))
         if "masks" in per_arm and row["arm"] not in ("masks", REFERENCE):  # also compared with the paper's masks
             row["diff_masks"] = summarize_arm(per_arm[row["arm"]], per_arm["masks"])["diff"]
     return rows, [r for arm in names for r in per_arm[arm]], scores

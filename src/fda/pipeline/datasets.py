@@ -86,7 +86,6 @@ LSMDC_CSV = {"train": "LSMDC16_annos_training.csv", "val": "LSMDC16_annos_val.cs
 LSMDC_FIELDS = ("clip_id", "start_aligned", "end_aligned", "start_extracted", "end_extracted", "sentence")
 
 
-
 @dataclass(frozen=True)
 class VideoItem:
     """One video of one split.

@@ -199,7 +199,7 @@ def run_local(todo: Sequence[Any], sets: Any, progress: Any, stop: Stop, finishe
 
 
 def lost_jobs(pending: Sequence[Tuple[int, int, Any, int]], running: Dict[int, Tuple[int, float]], limit: float,
-          ready: Sequence[Tuple[int, int, Any, int]]) -> List[Tuple[Tuple[int, int, Any, int], str]]:
+              ready: Sequence[Tuple[int, int, Any, int]]) -> List[Tuple[Tuple[int, int, Any, int], str]]:
     """Pending jobs that will never deliver a result, with the status to record: ``died`` (their worker is gone: a
     crash in the decoder) or ``timed out`` (their worker has been on them longer than ``limit`` seconds, 0: no limit;
     it is killed). The pool starts a new worker in place of each."""

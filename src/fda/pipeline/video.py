@@ -472,7 +472,7 @@ class Video:
             ranks = np.argsort(np.argsort(np.asarray(pts, np.int64), kind="stable"), kind="stable")
             pos_of_rank = np.argsort(ranks, kind="stable")
             damaged_packets = sorted(set(damaged_packets) | {int(pos_of_rank[r]) - 1 for r, _ in holes
-                                                               if pos_of_rank[r] > 0})
+                                                             if pos_of_rank[r] > 0})
         return VideoInfo(len(pts), fps, duration, width, height, codec, tuple(pts) if usable else (), tuple(keyframes),
                          Fraction(sar.numerator, sar.denominator) if sar else Fraction(1), interlaced, declared_frames,
                          present, demux_error, Fraction(tb.numerator, tb.denominator) if tb else None, tuple(holes),
@@ -1456,7 +1456,7 @@ def _damage_meta(info: VideoInfo, total: int, truncated: int, tainted: Sequence[
                      "tainted_partners": [k for k, i in enumerate(partners.tolist()) if i in bad]})
     if info.holes:
         meta["holes"] = [[int(i), n] for i, n in zip(info.index_of_rank()[[r for r, _ in info.holes]].tolist(),
-                                                      (n for _, n in info.holes))]
+                                                     (n for _, n in info.holes))]
     if info.demux_damage:
         meta["demux_damage"] = info.demux_damage
     note = length_note(info, total, truncated)
