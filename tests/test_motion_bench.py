@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from fda.cli import cli
 from fda.config import PreprocessConfig
 from fda.errors import InputError
-from fda.lab.motion_bench import (derangement, derive_mask_set, mask_truth_scores, paired_interval, summarize_arm,
-                                  truth_region, twin_accuracy)
+from fda.lab.motion_bench import (ArmInputs, derangement, derive_mask_set, derived_shards, mask_truth_scores,
+                                  paired_interval, summarize_arm, truth_mask_set, truth_region, twin_accuracy)
 from fda.shards.manifest import split_shards
 from fda.shards.reader import decode_sample, iter_samples
 from fda.shards.schema import MANIFEST, read_json
@@ -123,6 +123,38 @@ def test_full_masks_are_all_ones(bench_shards, tmp_path):
         assert s["masks"].min() == 255 and s["meta"]["mask"]["coverage"] == [1.0] * 4
 
 
+def test_truth_masks_are_the_movers_boxes_in_each_frame(bench_shards, tmp_path):
+    shards, clips = bench_shards
+    out = truth_mask_set(shards, str(tmp_path / "truth"), clips)
+    for split in ("train", "test"):
+        for s, d in zip(_samples(shards, split), _samples(out, split)):
+            assert np.array_equal(s["frames"], d["frames"]) and s["captions"] == d["captions"]
+            clip = clips[d["meta"]["video_id"]]
+            for t, i in enumerate(d["meta"]["indices"]):
+                box = truth_region(clip, (i,), 64)
+                assert box.any() and np.array_equal(d["masks"][t] > 0, box)  # the mover's box, nothing else
+            assert d["meta"]["mask"]["derived"]["mode"] == "truth" and not any(d["meta"]["mask"]["fallback"])
+    scores = mask_truth_scores(out, "test", clips)
+    assert scores["precision"] == 1.0 and scores["recall"] > mask_truth_scores(shards, "test", clips)["recall"]
+    with pytest.raises(InputError, match="has no ground truth"):
+        truth_mask_set(shards, str(tmp_path / "none"), {})
+
+
+def test_a_derived_copy_is_made_again_when_the_clips_are_regenerated(bench_shards, tmp_path):
+    """A rerun reuses a finished copy; after the set's clips were regenerated the copy is rebuilt, not reused."""
+    from fda.lab.config import BenchMotionConfig
+
+    shards, _ = bench_shards
+    stale = tmp_path / "shards" / "full"
+    stale.mkdir(parents=True)
+    (stale / MANIFEST).write_text(json.dumps({"splits": {}, "stale": True}))  # a copy of older clips' shards
+    inputs = ArmInputs(BenchMotionConfig(), "motion", "", shards, str(tmp_path), fresh=False)
+    assert read_json(os.path.join(derived_shards("full", inputs), MANIFEST)).get("stale")  # reused
+    out = derived_shards("full", ArmInputs(BenchMotionConfig(), "motion", "", shards, str(tmp_path), fresh=True))
+    assert "stale" not in read_json(os.path.join(out, MANIFEST))
+    assert [s["key"] for s in _samples(out, "test")] == [s["key"] for s in _samples(shards, "test")]
+
+
 def test_mask_scores_against_ground_truth(bench_shards):
     shards, clips = bench_shards
     scores = mask_truth_scores(shards, "test", clips)
@@ -136,7 +168,7 @@ def test_mask_scores_against_ground_truth(bench_shards):
 @pytest.mark.slow
 def test_bench_motion_end_to_end_tiny_budget(tmp_path):
     out = tmp_path / "bench"
-    args = ["bench-motion", "--out", str(out), "--sets", "motion,null", "--arms", "masks,no-alpha,shuffled,mv",
+    args = ["bench-motion", "--out", str(out), "--sets", "motion,null", "--arms", "masks,no-alpha,shuffled,mv,truth",
             "--seeds", "0,1", "--train-videos", "4", "--test-videos", "4", "--frames", "2", "--steps", "1",
             "--batch-size", "2", "--eval-batch-size", "4", "--workers", "1", "--train-workers", "0",
             "--model", "fda-tiny", "--device", "cpu"]
@@ -144,23 +176,25 @@ def test_bench_motion_end_to_end_tiny_budget(tmp_path):
     assert res.exit_code == 0, res.stderr + res.stdout
     report = json.load(open(out / "bench_motion.json"))
     assert [(r["set"], r["arm"]) for r in report["rows"]] == [
-        (s, a) for s in ("motion", "null") for a in ("masks", "no-alpha", "shuffled", "mv")]
-    assert len(report["runs"]) == 16 and set(report["masks"]) == {"motion", "null"}
+        (s, a) for s in ("motion", "null") for a in ("masks", "no-alpha", "shuffled", "mv", "truth")]
+    assert len(report["runs"]) == 20 and set(report["masks"]) == {"motion", "null"}
     mv = [r for r in report["rows"] if r["arm"] == "mv"]
     assert all(r["diff_masks"]["twin_t2v"]["n"] == 2 for r in mv)  # paired with the paper's masks too
     # every arm with masks has them scored against the truth, not only the paper's; no-alpha has none
     scored = {(r["set"], r["arm"]) for r in report["rows"] if "mask_scores" in r}
-    assert scored == {(s, a) for s in ("motion", "null") for a in ("masks", "shuffled", "mv")}
+    assert scored == {(s, a) for s in ("motion", "null") for a in ("masks", "shuffled", "mv", "truth")}
+    assert all(r["mask_scores"]["precision"] == 1.0 for r in report["rows"] if r["arm"] == "truth")
     assert all(r["mask_scores"] == report["masks"][r["set"]] for r in report["rows"] if r["arm"] == "masks")
     assert all(r["mask_scores"]["coverage"] > 0 for r in report["rows"] if r["arm"] == "mv")
     meta = json.load(open(out / "motion" / "shards" / "mv" / "config.json"))["data"]
     assert meta["mask_rule"] == "mv" and meta["camera_motion"] == "compensate"
     assert all(r["seeds"] == 2 and "twin_t2v" in r and "diff" in r for r in report["rows"])
     rows = list(csv.reader(open(out / "bench_motion.csv")))
-    assert len(rows) == 9 and rows[0][:3] == ["set", "arm", "seeds"]
+    assert len(rows) == 11 and rows[0][:3] == ["set", "arm", "seeds"]
     assert os.path.getsize(out / "bench_motion.png") > 5000
     table = res.stdout
     assert "shuffled masks" in table and "Δ twin t2v vs no-alpha" in table and "precision on the mover" in table
+    assert "true boxes of the movers" in table
     assert "codec motion vectors masks" in table and "Δ twin t2v vs masks" in table and "(reference)" in table
     assert any(line.startswith("motion") and "codec motion vectors masks" in line and "test masks: full-mask" in line
                for line in table.splitlines())

@@ -266,6 +266,7 @@ BENCH_ARM_HELP: Mapping[str, str] = MappingProxyType({  # every --arms choice ->
     "full": "all-ones masks",
     "shuffled": "another clip's masks",
     "compensated": "masks made with --camera-motion compensate",
+    "truth": "the movers' true boxes from the scenes' ground truth: what a rule could at best mark",
     **{rule: "masks made with that --mask-rule and --camera-motion compensate" for rule in MASK_RULES[1:]},
 })
 """The ``fda bench-motion --arms`` choices in order, with their help (the keys of :data:`fda.lab.motion_bench.ARMS`; a

@@ -10,11 +10,14 @@ preprocesses it once (``fda preprocess``: frames + tau masks), and trains every 
 - ``shuffled``: Alpha-CLIP with each clip's masks taken from another clip of its split (a derangement): masks with
   realistic statistics that say nothing about this clip;
 - ``compensated``: the frame-difference masks made with ``--camera-motion compensate``;
+- ``truth``: every mask the moving objects' boxes in its frame, from the generator's ground truth: what any rule's
+  masks could at best say (no spill, the whole body, box corners included);
 - one arm per other mask rule (:data:`fda.pipeline.mask_rules.MASK_RULES`: ``flow``, ``mv``): masks made with
   that ``--mask-rule`` and ``--camera-motion compensate`` (the camera's motion removed from the vector field).
 
-``full`` and ``shuffled`` train and test on copies of the shard set whose mask members are replaced
-(:func:`derive_mask_set`); frames, captions and keys are byte-identical to the source set.
+``full``, ``shuffled`` and ``truth`` train and test on copies of the shard set whose mask members are replaced
+(:func:`derive_mask_set`, :func:`truth_mask_set`); frames, captions and keys are byte-identical to the source set.
+A copy is made again when its set's clips are regenerated.
 
 Metrics per run: twin accuracy (a caption scores its own clip above its twin, t2v; a clip scores its own caption
 above its twin's, v2t; chance 50 %, ties count half) and R@1/R@5/MdR both ways. Per set and arm: mean and std over
@@ -32,6 +35,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import time
 import functools
 from dataclasses import dataclass, field
@@ -191,6 +195,36 @@ def derive_mask_set(src: str, dst: str, mode: str, seed: int = 0) -> str:
     return rewrite(src, dst, replace_masks, derived={"masks": mode, "seed": seed})
 
 
+def truth_mask_set(src: str, dst: str, clips: Dict[str, Dict[str, Any]]) -> str:
+    """Copy a benchmark shard set with every mask replaced by the moving objects' boxes in its own frame.
+
+    The boxes are the generator's ground truth (``clips``: video id -> its ``fda_synthetic.json`` entry with the
+    set's ``size``), mapped like preprocess maps the clip (:func:`truth_region` of the sampled frame alone). Frames,
+    captions, keys and member order are kept byte for byte; each sample's json records ``mask.derived = {"mode":
+    "truth"}``, the new coverage and no fallback. A finished copy (manifest present) is reused.
+
+    Raises:
+        InputError: ``src`` is no finished shard set, or one of its videos has no ground truth in ``clips``.
+    """
+    from fda.shards import rewrite
+
+    def replace_masks(split: str, samples: List[Dict[str, Any]]) -> List[Dict[str, bytes]]:
+        out = []
+        for raw in samples:
+            meta = json.loads(raw[META])
+            clip = clips.get(meta["video_id"])
+            if clip is None:
+                raise InputError(f"video {meta['video_id']} of {src!r} has no ground truth")
+            masks = [truth_region(clip, (i,), int(meta["size"])).astype(np.uint8) for i in meta["indices"]]
+            meta["mask"].update(derived={"mode": "truth", "from": None}, coverage=[float(m.mean()) for m in masks],
+                                fallback=[False] * len(masks))
+            out.append({META: json.dumps(meta, ensure_ascii=False).encode("utf-8"),
+                        **{mask_member(t): encode_mask(m) for t, m in enumerate(masks)}})
+        return out
+
+    return rewrite(src, dst, replace_masks, derived={"masks": "truth"})
+
+
 @dataclass(frozen=True)
 class ArmInputs:
     """What an arm's shard set is made from (:attr:`Arm.make_shards`).
@@ -246,10 +280,23 @@ def preprocessed_shards(name: str, options: Mapping[str, Any], inputs: ArmInputs
     return out
 
 
+def copy_dir(name: str, inputs: ArmInputs) -> str:
+    """``shards/<name>``, the folder of a derived copy, emptied when the clips were regenerated: a finished copy is
+    reused (:func:`fda.shards.rewrite`), and one made from the older clips' shards would be stale."""
+    out = os.path.join(inputs.base, "shards", name)
+    if inputs.fresh and os.path.isdir(out):
+        shutil.rmtree(out)
+    return out
+
+
 def derived_shards(mode: str, inputs: ArmInputs) -> str:
     """A copy of the set's shards with every mask replaced (:func:`derive_mask_set`)."""
-    return derive_mask_set(inputs.shards, os.path.join(inputs.base, "shards", mode), mode,
-                           seed=inputs.cfg.scenes.data_seed)
+    return derive_mask_set(inputs.shards, copy_dir(mode, inputs), mode, seed=inputs.cfg.scenes.data_seed)
+
+
+def truth_shards(inputs: ArmInputs) -> str:
+    """A copy of the set's shards whose masks are the moving objects' true boxes (:func:`truth_mask_set`)."""
+    return truth_mask_set(inputs.shards, copy_dir("truth", inputs), _load_clips(inputs.data))
 
 
 ARMS: Mapping[str, Arm] = MappingProxyType({arm.name: arm for arm in (
@@ -259,6 +306,7 @@ ARMS: Mapping[str, Arm] = MappingProxyType({arm.name: arm for arm in (
     Arm("shuffled", "shuffled masks (another clip's)", "tab:olive", functools.partial(derived_shards, "shuffled")),
     Arm("compensated", "camera-compensated masks", "tab:purple",
         functools.partial(preprocessed_shards, "compensated", {"camera_motion": "compensate"})),
+    Arm("truth", "true boxes of the movers", "tab:pink", truth_shards),
     *(Arm(name, f"{rule.label} masks", rule.colour,  # the other mask rules, with the camera's motion removed
           functools.partial(preprocessed_shards, name, {"mask_rule": name, "camera_motion": "compensate"}))
       for name, rule in MASK_RULES.items() if name != "diff"),
