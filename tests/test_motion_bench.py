@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from fda.cli import cli
 from fda.config import PreprocessConfig
 from fda.errors import InputError
-from fda.lab.motion_bench import (ArmInputs, derangement, derive_mask_set, derived_shards, mask_truth_scores,
-                                  paired_interval, summarize_arm, truth_mask_set, truth_region, twin_accuracy)
+from fda.lab.motion_bench import (derangement, derive_mask_set, mask_truth_scores, paired_interval, summarize_arm,
+                                  truth_mask_set, truth_region, twin_accuracy)
 from fda.shards.manifest import split_shards
 from fda.shards.reader import decode_sample, iter_samples
 from fda.shards.schema import MANIFEST, read_json
@@ -140,19 +140,26 @@ def test_truth_masks_are_the_movers_boxes_in_each_frame(bench_shards, tmp_path):
         truth_mask_set(shards, str(tmp_path / "none"), {})
 
 
-def test_a_derived_copy_is_made_again_when_the_clips_are_regenerated(bench_shards, tmp_path):
+def test_a_derived_copy_is_made_again_when_the_clips_are_regenerated(tmp_path):
     """A rerun reuses a finished copy; after the set's clips were regenerated the copy is rebuilt, not reused."""
-    from fda.lab.config import BenchMotionConfig
+    import dataclasses
 
-    shards, _ = bench_shards
-    stale = tmp_path / "shards" / "full"
-    stale.mkdir(parents=True)
-    (stale / MANIFEST).write_text(json.dumps({"splits": {}, "stale": True}))  # a copy of older clips' shards
-    inputs = ArmInputs(BenchMotionConfig(), "motion", "", shards, str(tmp_path), fresh=False)
-    assert read_json(os.path.join(derived_shards("full", inputs), MANIFEST)).get("stale")  # reused
-    out = derived_shards("full", ArmInputs(BenchMotionConfig(), "motion", "", shards, str(tmp_path), fresh=True))
-    assert "stale" not in read_json(os.path.join(out, MANIFEST))
-    assert [s["key"] for s in _samples(out, "test")] == [s["key"] for s in _samples(shards, "test")]
+    from fda.lab.config import SCENE_BUDGET, BenchMotionConfig, Scenes
+    from fda.lab.motion_bench import prepare_set
+
+    budget = dataclasses.replace(SCENE_BUDGET, train=dataclasses.replace(SCENE_BUDGET.train, batch_size=2))
+    cfg = BenchMotionConfig(out=str(tmp_path), sets="motion", train_videos=4, test_videos=4, budget=budget,
+                            scenes=Scenes(frames=2, preprocess=PreprocessConfig("", workers=1)))
+    sets, _ = prepare_set(cfg, "motion", names=("full",))
+    manifest = os.path.join(sets["full"], MANIFEST)
+    marked = {**read_json(manifest), "stale": True}  # marks this copy of the first clips' shards
+    with open(manifest, "w") as f:
+        json.dump(marked, f)
+    assert read_json(os.path.join(prepare_set(cfg, "motion", names=("full",))[0]["full"], MANIFEST)).get("stale")
+    sets, _ = prepare_set(dataclasses.replace(cfg, train_videos=6), "motion", names=("full",))  # clips regenerated
+    assert "stale" not in read_json(os.path.join(sets["full"], MANIFEST))
+    assert [s["key"] for s in _samples(sets["full"], "train")] == [s["key"] for s in _samples(sets["masks"], "train")]
+    assert len(_samples(sets["full"], "train")) == 6
 
 
 def test_mask_scores_against_ground_truth(bench_shards):

@@ -292,7 +292,8 @@ class BenchMotionConfig:
     """``fda bench-motion``: the masks ablation on the benchmark scenes, with controls, over several seeds.
 
     Every set is generated (``fda generate --kind``), preprocessed once, and trained per arm and seed with the same
-    budget; arms ``full`` and ``shuffled`` train on copies of the shards whose masks are all ones or another clip's.
+    budget; arms ``full``, ``shuffled`` and ``truth`` train on copies of the shards whose masks are all ones, another
+    clip's or the movers' true boxes.
     """
 
     out: str = opt("bench-motion", "Folder for data, shards, runs, results.")

@@ -143,6 +143,20 @@ def truth_region(clip: Dict[str, Any], frames: Sequence[int], size: int) -> np.n
 # Shard sets
 
 
+def _clip_of(clips: Mapping[str, Dict[str, Any]], meta: Mapping[str, Any], shards_dir: str) -> Dict[str, Any]:
+    """The ground truth of a sample's video; a video without one is an :class:`InputError`."""
+    clip = clips.get(meta["video_id"])
+    if clip is None:
+        raise InputError(f"video {meta['video_id']} of {shards_dir!r} has no ground truth")
+    return clip
+
+
+def _remasked(meta: Mapping[str, Any], pngs: Sequence[bytes]) -> Dict[str, bytes]:
+    """A sample's new members: its json (``meta``) and one mask PNG per frame."""
+    return {META: json.dumps(meta, ensure_ascii=False).encode("utf-8"),
+            **{mask_member(i): png for i, png in enumerate(pngs)}}
+
+
 def derive_mask_set(src: str, dst: str, mode: str, seed: int = 0) -> str:
     """Copy a shard set, replacing every mask: all ones (``full``) or another clip's (``shuffled``).
 
@@ -188,8 +202,7 @@ def derive_mask_set(src: str, dst: str, mode: str, seed: int = 0) -> str:
                 donor_meta = metas[int(donors[pos])]
                 meta["mask"].update(derived={"mode": "shuffled", "from": donor_meta["key"]},
                                     coverage=donor_meta["mask"]["coverage"], fallback=donor_meta["mask"]["fallback"])
-            out.append({META: json.dumps(meta, ensure_ascii=False).encode("utf-8"),
-                        **{mask_member(i): masks[i] for i in range(num)}})
+            out.append(_remasked(meta, masks))
         return out
 
     return rewrite(src, dst, replace_masks, derived={"masks": mode, "seed": seed})
@@ -212,14 +225,11 @@ def truth_mask_set(src: str, dst: str, clips: Dict[str, Dict[str, Any]]) -> str:
         out = []
         for raw in samples:
             meta = json.loads(raw[META])
-            clip = clips.get(meta["video_id"])
-            if clip is None:
-                raise InputError(f"video {meta['video_id']} of {src!r} has no ground truth")
-            masks = [truth_region(clip, (i,), int(meta["size"])).astype(np.uint8) for i in meta["indices"]]
+            clip = _clip_of(clips, meta, src)
+            masks = [truth_region(clip, (i,), int(meta["size"])) for i in meta["indices"]]
             meta["mask"].update(derived={"mode": "truth", "from": None}, coverage=[float(m.mean()) for m in masks],
                                 fallback=[False] * len(masks))
-            out.append({META: json.dumps(meta, ensure_ascii=False).encode("utf-8"),
-                        **{mask_member(t): encode_mask(m) for t, m in enumerate(masks)}})
+            out.append(_remasked(meta, [encode_mask(m) for m in masks]))
         return out
 
     return rewrite(src, dst, replace_masks, derived={"masks": "truth"})
@@ -234,8 +244,10 @@ class ArmInputs:
         kind: the scene kind of the set.
         data: the generated clips (an MSR-VTT layout).
         shards: the set's plain frame-difference shard set (every set has it).
-        base: the set's folder (an arm writes its shards under ``base/shards/<arm>``).
+        base: the set's folder (an arm writes its shards under ``base/shards/<arm>``; emptied when the clips are
+            regenerated, so a finished copy there was made from these clips).
         fresh: the clips were (re)generated: preprocess with ``overwrite``.
+        clips: the ground truth per video id (``fda_synthetic.json``, with the set's ``size``).
     """
 
     cfg: BenchMotionConfig
@@ -244,6 +256,7 @@ class ArmInputs:
     shards: str
     base: str
     fresh: bool
+    clips: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -280,23 +293,15 @@ def preprocessed_shards(name: str, options: Mapping[str, Any], inputs: ArmInputs
     return out
 
 
-def copy_dir(name: str, inputs: ArmInputs) -> str:
-    """``shards/<name>``, the folder of a derived copy, emptied when the clips were regenerated: a finished copy is
-    reused (:func:`fda.shards.rewrite`), and one made from the older clips' shards would be stale."""
-    out = os.path.join(inputs.base, "shards", name)
-    if inputs.fresh and os.path.isdir(out):
-        shutil.rmtree(out)
-    return out
-
-
 def derived_shards(mode: str, inputs: ArmInputs) -> str:
     """A copy of the set's shards with every mask replaced (:func:`derive_mask_set`)."""
-    return derive_mask_set(inputs.shards, copy_dir(mode, inputs), mode, seed=inputs.cfg.scenes.data_seed)
+    return derive_mask_set(inputs.shards, os.path.join(inputs.base, "shards", mode), mode,
+                           seed=inputs.cfg.scenes.data_seed)
 
 
 def truth_shards(inputs: ArmInputs) -> str:
     """A copy of the set's shards whose masks are the moving objects' true boxes (:func:`truth_mask_set`)."""
-    return truth_mask_set(inputs.shards, copy_dir("truth", inputs), _load_clips(inputs.data))
+    return truth_mask_set(inputs.shards, os.path.join(inputs.base, "shards", "truth"), inputs.clips)
 
 
 ARMS: Mapping[str, Arm] = MappingProxyType({arm.name: arm for arm in (
@@ -330,9 +335,7 @@ def mask_truth_scores(shards_dir: str, split: str, clips: Dict[str, Dict[str, An
     coverage: List[float] = []
     for sample in iter_samples(urls, handler=unreadable_shard, decode=True):
         meta = sample["meta"]
-        clip = clips.get(meta["video_id"])
-        if clip is None:
-            raise InputError(f"video {meta['video_id']} of {shards_dir!r} has no ground truth")
+        clip = _clip_of(clips, meta, shards_dir)
         for t, (i, p) in enumerate(zip(meta["indices"], meta["partners"])):
             frames += 1
             mask = sample["masks"][t] > 0
@@ -522,7 +525,8 @@ def set_dir(cfg: BenchMotionConfig, kind: str) -> str:
 
 def prepare_set(cfg: BenchMotionConfig, kind: str, *, arms: Mapping[str, Arm] = ARMS,
                 names: Optional[Sequence[str]] = None) -> Tuple[Dict[str, str], Dict[str, Dict[str, Any]]]:
-    """Generate and preprocess one set (both reused when finished).
+    """Generate and preprocess one set (both reused when finished; when the clips are regenerated every shard set
+    under ``shards/`` is made again: arms' copies of the older clips' shards would be reused as finished).
 
     Returns:
         ``(shard set per arm, ground truth per video id)``.
@@ -540,13 +544,14 @@ def prepare_set(cfg: BenchMotionConfig, kind: str, *, arms: Mapping[str, Arm] = 
                           "size": [scenes.size, scenes.size], "fps": scenes.fps, "seconds": scenes.seconds,
                           "condition": cfg.condition})
     if fresh:
+        shutil.rmtree(os.path.join(base, "shards"), ignore_errors=True)
         run_generate(gen)
     run_preprocess(scenes.preprocess_config(data, shards, overwrite=fresh))
-    inputs = ArmInputs(cfg, kind, data, shards, base, fresh)
+    inputs = ArmInputs(cfg, kind, data, shards, base, fresh, _load_clips(data))
     sets = {"masks": shards, "no-alpha": shards}
     for name in names or cfg.arm_list:
         sets[name] = arms[name].make_shards(inputs)
-    return sets, _load_clips(data)
+    return sets, inputs.clips
 
 
 Rows = List[Dict[str, Any]]
@@ -743,6 +748,7 @@ def run_bench_masks(cfg: BenchMasksConfig) -> BenchMasksResult:
     make_out_dir(cfg.out)
     scenes = cfg.scenes
     result = BenchMasksResult(cfg.out)
+    columns = mask_columns(cfg.rule_list, cfg.setting_list)
     for cond in cfg.condition_list:
         data = os.path.join(cfg.out, cond, "data")
         fresh = _stale(data, {"kind": "motion", "seed": scenes.data_seed, "test": cfg.videos,
@@ -753,7 +759,6 @@ def run_bench_masks(cfg: BenchMasksConfig) -> BenchMasksResult:
                            size=(scenes.size, scenes.size), fps=scenes.fps, seconds=scenes.seconds, condition=cond)
         clips = _load_clips(data)
         result.scores[cond] = {}
-        columns = mask_columns(cfg.rule_list, cfg.setting_list)
         for name, options in columns.items():
             shards = os.path.join(cfg.out, cond, "shards", name)
             run_preprocess(scenes.preprocess_config(data, shards, options, split="test", overwrite=fresh))
