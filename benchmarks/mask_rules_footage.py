@@ -22,6 +22,7 @@ import numpy as np
 from fda.config import PreprocessConfig
 from fda.lab.viz import _label, overlay
 from fda.pipeline.preprocess import run_preprocess
+from fda.shards.manifest import load_manifest, split_shards
 from fda.shards.reader import decode_sample, iter_samples
 
 SETTINGS = {  # name: preprocess options; the sheet shows the rows named in SHEET
@@ -37,7 +38,7 @@ SHEET = ("diff", "diff+comp", "flow+comp", "mv+comp")
 
 def samples(out: str):
     """video id -> decoded sample of a shard set's test split."""
-    urls = sorted(os.path.join(out, f) for f in os.listdir(out) if f.startswith("test-") and f.endswith(".tar"))
+    urls = [os.path.join(out, name) for name in split_shards(load_manifest(out), "test")]
     return {s["meta"]["video_id"]: s for s in (decode_sample(raw) for raw in iter_samples(urls))}
 
 
@@ -66,7 +67,7 @@ def main() -> int:
     for setting, options in SETTINGS.items():
         out = os.path.join(work, setting)
         run_preprocess(PreprocessConfig(data, out=out, size=args.size, frames_test=args.frames, workers=1,
-                                        overwrite=True, **options))
+                                        overwrite=True).with_mask(**options))
         results[setting] = samples(out)
     print("| clip | setting | frames compensated | full-mask fallback | diff fallback (no vectors) "
           "| coverage (all frames) | coverage (frames with motion) |")

@@ -283,3 +283,18 @@ def test_preprocess_writes_each_rule_and_keeps_the_default_bytes(tmp_path, ffmpe
     assert json.load(open(os.path.join(out["mv"], "config.json")))["data"]["mask_rule"] == "mv"
     with pytest.raises(ConfigError, match="motion vectors"):
         ShardSets.of(PreprocessConfig(str(root)), [(out["mv"], params("mv"))])
+
+
+def test_the_footage_script_runs_every_setting_through_preprocess(tiny_video, tmp_path):
+    """benchmarks/mask_rules_footage.py (the real-footage table and contact sheets) on a clip: a row per setting."""
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
+                          "mask_rules_footage.py")
+    res = subprocess.run([sys.executable, script, tiny_video, "--out", str(tmp_path / "img"), "--size", "32",
+                          "--frames", "4", "--shown", "2", "--tile", "32"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    rows = [line.split(" | ")[1] for line in res.stdout.splitlines() if line.startswith("| tiny |")]
+    assert rows == ["diff", "diff+comp", "flow", "flow+comp", "mv", "mv+comp"]
+    assert os.path.getsize(tmp_path / "img" / "tiny_rules.jpg") > 1000
