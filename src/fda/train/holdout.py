@@ -110,14 +110,16 @@ def plan_holdout(info: SplitInfo, n: int, min_train: int = 2) -> Holdout:
 
 def write_holdout(info: SplitInfo, holdout: Holdout, run_dir: str) -> Holdout:
     """Copy the held-out samples of ``info``, member by member, into ``RUN_DIR/val-from-train`` (split ``val``);
-    returns ``holdout`` with that folder."""
+    returns ``holdout`` with that folder. Only the shards that hold one are read (those the plan took samples from)."""
+    kept = {s.url: s.samples for s in holdout.train.shards}
+    holding = [s for s in info.shards if kept.get(s.url, 0) < s.samples]
     out = os.path.join(run_dir, HOLDOUT_DIR)
     os.makedirs(out, exist_ok=True)
     name = shard_name(HOLDOUT_SPLIT, 0)
     tmp = os.path.join(out, name + ".partial")
     captions = 0
     with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as dst:
-        for shard in info.shards:
+        for shard in holding:
             with _open_tar(shard.url) as src:
                 for member in src:
                     if member.isfile() and _key(member.name) in holdout.keys:
