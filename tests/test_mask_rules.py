@@ -280,6 +280,15 @@ def test_preprocess_writes_each_rule_and_keeps_the_default_bytes(tmp_path, ffmpe
              for raw in iter_samples([os.path.join(out["mv"], "test-000000.tar")])}
     assert metas["a"]["mask_rule"] == "mv" and all("moving" in r for r in metas["a"]["vectors"])
     assert all(r["fallback"] == "diff" for r in metas["b"]["vectors"])  # the intra-only clip, frame by frame
+    # fda masks-stats says how many frames got diff's mask (mask.fallback counts only full-mask fallbacks)
+    from fda.lab.viz import mask_stats, stats_table
+
+    mv, default = mask_stats(out["mv"], "test"), mask_stats(out["default"], "test")
+    to_diff = sum(r.get("fallback") == "diff" for m in metas.values() for r in m["vectors"])
+    assert to_diff >= 4 and mv.as_dict()["diff_fallback_share"] == to_diff / 8 and mv.rules == ("mv",)
+    assert default.as_dict()["diff_fallback_share"] == 0.0 and default.rules == ("diff",)
+    assert "to diff" not in stats_table([default])
+    assert f"{100 * to_diff / 8:.1f}%" in stats_table([default, mv]).splitlines()[2]
     assert json.load(open(os.path.join(out["mv"], "config.json")))["data"]["mask_rule"] == "mv"
     with pytest.raises(ConfigError, match="motion vectors"):
         ShardSets.of(PreprocessConfig(str(root)), [(out["mv"], params("mv"))])

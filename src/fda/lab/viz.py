@@ -15,7 +15,7 @@ import logging
 import os
 import subprocess
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -267,12 +267,16 @@ class MaskStatsRow:
     frames: int
     coverage: np.ndarray  # float [frames], fraction of pixels kept per frame (fallback frames count as 1.0)
     fallback: np.ndarray  # bool [frames]
+    rules: Tuple[str, ...] = ("diff",)  # the --mask-rule of its samples
+    to_diff: Optional[np.ndarray] = None  # bool [frames]: the rule had nothing for the frame, which got diff's mask
 
     def as_dict(self) -> Dict[str, Any]:
         """Plain numbers (JSON-ready)."""
         moving = self.coverage[~self.fallback]
+        to_diff = self.to_diff if self.to_diff is not None else np.zeros(self.frames, bool)
         return {"shards_dir": self.shards_dir, "split": self.split, "tau": self.tau, "videos": self.videos,
                 "frames": self.frames, "fallback_share": float(self.fallback.mean()) if self.frames else 0.0,
+                "mask_rules": list(self.rules), "diff_fallback_share": float(to_diff.mean()) if self.frames else 0.0,
                 "coverage_mean": float(self.coverage.mean()) if self.frames else 0.0,
                 "coverage_median": float(np.median(self.coverage)) if self.frames else 0.0,
                 "coverage_p10": float(np.percentile(self.coverage, 10)) if self.frames else 0.0,
@@ -280,15 +284,27 @@ class MaskStatsRow:
                 "moving_coverage_mean": float(moving.mean()) if len(moving) else None}
 
 
+def _to_diff(mask: Mapping[str, Any], frames: int) -> List[bool]:
+    """Per frame of a sample: a rule other than diff recorded ``{"fallback": "diff"}`` for it (``mv`` on a frame
+    without motion vectors), in its per-frame records (a list of one dict per frame)."""
+    for records in mask.values():
+        if (isinstance(records, list) and len(records) == frames
+                and any(isinstance(r, dict) and r.get("fallback") == "diff" for r in records)):
+            return [isinstance(r, dict) and r.get("fallback") == "diff" for r in records]
+    return [False] * frames
+
+
 def mask_stats(shards_dir: str, split: str) -> MaskStatsRow:
-    """Per-frame coverage and fallback of every sample of ``split``, read from the sample metas.
+    """Per-frame coverage and fallback of every sample of ``split``, read from the sample metas (with, for a rule
+    other than diff, the frames that got diff's mask instead).
 
     Raises:
         InputError: no shard set or split, or a meta without ``mask.coverage``/``mask.fallback``.
     """
     coverage: List[float] = []
     fallback: List[bool] = []
-    taus = set()
+    to_diff: List[bool] = []
+    taus, rules = set(), set()
     videos = 0
     for meta in iter_metas(shards_dir, split):
         mask = meta.get("mask") or {}
@@ -297,11 +313,14 @@ def mask_stats(shards_dir: str, split: str) -> MaskStatsRow:
                              "rerun fda preprocess with this version")
         coverage += [float(c) for c in mask["coverage"]]
         fallback += [bool(b) for b in mask["fallback"]]
+        to_diff += _to_diff(mask, len(mask["fallback"]))
         taus.add(mask.get("tau"))
+        rules.add(mask.get("mask_rule", "diff"))
         videos += 1
     tau = taus.pop() if len(taus) == 1 else None
     return MaskStatsRow(shards_dir, split, None if tau is None else float(tau), videos, len(coverage),
-                        np.asarray(coverage, np.float64), np.asarray(fallback, bool))
+                        np.asarray(coverage, np.float64), np.asarray(fallback, bool), tuple(sorted(rules)),
+                        np.asarray(to_diff, bool))
 
 
 def _set_label(row: MaskStatsRow, rows: Sequence[MaskStatsRow]) -> str:
@@ -312,18 +331,22 @@ def _set_label(row: MaskStatsRow, rows: Sequence[MaskStatsRow]) -> str:
 
 
 def stats_table(rows: Sequence[MaskStatsRow]) -> str:
-    """A plain-text table: one line per (shard set, split)."""
+    """A plain-text table: one line per (shard set, split); a ``to diff`` column when a set uses another rule."""
+    other = any(set(row.rules) - {"diff"} for row in rows)
     head = (f"{'set':<16}{'split':<7}{'videos':>7}{'frames':>8}{'fallback':>10}{'cov mean':>10}{'median':>8}"
-            f"{'p10':>7}{'p90':>7}{'moving':>8}")
+            f"{'p10':>7}{'p90':>7}{'moving':>8}" + (f"{'rule':>8}{'to diff':>9}" if other else ""))
     lines = [head]
     for row in rows:
         d = row.as_dict()
         moving = "-" if d["moving_coverage_mean"] is None else f"{d['moving_coverage_mean']:.3f}"
         lines.append(f"{_set_label(row, rows):<16}{row.split:<7}{row.videos:>7}{row.frames:>8}"
                      f"{100 * d['fallback_share']:>9.1f}%{d['coverage_mean']:>10.3f}{d['coverage_median']:>8.3f}"
-                     f"{d['coverage_p10']:>7.3f}{d['coverage_p90']:>7.3f}{moving:>8}")
+                     f"{d['coverage_p10']:>7.3f}{d['coverage_p90']:>7.3f}{moving:>8}"
+                     + (f"{','.join(row.rules):>8}{100 * d['diff_fallback_share']:>8.1f}%" if other else ""))
     lines.append("coverage = fraction of pixels the mask keeps (a full-mask fallback frame counts 1.0); "
-                 "moving = mean over frames that did not fall back")
+                 "moving = mean over frames that did not fall back"
+                 + ("; to diff = frames the rule had nothing for (mv: no motion vectors), given diff's mask"
+                    if other else ""))
     return "\n".join(lines)
 
 
